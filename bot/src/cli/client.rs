@@ -1,0 +1,109 @@
+//! The CLI's HTTP client for the server's API. Errors are turned into one line that says
+//! what went wrong and what to do.
+
+use anyhow::{anyhow, bail};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    user: String,
+}
+
+impl Client {
+    pub fn new(server: &str) -> anyhow::Result<Self> {
+        let base = server.trim_end_matches('/').to_string();
+        if base.starts_with("https://") {
+            bail!("--server {server}: this build of the CLI speaks plain HTTP; reach the server through a local tunnel or proxy");
+        }
+        if !base.starts_with("http://") {
+            bail!("--server {server}: expected a URL like http://127.0.0.1:8080");
+        }
+        let token = std::env::var("SLIPWAY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base,
+            token,
+            user,
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.get(self.url(path)))
+            .await?
+            .json()
+            .await
+            .map_err(|e| anyhow!("unreadable answer from the server: {e}"))
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.post(self.url(path)).json(body))
+            .await?
+            .json()
+            .await
+            .map_err(|e| anyhow!("unreadable answer from the server: {e}"))
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(self.url(path)))
+            .await?
+            .json()
+            .await
+            .map_err(|e| anyhow!("unreadable answer from the server: {e}"))
+    }
+
+    /// A response whose body the caller streams.
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.base, path)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let mut request = request.header("x-slipway-user", &self.user);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!("cannot reach the Slipway server at {}: start it with `slipway serve`, or point --server / SLIPWAY_SERVER at it", self.base)
+            } else {
+                anyhow!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("the server answered {status}"));
+        Err(anyhow!(message))
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,234 @@
+//! The server's TOML config file. Unknown keys are errors, so a typo never silently falls
+//! back to a default. `slipway.example.toml` at the repository root documents every key and
+//! is parsed by a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use envmgr::compose::parse_bytes;
+use envmgr::git::RepoPath;
+use envmgr::names::RepoName;
+use envmgr::runtime::ResourceLimits;
+use envmgr::{EngineSettings, RepoSettings};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub api_token: Option<SecretString>,
+    #[serde(default = "default_public_host")]
+    pub public_host: String,
+    #[serde(default, with = "humantime_serde")]
+    pub resync_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub ready_timeout: Option<Duration>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default, rename = "repo")]
+    pub repos: Vec<RepoConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_env_file")]
+    pub env_file: String,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub default_ttl: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_public_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_env_file() -> String {
+    "compose.yml".into()
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+/// Where Slipway keeps its files when the config names no `data_dir`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("slipway");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/slipway"),
+        None => PathBuf::from(".slipway"),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))?;
+        // Relative repo paths are relative to the config file, not to wherever serve runs.
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for repo in &mut config.repos {
+            if is_local_path(&repo.url) && Path::new(&repo.url).is_relative() {
+                repo.url = absolute(&base.join(&repo.url))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        if let Some(dir) = &config.data_dir {
+            if dir.is_relative() {
+                config.data_dir = Some(base.join(dir));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The config used when `slipway serve` gets none: everything default, no repos yet
+    /// (the bundled demo repo is added by the caller).
+    pub fn embedded_defaults() -> Self {
+        toml::from_str("").expect("an empty config is valid")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        absolute(&self.data_dir.clone().unwrap_or_else(default_data_dir))
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("slipway.db").display()),
+        }
+    }
+
+    /// The API token from the config or `SLIPWAY_API_TOKEN`; required off loopback.
+    pub fn api_token(&self) -> anyhow::Result<Option<SecretString>> {
+        let token = match std::env::var("SLIPWAY_API_TOKEN") {
+            Ok(token) if !token.is_empty() => Some(SecretString::from(token)),
+            _ => self.api_token.clone(),
+        };
+        if token.is_none() && !self.listen.ip().is_loopback() {
+            bail!(
+                "listen = \"{}\" is reachable from other machines, so an API token is required: \
+                 set api_token in the config or SLIPWAY_API_TOKEN",
+                self.listen
+            );
+        }
+        Ok(token)
+    }
+
+    pub fn engine_settings(&self) -> anyhow::Result<EngineSettings> {
+        let mut repos: Vec<RepoSettings> = Vec::new();
+        for repo in &self.repos {
+            let name = RepoName::parse(&repo.name)
+                .with_context(|| format!("[[repo]] name `{}`", repo.name))?;
+            if repos.iter().any(|r| r.name == name) {
+                bail!("[[repo]] `{name}` is listed twice");
+            }
+            if repo.url.trim().is_empty() {
+                bail!("[[repo]] `{name}` needs a url");
+            }
+            RepoPath::resolve("", &repo.env_file)
+                .with_context(|| format!("[[repo]] `{name}` env_file"))?;
+            repos.push(RepoSettings {
+                name,
+                url: repo.url.clone(),
+                env_file: repo.env_file.clone(),
+                default_ttl: repo.default_ttl,
+            });
+        }
+        let defaults = ResourceLimits::default();
+        let memory = match &self.limits.memory {
+            Some(text) => parse_bytes(text).map_err(|e| anyhow::anyhow!("[limits] memory: {e}"))?,
+            None => defaults.memory_bytes,
+        };
+        Ok(EngineSettings {
+            data_dir: self.data_dir(),
+            public_host: self.public_host.clone(),
+            repos,
+            default_limits: ResourceLimits {
+                memory_bytes: memory,
+                nano_cpus: self
+                    .limits
+                    .cpus
+                    .map(|c| (c * 1e9) as i64)
+                    .unwrap_or(defaults.nano_cpus),
+                pids: self.limits.pids.unwrap_or(defaults.pids),
+            },
+            resync_interval: self.resync_interval.unwrap_or(Duration::from_secs(30)),
+            ready_timeout: self.ready_timeout.unwrap_or(Duration::from_secs(300)),
+        })
+    }
+}
+
+/// A path, not a URL or `host:path` git remote.
+fn is_local_path(url: &str) -> bool {
+    !url.contains("://") && !url.split('/').next().unwrap_or_default().contains(':')
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
+        let config = Config::load(&path).unwrap();
+        let settings = config.engine_settings().unwrap();
+        assert!(!settings.repos.is_empty());
+        assert!(config.api_token.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err =
+            toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let err =
+            toml::from_str::<Config>("[[repo]]\nname = \"a\"\nurl = \"x\"\nenvfile = \"c.yml\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("envfile"), "{err}");
+    }
+
+    #[test]
+    fn a_token_is_required_off_loopback() {
+        std::env::remove_var("SLIPWAY_API_TOKEN");
+        let config: Config = toml::from_str("listen = \"0.0.0.0:8080\"").unwrap();
+        assert!(config.api_token().is_err());
+        let config: Config =
+            toml::from_str("listen = \"0.0.0.0:8080\"\napi_token = \"t\"").unwrap();
+        assert!(config.api_token().unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_repos_are_refused() {
+        let config: Config =
+            toml::from_str("[[repo]]\nname = \"Bad Name\"\nurl = \"/x\"\n").unwrap();
+        assert!(config.engine_settings().is_err());
+        let config: Config =
+            toml::from_str("[[repo]]\nname = \"a\"\nurl = \"/x\"\nenv_file = \"../c.yml\"\n")
+                .unwrap();
+        assert!(config.engine_settings().is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The HTTP API (`/api/v1/...`) that the CLI and other tools use. Every handler validates,
+//! calls the engine (which records intent and nudges the reconciler) and answers at once.
+//! Errors are JSON `{"error": "..."}` with a status code a client can branch on.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use envmgr::engine::EngineError;
+use envmgr::runtime::{LogOptions, RuntimeError};
+use envmgr::store::StoreError;
+use envmgr::Engine;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+    token: Option<Arc<SecretString>>,
+}
+
+pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
+    let state = AppState {
+        engine,
+        token: token.map(Arc::new),
+    };
+    let api = Router::new()
+        .route("/envs", get(list_envs).post(env_up))
+        .route("/envs/{env}", get(env_status).delete(env_down))
+        .route("/envs/{env}/events", get(env_events))
+        .route("/envs/{env}/logs", get(env_logs))
+        .route("/repos", get(list_repos))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", api)
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API lives under /api/v1".into(),
+            )
+        })
+        .with_state(state)
+}
+
+/// Bearer-token check, constant time. Without a configured token (loopback only) every
+/// local caller is trusted.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let ok: bool = given
+            .as_bytes()
+            .ct_eq(expected.expose_secret().as_bytes())
+            .into();
+        if !ok {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token; set SLIPWAY_TOKEN".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Who is asking, for the audit trail: the CLI sends the local user name.
+fn actor(headers: &HeaderMap) -> String {
+    let user = headers
+        .get("x-slipway-user")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous");
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-@".contains(*c))
+        .take(64)
+        .collect();
+    format!("api:{user}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpBody {
+    repo: Option<String>,
+    branch: String,
+    /// humantime, e.g. "2h".
+    ttl: Option<String>,
+}
+
+async fn env_up(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<UpBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {}", e.body_text()),
+        )
+    })?;
+    let ttl = body
+        .ttl
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("ttl: {e} (write it like 2h or 30m)"),
+            )
+        })?;
+    let repo = match body.repo {
+        Some(repo) => repo,
+        None => only_repo(&state.engine)?,
+    };
+    let record = state
+        .engine
+        .up(&repo, &body.branch, ttl, &actor(&headers))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+/// With one repo configured, `--repo` may be left out.
+fn only_repo(engine: &Engine) -> Result<String, ApiError> {
+    match engine.settings().repos.as_slice() {
+        [only] => Ok(only.name.to_string()),
+        repos => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "name the repo (--repo); configured repos: {}",
+                repos
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_envs(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.list(q.all).await?).into_response())
+}
+
+async fn env_status(
+    State(state): State<AppState>,
+    Path(env): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.status(&env).await?).into_response())
+}
+
+async fn env_down(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(env): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = state.engine.down(&env, &actor(&headers)).await?;
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+}
+
+async fn env_events(
+    State(state): State<AppState>,
+    Path(env): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.events(&env, q.after).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    service: Option<String>,
+    tail: Option<u64>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Streams logs as plain text; with `follow` the response stays open.
+async fn env_logs(
+    State(state): State<AppState>,
+    Path(env): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let options = LogOptions {
+        tail: q.tail,
+        follow: q.follow,
+    };
+    let stream = state
+        .engine
+        .logs(&env, q.service.as_deref(), options)
+        .await?;
+    let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+async fn list_repos(State(state): State<AppState>) -> Response {
+    let repos: Vec<_> = state
+        .engine
+        .settings()
+        .repos
+        .iter()
+        .map(|r| json!({"name": r.name, "env_file": r.env_file, "default_ttl": humantime::format_duration(r.default_ttl).to_string()}))
+        .collect();
+    Json(repos).into_response()
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::UnknownRepo { .. }
+            | EngineError::InvalidName(_)
+            | EngineError::TtlTooLong(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Deleted(_) => StatusCode::GONE,
+            EngineError::Runtime(RuntimeError::NoSuchService(_)) => StatusCode::NOT_FOUND,
+            EngineError::Runtime(RuntimeError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Store(StoreError::Database(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError(status, e.to_string())
+    }
+}

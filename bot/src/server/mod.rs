@@ -1,0 +1,124 @@
+//! `slipway serve`: opens the store, connects the runtime, starts the engine's reconciler and
+//! serves the HTTP API until Ctrl-C or SIGTERM.
+
+mod api;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use envmgr::compose::plan::CONTENT_LABEL;
+use envmgr::names::ServiceName;
+use envmgr::runtime::docker::DockerRuntime;
+use envmgr::runtime::{BuildRequest, ImageSource, Runtime};
+use envmgr::store::Store;
+use envmgr::{Engine, RepoSettings};
+use tracing::info;
+
+use crate::config::Config;
+use crate::demo;
+
+pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = match config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_defaults(),
+    };
+    let token = config.api_token()?;
+    let mut settings = config.engine_settings()?;
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+
+    if config_path.is_none() {
+        // No config: serve the bundled demo repo so a fresh clone has something to run.
+        let repo_dir = data_dir.join("demo-repo");
+        demo::ensure_demo_repo(&repo_dir).context("cannot create the bundled demo repo")?;
+        settings.repos.push(RepoSettings {
+            name: envmgr::names::RepoName::parse("demo").expect("valid"),
+            url: repo_dir.to_string_lossy().into_owned(),
+            env_file: "compose.yml".into(),
+            default_ttl: std::time::Duration::from_secs(8 * 3600),
+        });
+        info!(repo = %repo_dir.display(), "no --config given: serving the bundled demo repo");
+    }
+
+    let store = Store::connect(&config.database_url())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                redact_url(&config.database_url())
+            )
+        })?;
+    let instance = store.instance_id().await?;
+    let runtime = DockerRuntime::connect(&instance)
+        .await
+        .context("Slipway needs a running Docker engine; start it or set DOCKER_HOST")?;
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    ensure_demo_image(runtime.as_ref())
+        .await
+        .context("cannot prepare the demo image")?;
+
+    let engine = Engine::start(settings, store, runtime);
+    let app = api::router(engine, token);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another Slipway running? set `listen` in the config",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    info!(%addr, instance, "Slipway is serving");
+    eprintln!(
+        "Slipway is serving on http://{addr} (data in {})",
+        data_dir.display()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Builds the demo app image when it is missing or stale (its content label differs).
+/// Cheap when it is current: one image lookup.
+async fn ensure_demo_image(runtime: &dyn Runtime) -> anyhow::Result<()> {
+    let request = BuildRequest {
+        service: ServiceName::parse("demo-app")?,
+        tag: demo::DEMO_IMAGE.to_string(),
+        dockerfile: "Dockerfile".into(),
+        context_tar: demo::demo_image_context()?.into(),
+        args: Default::default(),
+        target: None,
+        labels: [(CONTENT_LABEL.to_string(), demo::demo_image_content_label())].into(),
+    };
+    runtime
+        .prepare_image(&ImageSource::Build(request), Arc::new(|_| {}))
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// A database URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

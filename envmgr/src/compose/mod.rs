@@ -1,0 +1,719 @@
+//! Compose files, read from a branch and therefore untrusted. Parsing happens in three steps:
+//! the YAML is read as plain values, the [`policy`] refuses what could reach the host, and the
+//! keys Slipway supports are deserialised with the value types of `docker-compose-types`
+//! (its `Service` type rejects keys it does not know and lacks `cpus`/`pids_limit`, so the
+//! service-level struct is ours). Every key Slipway does not apply is reported as a warning.
+
+pub mod plan;
+pub mod policy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use docker_compose_types as dct;
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use crate::names::ServiceName;
+use crate::runtime::{
+    Dependency, DependencyCondition, HealthcheckSpec, PortSpec, Protocol, RestartPolicy,
+};
+
+pub use policy::PolicyViolation;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ComposeError {
+    #[error("the compose file is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("the compose file has no `services`")]
+    NoServices,
+    #[error("service `{service}`: {message}")]
+    Service { service: String, message: String },
+    #[error("{0}")]
+    Policy(#[from] PolicyViolation),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A compose file reduced to what Slipway applies, plus what it does not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComposeFile {
+    /// Services started in an env, in file order. Services in a profile are left out.
+    pub services: Vec<ComposeService>,
+    /// Services that only run when their profile is asked for (e.g. `test`).
+    pub profiled: Vec<ComposeService>,
+    pub volumes: Vec<String>,
+    /// Keys present in the file that Slipway does not apply, one line each.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComposeService {
+    pub name: ServiceName,
+    pub image: Option<String>,
+    pub build: Option<BuildDef>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub environment: BTreeMap<String, String>,
+    /// `env_file` paths, relative to the compose file's folder, read from the same commit.
+    pub env_files: Vec<String>,
+    pub ports: Vec<PortSpec>,
+    pub expose: Vec<PortSpec>,
+    pub depends_on: Vec<Dependency>,
+    pub healthcheck: Option<HealthcheckSpec>,
+    pub restart: RestartPolicy,
+    /// (volume name, target, read only)
+    pub volumes: Vec<(String, String, bool)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub mem_limit: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildDef {
+    /// Relative to the compose file's folder.
+    pub context: String,
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+}
+
+/// Keys of a service that Slipway applies.
+const SUPPORTED_SERVICE_KEYS: &[&str] = &[
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "expose",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "volumes",
+    "working_dir",
+    "user",
+    "mem_limit",
+    "cpus",
+    "pids_limit",
+    "profiles",
+];
+
+/// Keys with no effect on what runs, accepted without a warning.
+const HARMLESS_SERVICE_KEYS: &[&str] = &[
+    "container_name",
+    "labels",
+    "hostname",
+    "stop_grace_period",
+    "tty",
+    "stdin_open",
+];
+
+/// The supported subset of a service. Value types come from docker-compose-types.
+#[derive(Deserialize)]
+struct ServiceDef {
+    image: Option<String>,
+    build: Option<dct::BuildStep>,
+    command: Option<dct::Command>,
+    entrypoint: Option<dct::Entrypoint>,
+    #[serde(default)]
+    environment: Option<dct::Environment>,
+    env_file: Option<dct::StringOrList>,
+    /// Short and long forms may be mixed, which `dct::Ports` does not allow.
+    #[serde(default)]
+    ports: Vec<Value>,
+    #[serde(default)]
+    expose: Vec<Value>,
+    #[serde(default)]
+    depends_on: Option<dct::DependsOnOptions>,
+    healthcheck: Option<dct::Healthcheck>,
+    restart: Option<String>,
+    #[serde(default)]
+    volumes: Vec<dct::Volumes>,
+    working_dir: Option<String>,
+    user: Option<Value>,
+    mem_limit: Option<Value>,
+    cpus: Option<Value>,
+    pids_limit: Option<i64>,
+    #[serde(default)]
+    profiles: Vec<String>,
+}
+
+impl ComposeFile {
+    pub fn parse(text: &[u8]) -> Result<Self, ComposeError> {
+        let root: Value =
+            serde_yaml::from_slice(text).map_err(|e| ComposeError::Yaml(e.to_string()))?;
+        let root = root
+            .as_mapping()
+            .ok_or_else(|| ComposeError::Invalid("the compose file must be a mapping".into()))?;
+        policy::check(root)?;
+
+        let mut warnings = Vec::new();
+        for key in root.keys().filter_map(Value::as_str) {
+            match key {
+                "services" | "volumes" | "version" | "name" => {}
+                k if k.starts_with("x-") => {}
+                "networks" => warnings
+                    .push("`networks` is ignored: each env gets one private network".to_string()),
+                other => warnings.push(format!(
+                    "top-level `{other}` is not supported and was ignored"
+                )),
+            }
+        }
+
+        let volumes = match root.get("volumes") {
+            Some(Value::Mapping(map)) => map
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::Null) | None => Vec::new(),
+            Some(_) => {
+                return Err(ComposeError::Invalid(
+                    "`volumes` must be a mapping of volume names".into(),
+                ))
+            }
+        };
+
+        let services_map = match root.get("services") {
+            Some(Value::Mapping(map)) if !map.is_empty() => map,
+            _ => return Err(ComposeError::NoServices),
+        };
+
+        let mut services = Vec::new();
+        let mut profiled = Vec::new();
+        for (name, body) in services_map {
+            let name = name
+                .as_str()
+                .ok_or_else(|| ComposeError::Invalid("service names must be strings".into()))?;
+            let service = parse_service(name, body, &volumes, &mut warnings)?;
+            if service.profiles.is_empty() {
+                services.push(service);
+            } else {
+                profiled.push(service);
+            }
+        }
+        if services.is_empty() {
+            return Err(ComposeError::Invalid(
+                "every service is in a profile: nothing would start".into(),
+            ));
+        }
+        check_dependencies(&services, &profiled)?;
+        Ok(Self {
+            services,
+            profiled,
+            volumes,
+            warnings,
+        })
+    }
+}
+
+fn parse_service(
+    name: &str,
+    body: &Value,
+    volumes: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<ComposeService, ComposeError> {
+    let err = |message: String| ComposeError::Service {
+        service: name.to_string(),
+        message,
+    };
+    let service_name = ServiceName::parse(name).map_err(|e| err(e.to_string()))?;
+    let empty = Mapping::new();
+    let map = match body {
+        Value::Mapping(map) => map,
+        Value::Null => &empty,
+        _ => return Err(err("must be a mapping".into())),
+    };
+
+    let mut supported = Mapping::new();
+    for (key, value) in map {
+        let key_str = key.as_str().unwrap_or_default();
+        if SUPPORTED_SERVICE_KEYS.contains(&key_str) {
+            supported.insert(key.clone(), value.clone());
+        } else if !HARMLESS_SERVICE_KEYS.contains(&key_str) && !key_str.starts_with("x-") {
+            warnings.push(format!(
+                "service `{name}`: `{key_str}` is not supported and was ignored"
+            ));
+        }
+    }
+    let def: ServiceDef =
+        serde_yaml::from_value(Value::Mapping(supported)).map_err(|e| err(e.to_string()))?;
+
+    if def.image.is_none() && def.build.is_none() {
+        return Err(err("needs `image` or `build`".into()));
+    }
+    let build = def
+        .build
+        .map(|b| build_def(b, name, warnings))
+        .transpose()
+        .map_err(err)?;
+    let env_files = match def.env_file {
+        None => Vec::new(),
+        Some(dct::StringOrList::Simple(path)) => vec![path],
+        Some(dct::StringOrList::List(paths)) => paths,
+    };
+
+    Ok(ComposeService {
+        name: service_name,
+        image: def.image,
+        build,
+        command: def.command.map(command_words).transpose().map_err(err)?,
+        entrypoint: def
+            .entrypoint
+            .map(entrypoint_words)
+            .transpose()
+            .map_err(err)?,
+        environment: environment(def.environment, name, warnings),
+        env_files,
+        ports: def
+            .ports
+            .iter()
+            .map(port)
+            .collect::<Result<_, _>>()
+            .map_err(err)?,
+        expose: def
+            .expose
+            .iter()
+            .map(expose_port)
+            .collect::<Result<_, _>>()
+            .map_err(err)?,
+        depends_on: def
+            .depends_on
+            .map(dependencies)
+            .transpose()
+            .map_err(err)?
+            .unwrap_or_default(),
+        healthcheck: def
+            .healthcheck
+            .map(healthcheck)
+            .transpose()
+            .map_err(err)?
+            .flatten(),
+        restart: restart(def.restart.as_deref()).map_err(err)?,
+        volumes: def
+            .volumes
+            .into_iter()
+            .map(|v| volume_mount(v, volumes))
+            .collect::<Result<_, _>>()
+            .map_err(err)?,
+        working_dir: def.working_dir,
+        user: def.user.map(|u| scalar_string(&u)),
+        mem_limit: def
+            .mem_limit
+            .map(|m| parse_bytes(&scalar_string(&m)))
+            .transpose()
+            .map_err(err)?,
+        nano_cpus: def
+            .cpus
+            .map(|c| parse_cpus(&scalar_string(&c)))
+            .transpose()
+            .map_err(err)?,
+        pids_limit: def.pids_limit,
+        profiles: def.profiles,
+    })
+}
+
+fn build_def(
+    step: dct::BuildStep,
+    service: &str,
+    warnings: &mut Vec<String>,
+) -> Result<BuildDef, String> {
+    match step {
+        dct::BuildStep::Simple(context) => Ok(BuildDef {
+            context,
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::new(),
+            target: None,
+        }),
+        dct::BuildStep::Advanced(adv) => {
+            if adv.dockerfile_inline.is_some() {
+                return Err(
+                    "`build.dockerfile_inline` is not supported: commit the Dockerfile".into(),
+                );
+            }
+            if !adv.cache_from.is_empty() || adv.shm_size.is_some() {
+                warnings.push(format!(
+                    "service `{service}`: `build.cache_from`/`build.shm_size` are ignored"
+                ));
+            }
+            let args = match adv.args {
+                None => BTreeMap::new(),
+                Some(dct::BuildArgs::Simple(arg)) => [(arg, String::new())].into(),
+                Some(dct::BuildArgs::List(list)) => list
+                    .into_iter()
+                    .map(|item| match item.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (item, String::new()),
+                    })
+                    .collect(),
+                Some(dct::BuildArgs::KvPair(map)) => map.into_iter().collect(),
+            };
+            Ok(BuildDef {
+                context: if adv.context.is_empty() {
+                    ".".into()
+                } else {
+                    adv.context
+                },
+                dockerfile: adv.dockerfile.unwrap_or_else(|| "Dockerfile".into()),
+                args,
+                target: adv.target,
+            })
+        }
+    }
+}
+
+fn command_words(command: dct::Command) -> Result<Vec<String>, String> {
+    match command {
+        dct::Command::Simple(s) => {
+            shell_words::split(&s).map_err(|e| format!("`command` cannot be split into words: {e}"))
+        }
+        dct::Command::Args(args) => Ok(args),
+    }
+}
+
+fn entrypoint_words(entrypoint: dct::Entrypoint) -> Result<Vec<String>, String> {
+    match entrypoint {
+        dct::Entrypoint::Simple(s) => shell_words::split(&s)
+            .map_err(|e| format!("`entrypoint` cannot be split into words: {e}")),
+        dct::Entrypoint::List(args) => Ok(args),
+    }
+}
+
+fn environment(
+    env: Option<dct::Environment>,
+    service: &str,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut unset = Vec::new();
+    match env {
+        None => {}
+        Some(dct::Environment::List(items)) => {
+            for item in items {
+                match item.split_once('=') {
+                    Some((k, v)) => {
+                        out.insert(k.to_string(), v.to_string());
+                    }
+                    None => unset.push(item),
+                }
+            }
+        }
+        Some(dct::Environment::KvPair(map)) => {
+            for (k, v) in map {
+                match v {
+                    Some(v) => {
+                        out.insert(k, v.to_string());
+                    }
+                    None => unset.push(k),
+                }
+            }
+        }
+    }
+    for name in unset {
+        warnings.push(format!("service `{service}`: environment `{name}` has no value and Slipway passes no host variables; it was left unset"));
+    }
+    out
+}
+
+fn port(value: &Value) -> Result<PortSpec, String> {
+    match value {
+        Value::Mapping(_) => {
+            let long: dct::Port =
+                serde_yaml::from_value(value.clone()).map_err(|e| format!("port: {e}"))?;
+            Ok(PortSpec {
+                container_port: long.target,
+                protocol: protocol(long.protocol.as_deref())?,
+            })
+        }
+        other => short_port(&scalar_string(other)),
+    }
+}
+
+/// `"8080"`, `"80:8080"`, `"127.0.0.1:80:8080"`, `"8080/udp"`: Slipway keeps only the
+/// container port and publishes it on a free host port, so envs never clash.
+fn short_port(text: &str) -> Result<PortSpec, String> {
+    let (addr, proto) = match text.split_once('/') {
+        Some((addr, proto)) => (addr, Some(proto)),
+        None => (text, None),
+    };
+    let container = addr.rsplit(':').next().unwrap_or(addr);
+    let container_port = container
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("port `{text}` is not supported: give one container port (ranges are not supported)"))?;
+    Ok(PortSpec {
+        container_port,
+        protocol: protocol(proto)?,
+    })
+}
+
+fn expose_port(value: &Value) -> Result<PortSpec, String> {
+    short_port(&scalar_string(value))
+}
+
+fn protocol(proto: Option<&str>) -> Result<Protocol, String> {
+    match proto {
+        None | Some("tcp") => Ok(Protocol::Tcp),
+        Some("udp") => Ok(Protocol::Udp),
+        Some(other) => Err(format!("protocol `{other}` is not supported (tcp or udp)")),
+    }
+}
+
+fn dependencies(options: dct::DependsOnOptions) -> Result<Vec<Dependency>, String> {
+    let named = |name: &str| ServiceName::parse(name).map_err(|e| e.to_string());
+    match options {
+        dct::DependsOnOptions::Simple(names) => names
+            .iter()
+            .map(|n| {
+                Ok(Dependency {
+                    service: named(n)?,
+                    condition: DependencyCondition::Started,
+                })
+            })
+            .collect(),
+        dct::DependsOnOptions::Conditional(map) => map
+            .iter()
+            .map(|(n, c)| {
+                let condition = match c.condition.as_str() {
+                    "service_started" => DependencyCondition::Started,
+                    "service_healthy" => DependencyCondition::Healthy,
+                    "service_completed_successfully" => DependencyCondition::CompletedSuccessfully,
+                    other => return Err(format!("depends_on condition `{other}` is not known")),
+                };
+                Ok(Dependency {
+                    service: named(n)?,
+                    condition,
+                })
+            })
+            .collect(),
+    }
+}
+
+fn healthcheck(hc: dct::Healthcheck) -> Result<Option<HealthcheckSpec>, String> {
+    let test = match (hc.disable, hc.test) {
+        (true, _) => vec!["NONE".to_string()],
+        (false, None) => return Ok(None),
+        (false, Some(dct::HealthcheckTest::Single(cmd))) => vec!["CMD-SHELL".to_string(), cmd],
+        (false, Some(dct::HealthcheckTest::Multiple(list))) => {
+            match list.first().map(String::as_str) {
+                Some("CMD") | Some("CMD-SHELL") | Some("NONE") => list,
+                _ => return Err("healthcheck `test` must start with CMD, CMD-SHELL or NONE".into()),
+            }
+        }
+    };
+    let duration = |value: Option<String>, default: Duration| -> Result<Duration, String> {
+        match value {
+            None => Ok(default),
+            Some(text) => parse_duration(&text),
+        }
+    };
+    Ok(Some(HealthcheckSpec {
+        test,
+        interval: duration(hc.interval, Duration::from_secs(30))?,
+        timeout: duration(hc.timeout, Duration::from_secs(30))?,
+        retries: if hc.retries > 0 { hc.retries as u32 } else { 3 },
+        start_period: duration(hc.start_period, Duration::ZERO)?,
+    }))
+}
+
+/// Compose durations: `1m30s`, `500ms`, `10s`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut spaced = String::new();
+    let mut prev_alpha = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() && prev_alpha {
+            spaced.push(' ');
+        }
+        prev_alpha = c.is_ascii_alphabetic();
+        spaced.push(c);
+    }
+    humantime::parse_duration(&spaced).map_err(|e| format!("duration `{text}`: {e}"))
+}
+
+fn restart(value: Option<&str>) -> Result<RestartPolicy, String> {
+    Ok(match value {
+        None | Some("no") => RestartPolicy::No,
+        Some("always") => RestartPolicy::Always,
+        Some("unless-stopped") => RestartPolicy::UnlessStopped,
+        Some("on-failure") => RestartPolicy::OnFailure { max_retries: None },
+        Some(other) => {
+            match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
+                Some(Ok(n)) => RestartPolicy::OnFailure {
+                    max_retries: Some(n),
+                },
+                _ => return Err(format!(
+                    "restart `{other}` is not known (no, always, on-failure[:N], unless-stopped)"
+                )),
+            }
+        }
+    })
+}
+
+/// Only named volumes declared at the top level; host paths were refused by the policy.
+fn volume_mount(
+    volume: dct::Volumes,
+    declared: &[String],
+) -> Result<(String, String, bool), String> {
+    let (source, target, read_only) = match volume {
+        dct::Volumes::Simple(text) => {
+            let parts: Vec<&str> = text.split(':').collect();
+            match parts.as_slice() {
+                [source, target] => (source.to_string(), target.to_string(), false),
+                [source, target, mode] => (
+                    source.to_string(),
+                    target.to_string(),
+                    mode.split(',').any(|m| m == "ro"),
+                ),
+                _ => return Err(format!("volume `{text}` needs the form `name:/path[:ro]`")),
+            }
+        }
+        dct::Volumes::Advanced(adv) => match (adv._type.as_str(), adv.source) {
+            ("volume", Some(source)) => (source, adv.target, adv.read_only),
+            (kind, _) => {
+                return Err(format!(
+                    "volume of type `{kind}` is not supported: use a named volume"
+                ))
+            }
+        },
+    };
+    if !declared.contains(&source) {
+        return Err(format!(
+            "volume `{source}` is not declared under the top-level `volumes`"
+        ));
+    }
+    if !target.starts_with('/') {
+        return Err(format!(
+            "volume target `{target}` must be an absolute path in the container"
+        ));
+    }
+    Ok((source, target, read_only))
+}
+
+fn check_dependencies(
+    services: &[ComposeService],
+    profiled: &[ComposeService],
+) -> Result<(), ComposeError> {
+    let started: BTreeSet<&ServiceName> = services.iter().map(|s| &s.name).collect();
+    for service in services.iter().chain(profiled) {
+        for dep in &service.depends_on {
+            if !started.contains(&dep.service) {
+                return Err(ComposeError::Service {
+                    service: service.name.to_string(),
+                    message: format!(
+                        "depends on `{}`, which is not a service started by default",
+                        dep.service
+                    ),
+                });
+            }
+        }
+    }
+    // Depth-first search for a cycle among the services that start.
+    fn visit<'a>(
+        name: &'a ServiceName,
+        all: &'a [ComposeService],
+        path: &mut Vec<&'a ServiceName>,
+        done: &mut BTreeSet<&'a ServiceName>,
+    ) -> Result<(), ComposeError> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if path.contains(&name) {
+            let cycle: Vec<String> = path
+                .iter()
+                .map(|s| s.to_string())
+                .chain([name.to_string()])
+                .collect();
+            return Err(ComposeError::Invalid(format!(
+                "depends_on has a cycle: {}",
+                cycle.join(" -> ")
+            )));
+        }
+        path.push(name);
+        if let Some(service) = all.iter().find(|s| &s.name == name) {
+            for dep in &service.depends_on {
+                visit(&dep.service, all, path, done)?;
+            }
+        }
+        path.pop();
+        done.insert(name);
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for service in services {
+        visit(&service.name, services, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
+fn scalar_string(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Docker's memory sizes: `64m`, `1g`, `512MiB`, `1048576`.
+pub fn parse_bytes(text: &str) -> Result<i64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("size `{text}` is not a number with a unit (e.g. 512m)"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("size unit `{other}` is not known (b, k, m, g)")),
+    };
+    Ok((number * factor) as i64)
+}
+
+fn parse_cpus(text: &str) -> Result<i64, String> {
+    let cpus: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("cpus `{text}` is not a number"))?;
+    if !(cpus > 0.0 && cpus <= 1024.0) {
+        return Err(format!("cpus `{text}` is out of range"));
+    }
+    Ok((cpus * 1e9) as i64)
+}
+
+/// Parses an `env_file`: `KEY=VALUE` lines, `#` comments, optional `export ` and quotes.
+pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            out.insert(key.trim().to_string(), unquoted.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

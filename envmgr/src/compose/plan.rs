@@ -1,0 +1,176 @@
+//! Turns a parsed compose file at one commit into the runtime's desired state: which images
+//! to build or pull, and the `EnvSpec` to apply. Built images are tagged by the content of
+//! their build (git tree id of the context, Dockerfile path, args, target), so a service whose
+//! build did not change keeps its image and therefore its container.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::{parse_env_file, ComposeFile, ComposeService};
+use crate::git::{GitError, GitMirrors, RepoPath};
+use crate::names::{CommitSha, EnvName, RepoName, ServiceName};
+use crate::runtime::{
+    labels, BuildRequest, EnvSpec, ImageSource, ResourceLimits, ServiceSpec, VolumeMount,
+};
+
+/// Label on built images naming the content they were built from.
+pub const CONTENT_LABEL: &str = "dev.slipway.content";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    #[error("service `{service}`: {source}")]
+    Git { service: String, source: GitError },
+}
+
+/// What to do for one env: get these images, then apply this spec.
+#[derive(Debug, Clone)]
+pub struct EnvPlan {
+    pub images: Vec<(ServiceName, ImageSource)>,
+    pub spec: EnvSpec,
+}
+
+pub struct PlanInput<'a> {
+    pub env: &'a EnvName,
+    pub repo: &'a RepoName,
+    pub commit: &'a CommitSha,
+    /// The compose file's own path, to resolve relative paths against its folder.
+    pub compose_path: &'a RepoPath,
+    pub file: &'a ComposeFile,
+    pub default_limits: ResourceLimits,
+}
+
+pub async fn plan(input: PlanInput<'_>, git: &GitMirrors) -> Result<EnvPlan, PlanError> {
+    let base = input.compose_path.parent();
+    let mut images = Vec::new();
+    let mut services = Vec::new();
+    for service in &input.file.services {
+        let git_err = |source| PlanError::Git {
+            service: service.name.to_string(),
+            source,
+        };
+        let source = image_source(&input, &base, service, git)
+            .await
+            .map_err(git_err)?;
+        let image = match &source {
+            ImageSource::Pull { reference } => reference.clone(),
+            ImageSource::Build(req) => req.tag.clone(),
+        };
+        images.push((service.name.clone(), source));
+        let environment = environment(&input, &base, service, git)
+            .await
+            .map_err(git_err)?;
+        services.push(service_spec(
+            service,
+            image,
+            environment,
+            input.default_limits,
+        ));
+    }
+    let spec = EnvSpec {
+        env: input.env.clone(),
+        repo: input.repo.clone(),
+        services,
+        volumes: input.file.volumes.clone(),
+    };
+    Ok(EnvPlan { images, spec })
+}
+
+async fn image_source(
+    input: &PlanInput<'_>,
+    base: &str,
+    service: &ComposeService,
+    git: &GitMirrors,
+) -> Result<ImageSource, GitError> {
+    let Some(build) = &service.build else {
+        return Ok(ImageSource::Pull {
+            reference: service.image.clone().unwrap_or_default(),
+        });
+    };
+    let context = RepoPath::resolve(base, &build.context)?;
+    // The Dockerfile must be inside the context: the context tar is all the build sees.
+    let dockerfile = RepoPath::resolve("", &build.dockerfile)?;
+    let tree = git.tree_id(input.repo, input.commit, &context).await?;
+    let mut hasher = Sha256::new();
+    for part in [
+        tree.as_str(),
+        dockerfile.as_str(),
+        build.target.as_deref().unwrap_or(""),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    for (k, v) in &build.args {
+        hasher.update(format!("{k}={v}\0").as_bytes());
+    }
+    let content = hex::encode(hasher.finalize());
+    // A compose `image:` next to `build:` names the result; Slipway keeps its own content tag
+    // so two branches never overwrite each other's image.
+    let tag = format!("slipway/{}-{}:{}", input.repo, service.name, &content[..16]);
+    let context_tar = git.archive(input.repo, input.commit, &context).await?;
+    Ok(ImageSource::Build(BuildRequest {
+        service: service.name.clone(),
+        tag,
+        dockerfile: dockerfile.as_str().to_string(),
+        context_tar,
+        args: build.args.clone(),
+        target: build.target.clone(),
+        labels: BTreeMap::from([
+            (CONTENT_LABEL.to_string(), content),
+            (labels::REPO.to_string(), input.repo.to_string()),
+        ]),
+    }))
+}
+
+/// `env_file` contents first, then `environment`, which wins (as in compose).
+async fn environment(
+    input: &PlanInput<'_>,
+    base: &str,
+    service: &ComposeService,
+    git: &GitMirrors,
+) -> Result<BTreeMap<String, String>, GitError> {
+    let mut env = BTreeMap::new();
+    for file in &service.env_files {
+        let path = RepoPath::resolve(base, file)?;
+        let bytes = git.read_file(input.repo, input.commit, &path).await?;
+        env.extend(parse_env_file(&String::from_utf8_lossy(&bytes)));
+    }
+    env.extend(service.environment.clone());
+    Ok(env)
+}
+
+fn service_spec(
+    service: &ComposeService,
+    image: String,
+    environment: BTreeMap<String, String>,
+    defaults: ResourceLimits,
+) -> ServiceSpec {
+    ServiceSpec {
+        name: service.name.clone(),
+        image,
+        command: service.command.clone(),
+        entrypoint: service.entrypoint.clone(),
+        environment,
+        ports: service.ports.clone(),
+        expose: service.expose.clone(),
+        depends_on: service.depends_on.clone(),
+        healthcheck: service.healthcheck.clone(),
+        restart: service.restart.clone(),
+        volumes: service
+            .volumes
+            .iter()
+            .map(|(volume, target, read_only)| VolumeMount {
+                volume: volume.clone(),
+                target: target.clone(),
+                read_only: *read_only,
+            })
+            .collect(),
+        working_dir: service.working_dir.clone(),
+        user: service.user.clone(),
+        limits: ResourceLimits {
+            memory_bytes: service.mem_limit.unwrap_or(defaults.memory_bytes),
+            nano_cpus: service.nano_cpus.unwrap_or(defaults.nano_cpus),
+            pids: service.pids_limit.unwrap_or(defaults.pids),
+        },
+    }
+}

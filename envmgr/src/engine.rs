@@ -1,0 +1,169 @@
+//! The engine's front door for surfaces: validate a request, record intent in the store,
+//! nudge the reconciler, answer. Nothing here touches a container.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::names::{BranchName, EnvName, NameError, RepoName, ServiceName};
+use crate::reconciler::{self, ReconcilerHandle};
+use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
+use crate::settings::EngineSettings;
+use crate::store::{EnvRecord, Event, Store, StoreError, UpRequest};
+
+/// Longest TTL anyone may ask for, so forgotten envs always end.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown repo `{repo}`; configured repos: {known}")]
+    UnknownRepo { repo: String, known: String },
+    #[error("no environment named `{0}`; `slipway env list` shows the existing ones")]
+    NotFound(String),
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error("ttl {0} is too long: at most {max}", max = humantime::format_duration(MAX_TTL))]
+    TtlTooLong(String),
+    #[error("environment `{0}` is deleted; `env up` creates it again")]
+    Deleted(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// An env with its recent timeline, as `env status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EnvStatus {
+    #[serde(flatten)]
+    pub env: EnvRecord,
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    settings: Arc<EngineSettings>,
+    store: Store,
+    runtime: Arc<dyn Runtime>,
+    reconciler: ReconcilerHandle,
+}
+
+impl Engine {
+    /// Starts the reconciler; envs left mid-way by a previous process are picked up at once.
+    pub fn start(settings: EngineSettings, store: Store, runtime: Arc<dyn Runtime>) -> Self {
+        let settings = Arc::new(settings);
+        let reconciler = reconciler::spawn(settings.clone(), store.clone(), runtime.clone());
+        Self {
+            settings,
+            store,
+            runtime,
+            reconciler,
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Asks for an env of `branch` of `repo` (new, or moved to the branch's newest commit).
+    pub async fn up(
+        &self,
+        repo: &str,
+        branch: &str,
+        ttl: Option<Duration>,
+        actor: &str,
+    ) -> Result<EnvRecord, EngineError> {
+        let repo = self.known_repo(repo)?;
+        let branch = BranchName::parse(branch)?;
+        let ttl = ttl.unwrap_or(repo.default_ttl);
+        if ttl > MAX_TTL {
+            return Err(EngineError::TtlTooLong(
+                humantime::format_duration(ttl).to_string(),
+            ));
+        }
+        let name = EnvName::for_branch(&repo.name, &branch);
+        let request = UpRequest {
+            name: name.clone(),
+            repo: repo.name.clone(),
+            branch,
+            ttl,
+            actor: actor.to_string(),
+        };
+        let record = self.store.request_up(&request).await?;
+        self.reconciler.nudge(&name);
+        Ok(record)
+    }
+
+    /// Asks for the env to be deleted.
+    pub async fn down(&self, env: &str, actor: &str) -> Result<EnvRecord, EngineError> {
+        let name = EnvName::parse(env)?;
+        let record = self
+            .store
+            .request_down(&name, actor, &format!("asked by {actor}"))
+            .await?;
+        let record = record.ok_or_else(|| EngineError::NotFound(env.to_string()))?;
+        self.reconciler.nudge(&name);
+        Ok(record)
+    }
+
+    pub async fn list(&self, include_deleted: bool) -> Result<Vec<EnvRecord>, EngineError> {
+        Ok(self.store.list(include_deleted).await?)
+    }
+
+    pub async fn get(&self, env: &str) -> Result<EnvRecord, EngineError> {
+        let name = EnvName::parse(env)?;
+        self.store
+            .get(&name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(env.to_string()))
+    }
+
+    pub async fn status(&self, env: &str) -> Result<EnvStatus, EngineError> {
+        let record = self.get(env).await?;
+        let events = self.store.recent_events(&record.name, 20).await?;
+        Ok(EnvStatus {
+            env: record,
+            events,
+        })
+    }
+
+    pub async fn events(&self, env: &str, after: i64) -> Result<Vec<Event>, EngineError> {
+        let record = self.get(env).await?;
+        Ok(self.store.events(&record.name, after, 500).await?)
+    }
+
+    pub async fn logs(
+        &self,
+        env: &str,
+        service: Option<&str>,
+        options: LogOptions,
+    ) -> Result<LogStream, EngineError> {
+        let record = self.get(env).await?;
+        if record.phase == crate::store::Phase::Deleted {
+            return Err(EngineError::Deleted(env.to_string()));
+        }
+        let service = service.map(ServiceName::parse).transpose()?;
+        Ok(self
+            .runtime
+            .logs(&record.name, service.as_ref(), options)
+            .await?)
+    }
+
+    fn known_repo(&self, repo: &str) -> Result<&crate::settings::RepoSettings, EngineError> {
+        let unknown = || EngineError::UnknownRepo {
+            repo: repo.to_string(),
+            known: self
+                .settings
+                .repos
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let name = RepoName::parse(repo).map_err(|_| unknown())?;
+        self.settings.repo(&name).ok_or_else(unknown)
+    }
+}

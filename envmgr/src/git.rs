@@ -1,0 +1,334 @@
+//! Git access through the `git` program, one bare mirror per repo under the data directory.
+//! Files are read straight from commits (`git cat-file`, `git archive`), so nothing from a
+//! branch is ever checked out onto disk and no path from a branch can escape.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::process::Command;
+
+use crate::names::{BranchName, CommitSha, RepoName};
+use crate::settings::RepoSettings;
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GitError {
+    #[error("branch `{branch}` does not exist in {url}")]
+    BranchNotFound { branch: String, url: String },
+    #[error("`{path}` does not exist at commit {commit}")]
+    FileNotFound { path: String, commit: String },
+    #[error("path `{path}` is not allowed: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("git {action} failed: {detail}")]
+    Failed { action: String, detail: String },
+}
+
+/// A path inside a repository, normalised and proven not to leave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoPath(String);
+
+impl RepoPath {
+    /// Joins `relative` onto `base` (both inside the repo) and normalises `.` and `..`.
+    pub fn resolve(base: &str, relative: &str) -> Result<Self, GitError> {
+        let bad = |why| GitError::BadPath {
+            path: relative.to_string(),
+            why,
+        };
+        if relative.starts_with('/') || relative.starts_with('~') {
+            return Err(bad("it must be relative to the repository"));
+        }
+        if relative.contains("://") || relative.starts_with("git@") {
+            return Err(bad("remote build contexts are not supported"));
+        }
+        if relative
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b'\\' || b == b':')
+        {
+            return Err(bad("it contains characters that are not allowed"));
+        }
+        let mut parts: Vec<&str> = base
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        for part in relative.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err(bad("it points outside the repository"));
+                    }
+                }
+                other => parts.push(other),
+            }
+        }
+        Ok(Self(parts.join("/")))
+    }
+
+    /// The folder part of a path to a file ("" for the repository root).
+    pub fn parent(&self) -> String {
+        self.0
+            .rsplit_once('/')
+            .map(|(dir, _)| dir.to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `rev:path` form git takes; the root is the commit's tree itself.
+    fn spec(&self, commit: &CommitSha) -> String {
+        format!("{}:{}", commit.as_str(), self.0)
+    }
+}
+
+/// All repos' mirrors. Operations on one mirror are serialised; different repos run in parallel.
+#[derive(Clone)]
+pub struct GitMirrors {
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl GitMirrors {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("git"),
+            locks: Default::default(),
+        }
+    }
+
+    fn mirror(&self, repo: &RepoName) -> PathBuf {
+        self.root.join(format!("{}.git", repo.as_str()))
+    }
+
+    fn lock(&self, repo: &RepoName) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("lock map poisoned")
+            .entry(repo.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Fetches `branch` (or any ref, e.g. `refs/pull/7/head`) and returns the commit it points to.
+    pub async fn fetch(&self, repo: &RepoSettings, git_ref: &str) -> Result<CommitSha, GitError> {
+        let lock = self.lock(&repo.name);
+        let _guard = lock.lock().await;
+        let mirror = self.mirror(&repo.name);
+        if !mirror.join("HEAD").exists() {
+            tokio::fs::create_dir_all(&self.root)
+                .await
+                .map_err(|e| GitError::Failed {
+                    action: "init".into(),
+                    detail: e.to_string(),
+                })?;
+            run(
+                &self.root,
+                &["init", "--bare", "--quiet", path_str(&mirror)?],
+                "init",
+            )
+            .await?;
+        }
+        let source = if git_ref.starts_with("refs/") {
+            git_ref.to_string()
+        } else {
+            format!("refs/heads/{git_ref}")
+        };
+        let local = format!("refs/slipway/{}", source.trim_start_matches("refs/"));
+        let refspec = format!("+{source}:{local}");
+        let fetch = tokio::time::timeout(
+            FETCH_TIMEOUT,
+            run(
+                &mirror,
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--",
+                    &repo.url,
+                    &refspec,
+                ],
+                "fetch",
+            ),
+        )
+        .await
+        .map_err(|_| GitError::Failed {
+            action: "fetch".into(),
+            detail: format!("timed out after {FETCH_TIMEOUT:?}"),
+        })?;
+        if let Err(GitError::Failed { detail, .. }) = &fetch {
+            if detail.contains("couldn't find remote ref") || detail.contains("not our ref") {
+                return Err(GitError::BranchNotFound {
+                    branch: git_ref.to_string(),
+                    url: repo.url.clone(),
+                });
+            }
+        }
+        fetch?;
+        let out = run(
+            &mirror,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{local}^{{commit}}"),
+            ],
+            "rev-parse",
+        )
+        .await?;
+        CommitSha::parse(&String::from_utf8_lossy(&out)).map_err(|e| GitError::Failed {
+            action: "rev-parse".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Fetches a branch by name.
+    pub async fn fetch_branch(
+        &self,
+        repo: &RepoSettings,
+        branch: &BranchName,
+    ) -> Result<CommitSha, GitError> {
+        self.fetch(repo, branch.as_str()).await
+    }
+
+    /// The contents of one file at `commit`.
+    pub async fn read_file(
+        &self,
+        repo: &RepoName,
+        commit: &CommitSha,
+        path: &RepoPath,
+    ) -> Result<Vec<u8>, GitError> {
+        let mirror = self.mirror(repo);
+        let spec = path.spec(commit);
+        let kind = run(&mirror, &["cat-file", "-t", &spec], "cat-file").await;
+        match kind {
+            Ok(kind) if kind.trim_ascii() == b"blob" => {
+                run(&mirror, &["cat-file", "blob", &spec], "cat-file").await
+            }
+            _ => Err(GitError::FileNotFound {
+                path: path.as_str().to_string(),
+                commit: commit.short().to_string(),
+            }),
+        }
+    }
+
+    /// The id of the tree at `dir` in `commit`: equal ids mean equal contents, so it names
+    /// built images and lets unchanged services keep their containers.
+    pub async fn tree_id(
+        &self,
+        repo: &RepoName,
+        commit: &CommitSha,
+        dir: &RepoPath,
+    ) -> Result<String, GitError> {
+        let mirror = self.mirror(repo);
+        let spec = if dir.as_str().is_empty() {
+            format!("{}^{{tree}}", commit.as_str())
+        } else {
+            dir.spec(commit)
+        };
+        let not_found = || GitError::FileNotFound {
+            path: dir.as_str().to_string(),
+            commit: commit.short().to_string(),
+        };
+        let kind = run(&mirror, &["cat-file", "-t", &spec], "cat-file")
+            .await
+            .map_err(|_| not_found())?;
+        if kind.trim_ascii() != b"tree" {
+            return Err(GitError::BadPath {
+                path: dir.as_str().to_string(),
+                why: "it is not a folder",
+            });
+        }
+        let out = run(
+            &mirror,
+            &["rev-parse", "--verify", "--quiet", &spec],
+            "rev-parse",
+        )
+        .await
+        .map_err(|_| not_found())?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
+    }
+
+    /// A tar of folder `dir` at `commit`, the build context for a service.
+    pub async fn archive(
+        &self,
+        repo: &RepoName,
+        commit: &CommitSha,
+        dir: &RepoPath,
+    ) -> Result<Bytes, GitError> {
+        let tree = self.tree_id(repo, commit, dir).await?;
+        let out = run(
+            &self.mirror(repo),
+            &["archive", "--format=tar", &tree],
+            "archive",
+        )
+        .await?;
+        Ok(Bytes::from(out))
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str, GitError> {
+    path.to_str().ok_or_else(|| GitError::Failed {
+        action: "init".into(),
+        detail: "data_dir is not valid UTF-8".into(),
+    })
+}
+
+/// Runs git with explicit arguments (never a shell) and returns its stdout.
+async fn run(dir: &Path, args: &[&str], action: &str) -> Result<Vec<u8>, GitError> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| GitError::Failed {
+            action: action.into(),
+            detail: format!("could not run git: {e}"),
+        })?;
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    Err(GitError::Failed {
+        action: action.into(),
+        detail: if stderr.is_empty() {
+            output.status.to_string()
+        } else {
+            stderr
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_paths_cannot_escape() {
+        assert_eq!(
+            RepoPath::resolve("compose", "demo/web").unwrap().as_str(),
+            "compose/demo/web"
+        );
+        assert_eq!(RepoPath::resolve("a/b", "../c").unwrap().as_str(), "a/c");
+        assert_eq!(RepoPath::resolve("", ".").unwrap().as_str(), "");
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc",
+            "~/x",
+            "https://example.com/x.git",
+            "a\\b",
+            "c:x",
+        ] {
+            assert!(RepoPath::resolve("", bad).is_err(), "{bad}");
+        }
+    }
+}

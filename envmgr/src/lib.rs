@@ -1,0 +1,16 @@
+//! Slipway's engine. Surfaces (CLI, HTTP API, chat, webhooks) record intent through
+//! [`Engine`]; reconcilers compare that desired state with what a [`runtime::Runtime`]
+//! reports and converge; the [`store::Store`] keeps desired state, observed state and the
+//! event timeline, and is the only state shared between processes.
+
+pub mod compose;
+pub mod engine;
+pub mod git;
+pub mod names;
+pub mod reconciler;
+pub mod runtime;
+pub mod settings;
+pub mod store;
+
+pub use engine::Engine;
+pub use settings::{EngineSettings, RepoSettings};

@@ -1,0 +1,393 @@
+//! One reconcile pass for one env. Every step re-reads the store, so a newer `up` or a
+//! `down` that arrives mid-way supersedes the work in progress at the next step (and during
+//! the wait for services to become ready), without leaving half-made resources behind:
+//! whatever was created carries the env's labels and the next pass converges it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::{Action, Context};
+use crate::compose::plan::{plan, PlanInput};
+use crate::compose::ComposeFile;
+use crate::git::{GitError, RepoPath};
+use crate::names::{CommitSha, EnvName, ServiceName};
+use crate::runtime::{ObservedEnv, Progress, ProgressSink, Protocol, RuntimeError, ServiceState};
+use crate::store::{now_ms, Desired, EnvRecord, Phase, ServiceStatus};
+
+/// How often a long step checks whether its work was superseded.
+const SUPERSEDE_POLL: Duration = Duration::from_millis(300);
+
+pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<Action> {
+    let Some(env) = ctx.store.get(name).await? else {
+        // Resources with no row at all: an orphan from a lost store or a crash.
+        if !ctx.runtime.fetch(name).await?.is_empty() {
+            info!(env = %name, "removing orphaned resources");
+            ctx.runtime.destroy(name).await?;
+        }
+        return Ok(Action::Done);
+    };
+    if env.desired == Desired::Deleted {
+        return delete(ctx, &env).await;
+    }
+    if env.expires_at <= now_ms() {
+        ctx.store.expire_due().await?;
+        return Ok(Action::Requeue(Duration::ZERO));
+    }
+    if env.observed_generation < env.generation || env.phase.in_progress() {
+        return deploy(ctx, &env, None).await;
+    }
+    if env.phase == Phase::Ready {
+        return verify(ctx, &env).await;
+    }
+    Ok(Action::Done)
+}
+
+async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
+    if env.phase == Phase::Deleted {
+        // Converged, unless something reappeared (a crash between create and record).
+        if !ctx.runtime.fetch(&env.name).await?.is_empty() {
+            ctx.runtime.destroy(&env.name).await?;
+        }
+        return Ok(Action::Done);
+    }
+    ctx.store
+        .set_phase(
+            &env.name,
+            Phase::Deleting,
+            None,
+            "removing containers, network and volumes",
+        )
+        .await?;
+    ctx.runtime.destroy(&env.name).await?;
+    ctx.store.record_services(&env.name, &[]).await?;
+    ctx.store
+        .set_phase(&env.name, Phase::Deleted, None, "everything removed")
+        .await?;
+    ctx.store
+        .record_observed_generation(&env.name, env.generation)
+        .await?;
+    info!(env = %env.name, "deleted");
+    Ok(Action::Done)
+}
+
+/// Ready envs are compared with the world: a service that vanished or died is brought back
+/// at the same commit.
+async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
+    let observed = ctx.runtime.fetch(&env.name).await?;
+    let broken = env.services.iter().find(|recorded| {
+        let Ok(name) = ServiceName::parse(&recorded.name) else {
+            return false;
+        };
+        match observed.service(&name).map(|o| &o.state) {
+            None => true,
+            Some(ServiceState::Exited { code, .. }) => {
+                *code != 0 || !recorded.state.starts_with("exited")
+            }
+            Some(_) => false,
+        }
+    });
+    match broken {
+        Some(service) => {
+            let cause = format!(
+                "service `{}` is gone or stopped; restoring it",
+                service.name
+            );
+            info!(env = %env.name, %cause);
+            ctx.store
+                .set_phase(&env.name, Phase::Starting, None, &cause)
+                .await?;
+            deploy(ctx, env, env.commit.clone()).await
+        }
+        None => {
+            ctx.store
+                .record_services(&env.name, &statuses(ctx, &observed))
+                .await?;
+            Ok(Action::Done)
+        }
+    }
+}
+
+/// The step failed in a way only a change to the env can fix.
+async fn fail(ctx: &Context, env: &EnvRecord, reason: String) -> anyhow::Result<Action> {
+    info!(env = %env.name, %reason, "env failed");
+    ctx.store
+        .set_phase(&env.name, Phase::Failed, Some(&reason), "failed")
+        .await?;
+    ctx.store
+        .record_observed_generation(&env.name, env.generation)
+        .await?;
+    Ok(Action::Done)
+}
+
+/// Whether the generation being worked on is still the one wanted.
+async fn superseded(ctx: &Context, env: &EnvRecord) -> anyhow::Result<bool> {
+    let current = ctx.store.get(&env.name).await?;
+    Ok(current.is_none_or(|c| c.generation != env.generation || c.desired != Desired::Running))
+}
+
+/// Fetch → Building → Starting → Ready, for the env's current generation. With `pinned`,
+/// redeploys that commit instead of the branch's newest.
+async fn deploy(
+    ctx: &Context,
+    env: &EnvRecord,
+    pinned: Option<CommitSha>,
+) -> anyhow::Result<Action> {
+    let repo = match ctx.settings.repo(&env.repo) {
+        Some(repo) => repo.clone(),
+        None => {
+            return fail(
+                ctx,
+                env,
+                format!("repo `{}` is no longer in the configuration", env.repo),
+            )
+            .await
+        }
+    };
+
+    let commit = match pinned {
+        Some(commit) => commit,
+        None => {
+            ctx.store
+                .set_phase(
+                    &env.name,
+                    Phase::Fetching,
+                    None,
+                    &format!("fetching branch {}", env.branch),
+                )
+                .await?;
+            match ctx.git.fetch_branch(&repo, &env.branch).await {
+                Ok(commit) => commit,
+                Err(e @ GitError::BranchNotFound { .. }) => {
+                    return fail(ctx, env, format!("{e}; push it first")).await
+                }
+                Err(e) => return fail(ctx, env, e.to_string()).await,
+            }
+        }
+    };
+    ctx.store.record_commit(&env.name, &commit).await?;
+    if superseded(ctx, env).await? {
+        return Ok(Action::Requeue(Duration::ZERO));
+    }
+
+    let compose_path = match RepoPath::resolve("", &repo.env_file) {
+        Ok(path) => path,
+        Err(e) => return fail(ctx, env, format!("env_file of repo `{}`: {e}", repo.name)).await,
+    };
+    let file = match ctx.git.read_file(&repo.name, &commit, &compose_path).await {
+        Ok(bytes) => match ComposeFile::parse(&bytes) {
+            Ok(file) => file,
+            Err(e) => return fail(ctx, env, format!("{}: {e}", repo.env_file)).await,
+        },
+        Err(GitError::FileNotFound { .. }) => {
+            let reason = format!(
+                "compose file `{}` not found at commit {}; add it or set env_file for repo `{}`",
+                repo.env_file,
+                commit.short(),
+                repo.name
+            );
+            return fail(ctx, env, reason).await;
+        }
+        Err(e) => return fail(ctx, env, e.to_string()).await,
+    };
+    ctx.store.record_warnings(&env.name, &file.warnings).await?;
+    let input = PlanInput {
+        env: &env.name,
+        repo: &repo.name,
+        commit: &commit,
+        compose_path: &compose_path,
+        file: &file,
+        default_limits: ctx.settings.default_limits,
+    };
+    let plan = match plan(input, &ctx.git).await {
+        Ok(plan) => plan,
+        Err(e) => return fail(ctx, env, e.to_string()).await,
+    };
+
+    let tracker = ProgressTracker::start(ctx, &env.name);
+    ctx.store
+        .set_phase(
+            &env.name,
+            Phase::Building,
+            None,
+            &format!("preparing images for {}", commit.short()),
+        )
+        .await?;
+    for (service, source) in &plan.images {
+        (tracker.sink)(Progress::Service {
+            service: service.clone(),
+            state: ServiceState::Preparing,
+        });
+        let prepared = ctx.runtime.prepare_image(source, tracker.sink.clone());
+        match until_superseded(ctx, env, prepared).await? {
+            None => return Ok(Action::Requeue(Duration::ZERO)),
+            Some(Ok(_)) => (tracker.sink)(Progress::Service {
+                service: service.clone(),
+                state: ServiceState::Waiting,
+            }),
+            Some(Err(e)) => return runtime_failure(ctx, env, e).await,
+        }
+    }
+
+    ctx.store
+        .set_phase(&env.name, Phase::Starting, None, "starting services")
+        .await?;
+    let applied = ctx
+        .runtime
+        .apply(&plan.spec, ctx.settings.ready_timeout, tracker.sink.clone());
+    let observed = match until_superseded(ctx, env, applied).await? {
+        None => return Ok(Action::Requeue(Duration::ZERO)),
+        Some(Ok(observed)) => observed,
+        Some(Err(e)) => {
+            tracker.finish().await;
+            if let Ok(observed) = ctx.runtime.fetch(&env.name).await {
+                ctx.store
+                    .record_services(&env.name, &statuses(ctx, &observed))
+                    .await?;
+            }
+            return runtime_failure(ctx, env, e).await;
+        }
+    };
+    tracker.finish().await;
+    ctx.store
+        .record_services(&env.name, &statuses(ctx, &observed))
+        .await?;
+    if superseded(ctx, env).await? {
+        return Ok(Action::Requeue(Duration::ZERO));
+    }
+    ctx.store
+        .set_phase(
+            &env.name,
+            Phase::Ready,
+            None,
+            &format!("all services ready at {}", commit.short()),
+        )
+        .await?;
+    ctx.store
+        .record_observed_generation(&env.name, env.generation)
+        .await?;
+    info!(env = %env.name, commit = %commit.short(), "ready");
+    Ok(Action::Done)
+}
+
+/// Transient runtime trouble is retried with backoff; anything else fails the env.
+async fn runtime_failure(
+    ctx: &Context,
+    env: &EnvRecord,
+    error: RuntimeError,
+) -> anyhow::Result<Action> {
+    if error.is_transient() {
+        return Err(error).context("the runtime is unavailable");
+    }
+    fail(ctx, env, error.to_string()).await
+}
+
+/// Runs `work` unless the env's generation changes first (then `None`: the work is dropped
+/// and the next pass converges from whatever it left).
+async fn until_superseded<T>(
+    ctx: &Context,
+    env: &EnvRecord,
+    work: impl std::future::Future<Output = T>,
+) -> anyhow::Result<Option<T>> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return Ok(Some(result)),
+            _ = tokio::time::sleep(SUPERSEDE_POLL) => {
+                if superseded(ctx, env).await? {
+                    info!(env = %env.name, "superseded by a newer request");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// The services as a person should see them: state and URLs.
+fn statuses(ctx: &Context, observed: &ObservedEnv) -> Vec<ServiceStatus> {
+    observed
+        .services
+        .iter()
+        .map(|s| ServiceStatus {
+            name: s.name.to_string(),
+            state: s.state.label(),
+            ports: s.ports.clone(),
+            urls: s
+                .ports
+                .iter()
+                .map(|p| match p.protocol {
+                    Protocol::Tcp => format!("http://{}:{}", ctx.settings.public_host, p.host_port),
+                    Protocol::Udp => format!("udp://{}:{}", ctx.settings.public_host, p.host_port),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Writes per-service progress to the store as it happens, so `env status` and `--wait`
+/// show what each service is doing during a slow start.
+struct ProgressTracker {
+    sink: ProgressSink,
+    sender: Arc<Mutex<Option<mpsc::UnboundedSender<Progress>>>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressTracker {
+    fn start(ctx: &Context, env: &EnvName) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+        let sender = Arc::new(Mutex::new(Some(tx)));
+        let sink_sender = sender.clone();
+        let sink: ProgressSink = Arc::new(move |progress| {
+            if let Some(tx) = sink_sender
+                .lock()
+                .expect("progress sender poisoned")
+                .as_ref()
+            {
+                let _ = tx.send(progress);
+            }
+        });
+        let store = ctx.store.clone();
+        let env = env.clone();
+        let writer = tokio::spawn(async move {
+            let mut states: BTreeMap<String, String> = BTreeMap::new();
+            while let Some(progress) = rx.recv().await {
+                match progress {
+                    Progress::Service { service, state } => {
+                        states.insert(service.to_string(), state.label());
+                        let services: Vec<ServiceStatus> = states
+                            .iter()
+                            .map(|(name, state)| ServiceStatus {
+                                name: name.clone(),
+                                state: state.clone(),
+                                ports: vec![],
+                                urls: vec![],
+                            })
+                            .collect();
+                        if let Err(e) = store.record_services(&env, &services).await {
+                            debug!(error = %e, "could not record progress");
+                        }
+                    }
+                    Progress::Output { service, line } => {
+                        debug!(env = %env, service = %service, "{line}")
+                    }
+                }
+            }
+        });
+        Self {
+            sink,
+            sender,
+            writer,
+        }
+    }
+
+    /// Stops taking progress and waits until what was reported is written, so the final
+    /// statuses written after this are not overwritten by a late update.
+    async fn finish(self) {
+        self.sender.lock().expect("progress sender poisoned").take();
+        let _ = self.writer.await;
+    }
+}

@@ -1,0 +1,188 @@
+//! The Docker runtime: one bridge network, one container per service and one volume per
+//! named volume for each env, all talking to the local Docker engine through bollard.
+//!
+//! Every object carries the instance label and the env label, and every lookup filters on
+//! both, so several Slipway instances (or test runs) can share one engine without ever
+//! seeing each other's resources. Object names are predictable (`slipway-<env>-<service>`)
+//! so people can find them with the usual Docker tools; when a name is taken by something
+//! that is not ours we refuse with `RuntimeError::Conflict` instead of touching it.
+
+mod apply;
+mod container;
+mod errors;
+mod image;
+mod logs;
+mod observe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use tokio::sync::Mutex;
+
+use super::{
+    labels, EnvSpec, ImageSource, LogOptions, LogStream, ObservedEnv, ProgressSink, Runtime,
+    RuntimeError,
+};
+use crate::names::{EnvName, ServiceName};
+
+/// A `Runtime` backed by the local Docker engine.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    /// Value of the `labels::INSTANCE` label on everything this runtime creates.
+    instance: String,
+    /// Docker happily creates two networks with the same name when two requests race, and
+    /// then refuses to attach containers to either ("ambiguous"). Creating networks one at a
+    /// time within this process rules that out.
+    network_lock: Arc<Mutex<()>>,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine named by `DOCKER_HOST` or the local socket and agrees on an API
+    /// version (older engines refuse requests made with a newer version than they speak).
+    pub async fn connect(instance: &str) -> Result<Self, RuntimeError> {
+        if instance.trim().is_empty() {
+            return Err(RuntimeError::Unavailable(
+                "the Slipway instance id is empty; set one so Docker objects can be labelled"
+                    .into(),
+            ));
+        }
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| errors::unavailable("connecting to the Docker engine", &e))?
+            .negotiate_version()
+            .await
+            .map_err(|e| errors::unavailable("asking the Docker engine for its API version", &e))?;
+        tracing::info!(instance, api_version = %docker.client_version(), "connected to Docker");
+        Ok(Self {
+            docker,
+            instance: instance.to_string(),
+            network_lock: Arc::default(),
+        })
+    }
+
+    /// The instance id this runtime labels its objects with.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The bollard client, for callers (and tests) that need to look at the engine directly.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Docker `filters` selecting this instance's objects of `env`.
+    fn env_filters(&self, env: &EnvName) -> HashMap<String, Vec<String>> {
+        let label = vec![
+            format!("{}={}", labels::INSTANCE, self.instance),
+            format!("{}={}", labels::ENV, env.as_str()),
+        ];
+        HashMap::from([("label".to_string(), label)])
+    }
+
+    /// Docker `filters` selecting all of this instance's objects.
+    fn instance_filters(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={}", labels::INSTANCE, self.instance)],
+        )])
+    }
+
+    /// Labels every object of `spec`'s env carries.
+    fn env_labels(&self, spec: &EnvSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::INSTANCE.to_string(), self.instance.clone()),
+            (labels::ENV.to_string(), spec.env.as_str().to_string()),
+            (labels::REPO.to_string(), spec.repo.as_str().to_string()),
+        ])
+    }
+
+    /// Whether an object with these labels belongs to this instance's `env`. Names alone
+    /// are not enough: `slipway-a-b-web` could be env `a` service `b-web` or env `a-b`
+    /// service `web`, or something a person created by hand.
+    fn owns(&self, env: &EnvName, object_labels: Option<&HashMap<String, String>>) -> bool {
+        let Some(object_labels) = object_labels else {
+            return false;
+        };
+        object_labels.get(labels::INSTANCE) == Some(&self.instance)
+            && object_labels.get(labels::ENV).map(String::as_str) == Some(env.as_str())
+    }
+
+    /// The error for a name that is taken by an object we must not touch.
+    fn name_taken(kind: &str, name: &str, env: &EnvName) -> RuntimeError {
+        RuntimeError::Conflict(format!(
+            "a Docker {kind} named `{name}` already exists but does not belong to env `{env}` of this \
+             Slipway instance; remove it (`docker {kind} rm {name}`) or rename it, then retry"
+        ))
+    }
+}
+
+fn network_name(env: &EnvName) -> String {
+    format!("slipway-{env}")
+}
+
+fn container_name(env: &EnvName, service: &ServiceName) -> String {
+    format!("slipway-{env}-{service}")
+}
+
+fn volume_prefix(env: &EnvName) -> String {
+    format!("slipway-{env}-")
+}
+
+fn volume_name(env: &EnvName, volume: &str) -> String {
+    format!("{}{volume}", volume_prefix(env))
+}
+
+/// How often readiness is polled. Docker has no cheap push notification for health changes
+/// that works across versions, and a short interval keeps `apply` close to compose's speed.
+const POLL_INTERVAL: Duration = Duration::from_millis(150);
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError> {
+        self.observe_env(env).await
+    }
+
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        progress: ProgressSink,
+    ) -> Result<String, RuntimeError> {
+        match source {
+            ImageSource::Pull { reference } => self.pull_if_missing(reference, &progress).await,
+            ImageSource::Build(request) => self.build_if_changed(request, &progress).await,
+        }
+    }
+
+    async fn apply(
+        &self,
+        spec: &EnvSpec,
+        ready_timeout: Duration,
+        progress: ProgressSink,
+    ) -> Result<ObservedEnv, RuntimeError> {
+        self.apply_spec(spec, ready_timeout, progress).await
+    }
+
+    async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError> {
+        self.destroy_env(env).await
+    }
+
+    async fn logs(
+        &self,
+        env: &EnvName,
+        service: Option<&ServiceName>,
+        options: LogOptions,
+    ) -> Result<LogStream, RuntimeError> {
+        self.log_stream(env, service, options).await
+    }
+
+    async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
+        self.instance_envs().await
+    }
+}

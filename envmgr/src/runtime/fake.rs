@@ -1,0 +1,208 @@
+//! The runtime's test twin: keeps environments in memory, applies specs instantly (or after
+//! a configurable delay) and can be told to fail, so reconciler and API tests run without
+//! Docker. It follows the same keep-or-replace rules as the real runtime.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    EnvSpec, ImageSource, LogOptions, LogStream, ObservedEnv, ObservedService, Progress,
+    ProgressSink, PublishedPort, Runtime, RuntimeError, ServiceState,
+};
+use crate::names::{EnvName, ServiceName};
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    envs: Mutex<BTreeMap<EnvName, ObservedEnv>>,
+    next_id: AtomicU64,
+    /// Services (by name) whose start fails.
+    failing_services: Mutex<BTreeSet<String>>,
+    /// How long `apply` takes, to let tests interrupt it.
+    apply_delay: Mutex<Duration>,
+    /// Every call, in order, as "verb env" strings.
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn fail_service(&self, service: &str) {
+        self.failing_services
+            .lock()
+            .unwrap()
+            .insert(service.to_string());
+    }
+
+    pub fn set_apply_delay(&self, delay: Duration) {
+        *self.apply_delay.lock().unwrap() = delay;
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn observed(&self, env: &EnvName) -> ObservedEnv {
+        self.envs
+            .lock()
+            .unwrap()
+            .get(env)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Simulates someone removing a container behind Slipway's back.
+    pub fn remove_container(&self, env: &EnvName, service: &str) {
+        if let Some(observed) = self.envs.lock().unwrap().get_mut(env) {
+            observed.services.retain(|s| s.name.as_str() != service);
+        }
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError> {
+        Ok(self.observed(env))
+    }
+
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        progress: ProgressSink,
+    ) -> Result<String, RuntimeError> {
+        match source {
+            ImageSource::Pull { reference } => Ok(reference.clone()),
+            ImageSource::Build(req) => {
+                self.record(format!("build {}", req.tag));
+                progress(Progress::Output {
+                    service: req.service.clone(),
+                    line: format!("built {}", req.tag),
+                });
+                if req.dockerfile.contains("broken") {
+                    return Err(RuntimeError::Build {
+                        service: req.service.clone(),
+                        message: "The command '/bin/sh -c false' returned a non-zero code: 1"
+                            .into(),
+                    });
+                }
+                Ok(req.tag.clone())
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        spec: &EnvSpec,
+        _ready_timeout: Duration,
+        progress: ProgressSink,
+    ) -> Result<ObservedEnv, RuntimeError> {
+        self.record(format!("apply {}", spec.env));
+        let delay = *self.apply_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let failing = self.failing_services.lock().unwrap().clone();
+        let mut envs = self.envs.lock().unwrap();
+        let observed = envs.entry(spec.env.clone()).or_default();
+        observed.network = true;
+        observed.volumes = spec.volumes.clone();
+        observed
+            .services
+            .retain(|o| spec.services.iter().any(|s| s.name == o.name));
+        for (index, service) in spec.services.iter().enumerate() {
+            if failing.contains(service.name.as_str()) {
+                return Err(RuntimeError::ServiceFailed {
+                    service: service.name.clone(),
+                    reason: "exited with code 1".into(),
+                });
+            }
+            let hash = service.spec_hash();
+            let keep = observed
+                .service(&service.name)
+                .is_some_and(|o| o.spec_hash == hash);
+            if keep {
+                continue;
+            }
+            observed.services.retain(|o| o.name != service.name);
+            let state = if service.is_one_shot(spec) {
+                ServiceState::Exited {
+                    code: 0,
+                    oom_killed: false,
+                }
+            } else if service.healthcheck.is_some() {
+                ServiceState::Healthy
+            } else {
+                ServiceState::Running
+            };
+            progress(Progress::Service {
+                service: service.name.clone(),
+                state: state.clone(),
+            });
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            observed.services.push(ObservedService {
+                name: service.name.clone(),
+                container_id: format!("fake-{id}"),
+                spec_hash: hash,
+                state,
+                ports: service
+                    .ports
+                    .iter()
+                    .map(|p| PublishedPort {
+                        container_port: p.container_port,
+                        host_port: 40000 + index as u16,
+                        protocol: p.protocol,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(observed.clone())
+    }
+
+    async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError> {
+        self.record(format!("destroy {env}"));
+        self.envs.lock().unwrap().remove(env);
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        env: &EnvName,
+        service: Option<&ServiceName>,
+        _options: LogOptions,
+    ) -> Result<LogStream, RuntimeError> {
+        let observed = self.observed(env);
+        let mut text = String::new();
+        for s in &observed.services {
+            if service.is_some_and(|wanted| wanted != &s.name) {
+                continue;
+            }
+            text.push_str(&format!("{} | fake log line\n", s.name));
+        }
+        if let Some(wanted) = service {
+            if observed.service(wanted).is_none() {
+                return Err(RuntimeError::NoSuchService(wanted.to_string()));
+            }
+        }
+        Ok(Box::pin(futures_util::stream::iter([Ok(Bytes::from(
+            text,
+        ))])))
+    }
+
+    async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
+        Ok(self.envs.lock().unwrap().keys().cloned().collect())
+    }
+}

@@ -1,0 +1,360 @@
+//! Where environments run. The engine describes what it wants (`EnvSpec`), the runtime
+//! compares that with what exists (`fetch`) and converges (`apply`, `destroy`). Everything a
+//! runtime creates carries labels naming its Slipway instance, env, repo and service, so
+//! resources without a store row can always be found and reaped.
+
+pub mod docker;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::names::{EnvName, RepoName, ServiceName};
+
+/// Label keys put on every container, network, volume and built image.
+pub mod labels {
+    /// Which Slipway installation owns the resource (one per store).
+    pub const INSTANCE: &str = "dev.slipway.instance";
+    pub const ENV: &str = "dev.slipway.env";
+    pub const REPO: &str = "dev.slipway.repo";
+    pub const SERVICE: &str = "dev.slipway.service";
+    pub const SPEC_HASH: &str = "dev.slipway.spec-hash";
+}
+
+/// Everything one environment should consist of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnvSpec {
+    pub env: EnvName,
+    pub repo: RepoName,
+    /// Services in the order the compose file lists them.
+    pub services: Vec<ServiceSpec>,
+    /// Named volumes (the compose file's names); each env gets its own copy.
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceSpec {
+    pub name: ServiceName,
+    /// An image reference that exists locally (built) or can be pulled.
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub environment: BTreeMap<String, String>,
+    /// Container ports published on free host ports and reported as URLs.
+    pub ports: Vec<PortSpec>,
+    /// Container ports reachable from the env's other services only.
+    pub expose: Vec<PortSpec>,
+    pub depends_on: Vec<Dependency>,
+    pub healthcheck: Option<HealthcheckSpec>,
+    pub restart: RestartPolicy,
+    pub volumes: Vec<VolumeMount>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub limits: ResourceLimits,
+}
+
+impl ServiceSpec {
+    /// Identifies this exact service definition: equal hashes mean the running container
+    /// can be kept as it is.
+    pub fn spec_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("service specs always serialize");
+        hex::encode(&Sha256::digest(&canonical)[..8])
+    }
+
+    /// A service with `restart: "no"` that others wait on to complete is a one-shot job.
+    pub fn is_one_shot(&self, env: &EnvSpec) -> bool {
+        env.services.iter().any(|s| {
+            s.depends_on.iter().any(|d| {
+                d.service == self.name && d.condition == DependencyCondition::CompletedSuccessfully
+            })
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dependency {
+    pub service: ServiceName,
+    pub condition: DependencyCondition,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    Started,
+    Healthy,
+    CompletedSuccessfully,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthcheckSpec {
+    /// Docker's form: `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    #[serde(with = "duration_millis")]
+    pub interval: Duration,
+    #[serde(with = "duration_millis")]
+    pub timeout: Duration,
+    pub retries: u32,
+    #[serde(with = "duration_millis")]
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure { max_retries: Option<u32> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The compose file's volume name; the runtime maps it to the env's own volume.
+    pub volume: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub memory_bytes: i64,
+    /// CPU quota in billionths of a CPU (Docker's `NanoCpus`).
+    pub nano_cpus: i64,
+    pub pids: i64,
+}
+
+/// What exists for one env right now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ObservedEnv {
+    pub network: bool,
+    pub volumes: Vec<String>,
+    pub services: Vec<ObservedService>,
+}
+
+impl ObservedEnv {
+    pub fn is_empty(&self) -> bool {
+        !self.network && self.volumes.is_empty() && self.services.is_empty()
+    }
+    pub fn service(&self, name: &ServiceName) -> Option<&ObservedService> {
+        self.services.iter().find(|s| &s.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObservedService {
+    pub name: ServiceName,
+    pub container_id: String,
+    pub spec_hash: String,
+    pub state: ServiceState,
+    pub ports: Vec<PublishedPort>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Waiting for its dependencies, not created yet.
+    Waiting,
+    /// Image being built or pulled.
+    Preparing,
+    Created,
+    Starting,
+    Running,
+    Healthy,
+    Unhealthy,
+    Exited {
+        code: i64,
+        oom_killed: bool,
+    },
+    Restarting,
+}
+
+impl ServiceState {
+    pub fn label(&self) -> String {
+        match self {
+            ServiceState::Exited {
+                code,
+                oom_killed: true,
+            } => format!("exited ({code}, out of memory)"),
+            ServiceState::Exited { code, .. } => format!("exited ({code})"),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v["state"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: Protocol,
+}
+
+/// How to get one service's image.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// Use the reference if present locally, pull it otherwise.
+    Pull { reference: String },
+    /// Build from a tar of the context, as produced by `git archive`.
+    Build(BuildRequest),
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub service: ServiceName,
+    /// The tag to give the built image; builds with an existing tag are skipped.
+    pub tag: String,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    pub context_tar: Bytes,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Progress reported while preparing images and applying a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Service {
+        service: ServiceName,
+        state: ServiceState,
+    },
+    /// One line of build or pull output.
+    Output { service: ServiceName, line: String },
+}
+
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Only the last N lines (all when `None`).
+    pub tail: Option<u64>,
+    pub follow: bool,
+}
+
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, RuntimeError>> + Send>>;
+
+/// Errors a caller can branch on: the first five are the env's fault (the env goes Failed
+/// with the message as its reason), `Unavailable` is worth retrying.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("building the image of service `{service}` failed: {message}")]
+    Build {
+        service: ServiceName,
+        message: String,
+    },
+    #[error("image `{image}` of service `{service}` is not available: {message}")]
+    Image {
+        service: ServiceName,
+        image: String,
+        message: String,
+    },
+    #[error("service `{service}` failed: {reason}")]
+    ServiceFailed {
+        service: ServiceName,
+        reason: String,
+    },
+    #[error("service `{service}` was not {waiting_for} after {}", humantime::format_duration(*waited))]
+    Timeout {
+        service: ServiceName,
+        waiting_for: String,
+        waited: Duration,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the container runtime is unavailable: {0}")]
+    Unavailable(String),
+    #[error("no service `{0}` in this environment")]
+    NoSuchService(String),
+}
+
+impl RuntimeError {
+    /// Whether retrying later may succeed without anyone changing the env.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable(_))
+    }
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Short name for logs and status ("docker", "fake").
+    fn name(&self) -> &'static str;
+
+    /// What exists for `env`. An env with nothing is `ObservedEnv::default()`, not an error.
+    async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError>;
+
+    /// Make `source` available; returns the image reference to run.
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        progress: ProgressSink,
+    ) -> Result<String, RuntimeError>;
+
+    /// Converge `env` to `spec`: keep containers whose spec hash matches, replace the rest,
+    /// remove services no longer in the spec, start in dependency order (in parallel where
+    /// dependencies allow) and wait for each service's readiness. Returns what runs.
+    async fn apply(
+        &self,
+        spec: &EnvSpec,
+        ready_timeout: Duration,
+        progress: ProgressSink,
+    ) -> Result<ObservedEnv, RuntimeError>;
+
+    /// Remove every container, network and volume of `env`. Nothing there is success.
+    async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError>;
+
+    /// Output of one service, or of all services (each line prefixed by its service name).
+    async fn logs(
+        &self,
+        env: &EnvName,
+        service: Option<&ServiceName>,
+        options: LogOptions,
+    ) -> Result<LogStream, RuntimeError>;
+
+    /// Every env this instance has resources for, to find orphans.
+    async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError>;
+}
+
+mod duration_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,49 @@
+//! What the engine needs to know about its installation, already validated. The `slipway`
+//! binary builds this from its TOML config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::names::RepoName;
+use crate::runtime::ResourceLimits;
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Where git mirrors and other files live; nothing from a branch is written elsewhere.
+    pub data_dir: PathBuf,
+    /// Host name used in the URLs reported for published ports.
+    pub public_host: String,
+    pub repos: Vec<RepoSettings>,
+    /// Limits applied to services whose compose file sets none.
+    pub default_limits: ResourceLimits,
+    /// How often every env is compared with the world even without a request.
+    pub resync_interval: Duration,
+    /// How long one service may take to become ready before the env fails.
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RepoSettings {
+    pub name: RepoName,
+    /// Anything `git fetch` accepts: a path, file://, https://.
+    pub url: String,
+    /// Path of the compose file inside the repository.
+    pub env_file: String,
+    pub default_ttl: Duration,
+}
+
+impl EngineSettings {
+    pub fn repo(&self, name: &RepoName) -> Option<&RepoSettings> {
+        self.repos.iter().find(|r| &r.name == name)
+    }
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            memory_bytes: 512 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids: 512,
+        }
+    }
+}

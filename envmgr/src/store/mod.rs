@@ -1,0 +1,445 @@
+//! The store: desired and observed state of every environment, and the event timeline.
+//! SQLite by default, Postgres for several replicas, through sqlx's `Any` driver so every
+//! query is written once (`$1` placeholders work on both). Surfaces write desired state
+//! (`request_*`); reconcilers write observed state (`set_phase`, `record_*`).
+
+mod record;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url `{0}`: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// What a surface asks for with `env up`.
+#[derive(Debug, Clone)]
+pub struct UpRequest {
+    pub name: EnvName,
+    pub repo: RepoName,
+    pub branch: BranchName,
+    pub ttl: Duration,
+    pub actor: String,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+const ENV_COLUMNS: &str =
+    "name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
+     expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings";
+
+impl Store {
+    /// Connects and brings the schema up to date. A SQLite file is created if missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer at a time; one connection avoids "database is locked".
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 10 })
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&pool)
+                .await?;
+        }
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A stable id for this installation, made on first use. Runtime resources carry it so
+    /// two installations sharing one Docker engine never reap each other's envs.
+    pub async fn instance_id(&self) -> Result<String, StoreError> {
+        let candidate = format!("{:016x}", rand_u64());
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('instance_id', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&candidate)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'instance_id'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
+    /// Records that `env up` was asked for: a new env, or a new generation of an existing one
+    /// (which moves it to the branch's newest commit). One statement, so concurrent requests
+    /// for one env each bump the generation exactly once.
+    pub async fn request_up(&self, req: &UpRequest) -> Result<EnvRecord, StoreError> {
+        let now = now_ms();
+        let ttl_ms = req.ttl.as_millis() as i64;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO envs (name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
+                 expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings) \
+             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]') \
+             ON CONFLICT (name) DO UPDATE SET \
+                 branch = excluded.branch, requested_by = excluded.requested_by, desired = 'running', \
+                 generation = envs.generation + 1, ttl_ms = excluded.ttl_ms, expires_at = excluded.expires_at, \
+                 updated_at = excluded.updated_at, phase = 'Pending', reason = NULL, \
+                 created_at = CASE WHEN envs.phase = 'Deleted' THEN excluded.created_at ELSE envs.created_at END, \
+                 services = CASE WHEN envs.phase = 'Deleted' THEN '[]' ELSE envs.services END, \
+                 commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END",
+        )
+        .bind(req.name.as_str())
+        .bind(req.repo.as_str())
+        .bind(req.branch.as_str())
+        .bind(&req.actor)
+        .bind(ttl_ms)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let message = format!(
+            "up requested for branch {} (ttl {})",
+            req.branch,
+            humantime::format_duration(req.ttl)
+        );
+        insert_event(
+            &mut tx,
+            req.name.as_str(),
+            now,
+            "requested",
+            Some(Phase::Pending),
+            &message,
+            Some(&req.actor),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get(&req.name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("env {} vanished", req.name)))
+    }
+
+    /// Records that the env should be deleted. Returns the env, or `None` if there is none.
+    pub async fn request_down(
+        &self,
+        name: &EnvName,
+        actor: &str,
+        why: &str,
+    ) -> Result<Option<EnvRecord>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE envs SET desired = 'deleted', updated_at = $1 WHERE name = $2 AND desired <> 'deleted'")
+            .bind(now)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed > 0 {
+            insert_event(
+                &mut tx,
+                name.as_str(),
+                now,
+                "requested",
+                None,
+                &format!("down requested: {why}"),
+                Some(actor),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.get(name).await
+    }
+
+    /// Marks every env whose TTL has passed for deletion and returns their names.
+    pub async fn expire_due(&self) -> Result<Vec<EnvName>, StoreError> {
+        let now = now_ms();
+        let rows =
+            sqlx::query("SELECT name FROM envs WHERE desired = 'running' AND expires_at <= $1")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut expired = Vec::new();
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let name = EnvName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Re-checks the deadline: an `up` in between may have extended it.
+            let mut tx = self.pool.begin().await?;
+            let changed = sqlx::query("UPDATE envs SET desired = 'deleted', updated_at = $1 WHERE name = $2 AND desired = 'running' AND expires_at <= $1")
+                .bind(now)
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                insert_event(
+                    &mut tx,
+                    name.as_str(),
+                    now,
+                    "expired",
+                    None,
+                    "time to live expired",
+                    Some("slipway"),
+                )
+                .await?;
+                expired.push(name);
+            }
+            tx.commit().await?;
+        }
+        Ok(expired)
+    }
+
+    /// The earliest expiry of an env that is still wanted, to wake the reconciler in time.
+    pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT MIN(expires_at) AS next FROM envs WHERE desired = 'running'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("next")?)
+    }
+
+    pub async fn get(&self, name: &EnvName) -> Result<Option<EnvRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {ENV_COLUMNS} FROM envs WHERE name = $1"))
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| EnvRecord::from_row(&r)).transpose()
+    }
+
+    /// All envs, newest first; deleted ones only when asked for.
+    pub async fn list(&self, include_deleted: bool) -> Result<Vec<EnvRecord>, StoreError> {
+        let filter = if include_deleted {
+            ""
+        } else {
+            "WHERE phase <> 'Deleted'"
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {ENV_COLUMNS} FROM envs {filter} ORDER BY created_at DESC, name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(EnvRecord::from_row).collect()
+    }
+
+    /// Moves the env to `phase` and writes the change to the timeline. Nothing happens if
+    /// phase and reason are unchanged, so the timeline holds changes only.
+    pub async fn set_phase(
+        &self,
+        name: &EnvName,
+        phase: Phase,
+        reason: Option<&str>,
+        cause: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE envs SET phase = $1, reason = $2, updated_at = $3 \
+             WHERE name = $4 AND (phase <> $1 OR COALESCE(reason, '') <> COALESCE($2, ''))",
+        )
+        .bind(phase.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            let message = match reason {
+                Some(reason) => format!("{cause}: {reason}"),
+                None => cause.to_string(),
+            };
+            insert_event(
+                &mut tx,
+                name.as_str(),
+                now,
+                "phase",
+                Some(phase),
+                &message,
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_commit(
+        &self,
+        name: &EnvName,
+        commit: &CommitSha,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE envs SET commit_sha = $1, updated_at = $2 WHERE name = $3")
+            .bind(commit.as_str())
+            .bind(now_ms())
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The services as last seen, with their state and URLs.
+    pub async fn record_services(
+        &self,
+        name: &EnvName,
+        services: &[ServiceStatus],
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(services).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE envs SET services = $1 WHERE name = $2")
+            .bind(json)
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_warnings(
+        &self,
+        name: &EnvName,
+        warnings: &[String],
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE envs SET warnings = $1 WHERE name = $2")
+            .bind(json)
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `generation` has been fully acted on (Ready, Failed or Deleted).
+    pub async fn record_observed_generation(
+        &self,
+        name: &EnvName,
+        generation: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE envs SET observed_generation = $1 WHERE name = $2 AND observed_generation < $1",
+        )
+        .bind(generation)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The env's timeline, oldest first, after event `after` (0 for all).
+    pub async fn events(
+        &self,
+        name: &EnvName,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, env, at, kind, phase, message, actor FROM events WHERE env = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(name.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Event::from_row).collect()
+    }
+
+    /// The last `limit` events of an env, oldest first.
+    pub async fn recent_events(
+        &self,
+        name: &EnvName,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, env, at, kind, phase, message, actor FROM events WHERE env = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(name.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events: Vec<Event> = rows.iter().map(Event::from_row).collect::<Result<_, _>>()?;
+        events.reverse();
+        Ok(events)
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    env: &str,
+    at: i64,
+    kind: &str,
+    phase: Option<Phase>,
+    message: &str,
+    actor: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (env, at, kind, phase, message, actor) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(env)
+    .bind(at)
+    .bind(kind)
+    .bind(phase.map(|p| p.as_str()))
+    .bind(message)
+    .bind(actor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Random enough for an instance id, without another dependency.
+fn rand_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_i64(now_ms());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+fn column<T>(row: &AnyRow, name: &str) -> Result<T, StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(StoreError::from)
+}

@@ -1,0 +1,191 @@
+//! Rows of the store as typed values.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use super::{column, StoreError};
+use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+use crate::runtime::PublishedPort;
+
+/// Where an env is on its way to running (or to being gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Fetching,
+    Building,
+    Starting,
+    Ready,
+    Failed,
+    Deleting,
+    Deleted,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Fetching,
+        Phase::Building,
+        Phase::Starting,
+        Phase::Ready,
+        Phase::Failed,
+        Phase::Deleting,
+        Phase::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Fetching => "Fetching",
+            Phase::Building => "Building",
+            Phase::Starting => "Starting",
+            Phase::Ready => "Ready",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+            Phase::Deleted => "Deleted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// Work is under way: a crash here means the reconciler must pick it up again.
+    pub fn in_progress(self) -> bool {
+        matches!(
+            self,
+            Phase::Pending | Phase::Fetching | Phase::Building | Phase::Starting | Phase::Deleting
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Running,
+    Deleted,
+}
+
+/// One service as last seen by the reconciler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: String,
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub name: EnvName,
+    pub repo: RepoName,
+    pub branch: BranchName,
+    pub requested_by: String,
+    pub desired: Desired,
+    /// Bumped by every `up`; the reconciler has finished with `observed_generation`.
+    pub generation: i64,
+    pub observed_generation: i64,
+    #[serde(with = "humantime_secs")]
+    pub ttl: Duration,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub commit: Option<CommitSha>,
+    pub phase: Phase,
+    pub reason: Option<String>,
+    pub services: Vec<ServiceStatus>,
+    pub warnings: Vec<String>,
+}
+
+impl EnvRecord {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("{what}: {e}"));
+        let text = |name: &str| column::<String>(row, name);
+        let desired = match text("desired")?.as_str() {
+            "running" => Desired::Running,
+            "deleted" => Desired::Deleted,
+            other => return Err(corrupt("desired", other.to_string())),
+        };
+        let phase_text = text("phase")?;
+        Ok(Self {
+            name: EnvName::parse(&text("name")?).map_err(|e| corrupt("name", e.to_string()))?,
+            repo: RepoName::parse(&text("repo")?).map_err(|e| corrupt("repo", e.to_string()))?,
+            branch: BranchName::parse(&text("branch")?)
+                .map_err(|e| corrupt("branch", e.to_string()))?,
+            requested_by: text("requested_by")?,
+            desired,
+            generation: column(row, "generation")?,
+            observed_generation: column(row, "observed_generation")?,
+            ttl: Duration::from_millis(column::<i64>(row, "ttl_ms")?.max(0) as u64),
+            expires_at: column(row, "expires_at")?,
+            created_at: column(row, "created_at")?,
+            updated_at: column(row, "updated_at")?,
+            commit: column::<Option<String>>(row, "commit_sha")?
+                .map(|c| CommitSha::parse(&c))
+                .transpose()
+                .map_err(|e| corrupt("commit", e.to_string()))?,
+            phase: Phase::parse(&phase_text).ok_or_else(|| corrupt("phase", phase_text.clone()))?,
+            reason: column(row, "reason")?,
+            services: serde_json::from_str(&text("services")?)
+                .map_err(|e| corrupt("services", e.to_string()))?,
+            warnings: serde_json::from_str(&text("warnings")?)
+                .map_err(|e| corrupt("warnings", e.to_string()))?,
+        })
+    }
+
+    /// The URLs of every published port, service by service.
+    pub fn urls(&self) -> Vec<(String, String)> {
+        self.services
+            .iter()
+            .flat_map(|s| s.urls.iter().map(|u| (s.name.clone(), u.clone())))
+            .collect()
+    }
+}
+
+/// One entry of an env's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub env: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub kind: String,
+    pub phase: Option<Phase>,
+    pub message: String,
+    pub actor: Option<String>,
+}
+
+impl Event {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            env: column(row, "env")?,
+            at: column(row, "at")?,
+            kind: column(row, "kind")?,
+            phase: column::<Option<String>>(row, "phase")?.and_then(|p| Phase::parse(&p)),
+            message: column(row, "message")?,
+            actor: column(row, "actor")?,
+        })
+    }
+}
+
+/// Durations in JSON as humantime strings ("8h"), the way people write them in config.
+mod humantime_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            &humantime::format_duration(Duration::from_secs(value.as_secs())).to_string(),
+        )
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,557 @@
+//! The Docker runtime against the real engine. Nothing is pulled: a tiny image is built
+//! from the host's static busybox (`apt-get install busybox-static`).
+//!
+//! Every test uses its own env name and instance id, so tests run in parallel, and destroys
+//! its env at the end even when an assertion fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use envmgr::names::{EnvName, RepoName, ServiceName};
+use envmgr::runtime::docker::DockerRuntime;
+use envmgr::runtime::{
+    labels, BuildRequest, Dependency, DependencyCondition, EnvSpec, HealthcheckSpec, ImageSource,
+    LogOptions, ObservedEnv, PortSpec, Progress, ProgressSink, Protocol, ResourceLimits,
+    RestartPolicy, Runtime, RuntimeError, ServiceSpec, ServiceState, VolumeMount,
+};
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+const IMAGE: &str = "slipway-test/busybox:1";
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+async fn runtime(test: &str) -> DockerRuntime {
+    let instance = format!("test-{}-{test}", std::process::id());
+    DockerRuntime::connect(&instance)
+        .await
+        .expect("these tests need a running Docker engine")
+}
+
+fn env_name(test: &str) -> EnvName {
+    EnvName::parse(&format!("t{}-{test}", std::process::id())).expect("test env names are valid")
+}
+
+/// Runs `body` with a fresh runtime and env, then destroys the env whatever happened.
+async fn with_env<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(DockerRuntime, EnvName) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let rt = runtime(test).await;
+    let env = env_name(test);
+    let outcome = tokio::time::timeout(
+        TEST_TIMEOUT,
+        AssertUnwindSafe(body(rt.clone(), env.clone())).catch_unwind(),
+    )
+    .await;
+    rt.destroy(&env).await.expect("destroy after the test");
+    match outcome {
+        Err(_) => panic!("test `{test}` took longer than {TEST_TIMEOUT:?}"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Ok(Ok(())) => {}
+    }
+}
+
+/// Builds the busybox test image once per test binary.
+async fn busybox_image(rt: &DockerRuntime) -> String {
+    static IMAGE_READY: OnceCell<String> = OnceCell::const_new();
+    IMAGE_READY
+        .get_or_init(|| async {
+            let dockerfile = "FROM scratch\n\
+                COPY busybox /bin/busybox\n\
+                RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+                RUN mkdir -p /www && echo hello-slipway > /www/index.html\n";
+            let busybox = std::fs::read("/bin/busybox")
+                .expect("install busybox-static: /bin/busybox is missing");
+            let context = context_tar(&[
+                ("Dockerfile", dockerfile.as_bytes(), 0o644),
+                ("busybox", &busybox, 0o755),
+            ]);
+            let request = build_request(IMAGE, context);
+            rt.prepare_image(&ImageSource::Build(request), quiet())
+                .await
+                .expect("building the busybox test image")
+        })
+        .await
+        .clone()
+}
+
+fn build_request(tag: &str, context: Bytes) -> BuildRequest {
+    BuildRequest {
+        service: service_name("web"),
+        tag: tag.to_string(),
+        dockerfile: "Dockerfile".into(),
+        context_tar: context,
+        args: BTreeMap::new(),
+        target: None,
+        labels: BTreeMap::from([("dev.slipway.test".to_string(), "busybox-1".to_string())]),
+    }
+}
+
+fn context_tar(files: &[(&str, &[u8], u32)]) -> Bytes {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, *data)
+            .expect("in-memory tar");
+    }
+    Bytes::from(builder.into_inner().expect("in-memory tar"))
+}
+
+fn quiet() -> ProgressSink {
+    Arc::new(|_| {})
+}
+
+/// A progress sink and everything it received.
+fn recorder() -> (ProgressSink, Arc<Mutex<Vec<Progress>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    (Arc::new(move |p| sink.lock().unwrap().push(p)), events)
+}
+
+fn service_name(name: &str) -> ServiceName {
+    ServiceName::parse(name).unwrap()
+}
+
+fn service(name: &str, image: &str, command: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: service_name(name),
+        image: image.to_string(),
+        command: Some(vec!["sh".into(), "-c".into(), command.into()]),
+        entrypoint: None,
+        environment: BTreeMap::new(),
+        ports: vec![],
+        expose: vec![],
+        depends_on: vec![],
+        healthcheck: None,
+        restart: RestartPolicy::No,
+        volumes: vec![],
+        working_dir: None,
+        user: None,
+        limits: ResourceLimits {
+            memory_bytes: 64 << 20,
+            nano_cpus: 500_000_000,
+            pids: 100,
+        },
+    }
+}
+
+fn depends(service: &str, condition: DependencyCondition) -> Dependency {
+    Dependency {
+        service: service_name(service),
+        condition,
+    }
+}
+
+fn fast_healthcheck(test: &[&str]) -> HealthcheckSpec {
+    HealthcheckSpec {
+        test: test.iter().map(|s| s.to_string()).collect(),
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+        retries: 20,
+        start_period: Duration::ZERO,
+    }
+}
+
+fn env_spec(env: &EnvName, services: Vec<ServiceSpec>, volumes: &[&str]) -> EnvSpec {
+    EnvSpec {
+        env: env.clone(),
+        repo: RepoName::parse("demo").unwrap(),
+        services,
+        volumes: volumes.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+fn container_id(observed: &ObservedEnv, name: &str) -> String {
+    observed
+        .service(&service_name(name))
+        .unwrap_or_else(|| panic!("no service {name}"))
+        .container_id
+        .clone()
+}
+
+async fn read_logs(rt: &DockerRuntime, env: &EnvName, service: Option<&str>) -> String {
+    let service = service.map(service_name);
+    let mut stream = rt
+        .logs(env, service.as_ref(), LogOptions::default())
+        .await
+        .expect("logs");
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("log chunk")));
+    }
+    text
+}
+
+/// Logs of `service` once they contain `needle` (output can lag the container's state).
+async fn logs_containing(
+    rt: &DockerRuntime,
+    env: &EnvName,
+    service: Option<&str>,
+    needle: &str,
+) -> String {
+    for _ in 0..50 {
+        let text = read_logs(rt, env, service).await;
+        if text.contains(needle) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "logs of {service:?} never contained {needle:?}: {}",
+        read_logs(rt, env, service).await
+    );
+}
+
+async fn http_get(port: u16) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to published port");
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Containers, networks and volumes carrying `env`'s label, as seen by Docker itself.
+async fn leftovers(rt: &DockerRuntime, env: &EnvName) -> usize {
+    let filters = HashMap::from([("label", vec![format!("{}={env}", labels::ENV)])]);
+    let docker = rt.docker();
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .unwrap();
+    let volumes = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .unwrap();
+    containers.len() + networks.len() + volumes.volumes.unwrap_or_default().len()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_starts_in_dependency_order_serves_http_and_is_destroyed() {
+    with_env("full", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let mut web = service("web", &image, "exec httpd -f -p 8080 -h /www");
+        web.ports = vec![PortSpec { container_port: 8080, protocol: Protocol::Tcp }];
+        web.healthcheck = Some(fast_healthcheck(&["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]));
+        let mut migrate = service("migrate", &image, "echo migrated; echo done > /data/migrated");
+        migrate.volumes = vec![VolumeMount { volume: "data".into(), target: "/data".into(), read_only: false }];
+        // The worker reaches web by its service name and sees migrate's work in the volume.
+        let mut worker =
+            service("worker", &image, "cat /data/migrated; wget -q -O- http://web:8080/; exec sleep 3600");
+        worker.volumes = vec![VolumeMount { volume: "data".into(), target: "/data".into(), read_only: true }];
+        worker.depends_on = vec![
+            depends("web", DependencyCondition::Healthy),
+            depends("migrate", DependencyCondition::CompletedSuccessfully),
+        ];
+        let spec = env_spec(&env, vec![web, migrate, worker], &["data"]);
+
+        let (progress, events) = recorder();
+        let observed = rt.apply(&spec, READY_TIMEOUT, progress).await.expect("apply");
+
+        assert!(observed.network);
+        assert_eq!(observed.volumes, vec!["data".to_string()]);
+        let state = |name: &str| observed.service(&service_name(name)).unwrap().state.clone();
+        assert_eq!(state("web"), ServiceState::Healthy);
+        assert_eq!(state("migrate"), ServiceState::Exited { code: 0, oom_killed: false });
+        assert_eq!(state("worker"), ServiceState::Running);
+
+        // The worker was created only once both of its dependencies were satisfied.
+        let events = events.lock().unwrap().clone();
+        let position = |name: &str, wanted: &ServiceState| {
+            events
+                .iter()
+                .position(|e| matches!(e, Progress::Service { service, state } if service.as_str() == name && state == wanted))
+                .unwrap_or_else(|| panic!("no {wanted:?} event for {name}: {events:?}"))
+        };
+        let worker_created = position("worker", &ServiceState::Created);
+        assert!(position("web", &ServiceState::Healthy) < worker_created);
+        assert!(position("migrate", &ServiceState::Exited { code: 0, oom_killed: false }) < worker_created);
+
+        let web = observed.service(&service_name("web")).unwrap();
+        let port = web.ports.iter().find(|p| p.container_port == 8080).expect("published port").host_port;
+        let response = http_get(port).await;
+        assert!(response.contains("hello-slipway"), "{response}");
+
+        assert!(read_logs(&rt, &env, Some("migrate")).await.contains("migrated"));
+        let worker_logs = logs_containing(&rt, &env, Some("worker"), "hello-slipway").await;
+        assert!(worker_logs.contains("done"), "the worker should see the shared volume: {worker_logs}");
+        let merged = logs_containing(&rt, &env, None, "worker | hello-slipway").await;
+        assert!(merged.contains("migrate | migrated"), "{merged}");
+        let err = rt.logs(&env, Some(&service_name("nope")), LogOptions::default()).await.err();
+        assert!(matches!(err, Some(RuntimeError::NoSuchService(_))), "{err:?}");
+
+        assert!(rt.list_envs().await.unwrap().contains(&env));
+        assert_eq!(rt.fetch(&env).await.unwrap(), rt.fetch(&env).await.unwrap());
+
+        rt.destroy(&env).await.expect("destroy");
+        assert_eq!(rt.fetch(&env).await.unwrap(), ObservedEnv::default());
+        assert_eq!(leftovers(&rt, &env).await, 0, "destroy left Docker objects behind");
+        rt.destroy(&env).await.expect("destroying twice is fine");
+        assert!(!rt.list_envs().await.unwrap().contains(&env));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reapply_replaces_only_what_changed() {
+    with_env("reapply", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let services = ["a", "b", "c"].map(|name| service(name, &image, "exec sleep 3600"));
+        let first = rt
+            .apply(
+                &env_spec(&env, services.to_vec(), &[]),
+                READY_TIMEOUT,
+                quiet(),
+            )
+            .await
+            .expect("apply");
+
+        let same = rt
+            .apply(
+                &env_spec(&env, services.to_vec(), &[]),
+                READY_TIMEOUT,
+                quiet(),
+            )
+            .await
+            .expect("re-apply");
+        for name in ["a", "b", "c"] {
+            assert_eq!(
+                container_id(&first, name),
+                container_id(&same, name),
+                "{name} should be kept"
+            );
+        }
+
+        let [a, mut b, _c] = services;
+        b.environment.insert("CHANGED".into(), "yes".into());
+        let second = rt
+            .apply(&env_spec(&env, vec![a, b], &[]), READY_TIMEOUT, quiet())
+            .await
+            .expect("apply changed");
+        assert_eq!(
+            container_id(&first, "a"),
+            container_id(&second, "a"),
+            "a is unchanged"
+        );
+        assert_ne!(
+            container_id(&first, "b"),
+            container_id(&second, "b"),
+            "b changed"
+        );
+        assert!(
+            second.service(&service_name("c")).is_none(),
+            "c left the spec"
+        );
+        assert_eq!(second.services.len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_one_shot_reports_its_exit_code_and_output() {
+    with_env("failing", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let migrate = service("migrate", &image, "echo migration-broke >&2; exit 3");
+        let mut web = service("web", &image, "exec sleep 3600");
+        web.depends_on = vec![depends(
+            "migrate",
+            DependencyCondition::CompletedSuccessfully,
+        )];
+        let spec = env_spec(&env, vec![web, migrate], &[]);
+
+        let err = rt
+            .apply(&spec, READY_TIMEOUT, quiet())
+            .await
+            .expect_err("migrate fails");
+        let RuntimeError::ServiceFailed { service, reason } = &err else {
+            panic!("unexpected error: {err}")
+        };
+        assert_eq!(service.as_str(), "migrate");
+        assert!(reason.contains("exited with code 3"), "{reason}");
+        assert!(
+            reason.contains("migration-broke"),
+            "the reason should quote the logs: {reason}"
+        );
+        let observed = rt.fetch(&env).await.unwrap();
+        assert!(
+            observed.service(&service_name("web")).is_none(),
+            "web must not start without its dependency"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashing_service_fails_and_slow_health_times_out() {
+    with_env("crash", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let crash = service("crash", &image, "echo crashing; exit 1");
+        let err = rt
+            .apply(&env_spec(&env, vec![crash], &[]), READY_TIMEOUT, quiet())
+            .await
+            .expect_err("crash");
+        assert!(
+            matches!(&err, RuntimeError::ServiceFailed { reason, .. } if reason.contains("code 1")),
+            "{err}"
+        );
+
+        let mut never = service("never", &image, "exec sleep 3600");
+        never.healthcheck = Some(fast_healthcheck(&["CMD", "false"]));
+        never.healthcheck.as_mut().unwrap().retries = 1000;
+        let err = rt
+            .apply(
+                &env_spec(&env, vec![never], &[]),
+                Duration::from_secs(2),
+                quiet(),
+            )
+            .await
+            .expect_err("timeout");
+        assert!(
+            matches!(&err, RuntimeError::Timeout { waiting_for, .. } if waiting_for == "healthy"),
+            "{err}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_taken_by_others_are_a_conflict() {
+    with_env("conflict", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let name = format!("slipway-{env}-web");
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        rt.docker()
+            .create_container(Some(options), body)
+            .await
+            .expect("create a foreign container");
+
+        let spec = env_spec(&env, vec![service("web", &image, "exec sleep 3600")], &[]);
+        let result = rt.apply(&spec, READY_TIMEOUT, quiet()).await;
+        let foreign_still_there = rt
+            .docker()
+            .inspect_container(
+                &name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .is_ok();
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        rt.docker()
+            .remove_container(&name, Some(remove))
+            .await
+            .expect("remove the foreign container");
+
+        assert!(
+            matches!(&result, Err(RuntimeError::Conflict(m)) if m.contains(&name)),
+            "{result:?}"
+        );
+        assert!(
+            foreign_still_there,
+            "a container without our labels must never be removed"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_failures_are_reported_with_their_cause() {
+    let rt = runtime("images").await;
+    let image = busybox_image(&rt).await;
+
+    // Building again with the same tag and labels is skipped.
+    let (progress, events) = recorder();
+    let again = build_request(
+        IMAGE,
+        context_tar(&[("Dockerfile", b"FROM scratch\n", 0o644)]),
+    );
+    assert_eq!(
+        rt.prepare_image(&ImageSource::Build(again), progress)
+            .await
+            .unwrap(),
+        image
+    );
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Progress::Output { line, .. } if line.contains("existing"))));
+
+    let dockerfile = format!("FROM {image}\nRUN echo step-output && exit 7\n");
+    let broken = BuildRequest {
+        tag: format!("slipway-test/broken:{}", std::process::id()),
+        ..build_request(
+            IMAGE,
+            context_tar(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]),
+        )
+    };
+    let err = rt
+        .prepare_image(&ImageSource::Build(broken), quiet())
+        .await
+        .expect_err("the build fails");
+    let RuntimeError::Build { message, .. } = &err else {
+        panic!("unexpected error: {err}")
+    };
+    assert!(message.contains("step-output"), "{message}");
+    assert!(message.contains("returned a non-zero code: 7"), "{message}");
+
+    let present = ImageSource::Pull {
+        reference: image.clone(),
+    };
+    assert_eq!(rt.prepare_image(&present, quiet()).await.unwrap(), image);
+    let missing = ImageSource::Pull {
+        reference: "slipway-test/does-not-exist:1".into(),
+    };
+    let err = rt
+        .prepare_image(&missing, quiet())
+        .await
+        .expect_err("nothing to pull from");
+    assert!(
+        matches!(&err, RuntimeError::Image { image, .. } if image == "slipway-test/does-not-exist:1"),
+        "{err}"
+    );
+}
