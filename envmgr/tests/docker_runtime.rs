@@ -270,66 +270,112 @@ async fn leftovers(rt: &DockerRuntime, env: &EnvName) -> usize {
 async fn env_starts_in_dependency_order_serves_http_and_is_destroyed() {
     with_env("full", |rt, env| async move {
         let image = busybox_image(&rt).await;
-        let mut web = service("web", &image, "exec httpd -f -p 8080 -h /www");
-        web.ports = vec![PortSpec { container_port: 8080, protocol: Protocol::Tcp }];
-        web.healthcheck = Some(fast_healthcheck(&["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]));
-        let mut migrate = service("migrate", &image, "echo migrated; echo done > /data/migrated");
-        migrate.volumes = vec![VolumeMount { volume: "data".into(), target: "/data".into(), read_only: false }];
-        // The worker reaches web by its service name and sees migrate's work in the volume.
-        let mut worker =
-            service("worker", &image, "cat /data/migrated; wget -q -O- http://web:8080/; exec sleep 3600");
-        worker.volumes = vec![VolumeMount { volume: "data".into(), target: "/data".into(), read_only: true }];
-        worker.depends_on = vec![
-            depends("web", DependencyCondition::Healthy),
-            depends("migrate", DependencyCondition::CompletedSuccessfully),
-        ];
-        let spec = env_spec(&env, vec![web, migrate, worker], &["data"]);
-
+        let spec = three_service_spec(&env, &image);
         let (progress, events) = recorder();
-        let observed = rt.apply(&spec, READY_TIMEOUT, progress).await.expect("apply");
+        let observed = rt
+            .apply(&spec, READY_TIMEOUT, progress)
+            .await
+            .expect("apply");
 
         assert!(observed.network);
         assert_eq!(observed.volumes, vec!["data".to_string()]);
         let state = |name: &str| observed.service(&service_name(name)).unwrap().state.clone();
+        let completed = ServiceState::Exited {
+            code: 0,
+            oom_killed: false,
+        };
         assert_eq!(state("web"), ServiceState::Healthy);
-        assert_eq!(state("migrate"), ServiceState::Exited { code: 0, oom_killed: false });
+        assert_eq!(state("migrate"), completed);
         assert_eq!(state("worker"), ServiceState::Running);
 
         // The worker was created only once both of its dependencies were satisfied.
         let events = events.lock().unwrap().clone();
-        let position = |name: &str, wanted: &ServiceState| {
-            events
-                .iter()
-                .position(|e| matches!(e, Progress::Service { service, state } if service.as_str() == name && state == wanted))
-                .unwrap_or_else(|| panic!("no {wanted:?} event for {name}: {events:?}"))
-        };
-        let worker_created = position("worker", &ServiceState::Created);
-        assert!(position("web", &ServiceState::Healthy) < worker_created);
-        assert!(position("migrate", &ServiceState::Exited { code: 0, oom_killed: false }) < worker_created);
+        let worker_created = event_index(&events, "worker", &ServiceState::Created);
+        assert!(event_index(&events, "web", &ServiceState::Healthy) < worker_created);
+        assert!(event_index(&events, "migrate", &completed) < worker_created);
 
         let web = observed.service(&service_name("web")).unwrap();
-        let port = web.ports.iter().find(|p| p.container_port == 8080).expect("published port").host_port;
-        let response = http_get(port).await;
+        let port = web.ports.iter().find(|p| p.container_port == 8080);
+        let response = http_get(port.expect("published port").host_port).await;
         assert!(response.contains("hello-slipway"), "{response}");
 
-        assert!(read_logs(&rt, &env, Some("migrate")).await.contains("migrated"));
+        let migrate_logs = read_logs(&rt, &env, Some("migrate")).await;
+        assert!(migrate_logs.contains("migrated"), "{migrate_logs}");
         let worker_logs = logs_containing(&rt, &env, Some("worker"), "hello-slipway").await;
-        assert!(worker_logs.contains("done"), "the worker should see the shared volume: {worker_logs}");
+        assert!(
+            worker_logs.contains("done"),
+            "no shared volume: {worker_logs}"
+        );
         let merged = logs_containing(&rt, &env, None, "worker | hello-slipway").await;
         assert!(merged.contains("migrate | migrated"), "{merged}");
-        let err = rt.logs(&env, Some(&service_name("nope")), LogOptions::default()).await.err();
-        assert!(matches!(err, Some(RuntimeError::NoSuchService(_))), "{err:?}");
+        let unknown = service_name("nope");
+        let err = rt
+            .logs(&env, Some(&unknown), LogOptions::default())
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(RuntimeError::NoSuchService(_))),
+            "{err:?}"
+        );
 
         assert!(rt.list_envs().await.unwrap().contains(&env));
-        assert_eq!(rt.fetch(&env).await.unwrap(), rt.fetch(&env).await.unwrap());
-
         rt.destroy(&env).await.expect("destroy");
         assert_eq!(rt.fetch(&env).await.unwrap(), ObservedEnv::default());
-        assert_eq!(leftovers(&rt, &env).await, 0, "destroy left Docker objects behind");
+        assert_eq!(
+            leftovers(&rt, &env).await,
+            0,
+            "destroy left Docker objects behind"
+        );
         rt.destroy(&env).await.expect("destroying twice is fine");
         assert!(!rt.list_envs().await.unwrap().contains(&env));
     })
     .await;
+}
+
+/// web (HTTP with a health check and a published port), a one-shot migrate writing to a
+/// volume, and a worker that needs both and reaches web by its service name.
+fn three_service_spec(env: &EnvName, image: &str) -> EnvSpec {
+    let mut web = service("web", image, "exec httpd -f -p 8080 -h /www");
+    web.ports = vec![PortSpec {
+        container_port: 8080,
+        protocol: Protocol::Tcp,
+    }];
+    let probe = ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"];
+    web.healthcheck = Some(fast_healthcheck(&probe));
+    let mut migrate = service(
+        "migrate",
+        image,
+        "echo migrated; echo done > /data/migrated",
+    );
+    migrate.volumes = vec![mount("data", "/data", false)];
+    let script = "cat /data/migrated; wget -q -O- http://web:8080/; exec sleep 3600";
+    let mut worker = service("worker", image, script);
+    worker.volumes = vec![mount("data", "/data", true)];
+    worker.depends_on = vec![
+        depends("web", DependencyCondition::Healthy),
+        depends("migrate", DependencyCondition::CompletedSuccessfully),
+    ];
+    env_spec(env, vec![web, migrate, worker], &["data"])
+}
+
+fn mount(volume: &str, target: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        volume: volume.into(),
+        target: target.into(),
+        read_only,
+    }
+}
+
+/// Where in `events` `service` reported `wanted`.
+fn event_index(events: &[Progress], service: &str, wanted: &ServiceState) -> usize {
+    let is_it = |e: &Progress| match e {
+        Progress::Service { service: s, state } => s.as_str() == service && state == wanted,
+        Progress::Output { .. } => false,
+    };
+    events
+        .iter()
+        .position(is_it)
+        .unwrap_or_else(|| panic!("no {wanted:?} event for {service}: {events:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -550,8 +596,7 @@ async fn image_failures_are_reported_with_their_cause() {
         .prepare_image(&missing, quiet())
         .await
         .expect_err("nothing to pull from");
-    assert!(
-        matches!(&err, RuntimeError::Image { image, .. } if image == "slipway-test/does-not-exist:1"),
-        "{err}"
-    );
+    let is_image_error =
+        matches!(&err, RuntimeError::Image { image, .. } if image.contains("does-not"));
+    assert!(is_image_error, "{err}");
 }

@@ -72,7 +72,8 @@ impl DockerRuntime {
                     kept.insert(observed.name, observed.container_id);
                 }
                 _ => {
-                    tracing::info!(env = %spec.env, service = %observed.name, state = %observed.state.label(),
+                    let state = observed.state.label();
+                    tracing::info!(env = %spec.env, service = %observed.name, state,
                         "removing outdated container");
                     doomed.push(observed.container_id);
                 }
@@ -280,7 +281,8 @@ impl ServiceTask {
             true
         });
         if changed {
-            tracing::debug!(env = %self.ctx.spec.env, service = %self.service().name, state = %state.label(), "service state");
+            let (env, service) = (&self.ctx.spec.env, &self.service().name);
+            tracing::debug!(%env, %service, state = %state.label(), "service state");
             (self.ctx.progress)(Progress::Service {
                 service: self.service().name.clone(),
                 state,

@@ -134,7 +134,8 @@ impl DockerRuntime {
                 .await
             {
                 Ok(created) => {
-                    tracing::debug!(env = %spec.env, service = %service.name, id = %created.id, "created container");
+                    let (env, id) = (&spec.env, &created.id);
+                    tracing::debug!(%env, service = %service.name, %id, "created container");
                     return Ok(created.id);
                 }
                 Err(err) => err,

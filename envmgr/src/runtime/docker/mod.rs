@@ -41,8 +41,9 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Connects to the engine named by `DOCKER_HOST` or the local socket and agrees on an API
-    /// version (older engines refuse requests made with a newer version than they speak).
+    /// Connects to the local engine (`/var/run/docker.sock`, or a `unix://` `DOCKER_HOST`)
+    /// and agrees on an API version: older engines refuse requests made with a newer version
+    /// than they speak. `instance` labels everything this runtime creates.
     pub async fn connect(instance: &str) -> Result<Self, RuntimeError> {
         if instance.trim().is_empty() {
             return Err(RuntimeError::Unavailable(
@@ -113,8 +114,9 @@ impl DockerRuntime {
     /// The error for a name that is taken by an object we must not touch.
     fn name_taken(kind: &str, name: &str, env: &EnvName) -> RuntimeError {
         RuntimeError::Conflict(format!(
-            "a Docker {kind} named `{name}` already exists but does not belong to env `{env}` of this \
-             Slipway instance; remove it (`docker {kind} rm {name}`) or rename it, then retry"
+            "a Docker {kind} named `{name}` already exists but does not belong to env `{env}` \
+             of this Slipway instance; remove it (`docker {kind} rm {name}`) or rename it, \
+             then retry"
         ))
     }
 }

@@ -176,7 +176,8 @@ fn env_label(object_labels: &HashMap<String, String>) -> Option<EnvName> {
     match EnvName::parse(value) {
         Ok(env) => Some(env),
         Err(e) => {
-            tracing::warn!(env = %value, error = %e, "ignoring Docker object with an invalid env label");
+            let error = e.to_string();
+            tracing::warn!(env = %value, error, "ignoring Docker object with an invalid env label");
             None
         }
     }
@@ -245,20 +246,21 @@ pub(super) fn published_ports(info: &ContainerInspectResponse) -> Vec<PublishedP
         let Some((container_port, protocol)) = parse_port_key(key) else {
             continue;
         };
-        for binding in bindings.iter().flatten() {
+        // Docker 20.10 may bind IPv4 and IPv6 on *different* host ports; report one port per
+        // container port, the IPv4 one when there is one, since URLs use an IPv4 host.
+        let mut candidates: Vec<_> = bindings.iter().flatten().collect();
+        candidates.sort_by_key(|b| b.host_ip.as_deref().is_some_and(|ip| ip.contains(':')));
+        for binding in candidates {
             let host_port = binding
                 .host_port
                 .as_deref()
                 .and_then(|p| p.parse::<u16>().ok());
             let Some(host_port) = host_port else { continue };
-            let port = PublishedPort {
-                container_port,
-                host_port,
-                protocol,
-            };
-            // Docker lists the same host port once for IPv4 and once for IPv6.
-            if !published.contains(&port) {
-                published.push(port);
+            let already = published
+                .iter()
+                .any(|p: &PublishedPort| p.container_port == container_port && p.protocol == protocol);
+            if !already {
+                published.push(PublishedPort { container_port, host_port, protocol });
             }
         }
     }
@@ -340,7 +342,7 @@ mod tests {
         let ports = HashMap::from([
             (
                 "8080/tcp".to_string(),
-                Some(vec![binding("0.0.0.0", "49153"), binding("::", "49153")]),
+                Some(vec![binding("::", "49152"), binding("0.0.0.0", "49153"), binding("::", "49153")]),
             ),
             (
                 "53/udp".to_string(),

@@ -1,0 +1,382 @@
+//! The end-to-end harness: real `slipway` processes, real git repositories in temp dirs and
+//! the machine's real Docker engine. Each test gets its own server, data dir and repo name,
+//! so tests run in parallel without seeing each other's envs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
+
+/// A unique lowercase name for this test process and call, usable as a repo name.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+/// A git repository on disk with helpers to commit files.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRepo {
+    pub fn new() -> Self {
+        let repo = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        repo.git(&["init", "--quiet", "--initial-branch=main"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, path: &str, contents: &str) -> &Self {
+        let full = self.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, contents).unwrap();
+        self
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "--quiet", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    pub fn checkout_new(&self, branch: &str) {
+        self.git(&["checkout", "--quiet", "-b", branch]);
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The project's demo compose file and web Dockerfile, at the same paths as in this repo.
+    pub fn with_demo_files(&self) -> &Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["compose/demo.yml", "compose/demo/web/Dockerfile"] {
+            self.write(file, &std::fs::read_to_string(root.join(file)).unwrap());
+        }
+        self
+    }
+}
+
+/// One `slipway serve` process with its own data dir and config.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub url: String,
+    pub repo: String,
+    log_path: PathBuf,
+}
+
+pub struct ServerOptions<'a> {
+    pub repo_name: &'a str,
+    pub repo_url: &'a Path,
+    pub env_file: &'a str,
+    pub extra: &'a str,
+}
+
+impl Server {
+    pub fn start(options: ServerOptions) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config_path = data_dir.path().join("slipway.toml");
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nresync_interval = \"2s\"\nready_timeout = \"90s\"\n{extra}\n\
+             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\ndefault_ttl = \"1h\"\n",
+            data = data_dir.path().display(),
+            extra = options.extra,
+            name = options.repo_name,
+            url = options.repo_url.display(),
+            env_file = options.env_file,
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = data_dir.path().join("server.log");
+        let mut server = Self {
+            child: None,
+            data_dir,
+            config_path,
+            url: String::new(),
+            repo: options.repo_name.to_string(),
+            log_path,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the process and waits until it says where it listens.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let start_offset = std::fs::metadata(&self.log_path)
+            .map(|m| m.len())
+            .unwrap_or(0) as usize;
+        let child = Command::new(SLIPWAY)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info,envmgr=debug")
+            .env_remove("SLIPWAY_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("slipway starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            if let Some(line) = text[start_offset.min(text.len())..]
+                .lines()
+                .find(|l| l.starts_with("Slipway is serving on "))
+            {
+                let url = line
+                    .trim_start_matches("Slipway is serving on ")
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                self.url = url.to_string();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("slipway serve exited with {status}:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slipway serve did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Runs `slipway env <args>` against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(SLIPWAY)
+            .arg("env")
+            .args(args)
+            .env("SLIPWAY_SERVER", &self.url)
+            .env_remove("SLIPWAY_TOKEN")
+            .output()
+            .expect("slipway cli runs")
+    }
+
+    /// Runs a CLI command with `--json` that must succeed and returns its output.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "slipway env {args:?} failed: {}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.tail_log()
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `env up --wait` that must end Ready.
+    pub fn up_ready(&self, branch: &str) -> Value {
+        self.cli_json(&[
+            "up",
+            branch,
+            "--repo",
+            &self.repo,
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+    }
+
+    pub fn status(&self, env: &str) -> Value {
+        self.cli_json(&["status", env])
+    }
+
+    /// Polls `env status` until `check` holds.
+    pub fn wait_until(
+        &self,
+        env: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(env);
+            if check(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{env} never became {what}; last status: {status:#}\n{}",
+                self.tail_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn tail_log(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Removes every Docker object of an env, whatever state a failed test left.
+pub struct EnvCleanup(pub String);
+
+impl Drop for EnvCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=dev.slipway.env={}", self.0);
+        for ids in [docker(&["ps", "-aq", "--filter", &filter])] {
+            for id in ids {
+                docker(&["rm", "-f", "-v", &id]);
+            }
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &filter]) {
+            docker(&["network", "rm", &id]);
+        }
+        for id in docker(&["volume", "ls", "-q", "--filter", &filter]) {
+            docker(&["volume", "rm", "-f", &id]);
+        }
+    }
+}
+
+/// Runs the docker CLI and returns its output lines.
+pub fn docker(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Names of every container (running or not) carrying the env's label.
+pub fn containers_of(env: &str) -> Vec<String> {
+    let mut names = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=dev.slipway.env={env}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    names.sort();
+    names
+}
+
+pub fn networks_of(env: &str) -> Vec<String> {
+    docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("label=dev.slipway.env={env}"),
+        "--format",
+        "{{.Name}}",
+    ])
+}
+
+pub fn volumes_of(env: &str) -> Vec<String> {
+    docker(&[
+        "volume",
+        "ls",
+        "--filter",
+        &format!("label=dev.slipway.env={env}"),
+        "--format",
+        "{{.Name}}",
+    ])
+}
+
+pub fn container_id(name: &str) -> String {
+    docker(&["inspect", "--format", "{{.Id}}", name])
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// GET a URL with a plain HTTP/1.1 request; returns (status, body).
+pub fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The first URL the env reports for `service`.
+pub fn url_of(record: &Value, service: &str) -> String {
+    record["services"]
+        .as_array()
+        .and_then(|services| services.iter().find(|s| s["name"] == service))
+        .and_then(|s| s["urls"][0].as_str())
+        .unwrap_or_else(|| panic!("no URL for {service} in {record:#}"))
+        .to_string()
+}
