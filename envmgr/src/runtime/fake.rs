@@ -26,6 +26,9 @@ pub struct FakeRuntime {
     apply_delay: Mutex<Duration>,
     /// Every call, in order, as "verb env" strings.
     calls: Mutex<Vec<String>>,
+    /// Applies running right now, and the most ever seen at once.
+    applying: AtomicU64,
+    max_applying: AtomicU64,
 }
 
 impl FakeRuntime {
@@ -46,6 +49,11 @@ impl FakeRuntime {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The most `apply` calls that ever ran at the same time.
+    pub fn max_concurrent_applies(&self) -> u64 {
+        self.max_applying.load(Ordering::SeqCst)
     }
 
     pub fn observed(&self, env: &EnvName) -> ObservedEnv {
@@ -111,6 +119,9 @@ impl Runtime for FakeRuntime {
         progress: ProgressSink,
     ) -> Result<ObservedEnv, RuntimeError> {
         self.record(format!("apply {}", spec.env));
+        let now = self.applying.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_applying.fetch_max(now, Ordering::SeqCst);
+        let _done = DecrementOnDrop(&self.applying);
         let delay = *self.apply_delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -204,5 +215,14 @@ impl Runtime for FakeRuntime {
 
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
         Ok(self.envs.lock().unwrap().keys().cloned().collect())
+    }
+}
+
+/// Counts an apply as finished however it ends (including being dropped when superseded).
+struct DecrementOnDrop<'a>(&'a AtomicU64);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -11,6 +11,7 @@
 //! Without Postgres binaries the Postgres variant is skipped with a loud message, except on
 //! CI (`CI` set), where it fails: CI must run every backend.
 
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,10 +51,12 @@ impl TestPostgres {
             if in_ci() {
                 panic!("{message}. CI must run the Postgres tests.");
             }
-            eprintln!("\n{}", "!".repeat(78));
-            eprintln!("!!! SKIPPING the Postgres variant of this test:");
-            eprintln!("!!! {message}");
-            eprintln!("{}\n", "!".repeat(78));
+            // Straight to the stderr handle: `eprintln!` would be captured by the test harness.
+            let bar = "!".repeat(78);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{bar}\n!!! SKIPPING the Postgres variant of this test:\n!!! {message}\n{bar}\n"
+            );
             return None;
         };
         let cluster = match tokio::task::spawn_blocking(move || Cluster::start(&bin)).await {
@@ -339,7 +342,10 @@ fn effective_uid() -> u32 {
     if let Ok(meta) = std::fs::metadata("/proc/self") {
         return meta.uid();
     }
-    let out = Command::new("id").arg("-u").output().expect("running `id -u`");
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("running `id -u`");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()

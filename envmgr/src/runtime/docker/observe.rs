@@ -256,11 +256,15 @@ pub(super) fn published_ports(info: &ContainerInspectResponse) -> Vec<PublishedP
                 .as_deref()
                 .and_then(|p| p.parse::<u16>().ok());
             let Some(host_port) = host_port else { continue };
-            let already = published
-                .iter()
-                .any(|p: &PublishedPort| p.container_port == container_port && p.protocol == protocol);
+            let already = published.iter().any(|p: &PublishedPort| {
+                p.container_port == container_port && p.protocol == protocol
+            });
             if !already {
-                published.push(PublishedPort { container_port, host_port, protocol });
+                published.push(PublishedPort {
+                    container_port,
+                    host_port,
+                    protocol,
+                });
             }
         }
     }
@@ -342,7 +346,11 @@ mod tests {
         let ports = HashMap::from([
             (
                 "8080/tcp".to_string(),
-                Some(vec![binding("::", "49152"), binding("0.0.0.0", "49153"), binding("::", "49153")]),
+                Some(vec![
+                    binding("::", "49152"),
+                    binding("0.0.0.0", "49153"),
+                    binding("::", "49153"),
+                ]),
             ),
             (
                 "53/udp".to_string(),

@@ -1,0 +1,285 @@
+//! The reconciler against the runtime's test twin, with a real git repository and a real
+//! SQLite store: convergence, supersession, serialisation of concurrent requests, orphan
+//! reaping and self-healing. Fast, no Docker needed.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envmgr::names::{EnvName, RepoName};
+use envmgr::runtime::fake::FakeRuntime;
+use envmgr::runtime::{EnvSpec, Runtime};
+use envmgr::store::{EnvRecord, Phase, Store};
+use envmgr::{Engine, EngineSettings, RepoSettings};
+
+const COMPOSE: &str = "\
+services:
+  db:
+    image: postgres:16
+    healthcheck: { test: [CMD, pg_isready], interval: 1s }
+  web:
+    build: ./web
+    ports: ['8080']
+    depends_on: { db: { condition: service_healthy } }
+";
+
+struct World {
+    _dir: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    fake: Arc<FakeRuntime>,
+    engine: Engine,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn commit(repo: &Path, web_dockerfile: &str) -> String {
+    std::fs::create_dir_all(repo.join("web")).unwrap();
+    std::fs::write(repo.join("compose.yml"), COMPOSE).unwrap();
+    std::fs::write(repo.join("web/Dockerfile"), web_dockerfile).unwrap();
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "change"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+async fn world(fake: Arc<FakeRuntime>) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "--initial-branch=main"]);
+    commit(&repo, "FROM scratch\n");
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await
+    .unwrap();
+    let settings = EngineSettings {
+        data_dir: dir.path().join("data"),
+        public_host: "envs.example.com".into(),
+        repos: vec![RepoSettings {
+            name: RepoName::parse("app").unwrap(),
+            url: repo.display().to_string(),
+            env_file: "compose.yml".into(),
+            default_ttl: Duration::from_secs(3600),
+        }],
+        default_limits: Default::default(),
+        resync_interval: Duration::from_millis(300),
+        ready_timeout: Duration::from_secs(10),
+    };
+    let engine = Engine::start(settings, store, fake.clone());
+    World {
+        _dir: dir,
+        repo,
+        fake,
+        engine,
+    }
+}
+
+async fn wait_for(
+    engine: &Engine,
+    env: &str,
+    what: &str,
+    check: impl Fn(&EnvRecord) -> bool,
+) -> EnvRecord {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let record = engine.get(env).await.unwrap();
+        if check(&record) {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{env} never became {what}: {record:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ready_at(generation: i64) -> impl Fn(&EnvRecord) -> bool {
+    move |r| r.phase == Phase::Ready && r.observed_generation >= generation
+}
+
+#[tokio::test]
+async fn an_env_goes_through_its_phases_to_ready_with_urls() {
+    let w = world(Arc::new(FakeRuntime::new())).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    let urls: Vec<String> = ready.urls().into_iter().map(|(_, url)| url).collect();
+    assert_eq!(urls, vec!["http://envs.example.com:40001"]);
+    let phases: Vec<Phase> = w
+        .engine
+        .events("app-main", 0)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.phase)
+        .collect();
+    assert_eq!(
+        phases,
+        vec![
+            Phase::Pending,
+            Phase::Fetching,
+            Phase::Building,
+            Phase::Starting,
+            Phase::Ready
+        ]
+    );
+    assert_eq!(
+        ready.commit.unwrap().as_str(),
+        git(&w.repo, &["rev-parse", "main"])
+    );
+}
+
+#[tokio::test]
+async fn a_newer_request_supersedes_work_in_progress() {
+    let fake = Arc::new(FakeRuntime::new());
+    fake.set_apply_delay(Duration::from_secs(3));
+    let w = world(fake.clone()).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    wait_for(&w.engine, "app-main", "Starting", |r| {
+        r.phase == Phase::Starting
+    })
+    .await;
+    let newer = commit(&w.repo, "FROM scratch\nENV V=2\n");
+    fake.set_apply_delay(Duration::ZERO);
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    let ready = wait_for(&w.engine, "app-main", "Ready at gen 2", ready_at(2)).await;
+    assert_eq!(ready.commit.unwrap().as_str(), newer);
+    assert_eq!(
+        fake.max_concurrent_applies(),
+        1,
+        "one env is never applied twice at once"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_env_never_race() {
+    let fake = Arc::new(FakeRuntime::new());
+    fake.set_apply_delay(Duration::from_millis(100));
+    let w = world(fake.clone()).await;
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let engine = w.engine.clone();
+        handles.push(tokio::spawn(async move {
+            engine.up("app", "main", None, "tester").await.unwrap()
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let ready = wait_for(&w.engine, "app-main", "Ready at gen 10", ready_at(10)).await;
+    assert_eq!(ready.generation, 10);
+    assert_eq!(fake.max_concurrent_applies(), 1);
+    assert_eq!(fake.observed(&ready.name).services.len(), 2);
+}
+
+#[tokio::test]
+async fn down_while_starting_deletes_everything() {
+    let fake = Arc::new(FakeRuntime::new());
+    fake.set_apply_delay(Duration::from_secs(2));
+    let w = world(fake.clone()).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    wait_for(&w.engine, "app-main", "Starting", |r| {
+        r.phase == Phase::Starting
+    })
+    .await;
+    w.engine.down("app-main", "tester").await.unwrap();
+    let deleted = wait_for(&w.engine, "app-main", "Deleted", |r| {
+        r.phase == Phase::Deleted
+    })
+    .await;
+    assert!(deleted.services.is_empty());
+    // Give a dropped apply time to have (not) finished, then check nothing came back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(fake.observed(&deleted.name).is_empty());
+}
+
+#[tokio::test]
+async fn resources_without_a_store_row_are_reaped() {
+    let fake = Arc::new(FakeRuntime::new());
+    let orphan = EnvName::parse("app-orphan").unwrap();
+    let spec = EnvSpec {
+        env: orphan.clone(),
+        repo: RepoName::parse("app").unwrap(),
+        services: vec![],
+        volumes: vec!["data".into()],
+    };
+    fake.apply(&spec, Duration::from_secs(1), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert!(!fake.observed(&orphan).is_empty());
+    let _w = world(fake.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fake.observed(&orphan).is_empty() {
+        assert!(Instant::now() < deadline, "orphan was not reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_service_is_restored_at_the_same_commit() {
+    let fake = Arc::new(FakeRuntime::new());
+    let w = world(fake.clone()).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    let pinned = ready.commit.clone().unwrap();
+    // The branch moves on, but nobody asked for an update: the restore keeps the old commit.
+    commit(&w.repo, "FROM scratch\nENV V=3\n");
+    fake.remove_container(&ready.name, "web");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.observed(&ready.name).services.len() < 2 {
+        assert!(Instant::now() < deadline, "web was not restored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restored = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    assert_eq!(restored.commit.unwrap(), pinned);
+}
+
+#[tokio::test]
+async fn a_failing_service_fails_the_env_with_its_reason() {
+    let fake = Arc::new(FakeRuntime::new());
+    fake.fail_service("web");
+    let w = world(fake).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    let failed = wait_for(&w.engine, "app-main", "Failed", |r| {
+        r.phase == Phase::Failed
+    })
+    .await;
+    let reason = failed.reason.unwrap();
+    assert!(
+        reason.contains("web") && reason.contains("exited with code 1"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_ttl_deletes_the_env() {
+    let w = world(Arc::new(FakeRuntime::new())).await;
+    w.engine
+        .up("app", "main", Some(Duration::from_millis(800)), "tester")
+        .await
+        .unwrap();
+    wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    let deleted = wait_for(&w.engine, "app-main", "Deleted", |r| {
+        r.phase == Phase::Deleted
+    })
+    .await;
+    assert!(w.fake.observed(&deleted.name).is_empty());
+}

@@ -1,0 +1,698 @@
+//! The store against both backends. The suite is written once, taking a `Store`, and runs on
+//! SQLite (a file in a temp dir) and on Postgres (a throwaway cluster started by
+//! `support::postgres`, or a fresh database in `SLIPWAY_TEST_DATABASE_URL`).
+//!
+//! The cases share one store and run one after the other, each on env names of its own;
+//! the cases that look at every env (`list`, `expire_due`, `next_expiry`) say what they
+//! expect of the others.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
+use envmgr::runtime::{Protocol, PublishedPort};
+use envmgr::store::{Backend, Desired, EnvRecord, Event, Phase, ServiceStatus, Store, UpRequest};
+use support::postgres::TestPostgres;
+
+/// The TTL of every env except the expiry case's.
+const LONG_TTL: Duration = Duration::from_secs(8 * 3600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_suite_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("slipway.db").display());
+    run_suite(&url, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_suite_on_postgres() {
+    let Some(pg) = TestPostgres::start().await else {
+        return; // No Postgres here and not CI: `start` said so on stderr.
+    };
+    run_suite(pg.url(), Backend::Postgres).await;
+}
+
+async fn run_suite(url: &str, backend: Backend) {
+    let store = connecting_migrates_idempotently(url, backend).await;
+    up_creates_a_pending_env(store.clone()).await;
+    second_up_bumps_generation(store.clone()).await;
+    concurrent_ups_each_bump_generation_once(store.clone()).await;
+    set_phase_records_changes_only(store.clone()).await;
+    request_down(store.clone()).await;
+    up_after_deleted_starts_afresh(store.clone()).await;
+    observed_state_roundtrips(store.clone()).await;
+    events_are_paged_in_order(store.clone()).await;
+    list_hides_deleted_envs(store.clone()).await;
+    expiry(store.clone()).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).expect("test env names are valid")
+}
+
+fn up(name: &str, ttl: Duration, actor: &str) -> UpRequest {
+    UpRequest {
+        name: env(name),
+        repo: RepoName::parse("demo").unwrap(),
+        branch: BranchName::parse(&format!("feature/{name}")).unwrap(),
+        ttl,
+        actor: actor.to_string(),
+    }
+}
+
+async fn get(store: &Store, name: &str) -> EnvRecord {
+    store
+        .get(&env(name))
+        .await
+        .expect("get")
+        .unwrap_or_else(|| panic!("env {name} should exist"))
+}
+
+async fn all_events(store: &Store, name: &str) -> Vec<Event> {
+    store.events(&env(name), 0, 1000).await.expect("events")
+}
+
+fn kinds(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// Lets the millisecond clock move on, so timestamps of two steps differ.
+async fn tick() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+fn commit(c: char) -> CommitSha {
+    CommitSha::parse(&c.to_string().repeat(40)).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite
+// ---------------------------------------------------------------------------------------
+
+/// Migrations run on connect, connecting again is harmless, and the instance id and the
+/// data survive a reconnect.
+async fn connecting_migrates_idempotently(url: &str, backend: Backend) -> Store {
+    let first = Store::connect(url).await.expect("first connect migrates");
+    assert_eq!(first.backend(), backend);
+    assert!(first.list(true).await.unwrap().is_empty(), "a fresh store");
+    assert_eq!(first.next_expiry().await.unwrap(), None);
+    assert!(first.expire_due().await.unwrap().is_empty());
+    assert!(first.get(&env("nobody")).await.unwrap().is_none());
+    let id = first.instance_id().await.unwrap();
+    assert!(!id.is_empty());
+    assert_eq!(
+        first.instance_id().await.unwrap(),
+        id,
+        "stable on one store"
+    );
+    first
+        .request_up(&up("survivor", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+
+    // A second store on the same database while the first is open, as a second replica.
+    let second = Store::connect(url)
+        .await
+        .expect("migrations are idempotent");
+    assert_eq!(second.instance_id().await.unwrap(), id);
+    drop(first);
+
+    let third = Store::connect(url).await.expect("third connect");
+    assert_eq!(
+        third.instance_id().await.unwrap(),
+        id,
+        "stable across reconnects"
+    );
+    assert_eq!(get(&third, "survivor").await.generation, 1);
+    drop(second);
+    third
+}
+
+async fn up_creates_a_pending_env(store: Store) {
+    let before = envmgr::store::now_ms();
+    let rec = store
+        .request_up(&up("fresh", Duration::from_secs(3600), "alice"))
+        .await
+        .unwrap();
+    let after = envmgr::store::now_ms();
+
+    assert_eq!(rec.name, env("fresh"));
+    assert_eq!(rec.repo.as_str(), "demo");
+    assert_eq!(rec.branch.as_str(), "feature/fresh");
+    assert_eq!(rec.requested_by, "alice");
+    assert_eq!(rec.desired, Desired::Running);
+    assert_eq!(rec.phase, Phase::Pending);
+    assert_eq!(rec.generation, 1);
+    assert_eq!(rec.observed_generation, 0);
+    assert_eq!(rec.ttl, Duration::from_secs(3600));
+    assert!((before..=after).contains(&rec.created_at), "{rec:?}");
+    assert_eq!(rec.updated_at, rec.created_at);
+    assert_eq!(rec.expires_at, rec.created_at + 3_600_000);
+    assert_eq!(rec.commit, None);
+    assert_eq!(rec.reason, None);
+    assert!(rec.services.is_empty() && rec.warnings.is_empty());
+    assert_eq!(
+        get(&store, "fresh").await,
+        rec,
+        "get returns what up returned"
+    );
+
+    let events = all_events(&store, "fresh").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event.kind, "requested");
+    assert_eq!(event.env, "fresh");
+    assert_eq!(event.phase, Some(Phase::Pending));
+    assert_eq!(event.actor.as_deref(), Some("alice"));
+    assert_eq!(event.at, rec.created_at);
+    assert!(
+        event.message.contains("feature/fresh") && event.message.contains("1h"),
+        "{}",
+        event.message
+    );
+}
+
+async fn second_up_bumps_generation(store: Store) {
+    let first = store
+        .request_up(&up("again", Duration::from_secs(2 * 3600), "alice"))
+        .await
+        .unwrap();
+    store
+        .set_phase(&first.name, Phase::Failed, Some("build broke"), "build")
+        .await
+        .unwrap();
+    store
+        .record_commit(&first.name, &commit('a'))
+        .await
+        .unwrap();
+    tick().await;
+
+    let second = store
+        .request_up(&up("again", Duration::from_secs(3 * 3600), "bob"))
+        .await
+        .unwrap();
+    assert_eq!(second.generation, 2);
+    assert_eq!(second.phase, Phase::Pending, "back to Pending");
+    assert_eq!(second.reason, None, "the old reason is cleared");
+    assert_eq!(second.desired, Desired::Running);
+    assert_eq!(second.requested_by, "bob");
+    assert_eq!(second.ttl, Duration::from_secs(3 * 3600));
+    assert!(second.expires_at > first.expires_at, "expiry refreshed");
+    assert_eq!(second.expires_at, second.updated_at + 3 * 3_600_000);
+    assert!(second.updated_at > first.updated_at);
+    assert_eq!(second.created_at, first.created_at, "still the same env");
+    assert_eq!(
+        second.commit,
+        Some(commit('a')),
+        "the commit stays until the reconciler moves on"
+    );
+    assert_eq!(
+        kinds(&all_events(&store, "again").await),
+        ["requested", "phase", "requested"]
+    );
+}
+
+/// Every `up` is one statement, so parallel ones never lose a generation.
+async fn concurrent_ups_each_bump_generation_once(store: Store) {
+    const PARALLEL: usize = 20;
+
+    async fn parallel_ups(store: &Store, name: &'static str) -> Vec<EnvRecord> {
+        let tasks: Vec<_> = (0..PARALLEL)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .request_up(&up(name, LONG_TTL, &format!("user{i}")))
+                        .await
+                })
+            })
+            .collect();
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|joined| joined.expect("task").expect("request_up"))
+            .collect()
+    }
+
+    // An existing env: 1 + 20.
+    store
+        .request_up(&up("busy", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    let records = parallel_ups(&store, "busy").await;
+    assert!(records.iter().all(|r| (2..=21).contains(&r.generation)));
+    let rec = get(&store, "busy").await;
+    assert_eq!(rec.generation, 1 + PARALLEL as i64);
+    let events = all_events(&store, "busy").await;
+    assert_eq!(events.len(), 1 + PARALLEL, "{:?}", kinds(&events));
+    assert!(events.iter().all(|e| e.kind == "requested"));
+    let actors: HashSet<_> = events.iter().filter_map(|e| e.actor.clone()).collect();
+    assert_eq!(actors.len(), 1 + PARALLEL, "one event per request");
+
+    // A new env, created by 20 requests at once: one creates it, the others bump it.
+    parallel_ups(&store, "stampede").await;
+    let rec = get(&store, "stampede").await;
+    assert_eq!(rec.generation, PARALLEL as i64);
+    assert_eq!(rec.phase, Phase::Pending);
+    assert_eq!(all_events(&store, "stampede").await.len(), PARALLEL);
+}
+
+async fn set_phase_records_changes_only(store: Store) {
+    let name = store
+        .request_up(&up("phases", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    let count = |store: Store| async move { all_events(&store, "phases").await.len() };
+    assert_eq!(count(store.clone()).await, 1);
+
+    let steps: [(Phase, Option<&str>, bool); 8] = [
+        (Phase::Fetching, None, true),
+        (Phase::Fetching, None, false),
+        (Phase::Fetching, Some("slow remote"), true),
+        (Phase::Fetching, Some("slow remote"), false),
+        (Phase::Fetching, Some("slower remote"), true),
+        (Phase::Fetching, None, true),
+        (Phase::Building, None, true),
+        (Phase::Building, None, false),
+    ];
+    let mut expected = 1;
+    for (phase, reason, writes) in steps {
+        tick().await;
+        let before = get(&store, "phases").await;
+        store
+            .set_phase(&name, phase, reason, "reconcile")
+            .await
+            .unwrap();
+        let rec = get(&store, "phases").await;
+        assert_eq!(rec.phase, phase);
+        assert_eq!(rec.reason.as_deref(), reason);
+        expected += usize::from(writes);
+        let events = all_events(&store, "phases").await;
+        assert_eq!(events.len(), expected, "after {phase:?} {reason:?}");
+        if writes {
+            let last = events.last().unwrap();
+            assert_eq!(last.kind, "phase");
+            assert_eq!(last.phase, Some(phase));
+            assert_eq!(last.actor, None);
+            let message = match reason {
+                Some(reason) => format!("reconcile: {reason}"),
+                None => "reconcile".to_string(),
+            };
+            assert_eq!(last.message, message);
+            assert!(rec.updated_at > before.updated_at);
+        } else {
+            assert_eq!(rec.updated_at, before.updated_at, "no change, no write");
+        }
+    }
+    assert_eq!(get(&store, "phases").await.generation, 1);
+
+    // An unknown env is left alone.
+    store
+        .set_phase(&env("ghost"), Phase::Ready, None, "reconcile")
+        .await
+        .unwrap();
+    assert!(store.get(&env("ghost")).await.unwrap().is_none());
+    assert!(all_events(&store, "ghost").await.is_empty());
+}
+
+async fn request_down(store: Store) {
+    let unknown = store
+        .request_down(&env("never-was"), "alice", "cleanup")
+        .await
+        .unwrap();
+    assert!(unknown.is_none());
+    assert!(all_events(&store, "never-was").await.is_empty());
+
+    let up_rec = store
+        .request_up(&up("going", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    tick().await;
+    let down = store
+        .request_down(&up_rec.name, "bob", "merged")
+        .await
+        .unwrap()
+        .expect("a known env");
+    assert_eq!(down.desired, Desired::Deleted);
+    assert_eq!(
+        down.phase,
+        Phase::Pending,
+        "phase is the reconciler's business"
+    );
+    assert_eq!(down.generation, 1);
+    assert!(down.updated_at > up_rec.updated_at);
+    let events = all_events(&store, "going").await;
+    assert_eq!(kinds(&events), ["requested", "requested"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.phase, None);
+    assert_eq!(last.actor.as_deref(), Some("bob"));
+    assert!(last.message.contains("merged"), "{}", last.message);
+
+    // Asking again changes nothing and writes nothing.
+    let again = store
+        .request_down(&up_rec.name, "carol", "again")
+        .await
+        .unwrap()
+        .expect("still known");
+    assert_eq!(again, down);
+    assert_eq!(all_events(&store, "going").await.len(), 2);
+}
+
+/// `up` of an env that is gone starts a new life; `up` while it is still being deleted keeps
+/// what it had.
+async fn up_after_deleted_starts_afresh(store: Store) {
+    let services = vec![ServiceStatus {
+        name: "web".into(),
+        state: "running".into(),
+        ports: vec![],
+        urls: vec!["http://localhost:1".into()],
+    }];
+    for (name, final_phase) in [("reborn", Phase::Deleted), ("undead", Phase::Deleting)] {
+        let first = store
+            .request_up(&up(name, LONG_TTL, "alice"))
+            .await
+            .unwrap();
+        store
+            .record_commit(&first.name, &commit('b'))
+            .await
+            .unwrap();
+        store.record_services(&first.name, &services).await.unwrap();
+        store
+            .set_phase(&first.name, Phase::Ready, None, "started")
+            .await
+            .unwrap();
+        store
+            .request_down(&first.name, "alice", "done")
+            .await
+            .unwrap();
+        store
+            .set_phase(&first.name, Phase::Deleting, None, "removing")
+            .await
+            .unwrap();
+        store
+            .set_phase(&first.name, final_phase, None, "removing")
+            .await
+            .unwrap();
+        tick().await;
+
+        let again = store.request_up(&up(name, LONG_TTL, "bob")).await.unwrap();
+        assert_eq!(again.desired, Desired::Running, "{name}");
+        assert_eq!(again.phase, Phase::Pending, "{name}");
+        assert_eq!(again.generation, 2, "{name}");
+        if final_phase == Phase::Deleted {
+            assert!(again.created_at > first.created_at, "a new life");
+            assert_eq!(again.created_at, again.updated_at);
+            assert!(again.services.is_empty());
+            assert_eq!(again.commit, None);
+        } else {
+            assert_eq!(again.created_at, first.created_at);
+            assert_eq!(again.services, services);
+            assert_eq!(again.commit, Some(commit('b')));
+        }
+    }
+}
+
+async fn observed_state_roundtrips(store: Store) {
+    let name = store
+        .request_up(&up("observed", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+
+    let services = vec![
+        ServiceStatus {
+            name: "web".into(),
+            state: "running".into(),
+            ports: vec![
+                PublishedPort {
+                    container_port: 80,
+                    host_port: 40001,
+                    protocol: Protocol::Tcp,
+                },
+                PublishedPort {
+                    container_port: 53,
+                    host_port: 40002,
+                    protocol: Protocol::Udp,
+                },
+            ],
+            urls: vec!["http://observed-web.localhost:40001".into()],
+        },
+        ServiceStatus {
+            name: "db".into(),
+            state: "exited (1) — “crash” 💥".into(),
+            ports: vec![],
+            urls: vec![],
+        },
+    ];
+    store.record_services(&name, &services).await.unwrap();
+    let rec = get(&store, "observed").await;
+    assert_eq!(rec.services, services);
+    assert_eq!(
+        rec.urls(),
+        [(
+            "web".to_string(),
+            "http://observed-web.localhost:40001".to_string()
+        )]
+    );
+    store.record_services(&name, &[]).await.unwrap();
+    assert!(get(&store, "observed").await.services.is_empty());
+
+    let warnings = vec![
+        "port 80 is published twice".to_string(),
+        "it's got 'quotes' and \"more\"".to_string(),
+    ];
+    store.record_warnings(&name, &warnings).await.unwrap();
+    assert_eq!(get(&store, "observed").await.warnings, warnings);
+
+    let sha = CommitSha::parse(&"0123456789ABCDEF".repeat(3)[..40]).unwrap();
+    store.record_commit(&name, &sha).await.unwrap();
+    let rec = get(&store, "observed").await;
+    assert_eq!(rec.commit, Some(sha.clone()));
+    assert_eq!(
+        rec.commit.unwrap().as_str(),
+        &"0123456789abcdef".repeat(3)[..40]
+    );
+
+    // The observed generation only moves forward.
+    store.record_observed_generation(&name, 1).await.unwrap();
+    assert_eq!(get(&store, "observed").await.observed_generation, 1);
+    store.record_observed_generation(&name, 0).await.unwrap();
+    assert_eq!(get(&store, "observed").await.observed_generation, 1);
+    store
+        .request_up(&up("observed", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    store
+        .request_up(&up("observed", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    store.record_observed_generation(&name, 3).await.unwrap();
+    let rec = get(&store, "observed").await;
+    assert_eq!((rec.generation, rec.observed_generation), (3, 3));
+
+    // Writes to an unknown env are no-ops.
+    let ghost = env("ghost");
+    store.record_commit(&ghost, &sha).await.unwrap();
+    store.record_services(&ghost, &services).await.unwrap();
+    store.record_warnings(&ghost, &warnings).await.unwrap();
+    store.record_observed_generation(&ghost, 9).await.unwrap();
+    assert!(store.get(&ghost).await.unwrap().is_none());
+}
+
+async fn events_are_paged_in_order(store: Store) {
+    let name = store
+        .request_up(&up("timeline", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    // Another env's events interleave and must never show up.
+    let other = store
+        .request_up(&up("neighbour", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    let phases = [
+        Phase::Fetching,
+        Phase::Building,
+        Phase::Starting,
+        Phase::Ready,
+        Phase::Failed,
+        Phase::Starting,
+    ];
+    for phase in phases {
+        store.set_phase(&name, phase, None, "step").await.unwrap();
+        store.set_phase(&other, phase, None, "step").await.unwrap();
+    }
+
+    let all = store.events(&name, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(all.iter().all(|e| e.env == "timeline"));
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert!(all.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(all[0].kind, "requested");
+    let seen: Vec<_> = all[1..].iter().map(|e| e.phase.unwrap()).collect();
+    assert_eq!(seen, phases);
+    let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+
+    let page = |after: i64, limit: i64| {
+        let store = store.clone();
+        let name = name.clone();
+        async move {
+            store
+                .events(&name, after, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(0, 3).await, ids[..3]);
+    assert_eq!(page(ids[2], 2).await, ids[3..5]);
+    assert_eq!(page(ids[4], 100).await, ids[5..]);
+    assert_eq!(page(ids[6], 100).await, Vec::<i64>::new());
+    assert_eq!(page(0, 0).await, Vec::<i64>::new());
+
+    let recent = store.recent_events(&name, 3).await.unwrap();
+    assert_eq!(recent, all[4..], "the last three, oldest first");
+    assert_eq!(store.recent_events(&name, 100).await.unwrap(), all);
+    assert!(store.recent_events(&name, 0).await.unwrap().is_empty());
+    assert!(store
+        .recent_events(&env("never-was"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn list_hides_deleted_envs(store: Store) {
+    let ready = store
+        .request_up(&up("listed", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    store
+        .set_phase(&ready, Phase::Ready, None, "started")
+        .await
+        .unwrap();
+    tick().await;
+    let gone = store
+        .request_up(&up("unlisted", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    store.request_down(&gone, "alice", "done").await.unwrap();
+    store
+        .set_phase(&gone, Phase::Deleted, None, "removed")
+        .await
+        .unwrap();
+
+    let visible = store.list(false).await.unwrap();
+    assert!(visible.iter().all(|r| r.phase != Phase::Deleted));
+    let names: Vec<&str> = visible.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&"listed"), "{names:?}");
+    assert!(!names.contains(&"unlisted"), "{names:?}");
+    // "reborn" went through Deleted and came back: visible.
+    assert!(names.contains(&"reborn"), "{names:?}");
+
+    let everything = store.list(true).await.unwrap();
+    let all_names: Vec<&str> = everything.iter().map(|r| r.name.as_str()).collect();
+    assert!(all_names.contains(&"listed") && all_names.contains(&"unlisted"));
+    assert_eq!(
+        everything.len(),
+        visible.len() + 1,
+        "only `unlisted` is hidden"
+    );
+    assert_eq!(get(&store, "unlisted").await.phase, Phase::Deleted);
+
+    // Newest first (ties by name, in the database's collation).
+    assert!(
+        everything
+            .windows(2)
+            .all(|w| w[0].created_at >= w[1].created_at),
+        "{:?}",
+        everything
+            .iter()
+            .map(|r| (r.created_at, r.name.as_str()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(everything[0].name, gone, "the newest env comes first");
+}
+
+/// Runs last: every other env has a TTL of an hour or more and is never due.
+async fn expiry(store: Store) {
+    let keeper = store
+        .request_up(&up("keeper", Duration::from_secs(1800), "alice"))
+        .await
+        .unwrap();
+    // Shorter than any earlier env's TTL: the earliest expiry among the envs still wanted.
+    assert_eq!(store.next_expiry().await.unwrap(), Some(keeper.expires_at));
+
+    let short = store
+        .request_up(&up("short", Duration::from_millis(1), "alice"))
+        .await
+        .unwrap();
+    let short_down = store
+        .request_up(&up("short-down", Duration::from_millis(1), "alice"))
+        .await
+        .unwrap();
+    store
+        .request_down(&short_down.name, "alice", "not needed")
+        .await
+        .unwrap();
+    assert_eq!(store.next_expiry().await.unwrap(), Some(short.expires_at));
+    assert_eq!(short.expires_at, short.created_at + 1);
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let expired = store.expire_due().await.unwrap();
+    assert_eq!(
+        expired,
+        [short.name.clone()],
+        "only the running env past its TTL"
+    );
+
+    let rec = get(&store, "short").await;
+    assert_eq!(rec.desired, Desired::Deleted);
+    assert_eq!(
+        rec.phase,
+        Phase::Pending,
+        "the reconciler does the deleting"
+    );
+    let events = all_events(&store, "short").await;
+    assert_eq!(kinds(&events), ["requested", "expired"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.actor.as_deref(), Some("slipway"));
+    assert_eq!(last.phase, None);
+    assert_eq!(
+        kinds(&all_events(&store, "short-down").await),
+        ["requested", "requested"]
+    );
+    assert_eq!(get(&store, "keeper").await.desired, Desired::Running);
+
+    assert!(store.expire_due().await.unwrap().is_empty(), "once only");
+    assert_eq!(store.next_expiry().await.unwrap(), Some(keeper.expires_at));
+    let running_min = store
+        .list(true)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.desired == Desired::Running)
+        .map(|r| r.expires_at)
+        .min();
+    assert_eq!(running_min, Some(keeper.expires_at));
+
+    // An `up` brings an expired env back with a fresh deadline.
+    let back = store
+        .request_up(&up("short", Duration::from_secs(60), "alice"))
+        .await
+        .unwrap();
+    assert_eq!(back.desired, Desired::Running);
+    assert!(store.expire_due().await.unwrap().is_empty());
+    assert_eq!(store.next_expiry().await.unwrap(), Some(back.expires_at));
+}
