@@ -51,6 +51,8 @@ fn kill_during(phase: &str, build_sleep_ms: u32) {
         repo_url: repo.path(),
         env_file: "compose.yml",
         extra: "",
+        repo_extra: "",
+        tables: "",
     });
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
@@ -110,6 +112,8 @@ fn resources_of_deleted_envs_are_reaped_after_a_crash() {
         repo_url: repo.path(),
         env_file: "compose.yml",
         extra: "",
+        repo_extra: "",
+        tables: "",
     });
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());

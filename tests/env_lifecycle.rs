@@ -13,6 +13,8 @@ fn demo_server(repo: &TestRepo, name: &str) -> Server {
         repo_url: repo.path(),
         env_file: "compose/demo.yml",
         extra: "",
+        repo_extra: "",
+        tables: "",
     })
 }
 
@@ -127,6 +129,8 @@ fn compose_files_asking_for_host_access_fail_and_start_nothing() {
             repo_url: repo.path(),
             env_file: "compose.yml",
             extra: "",
+            repo_extra: "",
+            tables: "",
         });
         let env = format!("{name}-main");
         let _cleanup = EnvCleanup(env.clone());
@@ -167,6 +171,8 @@ fn a_broken_build_fails_with_the_build_error_in_the_reason() {
         repo_url: repo.path(),
         env_file: "compose.yml",
         extra: "",
+        repo_extra: "",
+        tables: "",
     });
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
@@ -196,6 +202,8 @@ fn an_expired_ttl_deletes_the_env() {
         repo_url: repo.path(),
         env_file: "compose.yml",
         extra: "",
+        repo_extra: "",
+        tables: "",
     });
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
@@ -231,6 +239,8 @@ fn bad_requests_get_one_line_errors_and_change_nothing() {
         repo_url: repo.path(),
         env_file: "compose.yml",
         extra: "",
+        repo_extra: "",
+        tables: "",
     });
     for (args, expected) in [
         (
@@ -295,6 +305,8 @@ fn the_api_requires_its_token_when_one_is_set() {
         repo_url: repo.path(),
         env_file: "compose.yml",
         extra: "api_token = \"s3cret-token\"",
+        repo_extra: "",
+        tables: "",
     });
     let out = server.cli(&["list"]);
     assert!(!out.status.success());

@@ -12,7 +12,7 @@ use envmgr::git::RepoPath;
 use envmgr::names::RepoName;
 use envmgr::runtime::ResourceLimits;
 use envmgr::{EngineSettings, RepoSettings};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -29,10 +29,72 @@ pub struct Config {
     pub resync_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub ready_timeout: Option<Duration>,
+    /// Base URL people reach this server at, for links (logs) posted to GitHub and chat.
+    /// Default: `http://<listen>`.
+    pub public_url: Option<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Present: the GitHub surface is on (webhooks, PR comments, deployments, statuses).
+    pub github: Option<GitHubConfig>,
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// HMAC secret of the webhook (or `SLIPWAY_GITHUB_WEBHOOK_SECRET`). Required.
+    pub webhook_secret: Option<SecretString>,
+    /// Auth as a GitHub App (installation tokens) ...
+    pub app_id: Option<u64>,
+    pub private_key_path: Option<PathBuf>,
+    /// ... or with a token (or `SLIPWAY_GITHUB_TOKEN`).
+    pub token: Option<SecretString>,
+    /// How often open PRs are listed to heal missed webhooks.
+    #[serde(default = "default_github_resync", with = "humantime_serde")]
+    pub resync_interval: Duration,
+    /// PRs with this label get no env.
+    #[serde(default = "default_skip_label")]
+    pub skip_label: String,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_github_resync() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_skip_label() -> String {
+    "slipway:skip".into()
+}
+
+/// A configured repo served from a GitHub repository.
+#[derive(Debug, Clone)]
+pub struct GitHubLink {
+    pub repo: RepoName,
+    /// `owner/name`.
+    pub github: String,
+    pub draft_envs: bool,
+}
+
+/// How Slipway authenticates to GitHub.
+pub enum GitHubAuth {
+    Token(SecretString),
+    App {
+        app_id: u64,
+        private_key_pem: SecretString,
+    },
+}
+
+/// The GitHub section, validated, with secrets resolved from the environment.
+pub struct GitHubSettings {
+    pub api_url: String,
+    pub webhook_secret: SecretString,
+    pub auth: GitHubAuth,
+    pub resync_interval: Duration,
+    pub skip_label: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +114,11 @@ pub struct RepoConfig {
     pub env_file: String,
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub default_ttl: Duration,
+    /// The GitHub repository (`owner/name`) whose pull requests get envs.
+    pub github: Option<String>,
+    /// Give draft pull requests an env too.
+    #[serde(default)]
+    pub draft_envs: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -134,6 +201,83 @@ impl Config {
         Ok(token)
     }
 
+    /// The GitHub settings, or `None` when the `[github]` section is absent. Refuses a
+    /// section without a webhook secret or without credentials.
+    pub fn github_settings(&self) -> anyhow::Result<Option<GitHubSettings>> {
+        let Some(github) = &self.github else {
+            if let Some(repo) = self.repos.iter().find(|r| r.github.is_some()) {
+                bail!(
+                    "[[repo]] `{}` names a GitHub repository but there is no [github] section",
+                    repo.name
+                );
+            }
+            return Ok(None);
+        };
+        let secret =
+            env_secret("SLIPWAY_GITHUB_WEBHOOK_SECRET").or_else(|| github.webhook_secret.clone());
+        let Some(webhook_secret) = secret.filter(|s| !s.expose_secret().is_empty()) else {
+            bail!("[github] needs webhook_secret (or SLIPWAY_GITHUB_WEBHOOK_SECRET): unsigned webhooks are never accepted");
+        };
+        let token = env_secret("SLIPWAY_GITHUB_TOKEN").or_else(|| github.token.clone());
+        let auth = match (github.app_id, &github.private_key_path, token) {
+            (Some(app_id), Some(path), _) => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("[github] private_key_path {}", path.display()))?;
+                GitHubAuth::App { app_id, private_key_pem: SecretString::from(pem) }
+            }
+            (Some(_), None, _) | (None, Some(_), _) => bail!("[github] app auth needs both app_id and private_key_path"),
+            (None, None, Some(token)) => GitHubAuth::Token(token),
+            (None, None, None) => bail!("[github] needs credentials: token (or SLIPWAY_GITHUB_TOKEN), or app_id and private_key_path"),
+        };
+        for repo in &self.repos {
+            if let Some(name) = &repo.github {
+                let valid = name.split_once('/').is_some_and(|(o, n)| {
+                    !o.is_empty()
+                        && !n.is_empty()
+                        && !n.contains('/')
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                });
+                if !valid {
+                    bail!(
+                        "[[repo]] `{}`: github = \"{name}\" should look like \"owner/name\"",
+                        repo.name
+                    );
+                }
+            }
+        }
+        Ok(Some(GitHubSettings {
+            api_url: github.api_url.trim_end_matches('/').to_string(),
+            webhook_secret,
+            auth,
+            resync_interval: github.resync_interval,
+            skip_label: github.skip_label.clone(),
+        }))
+    }
+
+    /// Which configured repos are linked to which GitHub repositories.
+    pub fn github_links(&self) -> Vec<GitHubLink> {
+        self.repos
+            .iter()
+            .filter_map(|r| {
+                let github = r.github.clone()?;
+                Some(GitHubLink {
+                    repo: RepoName::parse(&r.name).ok()?,
+                    github,
+                    draft_envs: r.draft_envs,
+                })
+            })
+            .collect()
+    }
+
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
     pub fn engine_settings(&self) -> anyhow::Result<EngineSettings> {
         let mut repos: Vec<RepoSettings> = Vec::new();
         for repo in &self.repos {
@@ -178,6 +322,13 @@ impl Config {
     }
 }
 
+fn env_secret(name: &str) -> Option<SecretString> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}
+
 /// A path, not a URL or `host:path` git remote.
 fn is_local_path(url: &str) -> bool {
     !url.contains("://") && !url.split('/').next().unwrap_or_default().contains(':')
@@ -198,6 +349,8 @@ mod tests {
         let settings = config.engine_settings().unwrap();
         assert!(!settings.repos.is_empty());
         assert!(config.api_token.is_some());
+        assert!(config.github_settings().unwrap().is_some());
+        assert_eq!(config.github_links().len(), 1);
     }
 
     #[test]

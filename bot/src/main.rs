@@ -1,8 +1,10 @@
 //! The `slipway` binary: the server (`slipway serve`) and its command-line client.
 
 mod cli;
+mod commands;
 mod config;
 mod demo;
+mod github;
 mod server;
 
 use std::path::PathBuf;

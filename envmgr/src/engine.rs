@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::names::{BranchName, EnvName, NameError, RepoName, ServiceName};
+use crate::names::{BranchName, CommitSha, EnvName, NameError, RepoName, ServiceName};
 use crate::reconciler::{self, ReconcilerHandle};
 use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
 use crate::settings::EngineSettings;
-use crate::store::{EnvRecord, Event, Store, StoreError, UpRequest};
+use crate::store::{EnvRecord, Event, PullRequestSource, Store, StoreError, UpRequest};
 
 /// Longest TTL anyone may ask for, so forgotten envs always end.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -86,14 +86,47 @@ impl Engine {
         }
         let name = EnvName::for_branch(&repo.name, &branch);
         let request = UpRequest {
-            name: name.clone(),
+            name,
             repo: repo.name.clone(),
             branch,
             ttl,
             actor: actor.to_string(),
+            pull_request: None,
         };
+        self.request_up(request).await
+    }
+
+    /// Asks for the env of pull request `number` at exactly commit `head` (a newer head
+    /// supersedes an older one). `head_ref` is the PR's branch, shown to people.
+    pub async fn up_pull_request(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        head: CommitSha,
+        head_ref: &str,
+        actor: &str,
+    ) -> Result<EnvRecord, EngineError> {
+        let repo = self.known_repo(repo.as_str())?;
+        let branch = BranchName::parse(head_ref)
+            .or_else(|_| BranchName::parse(&format!("pull/{number}")))?;
+        let request = UpRequest {
+            name: EnvName::for_pull_request(&repo.name, number),
+            repo: repo.name.clone(),
+            branch,
+            ttl: repo.default_ttl,
+            actor: actor.to_string(),
+            pull_request: Some(PullRequestSource {
+                number: number as i64,
+                git_ref: format!("refs/pull/{number}/head"),
+                head,
+            }),
+        };
+        self.request_up(request).await
+    }
+
+    async fn request_up(&self, request: UpRequest) -> Result<EnvRecord, EngineError> {
         let record = self.store.request_up(&request).await?;
-        self.reconciler.nudge(&name);
+        self.reconciler.nudge(&request.name);
         Ok(record)
     }
 

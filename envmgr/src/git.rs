@@ -19,6 +19,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 pub enum GitError {
     #[error("branch `{branch}` does not exist in {url}")]
     BranchNotFound { branch: String, url: String },
+    #[error("commit {commit} is not in {url} (was the branch force-pushed?)")]
+    CommitNotFound { commit: String, url: String },
     #[error("`{path}` does not exist at commit {commit}")]
     FileNotFound { path: String, commit: String },
     #[error("path `{path}` is not allowed: {why}")]
@@ -185,6 +187,59 @@ impl GitMirrors {
             action: "rev-parse".into(),
             detail: e.to_string(),
         })
+    }
+
+    /// Fetches the commit `want` (a pull request's head) by trying `refs` in order, then the
+    /// commit itself. Errors unless `want` is in the mirror afterwards: Slipway deploys exactly
+    /// the commit the forge reported, never whatever a ref points to by then.
+    pub async fn fetch_commit(
+        &self,
+        repo: &RepoSettings,
+        refs: &[String],
+        want: &CommitSha,
+    ) -> Result<CommitSha, GitError> {
+        for git_ref in refs {
+            match self.fetch(repo, git_ref).await {
+                Ok(commit) if &commit == want => return Ok(commit),
+                Ok(_) | Err(GitError::BranchNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.has_commit(&repo.name, want).await {
+            return Ok(want.clone());
+        }
+        // Servers (GitHub included) hand out reachable commits by id.
+        let lock = self.lock(&repo.name);
+        let _guard = lock.lock().await;
+        let refspec = format!("{}:refs/slipway/commits/{}", want.as_str(), want.as_str());
+        let fetched = run(
+            &self.mirror(&repo.name),
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--",
+                &repo.url,
+                &refspec,
+            ],
+            "fetch",
+        )
+        .await;
+        if fetched.is_ok() && self.has_commit(&repo.name, want).await {
+            return Ok(want.clone());
+        }
+        Err(GitError::CommitNotFound {
+            commit: want.short().to_string(),
+            url: repo.url.clone(),
+        })
+    }
+
+    async fn has_commit(&self, repo: &RepoName, commit: &CommitSha) -> bool {
+        let spec = format!("{}^{{commit}}", commit.as_str());
+        run(&self.mirror(repo), &["cat-file", "-e", &spec], "cat-file")
+            .await
+            .is_ok()
     }
 
     /// Fetches a branch by name.

@@ -73,6 +73,11 @@ impl EnvName {
         Self(format!("{cut}-{hash}"))
     }
 
+    /// The name of the env that serves pull request `number` of `repo`.
+    pub fn for_pull_request(repo: &RepoName, number: u64) -> Self {
+        Self(format!("{}-pr-{number}", repo.as_str()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

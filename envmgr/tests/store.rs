@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
 use envmgr::runtime::{Protocol, PublishedPort};
-use envmgr::store::{Backend, Desired, EnvRecord, Event, Phase, ServiceStatus, Store, UpRequest};
+use envmgr::store::{
+    Backend, Desired, EnvRecord, Event, Phase, PullRequestSource, ServiceStatus, Store, UpRequest,
+};
 use support::postgres::TestPostgres;
 
 /// The TTL of every env except the expiry case's.
@@ -43,6 +45,7 @@ async fn run_suite(url: &str, backend: Backend) {
     request_down(store.clone()).await;
     up_after_deleted_starts_afresh(store.clone()).await;
     observed_state_roundtrips(store.clone()).await;
+    pull_request_source_roundtrips(store.clone()).await;
     events_are_paged_in_order(store.clone()).await;
     list_hides_deleted_envs(store.clone()).await;
     expiry(store.clone()).await;
@@ -63,6 +66,7 @@ fn up(name: &str, ttl: Duration, actor: &str) -> UpRequest {
         branch: BranchName::parse(&format!("feature/{name}")).unwrap(),
         ttl,
         actor: actor.to_string(),
+        pull_request: None,
     }
 }
 
@@ -506,6 +510,39 @@ async fn observed_state_roundtrips(store: Store) {
     assert!(store.get(&ghost).await.unwrap().is_none());
 }
 
+/// A pull request's env remembers what to fetch; a plain `up` of it forgets that again.
+async fn pull_request_source_roundtrips(store: Store) {
+    let plain = store
+        .request_up(&up("pr-7", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(plain.pull_request, None);
+
+    let source = PullRequestSource {
+        number: 7,
+        git_ref: "refs/pull/7/head".into(),
+        head: commit('c'),
+    };
+    let with_pr = store
+        .request_up(&UpRequest {
+            pull_request: Some(source.clone()),
+            ..up("pr-7", LONG_TTL, "github")
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_pr.generation, 2);
+    assert_eq!(with_pr.pull_request, Some(source));
+    assert_eq!(get(&store, "pr-7").await, with_pr);
+    let last = all_events(&store, "pr-7").await.pop().unwrap();
+    assert!(last.message.contains("#7"), "{}", last.message);
+
+    let again = store
+        .request_up(&up("pr-7", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    assert_eq!((again.generation, again.pull_request), (3, None));
+}
+
 async fn events_are_paged_in_order(store: Store) {
     let name = store
         .request_up(&up("timeline", LONG_TTL, "alice"))
@@ -653,7 +690,7 @@ async fn expiry(store: Store) {
     let expired = store.expire_due().await.unwrap();
     assert_eq!(
         expired,
-        [short.name.clone()],
+        std::slice::from_ref(&short.name),
         "only the running env past its TTL"
     );
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub mod github;
 
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 
@@ -97,7 +98,12 @@ pub struct ServerOptions<'a> {
     pub repo_name: &'a str,
     pub repo_url: &'a Path,
     pub env_file: &'a str,
+    /// Top-level config keys.
     pub extra: &'a str,
+    /// Keys added to the `[[repo]]` table.
+    pub repo_extra: &'a str,
+    /// Whole tables (e.g. `[github]`), placed last.
+    pub tables: &'a str,
 }
 
 impl Server {
@@ -106,12 +112,14 @@ impl Server {
         let config_path = data_dir.path().join("slipway.toml");
         let config = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nresync_interval = \"2s\"\nready_timeout = \"90s\"\n{extra}\n\
-             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\ndefault_ttl = \"1h\"\n",
+             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\ndefault_ttl = \"1h\"\n{repo_extra}\n{tables}\n",
             data = data_dir.path().display(),
             extra = options.extra,
             name = options.repo_name,
             url = options.repo_url.display(),
             env_file = options.env_file,
+            repo_extra = options.repo_extra,
+            tables = options.tables,
         );
         std::fs::write(&config_path, config).unwrap();
         let log_path = data_dir.path().join("server.log");

@@ -16,7 +16,7 @@ use envmgr::{Engine, RepoSettings};
 use tracing::info;
 
 use crate::config::Config;
-use crate::demo;
+use crate::{demo, github};
 
 pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = match config_path {
@@ -24,6 +24,7 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         None => Config::embedded_defaults(),
     };
     let token = config.api_token()?;
+    let github = config.github_settings()?;
     let mut settings = config.engine_settings()?;
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -60,7 +61,12 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         .context("cannot prepare the demo image")?;
 
     let engine = Engine::start(settings, store, runtime);
-    let app = api::router(engine, token);
+    let mut app = api::router(engine.clone(), token);
+    if let Some(github) = github {
+        let links = config.github_links();
+        info!(repos = links.len(), api = %github.api_url, "GitHub surface on: webhooks at /webhooks/github");
+        app = app.merge(github::start(github, links, engine, config.public_url())?);
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

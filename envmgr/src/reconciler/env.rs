@@ -152,15 +152,29 @@ async fn deploy(
     let commit = match pinned {
         Some(commit) => commit,
         None => {
-            ctx.store
-                .set_phase(
-                    &env.name,
-                    Phase::Fetching,
-                    None,
-                    &format!("fetching branch {}", env.branch),
-                )
-                .await?;
-            match ctx.git.fetch_branch(&repo, &env.branch).await {
+            let fetched = match &env.pull_request {
+                Some(pr) => {
+                    let cause = format!(
+                        "fetching pull request #{} at {}",
+                        pr.number,
+                        pr.head.short()
+                    );
+                    ctx.store
+                        .set_phase(&env.name, Phase::Fetching, None, &cause)
+                        .await?;
+                    // The PR's ref first; the head branch works for PRs from the same repo.
+                    let refs = [pr.git_ref.clone(), env.branch.to_string()];
+                    ctx.git.fetch_commit(&repo, &refs, &pr.head).await
+                }
+                None => {
+                    let cause = format!("fetching branch {}", env.branch);
+                    ctx.store
+                        .set_phase(&env.name, Phase::Fetching, None, &cause)
+                        .await?;
+                    ctx.git.fetch_branch(&repo, &env.branch).await
+                }
+            };
+            match fetched {
                 Ok(commit) => commit,
                 Err(e @ GitError::BranchNotFound { .. }) => {
                     return fail(ctx, env, format!("{e}; push it first")).await

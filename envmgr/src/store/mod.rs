@@ -3,6 +3,7 @@
 //! query is written once (`$1` placeholders work on both). Surfaces write desired state
 //! (`request_*`); reconcilers write observed state (`set_phase`, `record_*`).
 
+mod github;
 mod record;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+pub use github::{Delivery, PullRow};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Names of envs whose observed state changed in this process, for reporters.
+    changes: tokio::sync::broadcast::Sender<EnvName>,
 }
 
 /// What a surface asks for with `env up`.
@@ -45,6 +49,17 @@ pub struct UpRequest {
     pub branch: BranchName,
     pub ttl: Duration,
     pub actor: String,
+    /// For a pull request's env: what to fetch and the commit it must yield.
+    pub pull_request: Option<PullRequestSource>,
+}
+
+/// A pull request's head, as the forge reported it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullRequestSource {
+    pub number: i64,
+    /// The ref the forge serves the head under, e.g. `refs/pull/7/head`.
+    pub git_ref: String,
+    pub head: CommitSha,
 }
 
 pub fn now_ms() -> i64 {
@@ -56,7 +71,7 @@ pub fn now_ms() -> i64 {
 
 const ENV_COLUMNS: &str =
     "name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
-     expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings";
+     expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, git_ref, pr_number, want_commit";
 
 impl Store {
     /// Connects and brings the schema up to date. A SQLite file is created if missing.
@@ -92,11 +107,26 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        Ok(Self {
+            pool,
+            backend,
+            changes,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Env names as their phase or services change (best effort: a slow receiver may miss
+    /// some and should then resync).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EnvName> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, name: &EnvName) {
+        let _ = self.changes.send(name.clone());
     }
 
     /// A stable id for this installation, made on first use. Runtime resources carry it so
@@ -124,15 +154,17 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO envs (name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
-                 expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings) \
-             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]') \
+                 expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, \
+                 git_ref, pr_number, want_commit) \
+             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]', $8, $9, $10) \
              ON CONFLICT (name) DO UPDATE SET \
                  branch = excluded.branch, requested_by = excluded.requested_by, desired = 'running', \
                  generation = envs.generation + 1, ttl_ms = excluded.ttl_ms, expires_at = excluded.expires_at, \
                  updated_at = excluded.updated_at, phase = 'Pending', reason = NULL, \
                  created_at = CASE WHEN envs.phase = 'Deleted' THEN excluded.created_at ELSE envs.created_at END, \
                  services = CASE WHEN envs.phase = 'Deleted' THEN '[]' ELSE envs.services END, \
-                 commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END",
+                 commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END, \
+                 git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit",
         )
         .bind(req.name.as_str())
         .bind(req.repo.as_str())
@@ -141,11 +173,17 @@ impl Store {
         .bind(ttl_ms)
         .bind(now + ttl_ms)
         .bind(now)
+        .bind(req.pull_request.as_ref().map(|pr| pr.git_ref.clone()))
+        .bind(req.pull_request.as_ref().map(|pr| pr.number))
+        .bind(req.pull_request.as_ref().map(|pr| pr.head.to_string()))
         .execute(&mut *tx)
         .await?;
+        let what = match &req.pull_request {
+            Some(pr) => format!("pull request #{} at {}", pr.number, pr.head.short()),
+            None => format!("branch {}", req.branch),
+        };
         let message = format!(
-            "up requested for branch {} (ttl {})",
-            req.branch,
+            "up requested for {what} (ttl {})",
             humantime::format_duration(req.ttl)
         );
         insert_event(
@@ -303,6 +341,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if changed > 0 {
+            self.changed(name);
+        }
         Ok(())
     }
 
@@ -333,6 +374,7 @@ impl Store {
             .bind(name.as_str())
             .execute(&self.pool)
             .await?;
+        self.changed(name);
         Ok(())
     }
 

@@ -99,6 +99,9 @@ pub struct EnvRecord {
     pub reason: Option<String>,
     pub services: Vec<ServiceStatus>,
     pub warnings: Vec<String>,
+    /// Set for a pull request's env: what to fetch and the commit it must be at.
+    #[serde(default)]
+    pub pull_request: Option<super::PullRequestSource>,
 }
 
 impl EnvRecord {
@@ -134,6 +137,7 @@ impl EnvRecord {
                 .map_err(|e| corrupt("services", e.to_string()))?,
             warnings: serde_json::from_str(&text("warnings")?)
                 .map_err(|e| corrupt("warnings", e.to_string()))?,
+            pull_request: pull_request_source(row).map_err(|e| corrupt("pull request", e))?,
         })
     }
 
@@ -143,6 +147,23 @@ impl EnvRecord {
             .iter()
             .flat_map(|s| s.urls.iter().map(|u| (s.name.clone(), u.clone())))
             .collect()
+    }
+}
+
+fn pull_request_source(row: &AnyRow) -> Result<Option<super::PullRequestSource>, String> {
+    let git_ref: Option<String> = column(row, "git_ref").map_err(|e| e.to_string())?;
+    let number: Option<i64> = column(row, "pr_number").map_err(|e| e.to_string())?;
+    let want: Option<String> = column(row, "want_commit").map_err(|e| e.to_string())?;
+    match (git_ref, number, want) {
+        (Some(git_ref), Some(number), Some(want)) => {
+            let head = CommitSha::parse(&want).map_err(|e| e.to_string())?;
+            Ok(Some(super::PullRequestSource {
+                number,
+                git_ref,
+                head,
+            }))
+        }
+        _ => Ok(None),
     }
 }
 

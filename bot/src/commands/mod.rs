@@ -1,0 +1,455 @@
+//! One command grammar for every surface: pull-request comments (`/slipway env up`),
+//! Discord slash commands and mentions, the CLI and the HTTP API.
+//!
+//! Modelled on rust-lang/bors: a typed [`Command`], a small parser per command
+//! ([`parse`]), typed [`ParseError`]s that render as helpful replies with a
+//! did-you-mean ([`suggest`]), and help text derived from an exhaustive `match` over
+//! [`CommandKind`], so a new command without help (or without an argument spec) does not
+//! compile.
+//!
+//! Text grammar, after the surface's prefix (`/slipway`, `@slipway`, `slipway` on the CLI):
+//!
+//! ```text
+//! <command name> (positional | key:value | key=value | --key value | --key=value | --flag)*
+//! ```
+//!
+//! Command names and keys are case-insensitive; values keep their case. Values with spaces
+//! are quoted (`"..."`, `'...'`, or typographic quotes). Which defaults apply when an
+//! optional argument is missing (e.g. "this pull request's head") is the surface's call:
+//! the grammar keeps those arguments as `Option`s.
+
+// The surfaces (PR comments, Discord, CLI, HTTP API) are being wired to this module; until
+// they are, much of it is only reached from the tests.
+#![allow(dead_code)]
+
+mod comment;
+mod error;
+mod parse;
+mod suggest;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use comment::{parse_comment, split_words};
+// Unused until the surfaces name these types (see the `allow` at the top).
+#[allow(unused_imports)]
+pub use error::ParseError;
+#[allow(unused_imports)]
+pub use parse::{ArgKind, ArgSpec};
+
+/// The prefix shown in help and replies for pull-request comments.
+pub const COMMENT_PREFIX: &str = "/slipway ";
+
+/// A parsed command, the same whichever surface it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `env up [branch] [repo:<repo>] [ttl:<duration>]`; on a pull request no branch means
+    /// the PR's head, elsewhere the surface must insist on one.
+    EnvUp {
+        branch: Option<String>,
+        repo: Option<String>,
+        ttl: Option<Duration>,
+    },
+    /// `env down [env]`; on a pull request no env means the PR's.
+    EnvDown { env: Option<String> },
+    /// `env list`
+    EnvList,
+    /// `env status [env]`
+    EnvStatus { env: Option<String> },
+    /// `env logs [env] [service:<service>] [tail:<lines>]`
+    EnvLogs {
+        env: Option<String>,
+        service: Option<String>,
+        tail: Option<u64>,
+    },
+    /// `env extend [env] by:<duration>`
+    EnvExtend { env: Option<String>, by: Duration },
+    /// `test [env] [--failed]`
+    Test {
+        env: Option<String>,
+        failed_only: bool,
+    },
+    /// `approve`: approve a fork pull request's current head commit.
+    Approve,
+    /// `help [command]`; the topic is a canonical command name (`"env up"`) or `"env"`.
+    Help { topic: Option<String> },
+    /// `whoami`
+    WhoAmI,
+}
+
+/// The commands without their arguments: the unit that help, usage and argument specs
+/// hang off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    EnvUp,
+    EnvDown,
+    EnvList,
+    EnvStatus,
+    EnvLogs,
+    EnvExtend,
+    Test,
+    Approve,
+    Help,
+    WhoAmI,
+}
+
+/// Name, usage and one-line description of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// The canonical name, e.g. `"env up"`.
+    pub name: &'static str,
+    /// Usage without any prefix, starting with the name.
+    pub usage: &'static str,
+    /// One line, ending with a full stop.
+    pub summary: &'static str,
+}
+
+/// The group of the two-word commands (`env up`, `env down`, ...).
+pub const ENV_GROUP: &str = "env";
+
+impl CommandKind {
+    /// Every kind, in help order. When adding a variant, add it here too: `index` (an
+    /// exhaustive match) will not compile until it has a place, and a const check below
+    /// keeps the two in step.
+    pub const ALL: [CommandKind; 10] = [
+        CommandKind::EnvUp,
+        CommandKind::EnvDown,
+        CommandKind::EnvList,
+        CommandKind::EnvStatus,
+        CommandKind::EnvLogs,
+        CommandKind::EnvExtend,
+        CommandKind::Test,
+        CommandKind::Approve,
+        CommandKind::Help,
+        CommandKind::WhoAmI,
+    ];
+
+    /// The position of this kind in [`CommandKind::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            CommandKind::EnvUp => 0,
+            CommandKind::EnvDown => 1,
+            CommandKind::EnvList => 2,
+            CommandKind::EnvStatus => 3,
+            CommandKind::EnvLogs => 4,
+            CommandKind::EnvExtend => 5,
+            CommandKind::Test => 6,
+            CommandKind::Approve => 7,
+            CommandKind::Help => 8,
+            CommandKind::WhoAmI => 9,
+        }
+    }
+
+    /// Name, usage and description. An exhaustive match: a new kind needs its help here.
+    pub const fn info(self) -> CommandInfo {
+        const fn info(
+            name: &'static str,
+            usage: &'static str,
+            summary: &'static str,
+        ) -> CommandInfo {
+            CommandInfo {
+                name,
+                usage,
+                summary,
+            }
+        }
+        match self {
+            CommandKind::EnvUp => info(
+                "env up",
+                "env up [branch] [repo:<repo>] [ttl:<duration>]",
+                "Create an environment for a branch, or move it to the branch's newest commit \
+                 (on a pull request the branch defaults to its head).",
+            ),
+            CommandKind::EnvDown => info(
+                "env down",
+                "env down [env]",
+                "Delete an environment (on a pull request: the pull request's own).",
+            ),
+            CommandKind::EnvList => info("env list", "env list", "List the environments."),
+            CommandKind::EnvStatus => info(
+                "env status",
+                "env status [env]",
+                "Show an environment's phase, services and URLs.",
+            ),
+            CommandKind::EnvLogs => info(
+                "env logs",
+                "env logs [env] [service:<service>] [tail:<lines>]",
+                "Show an environment's recent output, optionally of one service.",
+            ),
+            CommandKind::EnvExtend => info(
+                "env extend",
+                "env extend [env] by:<duration>",
+                "Keep an environment alive for longer.",
+            ),
+            CommandKind::Test => info(
+                "test",
+                "test [env] [--failed]",
+                "Run the tests against an environment; `--failed` reruns only the failures.",
+            ),
+            CommandKind::Approve => info(
+                "approve",
+                "approve",
+                "Allow CI and environments for this fork pull request's current head commit.",
+            ),
+            CommandKind::Help => info(
+                "help",
+                "help [command]",
+                "Show this help, or the details of one command.",
+            ),
+            CommandKind::WhoAmI => info(
+                "whoami",
+                "whoami",
+                "Show who Slipway thinks you are and what you may do.",
+            ),
+        }
+    }
+
+    /// The canonical name, e.g. `"env up"`.
+    pub const fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// Usage without a prefix, e.g. `"env down [env]"`.
+    pub const fn usage(self) -> &'static str {
+        self.info().usage
+    }
+
+    /// The kind with this name; case and runs of whitespace do not matter.
+    pub fn from_name(name: &str) -> Option<CommandKind> {
+        let name = normalize_name(name);
+        CommandKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
+
+    /// The `env` subcommand word (`"up"`), or `None` for top-level commands.
+    pub fn env_subcommand(self) -> Option<&'static str> {
+        self.name()
+            .strip_prefix(ENV_GROUP)
+            .and_then(|rest| rest.strip_prefix(' '))
+    }
+}
+
+// `ALL` lists each kind once, at its `index`.
+const _: () = {
+    let mut i = 0;
+    while i < CommandKind::ALL.len() {
+        assert!(CommandKind::ALL[i].index() == i);
+        i += 1;
+    }
+};
+
+impl Command {
+    /// What kind of command this is. Exhaustive: a new variant needs a kind.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::EnvUp { .. } => CommandKind::EnvUp,
+            Command::EnvDown { .. } => CommandKind::EnvDown,
+            Command::EnvList => CommandKind::EnvList,
+            Command::EnvStatus { .. } => CommandKind::EnvStatus,
+            Command::EnvLogs { .. } => CommandKind::EnvLogs,
+            Command::EnvExtend { .. } => CommandKind::EnvExtend,
+            Command::Test { .. } => CommandKind::Test,
+            Command::Approve => CommandKind::Approve,
+            Command::Help { .. } => CommandKind::Help,
+            Command::WhoAmI => CommandKind::WhoAmI,
+        }
+    }
+
+    /// The canonical name, e.g. `"env up"`.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The canonical text form, which parses back to the same command. Used in logs and
+    /// audit entries ("ran `env up feature-x ttl:4h`").
+    fn argument_words(&self) -> Vec<String> {
+        let mut words = Words::default();
+        match self {
+            Command::EnvUp { branch, repo, ttl } => {
+                words.positional("branch", branch.as_deref());
+                words.keyed("repo", repo.as_deref());
+                words.duration("ttl", *ttl);
+            }
+            Command::EnvDown { env } | Command::EnvStatus { env } => {
+                words.positional("env", env.as_deref());
+            }
+            Command::EnvList | Command::Approve | Command::WhoAmI => {}
+            Command::EnvLogs { env, service, tail } => {
+                words.positional("env", env.as_deref());
+                words.keyed("service", service.as_deref());
+                words.keyed("tail", tail.map(|n| n.to_string()).as_deref());
+            }
+            Command::EnvExtend { env, by } => {
+                words.positional("env", env.as_deref());
+                words.duration("by", Some(*by));
+            }
+            Command::Test { env, failed_only } => {
+                words.positional("env", env.as_deref());
+                if *failed_only {
+                    words.0.push("--failed".to_owned());
+                }
+            }
+            Command::Help { topic } => {
+                if let Some(topic) = topic {
+                    words.0.extend(topic.split_whitespace().map(str::to_owned));
+                }
+            }
+        }
+        words.0
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        for word in self.argument_words() {
+            write!(f, " {word}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the canonical argument words of a command.
+#[derive(Default)]
+struct Words(Vec<String>);
+
+impl Words {
+    fn positional(&mut self, key: &str, value: Option<&str>) {
+        let Some(value) = value else { return };
+        let plain = !value.is_empty()
+            && !value.starts_with(['-', '\u{2013}', '\u{2014}'])
+            && !value.contains([':', '='])
+            && !value
+                .chars()
+                .any(|c| c.is_whitespace() || comment::is_quote(c));
+        if plain {
+            self.0.push(value.to_owned());
+        } else {
+            self.keyed(key, Some(value));
+        }
+    }
+
+    fn keyed(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.0.push(format!("{key}:{}", quote_if_needed(value)));
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Option<Duration>) {
+        let value = value.map(|d| humantime::format_duration(d).to_string());
+        self.keyed(key, value.as_deref());
+    }
+}
+
+fn quote_if_needed(value: &str) -> String {
+    let needs = value.is_empty()
+        || value.chars().any(char::is_whitespace)
+        || value.starts_with(comment::is_quote);
+    if !needs {
+        value.to_owned()
+    } else if value.contains('"') {
+        format!("'{value}'")
+    } else {
+        format!("\"{value}\"")
+    }
+}
+
+/// Lower case, single spaces, no surrounding whitespace.
+fn normalize_name(name: &str) -> String {
+    name.split_whitespace()
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The usage of a command (without prefix), e.g. `usage("env up")`.
+pub fn usage(name: &str) -> Option<&'static str> {
+    CommandKind::from_name(name).map(CommandKind::usage)
+}
+
+/// Markdown help listing every command, for pull-request comments.
+pub fn help_text() -> String {
+    help_text_for(COMMENT_PREFIX)
+}
+
+/// Markdown help listing every command, with the surface's prefix (`"/slipway "` in
+/// comments, `"slipway "` on the CLI, `"/"` for Discord slash commands).
+pub fn help_text_for(prefix: &str) -> String {
+    let mut text = String::from("**Slipway commands**\n\n");
+    text.push_str(&command_list(prefix, CommandKind::ALL));
+    text.push_str(&format!(
+        "\nArguments are written `key:value` (`key=value` and `--key value` work too); quote \
+         values with spaces. Durations look like `30m`, `4h` or `2d`. \
+         `{prefix}help <command>` explains one command.\n"
+    ));
+    text
+}
+
+/// Markdown help for one topic: a command name (`"env up"`) or the `"env"` group.
+pub fn help_topic(topic: &str, prefix: &str) -> Option<String> {
+    let topic = normalize_name(topic);
+    if topic == ENV_GROUP {
+        let env_commands = CommandKind::ALL
+            .into_iter()
+            .filter(|kind| kind.env_subcommand().is_some());
+        return Some(format!(
+            "**Environment commands**\n\n{}",
+            command_list(prefix, env_commands)
+        ));
+    }
+    let kind = CommandKind::from_name(&topic)?;
+    Some(command_help(kind, prefix))
+}
+
+/// The reply to a [`Command::Help`].
+pub fn help_reply(topic: Option<&str>, prefix: &str) -> String {
+    topic
+        .and_then(|topic| help_topic(topic, prefix))
+        .unwrap_or_else(|| help_text_for(prefix))
+}
+
+/// Usage, description and arguments of one command.
+fn command_help(kind: CommandKind, prefix: &str) -> String {
+    let info = kind.info();
+    let mut text = format!("`{prefix}{}`\n\n{}\n", info.usage, info.summary);
+    let arguments = argument_list(kind);
+    if !arguments.is_empty() {
+        text.push('\n');
+        text.push_str(&arguments);
+    }
+    text
+}
+
+/// "Usage: ..." plus the argument list, shown under errors about one command.
+fn usage_block(kind: CommandKind, prefix: &str) -> String {
+    let mut text = format!("Usage: `{prefix}{}`\n", kind.usage());
+    let arguments = argument_list(kind);
+    if !arguments.is_empty() {
+        text.push('\n');
+        text.push_str(&arguments);
+    }
+    text
+}
+
+fn argument_list(kind: CommandKind) -> String {
+    kind.args()
+        .iter()
+        .map(|arg| {
+            let requirement = if arg.required { " (required)" } else { "" };
+            format!("- `{}`{requirement}: {}\n", arg.name, arg.about)
+        })
+        .collect()
+}
+
+fn command_list(prefix: &str, kinds: impl IntoIterator<Item = CommandKind>) -> String {
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let info = kind.info();
+            format!("- `{prefix}{}`: {}\n", info.usage, info.summary)
+        })
+        .collect()
+}

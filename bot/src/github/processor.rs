@@ -1,0 +1,395 @@
+//! From stored webhook deliveries (and the periodic sweep) to intent: which PR should have an
+//! env at which commit. Deliveries are handled one at a time in arrival order and marked
+//! done afterwards, so a crash in between means handling one again, never losing one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use envmgr::names::{CommitSha, EnvName};
+use envmgr::store::{Delivery, Desired, PullRow};
+use tokio::sync::Notify;
+
+use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
+use super::forge::{Permission, PullInfo};
+use super::GitHubSurface;
+use crate::commands::{self, Command};
+use crate::config::GitHubLink;
+
+/// Attempts before a delivery that keeps failing is put aside.
+const MAX_ATTEMPTS: u32 = 5;
+const MAX_COMMANDS_PER_COMMENT: usize = 5;
+
+impl GitHubSurface {
+    /// Handles stored deliveries as they arrive; also picks up what a previous process left.
+    pub(super) async fn process_deliveries(self: Arc<Self>, wake: Arc<Notify>) {
+        let mut attempts: HashMap<String, u32> = HashMap::new();
+        loop {
+            let pending = match self.store.pending_deliveries(100).await {
+                Ok(pending) => pending,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read webhook deliveries");
+                    Vec::new()
+                }
+            };
+            let mut retry_soon = false;
+            for delivery in &pending {
+                match self.process(delivery).await {
+                    Ok(outcome) => {
+                        tracing::info!(delivery = %delivery.id, event = %delivery.event, %outcome, "webhook handled");
+                        self.finish(&delivery.id, &outcome).await;
+                        attempts.remove(&delivery.id);
+                    }
+                    Err(e) => {
+                        let tries = attempts.entry(delivery.id.clone()).or_default();
+                        *tries += 1;
+                        tracing::warn!(delivery = %delivery.id, error = %format!("{e:#}"), attempt = *tries, "webhook handling failed");
+                        if *tries >= MAX_ATTEMPTS {
+                            self.finish(&delivery.id, &format!("failed: {e:#}")).await;
+                            attempts.remove(&delivery.id);
+                        } else {
+                            retry_soon = true;
+                        }
+                    }
+                }
+            }
+            if pending.len() == 100 {
+                continue;
+            }
+            let pause = if retry_soon {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(30)
+            };
+            let _ = tokio::time::timeout(pause, wake.notified()).await;
+        }
+    }
+
+    async fn finish(&self, id: &str, outcome: &str) {
+        if let Err(e) = self.store.finish_delivery(id, outcome).await {
+            tracing::warn!(delivery = id, error = %e, "cannot mark a delivery handled");
+        }
+    }
+
+    async fn process(&self, delivery: &Delivery) -> anyhow::Result<String> {
+        match WebhookEvent::parse(&delivery.event, delivery.payload.as_bytes())? {
+            WebhookEvent::PullRequest(event) => self.on_pull_request(event).await,
+            WebhookEvent::IssueComment(event) => self.on_comment(event).await,
+            other => Ok(format!("ignored {other:?}")),
+        }
+    }
+
+    async fn on_pull_request(&self, event: PullRequestEvent) -> anyhow::Result<String> {
+        let Some(link) = self.link(&event.repository.full_name).cloned() else {
+            return Ok(format!(
+                "ignored: {} is not linked to a repo in the config",
+                event.repository.full_name
+            ));
+        };
+        let relevant = [
+            "opened",
+            "reopened",
+            "synchronize",
+            "ready_for_review",
+            "converted_to_draft",
+            "closed",
+            "labeled",
+            "unlabeled",
+            "edited",
+        ];
+        if !relevant.contains(&event.action.as_str()) {
+            return Ok(format!("ignored: pull_request {}", event.action));
+        }
+        let pr = &event.pull_request;
+        let info = PullInfo {
+            number: event.number,
+            open: pr.state == "open" && event.action != "closed",
+            draft: pr.draft,
+            labels: pr.labels.iter().map(|l| l.name.clone()).collect(),
+            head_sha: pr.head.sha.clone(),
+            head_ref: pr.head.git_ref.clone(),
+            head_repo: pr.head.repo.as_ref().map(|r| r.full_name.clone()),
+            base_repo: pr.base.repo.full_name.clone(),
+        };
+        let actor = format!("github:{}", event.sender.login);
+        let outcome = self.sync_pull(&link, &info, &actor, false).await?;
+        Ok(format!(
+            "pull_request {} #{}: {outcome}",
+            event.action, event.number
+        ))
+    }
+
+    /// Records what GitHub says of a PR and makes its env match. With `force`, an env is
+    /// (re)deployed even when it already runs this head.
+    pub(super) async fn sync_pull(
+        &self,
+        link: &GitHubLink,
+        info: &PullInfo,
+        actor: &str,
+        force: bool,
+    ) -> anyhow::Result<String> {
+        CommitSha::parse(&info.head_sha).context("the pull request's head is not a commit id")?;
+        let env = EnvName::for_pull_request(&link.repo, info.number);
+        let row = PullRow {
+            repo: link.repo.to_string(),
+            number: info.number as i64,
+            github_repo: link.github.clone(),
+            env: env.to_string(),
+            state: if info.open { "open" } else { "closed" }.into(),
+            head_sha: info.head_sha.to_ascii_lowercase(),
+            head_ref: info.head_ref.clone(),
+            is_fork: info.is_fork(),
+            is_draft: info.draft,
+            skip: info
+                .labels
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(&self.skip_label)),
+            approved_sha: None,
+            approved_by: None,
+            comment_id: None,
+            comment_body: None,
+            deployment_id: None,
+            deployment_sha: None,
+            deployment_state: None,
+            status_sha: None,
+            status_state: None,
+        };
+        let row = self.store.upsert_pull(&row).await?;
+        let outcome = self.ensure_env(link, &row, actor, force).await?;
+        self.report_pull(&row.repo, row.number).await?;
+        Ok(outcome)
+    }
+
+    /// Up or down the PR's env according to its state, labels, draft flag and approval.
+    async fn ensure_env(
+        &self,
+        link: &GitHubLink,
+        row: &PullRow,
+        actor: &str,
+        force: bool,
+    ) -> anyhow::Result<String> {
+        let current = self.engine.get(&row.env).await.ok();
+        let running = current
+            .as_ref()
+            .is_some_and(|e| e.desired == Desired::Running);
+        let why_not = if row.state != "open" {
+            Some("closed")
+        } else if row.skip {
+            Some("skip label")
+        } else if row.is_draft && !link.draft_envs {
+            Some("draft")
+        } else if !row.approved() {
+            Some("fork awaiting approval")
+        } else {
+            None
+        };
+        match why_not {
+            // An unapproved new head of a fork keeps the approved commit running: it is
+            // trusted code, and the comment says the new commits wait for approval.
+            Some("fork awaiting approval") => Ok("waiting for /slipway approve".into()),
+            Some(reason) => {
+                if running {
+                    self.engine.down(&row.env, actor).await?;
+                    Ok(format!("env deleted ({reason})"))
+                } else {
+                    Ok(format!("no env ({reason})"))
+                }
+            }
+            None => {
+                let head = CommitSha::parse(&row.head_sha)?;
+                let at_head = current.as_ref().is_some_and(|e| {
+                    e.pull_request.as_ref().is_some_and(|pr| pr.head == head)
+                        && e.phase != envmgr::store::Phase::Failed
+                });
+                if running && at_head && !force {
+                    return Ok("env already at this head".into());
+                }
+                self.engine
+                    .up_pull_request(&link.repo, row.number as u64, head, &row.head_ref, actor)
+                    .await?;
+                Ok(format!(
+                    "env up at {}",
+                    &row.head_sha[..12.min(row.head_sha.len())]
+                ))
+            }
+        }
+    }
+
+    async fn on_comment(&self, event: IssueCommentEvent) -> anyhow::Result<String> {
+        if event.action != "created" {
+            return Ok(format!("ignored: comment {}", event.action));
+        }
+        if event.issue.pull_request.is_none() {
+            return Ok("ignored: comment on an issue, not a pull request".into());
+        }
+        let Some(link) = self.link(&event.repository.full_name).cloned() else {
+            return Ok(format!(
+                "ignored: {} is not linked to a repo in the config",
+                event.repository.full_name
+            ));
+        };
+        let body = event.comment.body.unwrap_or_default();
+        // Our own comments contain command examples; never obey them.
+        if body.contains(super::report::MARKER) || event.comment.user.login.ends_with("[bot]") {
+            return Ok("ignored: comment by a bot".into());
+        }
+        let mut commands = commands::parse_comment(&body);
+        if commands.is_empty() {
+            return Ok("no commands".into());
+        }
+        // A comment is not a script: a few commands at most, so one comment cannot flood the PR.
+        commands.truncate(MAX_COMMANDS_PER_COMMENT);
+        let number = event.issue.number;
+        let user = event.comment.user.login;
+        let mut outcomes = Vec::new();
+        for command in commands {
+            let reply: Option<String> = match command {
+                Err(e) => Some(e.reply()),
+                Ok(command) => self.run_command(&link, number, &user, command).await?,
+            };
+            if let Some(reply) = reply {
+                self.forge
+                    .create_comment(&link.github, number, &reply)
+                    .await?;
+                outcomes.push("replied");
+            } else {
+                outcomes.push("done");
+            }
+        }
+        Ok(format!(
+            "commands on #{number} by {user}: {}",
+            outcomes.join(", ")
+        ))
+    }
+
+    /// Runs one command typed in a PR comment; returns the reply to post, if any.
+    async fn run_command(
+        &self,
+        link: &GitHubLink,
+        number: u64,
+        user: &str,
+        command: Command,
+    ) -> anyhow::Result<Option<String>> {
+        let needs_write = !matches!(
+            command,
+            Command::Help { .. } | Command::EnvStatus { .. } | Command::WhoAmI | Command::EnvList
+        );
+        let permission = self.permission(&link.github, user).await?;
+        if needs_write && permission < Permission::Write {
+            return Ok(Some(format!(
+                "@{user} `{}` needs write permission on {}; you have {}. Nothing was done.",
+                command.name(),
+                link.github,
+                permission.as_str()
+            )));
+        }
+        let actor = format!("github:{user}");
+        let env = EnvName::for_pull_request(&link.repo, number).to_string();
+        Ok(match command {
+            Command::Help { .. } => Some(commands::help_text()),
+            Command::WhoAmI => Some(format!(
+                "@{user} you have {} permission on {}.",
+                permission.as_str(),
+                link.github
+            )),
+            Command::EnvUp { .. } => {
+                let info = self.forge.pull_request(&link.github, number).await?;
+                let row = self
+                    .store
+                    .get_pull(link.repo.as_str(), number as i64)
+                    .await?;
+                if info.is_fork()
+                    && row.as_ref().and_then(|r| r.approved_sha.as_deref())
+                        != Some(info.head_sha.as_str())
+                {
+                    Some(format!(
+                        "@{user} this pull request comes from a fork: approve its head {} first with `/slipway approve`.",
+                        short(&info.head_sha)
+                    ))
+                } else {
+                    let outcome = self.sync_pull(link, &info, &actor, true).await?;
+                    (!outcome.starts_with("env up"))
+                        .then(|| format!("@{user} no environment: {outcome}."))
+                }
+            }
+            Command::Approve => {
+                let info = self.forge.pull_request(&link.github, number).await?;
+                // Record the PR first so the approval has a row to land on.
+                self.sync_pull(link, &info, &actor, false).await?;
+                self.store
+                    .approve_pull(
+                        link.repo.as_str(),
+                        number as i64,
+                        &info.head_sha.to_ascii_lowercase(),
+                        user,
+                    )
+                    .await?;
+                self.sync_pull(link, &info, &actor, false).await?;
+                Some(format!("@{user} approved commit {} of this pull request; its environment is on the way.", short(&info.head_sha)))
+            }
+            Command::EnvDown { .. } => match self.engine.down(&env, &actor).await {
+                Ok(_) => None,
+                Err(e) => Some(format!("@{user} {e}")),
+            },
+            Command::EnvStatus { .. } => {
+                self.report_pull(link.repo.as_str(), number as i64).await?;
+                Some(match self.engine.get(&env).await {
+                    Ok(record) => format!(
+                        "@{user} `{env}` is **{}** at {}{}.",
+                        record.phase.as_str(),
+                        record
+                            .commit
+                            .as_ref()
+                            .map(|c| c.short().to_string())
+                            .unwrap_or_else(|| "no commit yet".into()),
+                        record.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
+                    Err(_) => format!("@{user} this pull request has no environment."),
+                })
+            }
+            other => Some(format!(
+                "@{user} `{}` is not available in pull-request comments yet; use the CLI or chat.",
+                other.name()
+            )),
+        })
+    }
+
+    /// One sweep of a repo's open PRs (see `heal_periodically`).
+    pub(super) async fn heal(&self, link: &GitHubLink) -> anyhow::Result<()> {
+        let open = self.forge.open_pull_requests(&link.github).await?;
+        for info in &open {
+            if let Err(e) = self.sync_pull(link, info, "github:resync", false).await {
+                tracing::warn!(pr = info.number, error = %format!("{e:#}"), "could not reconcile a pull request");
+            }
+        }
+        for row in self.store.open_pulls(link.repo.as_str()).await? {
+            if open.iter().all(|info| info.number as i64 != row.number) {
+                let info = match self
+                    .forge
+                    .pull_request(&link.github, row.number as u64)
+                    .await
+                {
+                    Ok(info) => info,
+                    Err(e) if e.is_not_found() => PullInfo {
+                        number: row.number as u64,
+                        open: false,
+                        draft: row.is_draft,
+                        labels: vec![],
+                        head_sha: row.head_sha.clone(),
+                        head_ref: row.head_ref.clone(),
+                        head_repo: None,
+                        base_repo: link.github.clone(),
+                    },
+                    Err(e) => return Err(e.into()),
+                };
+                self.sync_pull(link, &info, "github:resync", false).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
+}

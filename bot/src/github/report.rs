@@ -1,0 +1,380 @@
+//! Mirrors each PR env's state to GitHub: one sticky comment (found again by a hidden
+//! marker, edited in place), a deployment per env commit with statuses, and the commit
+//! status `slipway/env`. Level-triggered and idempotent: what was last posted is stored, and
+//! only differences are sent, so a repeated report never duplicates anything.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use envmgr::store::{now_ms, EnvRecord, Phase, PullRow};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::forge::{DeploymentState, StatusState};
+use super::GitHubSurface;
+
+/// Hidden in the sticky comment so it can be found again.
+pub const MARKER: &str = "<!-- slipway:env -->";
+pub const STATUS_CONTEXT: &str = "slipway/env";
+
+impl GitHubSurface {
+    /// Reports every PR env whose state changes.
+    pub(super) async fn report_changes(self: Arc<Self>) {
+        let mut changes = self.store.subscribe();
+        loop {
+            let env = match changes.recv().await {
+                Ok(env) => env,
+                Err(RecvError::Lagged(_)) => {
+                    self.report_all().await;
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            // Coalesce a burst of changes (a deploy's progress) into one report per env.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut envs = vec![env];
+            while let Ok(more) = changes.try_recv() {
+                if !envs.contains(&more) {
+                    envs.push(more);
+                }
+            }
+            for env in envs {
+                match self.store.pull_for_env(env.as_str()).await {
+                    Ok(Some(pull)) => {
+                        if let Err(e) = self.report_pull(&pull.repo, pull.number).await {
+                            tracing::warn!(env = %env, error = %format!("{e:#}"), "could not report to GitHub");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read pull requests"),
+                }
+            }
+        }
+    }
+
+    async fn report_all(&self) {
+        for link in &self.links {
+            if let Ok(pulls) = self.store.open_pulls(link.repo.as_str()).await {
+                for pull in pulls {
+                    let _ = self.report_pull(&pull.repo, pull.number).await;
+                }
+            }
+        }
+    }
+
+    /// Brings the PR's comment, deployment and commit status in line with its env.
+    pub(super) async fn report_pull(&self, repo: &str, number: i64) -> anyhow::Result<()> {
+        let key = format!("{repo}#{number}");
+        loop {
+            let mut busy = self.reporting.lock().await;
+            if busy.insert(key.clone()) {
+                break;
+            }
+            drop(busy);
+            // Another report of this PR is running; wait for it, then report again (the
+            // state may have moved on since it started).
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), self.report_done.notified()).await;
+        }
+        let result = self.report_pull_now(repo, number).await;
+        self.reporting.lock().await.remove(&key);
+        self.report_done.notify_waiters();
+        result
+    }
+
+    async fn report_pull_now(&self, repo: &str, number: i64) -> anyhow::Result<()> {
+        let Some(pull) = self.store.get_pull(repo, number).await? else {
+            return Ok(());
+        };
+        let Some(link) = self.link_for_repo(repo) else {
+            return Ok(());
+        };
+        let env = self.engine.get(&pull.env).await.ok();
+        // The env of this PR only: an env left from another source with this name is not ours.
+        let env = env.filter(|e| e.pull_request.is_some());
+
+        let body = render_comment(&pull, env.as_ref(), &self.public_url, link.draft_envs);
+        if pull.comment_body.as_deref() != Some(body.as_str()) {
+            self.post_comment(&pull, &body).await?;
+        }
+        if let Some(env) = &env {
+            self.report_deployment(&pull, env).await?;
+        }
+        self.report_status(&pull, env.as_ref()).await?;
+        Ok(())
+    }
+
+    /// Edits the sticky comment, finding it by its marker when its id is not known yet, and
+    /// creating it only when there is none.
+    async fn post_comment(&self, pull: &PullRow, body: &str) -> anyhow::Result<()> {
+        let github = &pull.github_repo;
+        let number = pull.number as u64;
+        let known = match pull.comment_id {
+            Some(id) => Some(id as u64),
+            None => self.forge.find_comment(github, number, MARKER).await?,
+        };
+        let id = match known {
+            Some(id) => match self.forge.update_comment(github, id, body).await {
+                Ok(()) => id,
+                // Deleted by someone: post a new one.
+                Err(e) if e.is_not_found() => {
+                    self.forge.create_comment(github, number, body).await?
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => self.forge.create_comment(github, number, body).await?,
+        };
+        self.store
+            .record_pull_comment(&pull.repo, pull.number, id as i64, body)
+            .await?;
+        Ok(())
+    }
+
+    /// One deployment per env commit; its status follows the env's phase.
+    async fn report_deployment(&self, pull: &PullRow, env: &EnvRecord) -> anyhow::Result<()> {
+        let Some(sha) = env.pull_request.as_ref().map(|pr| pr.head.to_string()) else {
+            return Ok(());
+        };
+        let (mut id, mut state) = (pull.deployment_id, pull.deployment_state.clone());
+        if pull.deployment_sha.as_deref() != Some(sha.as_str()) {
+            if env.phase == Phase::Deleted {
+                return Ok(());
+            }
+            let created = self
+                .forge
+                .create_deployment(&pull.github_repo, &sha, env.name.as_str())
+                .await?;
+            self.store
+                .record_pull_deployment(
+                    &pull.repo,
+                    pull.number,
+                    Some(created as i64),
+                    Some(&sha),
+                    None,
+                )
+                .await?;
+            (id, state) = (Some(created as i64), None);
+        }
+        let Some(id) = id else { return Ok(()) };
+        let (wanted, description) = match env.phase {
+            Phase::Ready => (DeploymentState::Success, "environment ready".to_string()),
+            Phase::Failed => (
+                DeploymentState::Failure,
+                env.reason.clone().unwrap_or_else(|| "failed".into()),
+            ),
+            Phase::Deleting | Phase::Deleted => {
+                (DeploymentState::Inactive, "environment deleted".to_string())
+            }
+            _ => (
+                DeploymentState::InProgress,
+                format!("{}", env.phase.as_str()),
+            ),
+        };
+        if state.as_deref() == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        // Deleting and Deleted both mean inactive; post it once the env is really gone.
+        if env.phase == Phase::Deleting {
+            return Ok(());
+        }
+        let env_url = main_url(env);
+        let log_url = self.logs_url(env);
+        let url = if wanted == DeploymentState::Success {
+            env_url.as_deref()
+        } else {
+            None
+        };
+        self.forge
+            .deployment_status(
+                &pull.github_repo,
+                id as u64,
+                wanted,
+                url,
+                Some(&log_url),
+                &description,
+            )
+            .await?;
+        self.store
+            .record_pull_deployment(
+                &pull.repo,
+                pull.number,
+                Some(id),
+                Some(&sha),
+                Some(wanted.as_str()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The `slipway/env` commit status on the PR's head.
+    async fn report_status(&self, pull: &PullRow, env: Option<&EnvRecord>) -> anyhow::Result<()> {
+        let at_head = env.filter(|e| {
+            e.pull_request
+                .as_ref()
+                .is_some_and(|pr| pr.head.as_str() == pull.head_sha)
+        });
+        let (state, description, target) = match at_head {
+            _ if pull.state != "open" => return Ok(()),
+            _ if !pull.approved() => (
+                StatusState::Pending,
+                "waiting for a maintainer's /slipway approve".to_string(),
+                None,
+            ),
+            None => return Ok(()),
+            Some(env) => match env.phase {
+                Phase::Ready => (
+                    StatusState::Success,
+                    "environment ready".to_string(),
+                    main_url(env),
+                ),
+                Phase::Failed => (
+                    StatusState::Failure,
+                    env.reason.clone().unwrap_or_else(|| "failed".into()),
+                    Some(self.logs_url(env)),
+                ),
+                Phase::Deleting | Phase::Deleted => return Ok(()),
+                phase => (
+                    StatusState::Pending,
+                    format!("environment {}", phase.as_str().to_lowercase()),
+                    None,
+                ),
+            },
+        };
+        let recorded = format!("{}|{description}", state.as_str());
+        if pull.status_sha.as_deref() == Some(pull.head_sha.as_str())
+            && pull.status_state.as_deref() == Some(recorded.as_str())
+        {
+            return Ok(());
+        }
+        self.forge
+            .commit_status(
+                &pull.github_repo,
+                &pull.head_sha,
+                state,
+                STATUS_CONTEXT,
+                &description,
+                target.as_deref(),
+            )
+            .await?;
+        self.store
+            .record_pull_status(&pull.repo, pull.number, &pull.head_sha, &recorded)
+            .await?;
+        Ok(())
+    }
+
+    fn logs_url(&self, env: &EnvRecord) -> String {
+        format!("{}/api/v1/envs/{}/logs", self.public_url, env.name)
+    }
+}
+
+/// The env's main URL: the `web` service's if it has one, else the first.
+fn main_url(env: &EnvRecord) -> Option<String> {
+    let urls = env.urls();
+    urls.iter()
+        .find(|(service, _)| service == "web")
+        .or(urls.first())
+        .map(|(_, url)| url.clone())
+}
+
+/// The sticky comment. Only phase-level facts go in, so a deploy edits it a handful of
+/// times, not once per service state.
+pub fn render_comment(
+    pull: &PullRow,
+    env: Option<&EnvRecord>,
+    public_url: &str,
+    draft_envs: bool,
+) -> String {
+    let mut out = format!("{MARKER}\n### Slipway environment `{}`\n\n", pull.env);
+    let waiting = |text: &str| format!("{out}{text}\n\n{}", footer());
+    if pull.state != "open" && env.is_none_or(|e| e.phase == Phase::Deleted) {
+        return waiting("🗑 The pull request is closed; its environment is deleted.");
+    }
+    if pull.skip {
+        return waiting(
+            "⏭ Skipped: this pull request has the skip label, so it gets no environment.",
+        );
+    }
+    if pull.is_draft && !draft_envs {
+        return waiting(
+            "📝 Draft pull requests get no environment. Mark it ready for review to get one.",
+        );
+    }
+    let Some(env) = env else {
+        if !pull.approved() {
+            return waiting(&approval_text(pull));
+        }
+        return waiting("⏳ Preparing the environment…");
+    };
+    let (icon, state) = match env.phase {
+        Phase::Ready => ("✅", "Ready"),
+        Phase::Failed => ("❌", "Failed"),
+        Phase::Deleting | Phase::Deleted => ("🗑", "Deleted"),
+        Phase::Pending => ("⏳", "Pending"),
+        Phase::Fetching => ("⏳", "Fetching"),
+        Phase::Building => ("🔨", "Building"),
+        Phase::Starting => ("🚀", "Starting"),
+    };
+    out.push_str("| | |\n|---|---|\n");
+    out.push_str(&format!("| **State** | {icon} {state} |\n"));
+    let commit = env
+        .pull_request
+        .as_ref()
+        .map(|pr| pr.head.short().to_string())
+        .unwrap_or_default();
+    out.push_str(&format!("| **Commit** | `{commit}` |\n"));
+    if env.phase == Phase::Ready {
+        let urls = env.urls();
+        if !urls.is_empty() {
+            let list: Vec<String> = urls
+                .iter()
+                .map(|(service, url)| format!("{service}: {url}"))
+                .collect();
+            out.push_str(&format!("| **URLs** | {} |\n", list.join("<br>")));
+        }
+    }
+    if !matches!(env.phase, Phase::Deleting | Phase::Deleted) {
+        out.push_str(&format!("| **Expires** | {} |\n", expiry(env.expires_at)));
+        out.push_str(&format!(
+            "| **Logs** | [all services]({public_url}/api/v1/envs/{}/logs) |\n",
+            env.name
+        ));
+    }
+    if let Some(reason) = env.reason.as_deref().filter(|_| env.phase == Phase::Failed) {
+        out.push_str(&format!(
+            "\n**Why it failed**\n\n```\n{}\n```\n",
+            reason.replace("```", "'''")
+        ));
+    }
+    if !pull.approved() {
+        out.push_str(&format!("\n{}\n", approval_text(pull)));
+    }
+    out.push('\n');
+    out.push_str(&footer());
+    out
+}
+
+fn approval_text(pull: &PullRow) -> String {
+    format!(
+        "⏸ This pull request comes from a fork, so its code does not run until someone with write access comments `/slipway approve` (for commit `{}`).",
+        &pull.head_sha[..12.min(pull.head_sha.len())]
+    )
+}
+
+fn footer() -> String {
+    "<sub>Commands: `/slipway env up` · `/slipway env down` · `/slipway env status` · `/slipway help`</sub>".into()
+}
+
+/// "2026-11-22 13:00 UTC (in 7h 59m)".
+fn expiry(expires_at: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(expires_at.max(0) as u64);
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    let when = stamp
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_string();
+    let left = Duration::from_secs(((expires_at - now_ms()).max(0) / 60_000 * 60) as u64);
+    format!(
+        "{} UTC (in {})",
+        &when[..16.min(when.len())],
+        humantime::format_duration(left)
+    )
+}

@@ -1,0 +1,282 @@
+//! What the GitHub surface keeps: webhook deliveries (stored before they are acknowledged,
+//! so none is lost or handled twice) and one row per pull request with what Slipway last
+//! posted back, so reporting is idempotent.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use super::{column, now_ms, Store, StoreError};
+
+/// One stored webhook delivery awaiting processing.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event: String,
+    pub payload: String,
+}
+
+/// A pull request as Slipway knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRow {
+    pub repo: String,
+    pub number: i64,
+    /// `owner/name` on GitHub.
+    pub github_repo: String,
+    pub env: String,
+    /// `open` or `closed`.
+    pub state: String,
+    pub head_sha: String,
+    pub head_ref: String,
+    pub is_fork: bool,
+    pub is_draft: bool,
+    /// Opted out with the `slipway:skip` label.
+    pub skip: bool,
+    pub approved_sha: Option<String>,
+    pub approved_by: Option<String>,
+    pub comment_id: Option<i64>,
+    pub comment_body: Option<String>,
+    pub deployment_id: Option<i64>,
+    pub deployment_sha: Option<String>,
+    pub deployment_state: Option<String>,
+    pub status_sha: Option<String>,
+    pub status_state: Option<String>,
+}
+
+impl PullRow {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            repo: column(row, "repo")?,
+            number: column(row, "number")?,
+            github_repo: column(row, "github_repo")?,
+            env: column(row, "env")?,
+            state: column(row, "state")?,
+            head_sha: column(row, "head_sha")?,
+            head_ref: column(row, "head_ref")?,
+            is_fork: column::<i64>(row, "is_fork")? != 0,
+            is_draft: column::<i64>(row, "is_draft")? != 0,
+            skip: column::<i64>(row, "skip")? != 0,
+            approved_sha: column(row, "approved_sha")?,
+            approved_by: column(row, "approved_by")?,
+            comment_id: column(row, "comment_id")?,
+            comment_body: column(row, "comment_body")?,
+            deployment_id: column(row, "deployment_id")?,
+            deployment_sha: column(row, "deployment_sha")?,
+            deployment_state: column(row, "deployment_state")?,
+            status_sha: column(row, "status_sha")?,
+            status_state: column(row, "status_state")?,
+        })
+    }
+
+    /// Fork PRs run only once someone with write access approved their current head.
+    pub fn approved(&self) -> bool {
+        !self.is_fork || self.approved_sha.as_deref() == Some(self.head_sha.as_str())
+    }
+}
+
+const PULL_COLUMNS: &str = "repo, number, github_repo, env, state, head_sha, head_ref, is_fork, is_draft, skip, \
+     approved_sha, approved_by, comment_id, comment_body, deployment_id, deployment_sha, deployment_state, \
+     status_sha, status_state";
+
+impl Store {
+    /// Stores a delivery; `false` when one with this id was stored before (a redelivery).
+    pub async fn insert_delivery(
+        &self,
+        id: &str,
+        event: &str,
+        payload: &str,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_deliveries (id, event, received_at, payload) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(event)
+        .bind(now_ms())
+        .bind(payload)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted > 0)
+    }
+
+    /// Deliveries not yet acted on, oldest first.
+    pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event, payload FROM webhook_deliveries WHERE processed_at IS NULL \
+             ORDER BY received_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: column(r, "id")?,
+                    event: column(r, "event")?,
+                    payload: column(r, "payload")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn finish_delivery(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_deliveries SET processed_at = $1, outcome = $2 WHERE id = $3")
+            .bind(now_ms())
+            .bind(outcome)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many deliveries are stored, and how many of them were processed.
+    pub async fn delivery_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, COUNT(processed_at) AS processed FROM webhook_deliveries",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((column(&row, "total")?, column(&row, "processed")?))
+    }
+
+    /// Records the latest facts about a PR from GitHub, keeping what Slipway posted and
+    /// approvals. Returns the row as stored.
+    pub async fn upsert_pull(&self, pull: &PullRow) -> Result<PullRow, StoreError> {
+        sqlx::query(
+            "INSERT INTO pull_requests (repo, number, github_repo, env, state, head_sha, head_ref, is_fork, \
+                 is_draft, skip, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (repo, number) DO UPDATE SET \
+                 github_repo = excluded.github_repo, state = excluded.state, head_sha = excluded.head_sha, \
+                 head_ref = excluded.head_ref, is_fork = excluded.is_fork, is_draft = excluded.is_draft, \
+                 skip = excluded.skip, updated_at = excluded.updated_at",
+        )
+        .bind(&pull.repo)
+        .bind(pull.number)
+        .bind(&pull.github_repo)
+        .bind(&pull.env)
+        .bind(&pull.state)
+        .bind(&pull.head_sha)
+        .bind(&pull.head_ref)
+        .bind(pull.is_fork as i64)
+        .bind(pull.is_draft as i64)
+        .bind(pull.skip as i64)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.get_pull(&pull.repo, pull.number)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "pull request {}#{} vanished",
+                    pull.repo, pull.number
+                ))
+            })
+    }
+
+    pub async fn get_pull(&self, repo: &str, number: i64) -> Result<Option<PullRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PULL_COLUMNS} FROM pull_requests WHERE repo = $1 AND number = $2"
+        ))
+        .bind(repo)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(PullRow::from_row).transpose()
+    }
+
+    pub async fn pull_for_env(&self, env: &str) -> Result<Option<PullRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PULL_COLUMNS} FROM pull_requests WHERE env = $1"
+        ))
+        .bind(env)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(PullRow::from_row).transpose()
+    }
+
+    /// PRs of `repo` Slipway believes open.
+    pub async fn open_pulls(&self, repo: &str) -> Result<Vec<PullRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PULL_COLUMNS} FROM pull_requests WHERE repo = $1 AND state = 'open' ORDER BY number"
+        ))
+        .bind(repo)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PullRow::from_row).collect()
+    }
+
+    pub async fn approve_pull(
+        &self,
+        repo: &str,
+        number: i64,
+        sha: &str,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE pull_requests SET approved_sha = $1, approved_by = $2, updated_at = $3 WHERE repo = $4 AND number = $5")
+            .bind(sha)
+            .bind(by)
+            .bind(now_ms())
+            .bind(repo)
+            .bind(number)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_pull_comment(
+        &self,
+        repo: &str,
+        number: i64,
+        id: i64,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE pull_requests SET comment_id = $1, comment_body = $2 WHERE repo = $3 AND number = $4")
+            .bind(id)
+            .bind(body)
+            .bind(repo)
+            .bind(number)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_pull_deployment(
+        &self,
+        repo: &str,
+        number: i64,
+        id: Option<i64>,
+        sha: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE pull_requests SET deployment_id = $1, deployment_sha = $2, deployment_state = $3 \
+             WHERE repo = $4 AND number = $5",
+        )
+        .bind(id)
+        .bind(sha)
+        .bind(state)
+        .bind(repo)
+        .bind(number)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_pull_status(
+        &self,
+        repo: &str,
+        number: i64,
+        sha: &str,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE pull_requests SET status_sha = $1, status_state = $2 WHERE repo = $3 AND number = $4")
+            .bind(sha)
+            .bind(state)
+            .bind(repo)
+            .bind(number)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
