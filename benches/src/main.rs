@@ -1,1 +1,627 @@
-fn main() {}
+//! Slipway's benchmarks: each prints Slipway's figures beside a reference measured in the same
+//! run on the same machine. Nothing here passes or fails on wall-clock time; read the figures.
+//!
+//!   cargo run --release -p slipway-benches -- env-up [--rounds N]
+//!   cargo run --release -p slipway-benches -- serve-memory [--envs N]
+//!   cargo run --release -p slipway-benches -- webhooks [--count N]
+//!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+mod webhooks;
+
+const USAGE: &str =
+    "usage: slipway-benches <env-up|serve-memory|webhooks|all> [--rounds N] [--envs N] [--count N]
+
+  env-up        time `slipway env up --wait` of compose/demo.yml against
+                `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
+  serve-memory  resident memory of `slipway serve` idle and with N envs Ready (default 50)
+  webhooks      N signed pull_request deliveries (default 5000): acknowledgements per second
+                and latency beside the server's /healthz, and stored-exactly-once
+  all           all three";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |flag: &str, default: usize| match args.iter().position(|a| a == flag) {
+        Some(i) => match args.get(i + 1).and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n > 0 => n,
+            _ => exit_usage(),
+        },
+        None => default,
+    };
+    let (rounds, envs, count) = (
+        number("--rounds", 5),
+        number("--envs", 50),
+        number("--count", 5000),
+    );
+    let result = match args.first().map(String::as_str) {
+        Some("env-up") => env_up(rounds),
+        Some("serve-memory") => serve_memory(envs),
+        Some("webhooks") => webhooks::webhooks(count),
+        Some("all") => env_up(rounds)
+            .and_then(|()| serve_memory(envs))
+            .and_then(|()| webhooks::webhooks(count)),
+        _ => exit_usage(),
+    };
+    if let Err(e) = result {
+        eprintln!("benchmark failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn exit_usage() -> ! {
+    eprintln!("{USAGE}");
+    std::process::exit(2);
+}
+
+// ---------------------------------------------------------------------------------------
+// env-up
+
+fn env_up(rounds: usize) -> Result<()> {
+    println!(
+        "== env-up: compose/demo.yml, {rounds} rounds, {} cores",
+        cores()
+    );
+    let slipway = slipway_binary()?;
+    let repo = Repo::new()?;
+    for file in ["compose/demo.yml", "compose/demo/web/Dockerfile"] {
+        repo.write(file, &std::fs::read_to_string(workspace_root().join(file))?)?;
+    }
+    repo.commit()?;
+    let repo_name = format!("bench{}", std::process::id());
+    let env = format!("{repo_name}-main");
+    let compose_file = repo.path().join("compose/demo.yml");
+
+    // Declared before the server so it drops after it: a live server would recreate
+    // whatever this removes.
+    let _leftovers = EnvCleanup {
+        repo: repo_name.clone(),
+        envs: vec![env.clone()],
+    };
+    let compose = Compose {
+        project: format!("slipwaybench{}", std::process::id()),
+        file: compose_file,
+    };
+    let server = Server::start(&slipway, &repo, &repo_name, "compose/demo.yml", "env-up")?;
+
+    // Warm-up: build both sides' images and fill caches, so the rounds time starting only.
+    println!("warm-up: slipway env up + down (builds the web image)");
+    server.up(&repo_name, "main")?;
+    server.down(&env)?;
+    println!("warm-up: docker-compose up -d --build + down");
+    compose.run(&["up", "-d", "--build"])?;
+    compose.wait_ready(Duration::from_secs(180))?;
+    compose.run(&["down", "-v"])?;
+
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        // Alternate which goes first so drift on a shared machine hits both sides alike.
+        for slipway_turn in [round % 2 == 1, round % 2 == 0] {
+            if slipway_turn {
+                let took = server.up(&repo_name, "main")?;
+                println!(
+                    "round {round}/{rounds}: slipway        {:>6.2} s",
+                    secs(took)
+                );
+                ours.push(took);
+                server.down(&env)?;
+            } else {
+                let start = Instant::now();
+                compose.run(&["up", "-d"])?;
+                compose.wait_ready(Duration::from_secs(180))?;
+                let took = start.elapsed();
+                println!(
+                    "round {round}/{rounds}: docker-compose {:>6.2} s",
+                    secs(took)
+                );
+                theirs.push(took);
+                compose.run(&["down", "-v"])?;
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "env-up to Ready, compose/demo.yml, {rounds} rounds, {} cores",
+        cores()
+    );
+    println!("{:<36} {:>8} {:>8} {:>8}", "", "median", "min", "max");
+    for (label, times) in [
+        ("slipway env up --wait", &ours),
+        ("docker-compose up -d + healthy", &theirs),
+    ] {
+        let (median, min, max) = summary(times);
+        println!("{label:<36} {median:>6.2} s {min:>6.2} s {max:>6.2} s");
+    }
+    let ratio = summary(&ours).0 / summary(&theirs).0;
+    println!("ratio slipway/compose (medians): {ratio:.2}x (goal: <= 1.0x)");
+    Ok(())
+}
+
+/// One docker-compose project over a file; `down -v --rmi local` when dropped.
+struct Compose {
+    project: String,
+    file: PathBuf,
+}
+
+impl Compose {
+    fn run(&self, args: &[&str]) -> Result<()> {
+        let out = Command::new("docker-compose")
+            .args(["-p", &self.project, "-f"])
+            .arg(&self.file)
+            .args(args)
+            .output()
+            .context("docker-compose runs")?;
+        if !out.status.success() {
+            bail!("docker-compose {args:?}: {}", stderr(&out));
+        }
+        Ok(())
+    }
+
+    /// Polls every 100 ms until web is healthy, migrate exited 0 and worker runs.
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let filter = format!("label=com.docker.compose.project={}", self.project);
+        let ids = docker(&["ps", "-aq", "--filter", &filter])?;
+        let format = r#"{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}"#;
+        let mut args = vec!["inspect", "--format", format];
+        args.extend(ids.iter().map(String::as_str));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states = docker(&args)?;
+            let has = |wanted: &str| states.iter().any(|s| s.trim() == wanted);
+            if has("web running 0 healthy") && has("migrate exited 0") && has("worker running 0") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("compose project not ready in {timeout:?}: {states:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        // --rmi local also removes the web image compose built for this project.
+        let _ = self.run(&["down", "-v", "--rmi", "local", "--remove-orphans"]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// serve-memory
+
+const BATCH: usize = 8;
+
+fn serve_memory(count: usize) -> Result<()> {
+    println!("== serve-memory: slipway serve RSS idle and with {count} envs");
+    let slipway = slipway_binary()?;
+    let repo = Repo::new()?;
+    repo.write(
+        "compose.yml",
+        "services:\n  app:\n    image: slipway/demo-app:latest\n",
+    )?;
+    repo.commit()?;
+    let branches: Vec<String> = (0..count).map(|i| format!("b{i:02}")).collect();
+    for branch in &branches {
+        repo.git(&["branch", branch])?;
+    }
+    let repo_name = format!("mem{}", std::process::id());
+    let envs: Vec<String> = branches
+        .iter()
+        .map(|b| format!("{repo_name}-{b}"))
+        .collect();
+    // Before the server: see env_up.
+    let _leftovers = EnvCleanup {
+        repo: repo_name.clone(),
+        envs: envs.clone(),
+    };
+    let server = Server::start(&slipway, &repo, &repo_name, "compose.yml", "serve-memory")?;
+
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = server.memory()?;
+    println!("idle: VmRSS {} kB", idle.0);
+
+    let start = Instant::now();
+    for (i, batch) in branches.chunks(BATCH).enumerate() {
+        println!(
+            "env up {} .. {} ({BATCH} at a time)",
+            batch[0],
+            batch[batch.len() - 1]
+        );
+        let children = batch
+            .iter()
+            .map(|b| {
+                server.spawn_cli(&["up", b, "--repo", &repo_name, "--wait", "--timeout", "5m"])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        wait_all(children, &server).with_context(|| format!("batch {i} of env up"))?;
+    }
+    println!(
+        "{count} envs Ready after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded = server.memory()?;
+
+    println!();
+    println!("slipway serve resident memory ({} cores)", cores());
+    println!("{:<28} {:>10} {:>10}", "", "VmRSS", "VmHWM");
+    println!("{:<28} {:>7} kB {:>7} kB", "idle, 0 envs", idle.0, idle.1);
+    println!(
+        "{:<28} {:>7} kB {:>7} kB",
+        format!("idle, {count} envs Ready"),
+        loaded.0,
+        loaded.1
+    );
+    println!(
+        "per env: {:.1} kB",
+        (loaded.0 as f64 - idle.0 as f64) / count as f64
+    );
+
+    println!();
+    println!("env down --wait all {count} ({BATCH} at a time)");
+    for batch in envs.chunks(BATCH) {
+        let children = batch
+            .iter()
+            .map(|e| server.spawn_cli(&["down", e, "--wait"]))
+            .collect::<Result<Vec<_>>>()?;
+        wait_all(children, &server).context("env down")?;
+    }
+    let mut left = Vec::new();
+    for env in &envs {
+        let filter = format!("label=dev.slipway.env={env}");
+        for kind in [
+            &["ps", "-aq"][..],
+            &["network", "ls", "-q"],
+            &["volume", "ls", "-q"],
+        ] {
+            let mut args = kind.to_vec();
+            args.extend(["--filter", &filter]);
+            left.extend(docker(&args)?.into_iter().map(|id| format!("{env}: {id}")));
+        }
+    }
+    if left.is_empty() {
+        println!("cleanup: OK, {count} envs deleted, no containers, networks or volumes left");
+    } else {
+        println!("cleanup: {} Docker objects left: {left:?}", left.len());
+    }
+    Ok(())
+}
+
+/// Waits for CLI processes; stops early when Docker has no address pool left for another
+/// env network, which the server retries as a transient error until the CLI times out.
+fn wait_all(mut children: Vec<Child>, server: &Server) -> Result<()> {
+    let failure = loop {
+        if server.log().contains("non-overlapping IPv4 address pool") {
+            break "Docker cannot create more networks (each env has its own; the default \
+                   address pools hold about 30): use --envs with fewer or widen the \
+                   daemon's default-address-pools"
+                .to_string();
+        }
+        if let Some(i) = children
+            .iter_mut()
+            .position(|c| matches!(c.try_wait(), Ok(Some(s)) if !s.success()))
+        {
+            break stderr(&children.remove(i).wait_with_output()?);
+        }
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(s)) if s.success()));
+        if children.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    bail!("{failure}\n--- server log ---\n{}", server.tail_log())
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared pieces
+
+fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Builds the release `slipway` (quick when current) and returns its path.
+fn slipway_binary() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("building: cargo build --release -p slipway");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "slipway"])
+        .current_dir(workspace_root())
+        .status()
+        .context("cargo runs")?;
+    if !status.success() {
+        bail!("cargo build --release -p slipway failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let binary = target.join("release/slipway");
+    println!("using {}", binary.display());
+    Ok(binary)
+}
+
+/// A git repository in a temp dir, on branch main.
+struct Repo(tempfile::TempDir);
+
+impl Repo {
+    fn new() -> Result<Self> {
+        let repo = Self(tempfile::tempdir()?);
+        repo.git(&["init", "--quiet", "--initial-branch=main"])?;
+        Ok(repo)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn write(&self, path: &str, contents: &str) -> Result<()> {
+        let full = self.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("a file path"))?;
+        Ok(std::fs::write(full, contents)?)
+    }
+
+    fn commit(&self) -> Result<()> {
+        self.git(&["add", "-A"])?;
+        self.git(&["commit", "--quiet", "-m", "bench"])
+    }
+
+    fn git(&self, args: &[&str]) -> Result<()> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "Bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+            .env("GIT_COMMITTER_NAME", "Bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+            .output()
+            .context("git runs")?;
+        if !out.status.success() {
+            bail!("git {args:?}: {}", stderr(&out));
+        }
+        Ok(())
+    }
+}
+
+/// A `slipway serve` process with its own data dir; killed when dropped.
+struct Server {
+    binary: PathBuf, // also the CLI
+    bench: String,
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Server {
+    fn start(binary: &Path, repo: &Repo, name: &str, env_file: &str, bench: &str) -> Result<Self> {
+        Self::start_with(binary, repo, name, env_file, bench, "")
+    }
+
+    /// `start`, with `tables` (e.g. a `[github]` section) appended to the config.
+    fn start_with(
+        binary: &Path,
+        repo: &Repo,
+        name: &str,
+        env_file: &str,
+        bench: &str,
+        tables: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("slipway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nready_timeout = \"3m\"\n\n\
+                 [[repo]]\nname = \"{name}\"\nurl = \"{}\"\nenv_file = \"{env_file}\"\n\
+                 default_ttl = \"1h\"\n\n{tables}",
+                dir.path().display(),
+                repo.path().display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        println!("starting slipway serve (may build slipway/demo-app:latest first)");
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,envmgr=debug") // the log shows where the time goes
+            .env("NO_COLOR", "1")
+            .env_remove("SLIPWAY_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("slipway serve starts")?;
+        let mut server = Self {
+            binary: binary.to_path_buf(),
+            bench: bench.to_string(),
+            child,
+            dir,
+            url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while server.url.is_empty() {
+            let log = server.log();
+            if let Some(rest) = log
+                .lines()
+                .find_map(|l| l.strip_prefix("Slipway is serving on "))
+            {
+                server.url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            } else if let Some(status) = server.child.try_wait()? {
+                bail!("slipway serve exited with {status}:\n{log}");
+            } else if Instant::now() > deadline {
+                bail!("slipway serve did not start:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "slipway serve is on {} (pid {})",
+            server.url,
+            server.child.id()
+        );
+        Ok(server)
+    }
+
+    fn spawn_cli(&self, args: &[&str]) -> Result<Child> {
+        Command::new(&self.binary)
+            .arg("env")
+            .args(args)
+            .arg("--json") // no progress lines on stderr: it then holds just the error
+            .env("SLIPWAY_SERVER", &self.url)
+            .env_remove("SLIPWAY_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("slipway env runs")
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<()> {
+        let out = self.spawn_cli(args)?.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "slipway env {args:?}: {}\n--- server log ---\n{}",
+                stderr(&out),
+                self.tail_log()
+            );
+        }
+        Ok(())
+    }
+
+    /// `env up --wait`, timed from the CLI's start to its exit.
+    fn up(&self, repo: &str, branch: &str) -> Result<Duration> {
+        let start = Instant::now();
+        self.cli(&["up", branch, "--repo", repo, "--wait", "--timeout", "5m"])?;
+        Ok(start.elapsed())
+    }
+
+    fn down(&self, env: &str) -> Result<()> {
+        self.cli(&["down", env, "--wait"])
+    }
+
+    /// (VmRSS, VmHWM) in kB from /proc.
+    fn memory(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .context("no such field")?;
+            Ok(line[name.len()..]
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse()?)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn tail_log(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Keep the log, for where the time went: the temp dir goes away with the server.
+        let path = std::env::temp_dir().join(format!("slipway-bench-{}.log", self.bench));
+        if std::fs::write(&path, self.log()).is_ok() {
+            println!(
+                "server log (RUST_LOG=info,envmgr=debug): {}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Removes the Docker objects of a repo's envs, whatever a failed run left behind, and the
+/// images Slipway built for the repo (it keeps them as a cache; the repo name is per run).
+struct EnvCleanup {
+    repo: String,
+    envs: Vec<String>,
+}
+
+impl Drop for EnvCleanup {
+    fn drop(&mut self) {
+        for env in &self.envs {
+            let filter = format!("label=dev.slipway.env={env}");
+            let list = |args: &[&str]| {
+                let mut args = args.to_vec();
+                args.extend(["-q", "--filter", &filter]);
+                docker(&args).unwrap_or_default()
+            };
+            for id in list(&["ps", "-a"]) {
+                let _ = docker(&["rm", "-f", "-v", &id]);
+            }
+            for id in list(&["network", "ls"]) {
+                let _ = docker(&["network", "rm", &id]);
+            }
+            for id in list(&["volume", "ls"]) {
+                let _ = docker(&["volume", "rm", "-f", &id]);
+            }
+        }
+        let built = format!("reference=slipway/{}-*", self.repo);
+        for id in docker(&["images", "-q", "--filter", &built]).unwrap_or_default() {
+            let _ = docker(&["rmi", "-f", &id]);
+        }
+    }
+}
+
+/// Runs the docker CLI; its output lines.
+fn docker(args: &[&str]) -> Result<Vec<String>> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("docker runs")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// (median, min, max) in seconds.
+fn summary(times: &[Duration]) -> (f64, f64, f64) {
+    let mut s: Vec<f64> = times.iter().map(|d| d.as_secs_f64()).collect();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    (median, s[0], s[n - 1])
+}

@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 use envmgr::compose::parse_bytes;
 use envmgr::git::RepoPath;
 use envmgr::names::RepoName;
+use envmgr::runtime::docker::subnet::SubnetPool;
 use envmgr::runtime::ResourceLimits;
 use envmgr::{EngineSettings, RepoSettings};
 use secrecy::{ExposeSecret, SecretString};
@@ -34,6 +35,8 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub docker: DockerConfig,
     /// Present: the GitHub surface is on (webhooks, PR comments, deployments, statuses).
     pub github: Option<GitHubConfig>,
     #[serde(default, rename = "repo")]
@@ -103,6 +106,15 @@ pub struct LimitsConfig {
     pub memory: Option<String>,
     pub cpus: Option<f64>,
     pub pids: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Env networks get subnets from this range (default 172.16.0.0/16) ...
+    pub network_pool: Option<String>,
+    /// ... of this size (default /24).
+    pub subnet_prefix: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +268,23 @@ impl Config {
         }))
     }
 
+    /// Where env networks get their subnets.
+    pub fn subnet_pool(&self) -> anyhow::Result<SubnetPool> {
+        let mut pool = SubnetPool::default();
+        if let Some(range) = &self.docker.network_pool {
+            pool.range = range
+                .parse()
+                .map_err(|e| anyhow::anyhow!("[docker] network_pool: {e}"))?;
+        }
+        if let Some(prefix) = self.docker.subnet_prefix {
+            pool.prefix = prefix;
+        }
+        if pool.prefix > 29 || pool.range.subnet_count(pool.prefix) == 0 {
+            bail!("[docker] subnet_prefix /{} does not fit in network_pool {}: use a prefix at least as long as the pool's and at most /29", pool.prefix, pool.range);
+        }
+        Ok(pool)
+    }
+
     /// Which configured repos are linked to which GitHub repositories.
     pub fn github_links(&self) -> Vec<GitHubLink> {
         self.repos
@@ -348,6 +377,7 @@ mod tests {
         let config = Config::load(&path).unwrap();
         let settings = config.engine_settings().unwrap();
         assert!(!settings.repos.is_empty());
+        assert_eq!(config.subnet_pool().unwrap().prefix, 24);
         assert!(config.api_token.is_some());
         assert!(config.github_settings().unwrap().is_some());
         assert_eq!(config.github_links().len(), 1);

@@ -25,6 +25,7 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let token = config.api_token()?;
     let github = config.github_settings()?;
+    let subnets = config.subnet_pool()?;
     let mut settings = config.engine_settings()?;
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -54,7 +55,8 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let instance = store.instance_id().await?;
     let runtime = DockerRuntime::connect(&instance)
         .await
-        .context("Slipway needs a running Docker engine; start it or set DOCKER_HOST")?;
+        .context("Slipway needs a running Docker engine; start it or set DOCKER_HOST")?
+        .with_subnet_pool(subnets);
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);
     ensure_demo_image(runtime.as_ref())
         .await

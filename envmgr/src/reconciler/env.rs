@@ -243,7 +243,7 @@ async fn deploy(
                 service: service.clone(),
                 state: ServiceState::Waiting,
             }),
-            Some(Err(e)) => return runtime_failure(ctx, env, e).await,
+            Some(Err(e)) => return runtime_failure(ctx, env, Phase::Building, e).await,
         }
     }
 
@@ -263,7 +263,7 @@ async fn deploy(
                     .record_services(&env.name, &statuses(ctx, &observed))
                     .await?;
             }
-            return runtime_failure(ctx, env, e).await;
+            return runtime_failure(ctx, env, Phase::Starting, e).await;
         }
     };
     tracker.finish().await;
@@ -288,13 +288,19 @@ async fn deploy(
     Ok(Action::Done)
 }
 
-/// Transient runtime trouble is retried with backoff; anything else fails the env.
+/// Transient runtime trouble is retried with backoff (the env keeps its phase and says
+/// why it waits); anything else fails the env.
 async fn runtime_failure(
     ctx: &Context,
     env: &EnvRecord,
+    phase: Phase,
     error: RuntimeError,
 ) -> anyhow::Result<Action> {
     if error.is_transient() {
+        let reason = format!("{error}; retrying");
+        ctx.store
+            .set_phase(&env.name, phase, Some(&reason), "waiting for the runtime")
+            .await?;
         return Err(error).context("the runtime is unavailable");
     }
     fail(ctx, env, error.to_string()).await

@@ -34,12 +34,15 @@ pub(crate) struct Context {
     pub git: GitMirrors,
 }
 
+/// Which envs are being worked on, and which are backing off after transient failures.
 #[derive(Default)]
-struct Slot {
-    /// Asked for again while running: run once more when done.
-    dirty: bool,
-    /// Consecutive transient failures, for backoff.
-    failures: u32,
+struct WorkState {
+    /// Envs being reconciled now; `true` when asked for again meanwhile (run once more).
+    working: HashMap<EnvName, bool>,
+    /// Consecutive transient failures per env, for backoff. Kept across passes.
+    failures: HashMap<EnvName, u32>,
+    /// When an env backing off may be retried; resyncs leave it alone until then.
+    retry_at: HashMap<EnvName, tokio::time::Instant>,
 }
 
 /// A handle to the running reconciler: nudging makes it look at an env now.
@@ -57,7 +60,7 @@ impl ReconcilerHandle {
 
 struct Reconciler {
     ctx: Arc<Context>,
-    slots: Mutex<HashMap<EnvName, Slot>>,
+    state: Mutex<WorkState>,
     nudges: mpsc::UnboundedSender<EnvName>,
 }
 
@@ -78,7 +81,7 @@ pub fn spawn(
     });
     let reconciler = Arc::new(Reconciler {
         ctx,
-        slots: Mutex::default(),
+        state: Mutex::default(),
         nudges: tx.clone(),
     });
     tokio::spawn(reconciler.run(rx));
@@ -134,7 +137,7 @@ impl Reconciler {
         match self.ctx.store.list(false).await {
             Ok(envs) => {
                 for env in envs {
-                    self.schedule(env.name);
+                    self.schedule_resync(env.name);
                 }
             }
             Err(e) => warn!(error = %e, "resync could not list envs"),
@@ -143,51 +146,70 @@ impl Reconciler {
         match self.ctx.runtime.list_envs().await {
             Ok(names) => {
                 for name in names {
-                    self.schedule(name);
+                    self.schedule_resync(name);
                 }
             }
             Err(e) => warn!(error = %e, "resync could not list runtime resources"),
         }
     }
 
+    /// Reconciles `env` now (a request, or a retry that is due).
     fn schedule(self: &Arc<Self>, env: EnvName) {
         {
-            let mut slots = self.slots.lock().expect("slots poisoned");
-            if let Some(slot) = slots.get_mut(&env) {
-                slot.dirty = true;
+            let mut state = self.state.lock().expect("work state poisoned");
+            if let Some(dirty) = state.working.get_mut(&env) {
+                *dirty = true;
                 return;
             }
-            slots.insert(env.clone(), Slot::default());
+            state.working.insert(env.clone(), false);
         }
         let this = self.clone();
         tokio::spawn(async move { this.work(env).await });
     }
 
-    /// Reconciles one env until it needs nothing more, then frees its slot.
+    /// Like `schedule`, but leaves envs that are backing off alone until their retry is due.
+    fn schedule_resync(self: &Arc<Self>, env: EnvName) {
+        let backing_off = {
+            let state = self.state.lock().expect("work state poisoned");
+            state
+                .retry_at
+                .get(&env)
+                .is_some_and(|at| *at > tokio::time::Instant::now())
+        };
+        if !backing_off {
+            self.schedule(env);
+        }
+    }
+
+    /// Reconciles one env until it needs nothing more.
     async fn work(self: Arc<Self>, env: EnvName) {
         loop {
             let action = match env::reconcile(&self.ctx, &env).await {
                 Ok(action) => {
-                    self.with_slot(&env, |slot| slot.failures = 0);
+                    let mut state = self.state.lock().expect("work state poisoned");
+                    state.failures.remove(&env);
+                    state.retry_at.remove(&env);
                     action
                 }
                 Err(e) => {
-                    let failures = self.with_slot(&env, |slot| {
-                        slot.failures += 1;
-                        slot.failures
-                    });
-                    let delay = backoff(failures);
+                    let mut state = self.state.lock().expect("work state poisoned");
+                    let failures = state.failures.entry(env.clone()).or_default();
+                    *failures += 1;
+                    let delay = backoff(*failures);
+                    state
+                        .retry_at
+                        .insert(env.clone(), tokio::time::Instant::now() + delay);
                     warn!(env = %env, error = %format!("{e:#}"), retry_in = ?delay, "reconcile failed");
                     Action::Requeue(delay)
                 }
             };
-            let mut slots = self.slots.lock().expect("slots poisoned");
-            let slot = slots.get_mut(&env).expect("a working env has a slot");
-            if slot.dirty {
-                slot.dirty = false;
+            let mut state = self.state.lock().expect("work state poisoned");
+            // Asked for again while working (a new request): look once more right away.
+            if state.working.get(&env) == Some(&true) {
+                state.working.insert(env.clone(), false);
                 continue;
             }
-            slots.remove(&env);
+            state.working.remove(&env);
             if let Action::Requeue(delay) = action {
                 let nudges = self.nudges.clone();
                 let env = env.clone();
@@ -198,11 +220,6 @@ impl Reconciler {
             }
             return;
         }
-    }
-
-    fn with_slot<T>(&self, env: &EnvName, f: impl FnOnce(&mut Slot) -> T) -> T {
-        let mut slots = self.slots.lock().expect("slots poisoned");
-        f(slots.entry(env.clone()).or_default())
     }
 }
 

@@ -6,17 +6,18 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountTypeEnum,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy as DockerRestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateOptions,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Ipam, IpamConfig, Mount,
+    MountTypeEnum, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StartContainerOptions,
+    ListNetworksOptions, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StartContainerOptions,
 };
 use futures_util::future::try_join_all;
 
-use super::{container_name, errors, network_name, volume_name, DockerRuntime};
+use super::{container_name, errors, network_name, subnet, volume_name, DockerRuntime};
 use crate::names::EnvName;
 use crate::runtime::{labels, EnvSpec, HealthcheckSpec, RestartPolicy, RuntimeError, ServiceSpec};
 
@@ -35,18 +36,60 @@ impl DockerRuntime {
             Err(e) if errors::is_not_found(&e) => {}
             Err(e) => return Err(errors::other(&format!("inspecting network `{name}`"), &e)),
         }
-        let request = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(self.env_labels(spec)),
-            ..Default::default()
-        };
-        self.docker
-            .create_network(request)
+        let mut taken = self.subnets_in_use().await?;
+        // Another engine user may take a subnet between our look and our create: try the
+        // next free one a few times.
+        for _ in 0..5 {
+            let Some(subnet) = self.subnets.first_free(&taken) else {
+                break;
+            };
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(self.env_labels(spec)),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match self.docker.create_network(request).await {
+                Ok(_) => {
+                    tracing::info!(env = %spec.env, network = %name, %subnet, "created network");
+                    return Ok(());
+                }
+                Err(e)
+                    if errors::describe(&e)
+                        .to_ascii_lowercase()
+                        .contains("overlap") =>
+                {
+                    taken.push(subnet)
+                }
+                Err(e) => return Err(errors::other(&format!("creating network `{name}`"), &e)),
+            }
+        }
+        Err(RuntimeError::Conflict(format!(
+            "no free /{} subnet left in the network pool {} for env `{}`; delete unused envs or give Slipway a larger pool",
+            self.subnets.prefix, self.subnets.range, spec.env
+        )))
+    }
+
+    /// Every IPv4 subnet any network on the engine uses (not only ours).
+    async fn subnets_in_use(&self) -> Result<Vec<subnet::Cidr>, RuntimeError> {
+        let networks = self
+            .docker
+            .list_networks(None::<ListNetworksOptions>)
             .await
-            .map_err(|e| errors::other(&format!("creating network `{name}`"), &e))?;
-        tracing::info!(env = %spec.env, network = %name, "created network");
-        Ok(())
+            .map_err(|e| errors::other("listing networks", &e))?;
+        Ok(networks
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+            .flatten()
+            .filter_map(|c| c.subnet.as_deref()?.parse().ok())
+            .collect())
     }
 
     /// Creates the env's volumes that do not exist yet: the declared ones and any a service

@@ -13,6 +13,7 @@ mod errors;
 mod image;
 mod logs;
 mod observe;
+pub mod subnet;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct DockerRuntime {
     /// then refuses to attach containers to either ("ambiguous"). Creating networks one at a
     /// time within this process rules that out.
     network_lock: Arc<Mutex<()>>,
+    /// Where env networks get their subnets.
+    subnets: subnet::SubnetPool,
 }
 
 impl DockerRuntime {
@@ -61,7 +64,14 @@ impl DockerRuntime {
             docker,
             instance: instance.to_string(),
             network_lock: Arc::default(),
+            subnets: subnet::SubnetPool::default(),
         })
+    }
+
+    /// Env networks get `/prefix` subnets of `pool` instead of the default ones.
+    pub fn with_subnet_pool(mut self, pool: subnet::SubnetPool) -> Self {
+        self.subnets = pool;
+        self
     }
 
     /// The instance id this runtime labels its objects with.
