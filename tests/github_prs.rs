@@ -42,7 +42,7 @@ fn setup(demo_files: bool) -> Setup {
         "[github]\napi_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntoken = \"ghp_testtoken\"\nresync_interval = \"1h\"\n",
         world.url()
     );
-    let repo_extra = format!("github = \"{github}\"");
+    let repo_extra = format!("github = \"{github}\"\nsecret_env = [\"API_TOKEN\"]");
     let server = Server::start(ServerOptions {
         repo_name: &name,
         repo_url: repo.path(),
@@ -389,6 +389,94 @@ fn fork_pull_requests_wait_for_approval_by_someone_with_write_access() {
         w.comments(&s.github, 9).iter().any(|c| {
             c.body.contains("env status") && c.body.to_lowercase().contains("did you mean")
         })
+    });
+    s.server.cli_json(&["down", &env, "--wait"]);
+}
+
+#[test]
+fn test_runs_report_a_check_run_with_the_failure_and_without_secrets() {
+    let secret = "tok-9f8e7d6c5b4a3210";
+    let s = setup(false);
+    let compose = format!(
+        "services:
+  web:
+    image: slipway/demo-app:latest
+    ports: ['8080']
+    healthcheck:
+      test: [CMD, /demo-app, probe, 'http://127.0.0.1:8080/healthz']
+      interval: 1s
+  tests:
+    image: slipway/demo-app:latest
+    command: [selftest]
+    profiles: [test]
+    environment:
+      TARGET_URL: http://web:8080
+      FAIL_TEST: '1'
+      PRINT_SECRET: API_TOKEN
+      API_TOKEN: {secret}
+    depends_on:
+      web: {{ condition: service_healthy }}
+"
+    );
+    s.repo.git(&["checkout", "-q", "-B", "feature"]);
+    s.repo.write("compose.yml", &compose);
+    let sha = s.repo.commit("failing tests");
+    s.repo.git(&["update-ref", "refs/pull/5/head", &sha]);
+    let env = s.env(5);
+    let _cleanup = EnvCleanup(env.clone());
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(5, &sha, "feature", &s.github, "alice"),
+    );
+    assert_eq!(
+        s.send(
+            "pull_request",
+            "tests-1",
+            &s.pr_payload("opened", 5, &sha, &s.github, "alice")
+        )
+        .0,
+        202
+    );
+    s.wait_for_world("a completed slipway/tests check run", |w| {
+        w.check_runs(&s.github)
+            .iter()
+            .any(|c| c.name == "slipway/tests" && c.head_sha == sha && c.status == "completed")
+    });
+    let check = s
+        .world
+        .check_runs(&s.github)
+        .into_iter()
+        .find(|c| c.name == "slipway/tests")
+        .unwrap();
+    assert_eq!(check.conclusion.as_deref(), Some("failure"));
+    let text = check.text.clone().unwrap_or_default();
+    assert!(text.contains("assertion `left == right` failed"), "{text}");
+    assert!(text.contains("Exit code:** 1"), "{text}");
+    let everything = format!("{check:?} {:?}", s.world.comments(&s.github, 5));
+    assert!(!everything.contains(secret), "the secret reached GitHub");
+    assert!(
+        check
+            .annotations
+            .iter()
+            .any(|a| a["path"] == "tests/demo.rs" && a["start_line"] == 12),
+        "{:?}",
+        check.annotations
+    );
+    // The sticky comment shows the failed run too.
+    s.wait_for_world("the comment showing the failed tests", |w| {
+        slipway_comments(w, &s.github, 5)
+            .iter()
+            .any(|c| c.body.contains("Why the tests failed"))
+    });
+    // A rerun from the PR: a new check run for the same commit.
+    let comment = issue_comment_payload(&s.github, 5, "/slipway test", "alice");
+    assert_eq!(s.send("issue_comment", "tests-2", &comment).0, 202);
+    s.wait_for_world("a second check run", |w| {
+        w.check_runs(&s.github)
+            .iter()
+            .filter(|c| c.name == "slipway/tests" && c.status == "completed")
+            .count()
+            >= 2
     });
     s.server.cli_json(&["down", &env, "--wait"]);
 }

@@ -4,6 +4,7 @@
 //!   cargo run --release -p slipway-benches -- env-up [--rounds N]
 //!   cargo run --release -p slipway-benches -- serve-memory [--envs N]
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
+//!   cargo run --release -p slipway-benches -- snippets [--gb N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -12,17 +13,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|serve-memory|webhooks|all> [--rounds N] [--envs N] [--count N]
+    "usage: slipway-benches <env-up|serve-memory|webhooks|snippets|all> [--rounds N] [--envs N] [--count N] [--gb N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
   serve-memory  resident memory of `slipway serve` idle and with N envs Ready (default 50)
   webhooks      N signed pull_request deliveries (default 5000): acknowledgements per second
                 and latency beside the server's /healthz, and stored-exactly-once
-  all           all three";
+  snippets      the failure-snippet scanner over a generated N GB test log (default 1)
+                beside `grep -c ERROR`: MB/s and the scanner's peak memory
+  all           env-up, serve-memory and webhooks";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +46,9 @@ fn main() {
         Some("env-up") => env_up(rounds),
         Some("serve-memory") => serve_memory(envs),
         Some("webhooks") => webhooks::webhooks(count),
+        Some("snippets") => snippets::snippets(number("--gb", 1)),
+        // The scanner's own process, so its peak memory is measured alone.
+        Some("snippets-scan") => snippets::scan_child(args.get(1)),
         Some("all") => env_up(rounds)
             .and_then(|()| serve_memory(envs))
             .and_then(|()| webhooks::webhooks(count)),

@@ -30,6 +30,8 @@ pub struct Config {
     pub resync_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub ready_timeout: Option<Duration>,
+    /// Full logs of test runs kept per env (default 20); older runs keep their results.
+    pub test_log_retention: Option<usize>,
     /// Base URL people reach this server at, for links (logs) posted to GitHub and chat.
     /// Default: `http://<listen>`.
     pub public_url: Option<String>,
@@ -131,6 +133,17 @@ pub struct RepoConfig {
     /// Give draft pull requests an env too.
     #[serde(default)]
     pub draft_envs: bool,
+    /// The longest an integration test run may take.
+    #[serde(default = "default_test_timeout", with = "humantime_serde")]
+    pub test_timeout: Duration,
+    /// Environment variables (of the compose services) whose values are secrets: they are
+    /// redacted from every test failure snippet.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
+}
+
+fn default_test_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_listen() -> SocketAddr {
@@ -325,6 +338,8 @@ impl Config {
                 url: repo.url.clone(),
                 env_file: repo.env_file.clone(),
                 default_ttl: repo.default_ttl,
+                test_timeout: repo.test_timeout,
+                secret_env: repo.secret_env.clone(),
             });
         }
         let defaults = ResourceLimits::default();
@@ -347,6 +362,8 @@ impl Config {
             },
             resync_interval: self.resync_interval.unwrap_or(Duration::from_secs(30)),
             ready_timeout: self.ready_timeout.unwrap_or(Duration::from_secs(300)),
+            public_url: self.public_url(),
+            test_log_retention: self.test_log_retention.unwrap_or(20),
         })
     }
 }

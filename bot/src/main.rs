@@ -39,6 +39,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::EnvCommand,
     },
+    /// Run an environment's integration tests (its compose services in the `test` profile).
+    Test {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        test: cli::TestArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
                 server::serve(config.as_deref()).await
             }
             Command::Env { client, command } => cli::run(client, command).await,
+            Command::Test { client, test } => cli::test(client, test).await,
         }
     });
     match result {

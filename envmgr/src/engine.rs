@@ -8,7 +8,7 @@ use crate::names::{BranchName, CommitSha, EnvName, NameError, RepoName, ServiceN
 use crate::reconciler::{self, ReconcilerHandle};
 use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
 use crate::settings::EngineSettings;
-use crate::store::{EnvRecord, Event, PullRequestSource, Store, StoreError, UpRequest};
+use crate::store::{EnvRecord, Event, PullRequestSource, Store, StoreError, TestRun, UpRequest};
 
 /// Longest TTL anyone may ask for, so forgotten envs always end.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -25,6 +25,10 @@ pub enum EngineError {
     TtlTooLong(String),
     #[error("environment `{0}` is deleted; `env up` creates it again")]
     Deleted(String),
+    #[error("no test run {0} in this environment; `slipway test <env>` starts one")]
+    NoSuchRun(i64),
+    #[error("the log of test run {0} is no longer kept (or the run has not started)")]
+    NoLog(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -37,6 +41,9 @@ pub struct EnvStatus {
     #[serde(flatten)]
     pub env: EnvRecord,
     pub events: Vec<Event>,
+    /// The newest integration test run, if any.
+    #[serde(default)]
+    pub latest_run: Option<TestRun>,
 }
 
 #[derive(Clone)]
@@ -52,6 +59,7 @@ impl Engine {
     pub fn start(settings: EngineSettings, store: Store, runtime: Arc<dyn Runtime>) -> Self {
         let settings = Arc::new(settings);
         let reconciler = reconciler::spawn(settings.clone(), store.clone(), runtime.clone());
+        crate::testrun::spawn(settings.clone(), store.clone(), runtime.clone());
         Self {
             settings,
             store,
@@ -157,9 +165,11 @@ impl Engine {
     pub async fn status(&self, env: &str) -> Result<EnvStatus, EngineError> {
         let record = self.get(env).await?;
         let events = self.store.recent_events(&record.name, 20).await?;
+        let latest_run = self.store.runs(&record.name, 1).await?.into_iter().next();
         Ok(EnvStatus {
             env: record,
             events,
+            latest_run,
         })
     }
 
@@ -183,6 +193,56 @@ impl Engine {
             .runtime
             .logs(&record.name, service.as_ref(), options)
             .await?)
+    }
+
+    /// Queues a run of the env's integration tests (only those that failed last time with
+    /// `failed_only`).
+    pub async fn request_test(
+        &self,
+        env: &str,
+        failed_only: bool,
+        actor: &str,
+    ) -> Result<TestRun, EngineError> {
+        let record = self.get(env).await?;
+        if record.desired == crate::store::Desired::Deleted {
+            return Err(EngineError::Deleted(env.to_string()));
+        }
+        let commit = record.commit.as_ref().map(|c| c.to_string());
+        Ok(self
+            .store
+            .insert_run(
+                &record.name,
+                commit.as_deref(),
+                "manual",
+                actor,
+                failed_only,
+            )
+            .await?)
+    }
+
+    /// The env's test runs, newest first.
+    pub async fn runs(&self, env: &str, limit: i64) -> Result<Vec<TestRun>, EngineError> {
+        let record = self.get(env).await?;
+        Ok(self.store.runs(&record.name, limit).await?)
+    }
+
+    pub async fn run(&self, env: &str, id: i64) -> Result<TestRun, EngineError> {
+        let record = self.get(env).await?;
+        match self.store.get_run(id).await? {
+            Some(run) if run.env == record.name.as_str() => Ok(run),
+            _ => Err(EngineError::NoSuchRun(id)),
+        }
+    }
+
+    /// Where the full log of a run is, if it is still kept.
+    pub async fn run_log(&self, env: &str, id: i64) -> Result<std::path::PathBuf, EngineError> {
+        let run = self.run(env, id).await?;
+        let name = EnvName::parse(&run.env)?;
+        let path = crate::testrun::run_log_path(&self.settings, &name, id);
+        if run.log_path.is_none() || !path.exists() {
+            return Err(EngineError::NoLog(id));
+        }
+        Ok(path)
     }
 
     fn known_repo(&self, repo: &str) -> Result<&crate::settings::RepoSettings, EngineError> {

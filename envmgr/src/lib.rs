@@ -6,11 +6,14 @@
 pub mod compose;
 pub mod engine;
 pub mod git;
+pub mod junit;
 pub mod names;
 pub mod reconciler;
 pub mod runtime;
 pub mod settings;
+pub mod snippet;
 pub mod store;
+pub mod testrun;
 
 pub use engine::Engine;
 pub use settings::{EngineSettings, RepoSettings};

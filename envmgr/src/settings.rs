@@ -20,6 +20,10 @@ pub struct EngineSettings {
     pub resync_interval: Duration,
     /// How long one service may take to become ready before the env fails.
     pub ready_timeout: Duration,
+    /// Base URL of the Slipway server, for links to full logs.
+    pub public_url: String,
+    /// Full test logs kept per env; older runs keep their results but lose their log.
+    pub test_log_retention: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +34,10 @@ pub struct RepoSettings {
     /// Path of the compose file inside the repository.
     pub env_file: String,
     pub default_ttl: Duration,
+    /// How long one integration test run may take (the compose file may ask for less).
+    pub test_timeout: Duration,
+    /// Environment variables whose values are secrets: redacted from every snippet.
+    pub secret_env: Vec<String>,
 }
 
 impl EngineSettings {

@@ -78,10 +78,14 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
             url: repo.display().to_string(),
             env_file: "compose.yml".into(),
             default_ttl: Duration::from_secs(3600),
+            test_timeout: Duration::from_secs(60),
+            secret_env: vec!["API_TOKEN".into()],
         }],
         default_limits: Default::default(),
         resync_interval: Duration::from_millis(300),
         ready_timeout: Duration::from_secs(10),
+        public_url: "http://slipway.example.com".into(),
+        test_log_retention: 3,
     };
     let engine = Engine::start(settings, store, fake.clone());
     World {

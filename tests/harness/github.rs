@@ -107,6 +107,22 @@ pub struct CommitStatus {
     pub target_url: Option<String>,
 }
 
+/// A check run as the world holds it: its latest state after every create and update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRun {
+    pub id: u64,
+    pub name: String,
+    pub head_sha: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub text: Option<String>,
+    pub annotations: Vec<Value>,
+    /// How many times it was created or updated.
+    pub writes: u32,
+}
+
 /// One request the world received, whatever it was answered.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -176,6 +192,7 @@ struct Repo {
     comments: Vec<StoredComment>,
     deployments: Vec<StoredDeployment>,
     statuses: Vec<StoredStatus>,
+    check_runs: Vec<CheckRun>,
 }
 
 struct State {
@@ -277,6 +294,7 @@ impl GitHubWorld {
                 comments: Vec::new(),
                 deployments: Vec::new(),
                 statuses: Vec::new(),
+                check_runs: Vec::new(),
             },
         );
     }
@@ -409,6 +427,15 @@ impl GitHubWorld {
     }
 
     /// All commit statuses posted for `sha`, in the order they were posted.
+    /// Check runs of `repo`, in creation order.
+    pub fn check_runs(&self, repo: &str) -> Vec<CheckRun> {
+        self.lock()
+            .repos
+            .get(repo)
+            .map(|r| r.check_runs.clone())
+            .unwrap_or_default()
+    }
+
     pub fn statuses(&self, repo: &str, sha: &str) -> Vec<CommitStatus> {
         let state = self.lock();
         state
@@ -648,6 +675,8 @@ fn route(
             | ("POST", ["statuses", _])
             | ("GET", ["commits", _, "statuses"])
             | ("GET", ["installation"])
+            | ("POST", ["check-runs"])
+            | ("PATCH", ["check-runs", _])
     );
     if !known {
         return None;
@@ -962,6 +991,69 @@ fn route(
             let j = status_json(&base, &full, &status);
             state.repos.get_mut(&full).unwrap().statuses.push(status);
             reply(201, j)
+        }
+
+        ["check-runs"] | ["check-runs", _] => {
+            let body = match parse_body(body) {
+                Ok(b) => b,
+                Err(r) => return Some(r),
+            };
+            let checks = &mut state.repos.get_mut(&full).unwrap().check_runs;
+            let index = match rest {
+                ["check-runs", id] => {
+                    let Some(index) = checks.iter().position(|c| id.parse() == Ok(c.id)) else {
+                        return Some(not_found());
+                    };
+                    index
+                }
+                _ => {
+                    let (Some(name), Some(sha)) =
+                        (body["name"].as_str(), body["head_sha"].as_str())
+                    else {
+                        return Some(validation_failed("CheckRun", "name", "missing"));
+                    };
+                    let id = 90_000 + checks.len() as u64;
+                    checks.push(CheckRun {
+                        id,
+                        name: name.to_string(),
+                        head_sha: sha.to_string(),
+                        status: "queued".into(),
+                        conclusion: None,
+                        title: None,
+                        summary: None,
+                        text: None,
+                        annotations: vec![],
+                        writes: 0,
+                    });
+                    checks.len() - 1
+                }
+            };
+            let check = &mut checks[index];
+            if let Some(status) = body["status"].as_str() {
+                if !["queued", "in_progress", "completed"].contains(&status) {
+                    return Some(validation_failed("CheckRun", "status", "invalid"));
+                }
+                check.status = status.to_string();
+            }
+            if let Some(conclusion) = body["conclusion"].as_str() {
+                check.conclusion = Some(conclusion.to_string());
+                check.status = "completed".into();
+            }
+            let output = &body["output"];
+            if output.is_object() {
+                check.title = output["title"].as_str().map(str::to_string);
+                check.summary = output["summary"].as_str().map(str::to_string);
+                check.text = output["text"].as_str().map(str::to_string);
+                if let Some(annotations) = output["annotations"].as_array() {
+                    if annotations.len() > 50 {
+                        return Some(validation_failed("CheckRun", "annotations", "too many"));
+                    }
+                    check.annotations.extend(annotations.iter().cloned());
+                }
+            }
+            check.writes += 1;
+            let j = json!({ "id": check.id, "name": check.name, "head_sha": check.head_sha, "status": check.status, "conclusion": check.conclusion });
+            reply(if rest.len() == 1 { 201 } else { 200 }, j)
         }
 
         ["commits", git_ref, "statuses"] => {

@@ -204,6 +204,16 @@ impl Server {
             .expect("slipway cli runs")
     }
 
+    /// Runs `slipway <args>` (any command) against this server.
+    pub fn cli_raw(&self, args: &[&str]) -> Output {
+        Command::new(SLIPWAY)
+            .args(args)
+            .env("SLIPWAY_SERVER", &self.url)
+            .env_remove("SLIPWAY_TOKEN")
+            .output()
+            .expect("slipway cli runs")
+    }
+
     /// Runs a CLI command with `--json` that must succeed and returns its output.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();

@@ -66,6 +66,11 @@ impl Client {
         self.send(self.http.get(self.url(path))).await
     }
 
+    /// The full log of a test run, as the server serves it.
+    pub fn log_url(&self, env: &str, run: i64) -> String {
+        self.url(&format!("/envs/{}/runs/{run}/log", encode(env)))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{}", self.base, path)
     }

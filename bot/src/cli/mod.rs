@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use envmgr::engine::EnvStatus;
-use envmgr::store::{now_ms, Desired, EnvRecord, Event, Phase};
+use envmgr::store::{now_ms, Desired, EnvRecord, Event, Phase, RunStatus, TestRun};
 use serde_json::json;
 
 use client::{encode, Client};
@@ -77,6 +77,120 @@ pub enum EnvCommand {
         #[arg(long, default_value = "5m")]
         timeout: humantime::Duration,
     },
+}
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// The environment whose tests to run.
+    env: String,
+    /// Run only the tests that failed last time (the suite reads SLIPWAY_FAILED_TESTS).
+    #[arg(long)]
+    failed: bool,
+    /// Wait for the outcome, showing progress; exit 0 only if the tests passed.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "1h")]
+    timeout: humantime::Duration,
+}
+
+/// `slipway test <env>`: starts a run, and with `--wait` follows it to its outcome.
+pub async fn test(args: ClientArgs, test: TestArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let path = format!("/envs/{}/runs", encode(&test.env));
+    let run: TestRun = client
+        .post(&path, &json!({ "failed_only": test.failed }))
+        .await?;
+    if !test.wait {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&run_json(&run, &client.log_url(&test.env, run.id)))?
+            );
+        } else {
+            println!("test run {} of {} queued; follow it with `slipway test {} --wait` or `slipway env status {}`", run.id, test.env, test.env, test.env);
+        }
+        return Ok(());
+    }
+    let began = Instant::now();
+    let mut last_status = None;
+    let run = loop {
+        let run: TestRun = client.get(&format!("{path}/{}", run.id)).await?;
+        if last_status != Some(run.status) && !args.json {
+            eprintln!(
+                "[{:>5.1}s] run {} {}",
+                began.elapsed().as_secs_f64(),
+                run.id,
+                run.status.as_str().replace('_', " ")
+            );
+            last_status = Some(run.status);
+        }
+        if run.status.is_finished() {
+            break run;
+        }
+        if began.elapsed() > Duration::from(test.timeout) {
+            bail!(
+                "test run {} is still {} after {}; it keeps going: `slipway env status {}`",
+                run.id,
+                run.status.as_str(),
+                test.timeout,
+                test.env
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let log_url = client.log_url(&test.env, run.id);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run_json(&run, &log_url))?
+        );
+    } else {
+        print_run(&run, &log_url);
+    }
+    if run.status != RunStatus::Passed {
+        bail!(
+            "tests {}: {}",
+            run.status.as_str().replace('_', " "),
+            run.headline.clone().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// The machine-readable outcome of a run.
+fn run_json(run: &TestRun, log_url: &str) -> serde_json::Value {
+    let failed: Vec<&str> = run.failed_tests().map(|t| t.name.as_str()).collect();
+    json!({
+        "id": run.id,
+        "env": run.env,
+        "status": run.status,
+        "commit": run.commit,
+        "duration_ms": run.duration_ms(),
+        "headline": run.headline,
+        "exit_code": run.exit_code,
+        "failed_tests": failed,
+        "results": run.results,
+        "snippet": run.snippet_comment,
+        "log_url": log_url,
+    })
+}
+
+fn print_run(run: &TestRun, log_url: &str) {
+    let duration = run
+        .duration_ms()
+        .map(|ms| format!(" in {}", short_duration(ms)))
+        .unwrap_or_default();
+    println!(
+        "run {}: {}{duration}: {}",
+        run.id,
+        run.status.as_str().replace('_', " "),
+        run.headline.clone().unwrap_or_default()
+    );
+    if let Some(snippet) = &run.snippet_comment {
+        println!("\n{snippet}\n");
+    }
+    println!("full log: {log_url}");
 }
 
 pub async fn run(args: ClientArgs, command: EnvCommand) -> anyhow::Result<()> {
@@ -369,6 +483,19 @@ fn print_status(status: &EnvStatus) {
         for w in &e.warnings {
             println!("  - {w}");
         }
+    }
+    if let Some(run) = &status.latest_run {
+        let when = run.finished_at.or(run.started_at).unwrap_or(run.created_at);
+        println!(
+            "tests:     run {} {} ({} ago){}",
+            run.id,
+            run.status.as_str().replace('_', " "),
+            short_duration(now - when),
+            run.headline
+                .as_ref()
+                .map(|h| format!(": {h}"))
+                .unwrap_or_default()
+        );
     }
     if !status.events.is_empty() {
         println!("recent events:");

@@ -134,6 +134,22 @@ impl StatusState {
     }
 }
 
+/// A check run's state as GitHub models it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRun {
+    pub name: String,
+    pub head_sha: String,
+    /// queued, in_progress or completed.
+    pub status: &'static str,
+    /// With `completed`: success, failure, timed_out, cancelled, neutral.
+    pub conclusion: Option<&'static str>,
+    pub title: String,
+    pub summary: String,
+    pub text: Option<String>,
+    pub details_url: Option<String>,
+    pub annotations: Vec<serde_json::Value>,
+}
+
 #[async_trait]
 pub trait Forge: Send + Sync + 'static {
     async fn permission(&self, repo: &str, user: &str) -> Result<Permission, ForgeError>;
@@ -177,6 +193,13 @@ pub trait Forge: Send + Sync + 'static {
         description: &str,
         target_url: Option<&str>,
     ) -> Result<(), ForgeError>;
+    /// Creates a check run (`id: None`) or updates one; returns its id.
+    async fn check_run(
+        &self,
+        repo: &str,
+        id: Option<u64>,
+        check: &CheckRun,
+    ) -> Result<u64, ForgeError>;
 }
 
 /// GitHub through octocrab.
@@ -502,6 +525,48 @@ impl Forge for GitHubForge {
             .await?;
         Ok(())
     }
+
+    async fn check_run(
+        &self,
+        repo: &str,
+        id: Option<u64>,
+        check: &CheckRun,
+    ) -> Result<u64, ForgeError> {
+        let body = check_body(check);
+        match id {
+            None => Ok(self
+                .post::<IdBody>(repo, &format!("/repos/{repo}/check-runs"), body)
+                .await?
+                .id),
+            Some(id) => {
+                self.patch::<Ignored>(repo, &format!("/repos/{repo}/check-runs/{id}"), body)
+                    .await?;
+                Ok(id)
+            }
+        }
+    }
+}
+
+fn check_body(check: &CheckRun) -> serde_json::Value {
+    let mut body =
+        json!({ "name": check.name, "head_sha": check.head_sha, "status": check.status });
+    if let Some(conclusion) = check.conclusion {
+        body["conclusion"] = json!(conclusion);
+    }
+    if let Some(url) = &check.details_url {
+        body["details_url"] = json!(url);
+    }
+    let mut output = json!({ "title": truncate(&check.title, 250), "summary": truncate(&check.summary, 65_535) });
+    if let Some(text) = &check.text {
+        output["text"] = json!(truncate(text, 65_535));
+    }
+    // GitHub takes at most 50 annotations per request.
+    let annotations: Vec<_> = check.annotations.iter().take(50).cloned().collect();
+    if !annotations.is_empty() {
+        output["annotations"] = json!(annotations);
+    }
+    body["output"] = output;
+    body
 }
 
 /// Runs `call` again after rate limits, server errors and network failures: 4 tries with

@@ -348,6 +348,13 @@ impl GitHubSurface {
                     Err(_) => format!("@{user} this pull request has no environment."),
                 })
             }
+            Command::Test { failed_only, .. } => {
+                match self.engine.request_test(&env, failed_only, &actor).await {
+                    // The check run and the sticky comment follow the run from here.
+                    Ok(_) => None,
+                    Err(e) => Some(format!("@{user} {e}")),
+                }
+            }
             other => Some(format!(
                 "@{user} `{}` is not available in pull-request comments yet; use the CLI or chat.",
                 other.name()

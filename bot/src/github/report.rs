@@ -6,15 +6,16 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use envmgr::store::{now_ms, EnvRecord, Phase, PullRow};
+use envmgr::store::{now_ms, EnvRecord, Phase, PullRow, RunStatus, TestResult, TestRun};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::forge::{DeploymentState, StatusState};
+use super::forge::{truncate, CheckRun, DeploymentState, ForgeError, StatusState};
 use super::GitHubSurface;
 
 /// Hidden in the sticky comment so it can be found again.
 pub const MARKER: &str = "<!-- slipway:env -->";
 pub const STATUS_CONTEXT: &str = "slipway/env";
+pub const TESTS_CONTEXT: &str = "slipway/tests";
 
 impl GitHubSurface {
     /// Reports every PR env whose state changes.
@@ -92,7 +93,19 @@ impl GitHubSurface {
         // The env of this PR only: an env left from another source with this name is not ours.
         let env = env.filter(|e| e.pull_request.is_some());
 
-        let body = render_comment(&pull, env.as_ref(), &self.public_url, link.draft_envs);
+        // The tests of the PR's current head only.
+        let run = match &env {
+            Some(env) => self.store.runs(&env.name, 1).await?.into_iter().next(),
+            None => None,
+        }
+        .filter(|r| r.commit.as_deref() == Some(pull.head_sha.as_str()));
+        let body = render_comment(
+            &pull,
+            env.as_ref(),
+            run.as_ref(),
+            &self.public_url,
+            link.draft_envs,
+        );
         if pull.comment_body.as_deref() != Some(body.as_str()) {
             self.post_comment(&pull, &body).await?;
         }
@@ -100,6 +113,9 @@ impl GitHubSurface {
             self.report_deployment(&pull, env).await?;
         }
         self.report_status(&pull, env.as_ref()).await?;
+        if let Some(run) = &run {
+            self.report_tests(&pull, run).await?;
+        }
         Ok(())
     }
 
@@ -261,6 +277,104 @@ impl GitHubSurface {
         Ok(())
     }
 
+    /// The `slipway/tests` check run of the PR head's latest run. Tokens that may not
+    /// create check runs (only GitHub Apps may) get a commit status of that name instead.
+    async fn report_tests(&self, pull: &PullRow, run: &TestRun) -> anyhow::Result<()> {
+        let log_url = format!(
+            "{}/api/v1/envs/{}/runs/{}/log",
+            self.public_url, run.env, run.id
+        );
+        let (status, conclusion) = match run.status {
+            RunStatus::Queued => ("queued", None),
+            RunStatus::Running => ("in_progress", None),
+            RunStatus::Passed => ("completed", Some("success")),
+            RunStatus::TimedOut => ("completed", Some("timed_out")),
+            RunStatus::Failed | RunStatus::Error => ("completed", Some("failure")),
+        };
+        let state = format!("{status}|{}", conclusion.unwrap_or(""));
+        if run.check_state.as_deref() == Some(state.as_str()) {
+            return Ok(());
+        }
+        let headline = run
+            .headline
+            .clone()
+            .unwrap_or_else(|| format!("tests {}", run.status.as_str().replace('_', " ")));
+        let failed: Vec<&TestResult> = run.failed_tests().collect();
+        let mut summary = format!(
+            "{headline}\n\nCommit `{}` · [full log]({log_url})",
+            &pull.head_sha[..12.min(pull.head_sha.len())]
+        );
+        if !failed.is_empty() {
+            summary.push_str("\n\nFailed:\n");
+            for test in failed.iter().take(20) {
+                summary.push_str(&format!("- `{}`\n", test.name.replace('`', "'")));
+            }
+        }
+        let annotations = failed
+            .iter()
+            .filter_map(|t| {
+                let (path, line) = (t.file.as_ref()?, t.line?);
+                Some(serde_json::json!({
+                    "path": path,
+                    "start_line": line,
+                    "end_line": line,
+                    "annotation_level": "failure",
+                    "title": truncate(&t.name, 250),
+                    "message": truncate(t.message.as_deref().unwrap_or("failed"), 4_000),
+                }))
+            })
+            .collect();
+        let check = CheckRun {
+            name: TESTS_CONTEXT.into(),
+            head_sha: pull.head_sha.clone(),
+            status,
+            conclusion,
+            title: headline.clone(),
+            summary,
+            // The exit code first: the snippet may explain the failure by its tests alone.
+            text: run
+                .snippet_check
+                .as_ref()
+                .map(|snippet| match run.exit_code {
+                    Some(code) => format!("**Exit code:** {code}\n\n{snippet}"),
+                    None => snippet.clone(),
+                }),
+            details_url: Some(log_url.clone()),
+            annotations,
+        };
+        let existing = run.check_run_id.map(|id| id as u64);
+        let id = match self
+            .forge
+            .check_run(&pull.github_repo, existing, &check)
+            .await
+        {
+            Ok(id) => id as i64,
+            Err(ForgeError::Status { status: 403, .. })
+            | Err(ForgeError::Status { status: 404, .. }) => {
+                // Not allowed to create check runs: a commit status says the same.
+                let state = match conclusion {
+                    None => StatusState::Pending,
+                    Some("success") => StatusState::Success,
+                    Some(_) => StatusState::Failure,
+                };
+                self.forge
+                    .commit_status(
+                        &pull.github_repo,
+                        &pull.head_sha,
+                        state,
+                        TESTS_CONTEXT,
+                        &headline,
+                        Some(&log_url),
+                    )
+                    .await?;
+                0
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.store.record_check_run(run.id, id, &state).await?;
+        Ok(())
+    }
+
     fn logs_url(&self, env: &EnvRecord) -> String {
         format!("{}/api/v1/envs/{}/logs", self.public_url, env.name)
     }
@@ -280,6 +394,7 @@ fn main_url(env: &EnvRecord) -> Option<String> {
 pub fn render_comment(
     pull: &PullRow,
     env: Option<&EnvRecord>,
+    run: Option<&TestRun>,
     public_url: &str,
     draft_envs: bool,
 ) -> String {
@@ -337,11 +452,22 @@ pub fn render_comment(
             "| **Logs** | [all services]({public_url}/api/v1/envs/{}/logs) |\n",
             env.name
         ));
+        if let Some(run) = run {
+            out.push_str(&format!(
+                "| **Tests** | {} |\n",
+                test_summary(run, public_url)
+            ));
+        }
     }
     if let Some(reason) = env.reason.as_deref().filter(|_| env.phase == Phase::Failed) {
         out.push_str(&format!(
             "\n**Why it failed**\n\n```\n{}\n```\n",
             reason.replace("```", "'''")
+        ));
+    }
+    if let Some(snippet) = run.and_then(|r| r.snippet_comment.as_deref()) {
+        out.push_str(&format!(
+            "\n<details><summary>Why the tests failed</summary>\n\n{snippet}\n\n</details>\n"
         ));
     }
     if !pull.approved() {
@@ -350,6 +476,26 @@ pub fn render_comment(
     out.push('\n');
     out.push_str(&footer());
     out
+}
+
+/// "✅ passed: 14 tests passed (run 3, [log](...))".
+fn test_summary(run: &TestRun, public_url: &str) -> String {
+    let icon = match run.status {
+        RunStatus::Queued | RunStatus::Running => "⏳",
+        RunStatus::Passed => "✅",
+        _ => "❌",
+    };
+    let headline = run
+        .headline
+        .as_deref()
+        .map(|h| format!(": {h}"))
+        .unwrap_or_default();
+    let log = format!("{public_url}/api/v1/envs/{}/runs/{}/log", run.env, run.id);
+    format!(
+        "{icon} {}{headline} (run {}, [log]({log}))",
+        run.status.as_str().replace('_', " "),
+        run.id
+    )
 }
 
 fn approval_text(pull: &PullRow) -> String {

@@ -37,6 +37,9 @@ pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
         .route("/envs/{env}", get(env_status).delete(env_down))
         .route("/envs/{env}/events", get(env_events))
         .route("/envs/{env}/logs", get(env_logs))
+        .route("/envs/{env}/runs", get(list_runs).post(start_run))
+        .route("/envs/{env}/runs/{id}", get(get_run))
+        .route("/envs/{env}/runs/{id}/log", get(run_log))
         .route("/repos", get(list_repos))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -219,6 +222,81 @@ async fn env_logs(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    #[serde(default)]
+    failed_only: bool,
+}
+
+async fn start_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(env): Path<String>,
+    body: Option<Json<RunBody>>,
+) -> Result<Response, ApiError> {
+    let failed_only = body.map(|Json(b)| b.failed_only).unwrap_or(false);
+    let run = state
+        .engine
+        .request_test(&env, failed_only, &actor(&headers))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Path(env): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.runs(&env, 50).await?).into_response())
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    Path((env, id)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.run(&env, id).await?).into_response())
+}
+
+/// The full log of a run, decompressed as it is sent.
+async fn run_log(
+    State(state): State<AppState>,
+    Path((env, id)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let path = state.engine.run_log(&env, id).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let mut decoder = flate2::read::GzDecoder::new(file);
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            match decoder.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buffer[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
 async fn list_repos(State(state): State<AppState>) -> Response {
     let repos: Vec<_> = state
         .engine
@@ -244,7 +322,9 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownRepo { .. }
             | EngineError::InvalidName(_)
             | EngineError::TtlTooLong(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::NotFound(_) | EngineError::NoSuchRun(_) | EngineError::NoLog(_) => {
+                StatusCode::NOT_FOUND
+            }
             EngineError::Deleted(_) => StatusCode::GONE,
             EngineError::Runtime(RuntimeError::NoSuchService(_)) => StatusCode::NOT_FOUND,
             EngineError::Runtime(RuntimeError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,

@@ -40,6 +40,8 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             url: repo_dir.to_string_lossy().into_owned(),
             env_file: "compose.yml".into(),
             default_ttl: std::time::Duration::from_secs(8 * 3600),
+            test_timeout: std::time::Duration::from_secs(15 * 60),
+            secret_env: Vec::new(),
         });
         info!(repo = %repo_dir.display(), "no --config given: serving the bundled demo repo");
     }
@@ -62,14 +64,6 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .context("cannot prepare the demo image")?;
 
-    let engine = Engine::start(settings, store, runtime);
-    let mut app = api::router(engine.clone(), token);
-    if let Some(github) = github {
-        let links = config.github_links();
-        info!(repos = links.len(), api = %github.api_url, "GitHub surface on: webhooks at /webhooks/github");
-        app = app.merge(github::start(github, links, engine, config.public_url())?);
-    }
-
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -79,6 +73,21 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    // Links people follow must name the port really bound (`listen` may say port 0).
+    let public_url = match &config.public_url {
+        Some(_) => config.public_url(),
+        None => format!("http://{addr}"),
+    };
+    settings.public_url = public_url.clone();
+
+    let engine = Engine::start(settings, store, runtime);
+    let mut app = api::router(engine.clone(), token);
+    if let Some(github) = github {
+        let links = config.github_links();
+        info!(repos = links.len(), api = %github.api_url, "GitHub surface on: webhooks at /webhooks/github");
+        app = app.merge(github::start(github, links, engine, public_url)?);
+    }
+
     info!(%addr, instance, "Slipway is serving");
     eprintln!(
         "Slipway is serving on http://{addr} (data in {})",

@@ -34,13 +34,14 @@ fn main() {
         },
         "worker" => worker(),
         "migrate" => migrate(),
+        "selftest" => selftest(),
         _ => usage(),
     };
     process::exit(code);
 }
 
 fn usage() -> i32 {
-    eprintln!("usage: demo-app [serve | probe URL | worker | migrate]");
+    eprintln!("usage: demo-app [serve | probe URL | worker | migrate | selftest]");
     2
 }
 
@@ -378,6 +379,87 @@ fn migrate() -> i32 {
     let code = env_or("MIGRATE_EXIT", 0);
     println!("migrations done (exit {code})");
     code
+}
+
+/// `selftest`: the demo's integration tests, run against `TARGET_URL` (default
+/// http://web:8080). Prints each test like `cargo test`, writes a JUnit report to
+/// `$SLIPWAY_JUNIT_PATH` when set, and exits 1 if a test failed. Knobs to exercise failure
+/// reports: `FAIL_TEST=1` (an assertion fails), `PRINT_SECRET=VAR` (prints VAR's value, as a
+/// careless test would), `TEST_SLEEP_MS` (runs long), `HOG_MB` (holds that much memory).
+fn selftest() -> i32 {
+    let base = env::var("TARGET_URL").unwrap_or_else(|_| "http://web:8080".into());
+    let base = base.trim_end_matches('/');
+    thread::sleep(Duration::from_millis(env_or("TEST_SLEEP_MS", 0)));
+    if let Ok(var) = env::var("PRINT_SECRET") {
+        println!("connecting with token {}", env::var(&var).unwrap_or_default());
+    }
+    let hog_mb: usize = env_or("HOG_MB", 0);
+    // vec![1; n] writes every byte, so the memory is really resident.
+    let held: Vec<Vec<u8>> = (0..hog_mb).map(|_| vec![1u8; 1 << 20]).collect();
+    if !held.is_empty() {
+        println!("holding {} MB", held.len());
+    }
+    let status = |path: &str| http_get(&format!("{base}{path}"), CLIENT_TIMEOUT);
+    let mut cases: Vec<(&str, Duration, Option<(String, String)>)> = Vec::new();
+    let mut check = |name: &'static str, result: Result<(), (String, String)>, started: Instant| {
+        println!("test demo::{name} ... {}", if result.is_ok() { "ok" } else { "FAILED" });
+        cases.push((name, started.elapsed(), result.err()));
+    };
+    for (name, path) in [("web_answers_root", "/"), ("web_is_healthy", "/healthz")] {
+        let started = Instant::now();
+        let result = match status(path) {
+            Ok(200) => Ok(()),
+            Ok(code) => Err((format!("GET {path} answered {code}, expected 200"), String::new())),
+            Err(e) => Err((format!("GET {path} failed: {e}"), String::new())),
+        };
+        check(name, result, started);
+    }
+    if env::var("FAIL_TEST").is_ok_and(|v| v == "1") {
+        let started = Instant::now();
+        let message = "assertion `left == right` failed: greeting should be localised".to_string();
+        let details = format!("thread 'demo::greeting_is_localised' panicked at tests/demo.rs:12:5:\n{message}\n  left: \"hello\"\n right: \"bonjour\"");
+        println!("{details}");
+        check("greeting_is_localised", Err((message, details)), started);
+    }
+    let failed = cases.iter().filter(|c| c.2.is_some()).count();
+    println!(
+        "test result: {}. {} passed; {failed} failed",
+        if failed == 0 { "ok" } else { "FAILED" },
+        cases.len() - failed
+    );
+    if let Ok(path) = env::var("SLIPWAY_JUNIT_PATH") {
+        if let Err(e) = std::fs::write(&path, junit_xml(&cases)) {
+            eprintln!("cannot write the JUnit report to {path}: {e}");
+        }
+    }
+    i32::from(failed > 0)
+}
+
+fn junit_xml(cases: &[(&str, Duration, Option<(String, String)>)]) -> String {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let failures = cases.iter().filter(|c| c.2.is_some()).count();
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"demo\" tests=\"{}\" failures=\"{failures}\">\n",
+        cases.len()
+    );
+    for (name, took, failure) in cases {
+        let time = took.as_secs_f64();
+        match failure {
+            None => xml.push_str(&format!("<testcase classname=\"demo\" name=\"{name}\" time=\"{time:.3}\"/>\n")),
+            Some((message, details)) => {
+                // Only the assertion has a place in the source to point at.
+                let place = if details.is_empty() { String::new() } else { " file=\"tests/demo.rs\" line=\"12\"".into() };
+                xml.push_str(&format!(
+                    "<testcase classname=\"demo\" name=\"{name}\" time=\"{time:.3}\"{place}>\n\
+                     <failure message=\"{}\">{}</failure>\n</testcase>\n",
+                    escape(message),
+                    escape(details)
+                ))
+            }
+        }
+    }
+    xml.push_str("</testsuite>\n</testsuites>\n");
+    xml
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

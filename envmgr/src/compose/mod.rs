@@ -45,6 +45,31 @@ pub struct ComposeFile {
     pub volumes: Vec<String>,
     /// Keys present in the file that Slipway does not apply, one line each.
     pub warnings: Vec<String>,
+    /// `x-slipway: { tests: { timeout, report } }`.
+    pub tests: TestOptions,
+}
+
+/// How the integration tests of a compose file run: its services in the `test` profile,
+/// with these options from the `x-slipway` extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestOptions {
+    /// At most this long per run (the repo's `test_timeout` is the ceiling).
+    pub timeout: Option<Duration>,
+    /// Where test services write their JUnit XML report (default [`DEFAULT_REPORT_PATH`]).
+    pub report: Option<String>,
+}
+
+/// The compose profile whose services are the integration tests.
+pub const TEST_PROFILE: &str = "test";
+/// Where a test service writes its JUnit report unless `x-slipway.tests.report` says
+/// otherwise; the path is also in the service's `SLIPWAY_JUNIT_PATH` variable.
+pub const DEFAULT_REPORT_PATH: &str = "/tmp/slipway-junit.xml";
+
+impl ComposeFile {
+    /// The integration test services (profile `test`), in file order.
+    pub fn test_services(&self) -> Vec<&ComposeService> {
+        self.profiled.iter().filter(|s| s.profiles.iter().any(|p| p == TEST_PROFILE)).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,13 +227,36 @@ impl ComposeFile {
             ));
         }
         check_dependencies(&services, &profiled)?;
+        let tests = test_options(root.get("x-slipway"))?;
         Ok(Self {
             services,
             profiled,
             volumes,
             warnings,
+            tests,
         })
     }
+}
+
+fn test_options(extension: Option<&Value>) -> Result<TestOptions, ComposeError> {
+    let Some(tests) = extension.and_then(|x| x.get("tests")) else {
+        return Ok(TestOptions::default());
+    };
+    let invalid = |what: String| ComposeError::Invalid(format!("x-slipway.tests: {what}"));
+    let timeout = match tests.get("timeout") {
+        None => None,
+        Some(value) => Some(parse_duration(&scalar_string(value)).map_err(invalid)?),
+    };
+    let report = match tests.get("report").map(scalar_string) {
+        None => None,
+        Some(path) if path.starts_with('/') && !path.contains("..") => Some(path),
+        Some(path) => {
+            return Err(invalid(format!(
+                "report `{path}` must be an absolute path in the container"
+            )))
+        }
+    };
+    Ok(TestOptions { timeout, report })
 }
 
 fn parse_service(

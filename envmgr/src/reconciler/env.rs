@@ -149,6 +149,8 @@ async fn deploy(
         }
     };
 
+    // A fresh deploy (not a restore of the same commit) runs the integration tests.
+    let fresh = pinned.is_none();
     let commit = match pinned {
         Some(commit) => commit,
         None => {
@@ -285,6 +287,10 @@ async fn deploy(
         .record_observed_generation(&env.name, env.generation)
         .await?;
     info!(env = %env.name, commit = %commit.short(), "ready");
+    if fresh && !file.test_services().is_empty() {
+        let commit = commit.to_string();
+        ctx.store.insert_run(&env.name, Some(&commit), "auto", "slipway", false).await?;
+    }
     Ok(Action::Done)
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    EnvSpec, ImageSource, LogOptions, LogStream, ObservedEnv, ObservedService, Progress,
+    EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ObservedService, Progress,
     ProgressSink, PublishedPort, Runtime, RuntimeError, ServiceState,
 };
 use crate::names::{EnvName, ServiceName};
@@ -26,6 +26,8 @@ pub struct FakeRuntime {
     apply_delay: Mutex<Duration>,
     /// Every call, in order, as "verb env" strings.
     calls: Mutex<Vec<String>>,
+    /// What the next jobs print and how they end (default: no output, exit 0).
+    job_script: Mutex<(Vec<u8>, JobOutcome)>,
     /// Applies running right now, and the most ever seen at once.
     applying: AtomicU64,
     max_applying: AtomicU64,
@@ -49,6 +51,11 @@ impl FakeRuntime {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Makes every following job print `output` and end as `outcome`.
+    pub fn script_jobs(&self, output: &[u8], outcome: JobOutcome) {
+        *self.job_script.lock().unwrap() = (output.to_vec(), outcome);
     }
 
     /// The most `apply` calls that ever ran at the same time.
@@ -215,6 +222,17 @@ impl Runtime for FakeRuntime {
 
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
         Ok(self.envs.lock().unwrap().keys().cloned().collect())
+    }
+
+    async fn run_job(&self, env: &EnvSpec, job: &JobSpec, output: tokio::sync::mpsc::Sender<Bytes>)
+        -> Result<JobOutcome, RuntimeError> {
+        self.record(format!("job {} {}", env.env, job.id));
+        let (text, outcome) = self.job_script.lock().unwrap().clone();
+        // In chunks that split lines, as a real log stream does.
+        for chunk in text.chunks(7) {
+            let _ = output.send(Bytes::copy_from_slice(chunk)).await;
+        }
+        Ok(outcome)
     }
 }
 

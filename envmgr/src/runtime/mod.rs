@@ -27,6 +27,8 @@ pub mod labels {
     pub const REPO: &str = "dev.slipway.repo";
     pub const SERVICE: &str = "dev.slipway.service";
     pub const SPEC_HASH: &str = "dev.slipway.spec-hash";
+    /// On one-shot job containers (test runs): the job's id. Jobs are not services.
+    pub const JOB: &str = "dev.slipway.job";
 }
 
 /// Everything one environment should consist of.
@@ -243,6 +245,33 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A one-shot job on an env's network, such as an integration test run.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Unique within the env, e.g. `run-12-tests`; names the container.
+    pub id: String,
+    pub service: ServiceSpec,
+    /// The job is killed and reported as timed out after this long.
+    pub timeout: Duration,
+    /// An absolute path of a file to copy out of the container after it exits (a report).
+    pub collect: Option<String>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobOutcome {
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub timed_out: bool,
+    /// Why it could not run at all (image or command not found, ...).
+    pub error: Option<String>,
+    /// The `collect` file's contents, when it existed.
+    pub collected: Option<Vec<u8>>,
+}
+
+/// The largest file a job may hand back (a JUnit report).
+pub const MAX_COLLECTED_BYTES: usize = 50 * 1024 * 1024;
+
 /// Progress reported while preparing images and applying a spec.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -344,6 +373,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Every env this instance has resources for, to find orphans.
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError>;
+
+    /// Runs `job` on `env`'s network to completion (or its timeout), sending its output to
+    /// `output` as it comes, then removes its container. An env's jobs are not services:
+    /// `fetch` and `apply` leave them alone, `destroy` removes them.
+    async fn run_job(&self, env: &EnvSpec, job: &JobSpec, output: tokio::sync::mpsc::Sender<Bytes>)
+        -> Result<JobOutcome, RuntimeError>;
 }
 
 mod duration_millis {

@@ -5,6 +5,7 @@
 
 mod github;
 mod record;
+mod testruns;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use sqlx::{AnyPool, Row};
 use crate::names::{BranchName, CommitSha, EnvName, RepoName};
 pub use github::{Delivery, PullRow};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
+pub use testruns::{RunOutcome, RunStatus, TestResult, TestRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -47,6 +47,7 @@ impl DockerRuntime {
             .env_containers(env)
             .await?
             .into_iter()
+            .filter(|c| !super::job::is_job(c.labels.as_ref()))
             .filter_map(|c| {
                 let name = ServiceName::parse(c.labels.as_ref()?.get(labels::SERVICE)?).ok()?;
                 Some((name, c.id?))

@@ -11,6 +11,7 @@ mod apply;
 mod container;
 mod errors;
 mod image;
+mod job;
 mod logs;
 mod observe;
 pub mod subnet;
@@ -196,5 +197,14 @@ impl Runtime for DockerRuntime {
 
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
         self.instance_envs().await
+    }
+
+    async fn run_job(
+        &self,
+        env: &EnvSpec,
+        job: &crate::runtime::JobSpec,
+        output: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<crate::runtime::JobOutcome, RuntimeError> {
+        self.run_job_container(env, job, output).await
     }
 }

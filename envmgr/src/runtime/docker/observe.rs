@@ -60,6 +60,7 @@ impl DockerRuntime {
         let inspected = try_join_all(
             summaries
                 .iter()
+                .filter(|s| !super::job::is_job(s.labels.as_ref()))
                 .filter_map(|s| s.id.as_deref())
                 .map(|id| self.inspect_container(id)),
         )

@@ -1,0 +1,420 @@
+//! The test runner: takes queued test runs and runs the env's integration tests (its compose
+//! services in the `test` profile) as one-shot jobs on the env's network. The output is
+//! streamed into a gzip log under the data dir and through the snippet scanner, so memory
+//! stays bounded whatever the tests print; a JUnit report, when a test writes one, becomes
+//! per-test results; the run's outcome and snippets go to the store for every surface.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::compose::plan::{plan, PlanInput};
+use crate::compose::{ComposeFile, DEFAULT_REPORT_PATH};
+use crate::git::{GitMirrors, RepoPath};
+use crate::junit;
+use crate::names::{CommitSha, EnvName};
+use crate::runtime::{JobOutcome, JobSpec, Runtime};
+use crate::settings::EngineSettings;
+use crate::snippet::{self, ExitInfo, FailedTest, LogScanner, SnippetInput, Target};
+use crate::store::{Desired, EnvRecord, Phase, RunOutcome, RunStatus, Store, TestResult, TestRun};
+
+/// How often queued runs are looked for.
+const POLL: Duration = Duration::from_secs(1);
+
+pub(crate) struct TestRunner {
+    settings: Arc<EngineSettings>,
+    store: Store,
+    runtime: Arc<dyn Runtime>,
+    git: GitMirrors,
+    /// Envs with a run in progress: one run per env at a time, envs in parallel.
+    busy: Mutex<HashSet<String>>,
+}
+
+pub(crate) fn spawn(settings: Arc<EngineSettings>, store: Store, runtime: Arc<dyn Runtime>) {
+    let git = GitMirrors::new(&settings.data_dir);
+    let runner = Arc::new(TestRunner {
+        settings,
+        store,
+        runtime,
+        git,
+        busy: Mutex::default(),
+    });
+    tokio::spawn(runner.run());
+}
+
+impl TestRunner {
+    async fn run(self: Arc<Self>) {
+        // Runs a dead process left running start again from the beginning.
+        match self.store.requeue_interrupted_runs().await {
+            Ok(0) => {}
+            Ok(n) => info!(runs = n, "requeued test runs interrupted by a restart"),
+            Err(e) => warn!(error = %e, "cannot requeue interrupted test runs"),
+        }
+        loop {
+            match self.store.queued_runs().await {
+                Ok(runs) => {
+                    for run in runs {
+                        if self
+                            .busy
+                            .lock()
+                            .expect("busy poisoned")
+                            .insert(run.env.clone())
+                        {
+                            let this = self.clone();
+                            tokio::spawn(async move {
+                                let env = run.env.clone();
+                                if let Err(e) = this.execute(run).await {
+                                    warn!(env, error = %format!("{e:#}"), "test run failed to run");
+                                }
+                                this.busy.lock().expect("busy poisoned").remove(&env);
+                            });
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read queued test runs"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Carries out one run, or leaves it queued while its env is still on its way.
+    async fn execute(&self, run: TestRun) -> anyhow::Result<()> {
+        let name = EnvName::parse(&run.env)?;
+        let env = self.store.get(&name).await?;
+        let env = match env {
+            Some(env) if env.desired == Desired::Running && env.phase == Phase::Ready => env,
+            Some(env) if env.desired == Desired::Running && env.phase.in_progress() => {
+                return Ok(())
+            }
+            Some(env) => {
+                let why = match env.phase {
+                    Phase::Failed => {
+                        format!("the environment failed: {}", env.reason.unwrap_or_default())
+                    }
+                    _ => "the environment is deleted".to_string(),
+                };
+                return self.give_up(&run, &why).await;
+            }
+            None => return self.give_up(&run, "the environment does not exist").await,
+        };
+        let Some(commit) = env.commit.clone() else {
+            return self
+                .give_up(&run, "the environment has no commit yet")
+                .await;
+        };
+        if !self.store.start_run(run.id, Some(commit.as_str())).await? {
+            return Ok(());
+        }
+        info!(env = %name, run = run.id, commit = %commit.short(), "running tests");
+        let outcome = match self.run_tests(&run, &env, &commit).await {
+            Ok(outcome) => outcome,
+            Err(e) => RunOutcome {
+                status: Some(RunStatus::Error),
+                headline: format!("could not run the tests: {e:#}"),
+                ..Default::default()
+            },
+        };
+        self.store.finish_run(run.id, &outcome).await?;
+        info!(env = %name, run = run.id, status = ?outcome.status, headline = %outcome.headline, "tests finished");
+        self.apply_retention(&name).await;
+        Ok(())
+    }
+
+    async fn give_up(&self, run: &TestRun, why: &str) -> anyhow::Result<()> {
+        if self.store.start_run(run.id, None).await? {
+            let outcome = RunOutcome {
+                status: Some(RunStatus::Error),
+                headline: why.to_string(),
+                ..Default::default()
+            };
+            self.store.finish_run(run.id, &outcome).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_tests(
+        &self,
+        run: &TestRun,
+        env: &EnvRecord,
+        commit: &CommitSha,
+    ) -> anyhow::Result<RunOutcome> {
+        let repo = self
+            .settings
+            .repo(&env.repo)
+            .context("the repo is no longer configured")?
+            .clone();
+        let compose_path = RepoPath::resolve("", &repo.env_file)?;
+        let bytes = self
+            .git
+            .read_file(&repo.name, commit, &compose_path)
+            .await?;
+        let mut file = ComposeFile::parse(&bytes)?;
+        let tests: Vec<_> = file.test_services().into_iter().cloned().collect();
+        if tests.is_empty() {
+            anyhow::bail!("the compose file has no service in the `test` profile");
+        }
+        let timeout = file
+            .tests
+            .timeout
+            .unwrap_or(repo.test_timeout)
+            .min(repo.test_timeout);
+        let report_path = file
+            .tests
+            .report
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REPORT_PATH.to_string());
+        file.services = tests;
+        let input = PlanInput {
+            env: &env.name,
+            repo: &repo.name,
+            commit,
+            compose_path: &compose_path,
+            file: &file,
+            default_limits: self.settings.default_limits,
+        };
+        let plan = plan(input, &self.git).await?;
+        for (_, source) in &plan.images {
+            self.runtime.prepare_image(source, Arc::new(|_| {})).await?;
+        }
+        // Values of the variables the repo marks secret, wherever they are set.
+        let mut secrets: Vec<String> = plan
+            .spec
+            .services
+            .iter()
+            .flat_map(|s| s.environment.iter())
+            .filter(|(k, _)| repo.secret_env.iter().any(|name| name == *k))
+            .map(|(_, v)| v.clone())
+            .collect();
+        secrets.sort();
+        secrets.dedup();
+
+        let previous_failures = if run.failed_only {
+            self.previous_failures(&env.name, run.id).await?
+        } else {
+            Vec::new()
+        };
+        let log_path = self.log_path(&env.name, run.id);
+        let mut scanner = LogScanner::with_secrets(&secrets);
+        let mut log = LogFile::create(&log_path)?;
+        let mut last = JobOutcome::default();
+        let mut results = Vec::new();
+        for service in &plan.spec.services {
+            let mut service = service.clone();
+            service
+                .environment
+                .insert("SLIPWAY_JUNIT_PATH".into(), report_path.clone());
+            service
+                .environment
+                .insert("SLIPWAY_ENV".into(), env.name.to_string());
+            service
+                .environment
+                .insert("SLIPWAY_RUN_ID".into(), run.id.to_string());
+            if run.failed_only {
+                service
+                    .environment
+                    .insert("SLIPWAY_FAILED_TESTS".into(), previous_failures.join("\n"));
+            }
+            let job = JobSpec {
+                id: format!("run{}-{}", run.id, service.name),
+                service,
+                timeout,
+                collect: Some(report_path.clone()),
+            };
+            let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+            let runtime = self.runtime.clone();
+            let spec = plan.spec.clone();
+            let job_task = tokio::spawn(async move { runtime.run_job(&spec, &job, tx).await });
+            while let Some(chunk) = rx.recv().await {
+                scanner.push(&chunk);
+                log.write(&chunk)?;
+            }
+            let outcome = job_task.await.context("the test job panicked")??;
+            if let Some(report) = outcome.collected.as_deref() {
+                match junit::parse(report) {
+                    Ok(report) => results.extend(report.tests.iter().map(result_of)),
+                    Err(e) => {
+                        warn!(env = %env.name, run = run.id, error = %e, "unreadable JUnit report")
+                    }
+                }
+            }
+            let failed =
+                outcome.timed_out || outcome.error.is_some() || outcome.exit_code != Some(0);
+            last = outcome;
+            if failed {
+                break;
+            }
+        }
+        log.finish()?;
+
+        let failed_tests: Vec<FailedTest> = results
+            .iter()
+            .filter(|r: &&TestResult| r.outcome == "failed" || r.outcome == "errored")
+            .map(|r| FailedTest {
+                name: r.name.clone(),
+                classname: None,
+                message: r.message.clone(),
+                details: None,
+                file: r.file.clone(),
+                line: r.line,
+            })
+            .collect();
+        let status = if last.timed_out {
+            RunStatus::TimedOut
+        } else if last.error.is_some() && last.exit_code.is_none() {
+            RunStatus::Error
+        } else if last.exit_code == Some(0) && failed_tests.is_empty() {
+            RunStatus::Passed
+        } else {
+            RunStatus::Failed
+        };
+        let headline = headline(status, &last, &results, timeout);
+        let log_url = format!(
+            "{}/api/v1/envs/{}/runs/{}/log",
+            self.settings.public_url, env.name, run.id
+        );
+        let findings = scanner.finish();
+        let exit = ExitInfo {
+            code: last.exit_code.unwrap_or(-1),
+            oom_killed: last.oom_killed,
+            timed_out: last.timed_out,
+            error: last.error.clone(),
+        };
+        let snippet_input = SnippetInput {
+            exit: Some(exit),
+            failed_tests: &failed_tests,
+            secrets: &secrets,
+            log_url: &log_url,
+        };
+        let render = |target| {
+            (status != RunStatus::Passed)
+                .then(|| snippet::render(&findings, &snippet_input, target))
+        };
+        Ok(RunOutcome {
+            status: Some(status),
+            exit_code: last.exit_code,
+            headline,
+            results,
+            snippet_check: render(Target::CheckRunText),
+            snippet_comment: render(Target::Plain(6000)),
+            snippet_chat: render(Target::DiscordMessage),
+            log_path: Some(log_path.to_string_lossy().into_owned()),
+        })
+    }
+
+    /// The names of the tests that failed in the env's previous finished run.
+    async fn previous_failures(&self, env: &EnvName, before: i64) -> anyhow::Result<Vec<String>> {
+        let runs = self.store.runs(env, 20).await?;
+        let previous = runs
+            .iter()
+            .find(|r| r.id < before && r.status.is_finished() && !r.results.is_empty());
+        Ok(previous
+            .map(|r| r.failed_tests().map(|t| t.name.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn log_path(&self, env: &EnvName, run: i64) -> PathBuf {
+        run_log_path(&self.settings, env, run)
+    }
+
+    /// Deletes the logs of runs beyond the retention limit (their results stay).
+    async fn apply_retention(&self, env: &EnvName) {
+        let Ok(old) = self
+            .store
+            .runs_past_retention(env, self.settings.test_log_retention as i64)
+            .await
+        else {
+            return;
+        };
+        for run in old {
+            if let Some(path) = &run.log_path {
+                let _ = std::fs::remove_file(path);
+            }
+            let _ = self.store.forget_run_log(run.id).await;
+        }
+    }
+}
+
+/// Where the full log of a run is kept.
+pub fn run_log_path(settings: &EngineSettings, env: &EnvName, run: i64) -> PathBuf {
+    settings
+        .data_dir
+        .join("runs")
+        .join(env.as_str())
+        .join(format!("{run}.log.gz"))
+}
+
+fn result_of(case: &junit::TestCase) -> TestResult {
+    TestResult {
+        name: case.full_name(),
+        outcome: match case.outcome {
+            junit::Outcome::Passed => "passed",
+            junit::Outcome::Failed => "failed",
+            junit::Outcome::Errored => "errored",
+            junit::Outcome::Skipped => "skipped",
+        }
+        .to_string(),
+        duration_ms: case.duration.map(|d| d.as_millis() as u64),
+        message: case.message.clone(),
+        file: case.file.clone(),
+        line: case.line,
+    }
+}
+
+fn headline(
+    status: RunStatus,
+    last: &JobOutcome,
+    results: &[TestResult],
+    timeout: Duration,
+) -> String {
+    let failed = results
+        .iter()
+        .filter(|r| r.outcome == "failed" || r.outcome == "errored")
+        .count();
+    let counted = results.iter().filter(|r| r.outcome != "skipped").count();
+    match status {
+        RunStatus::TimedOut => format!("timed out after {}", humantime::format_duration(timeout)),
+        RunStatus::Error => format!("could not run: {}", last.error.clone().unwrap_or_default()),
+        _ if last.oom_killed => "killed: out of memory".to_string(),
+        RunStatus::Passed if counted > 0 => format!("{counted} tests passed"),
+        RunStatus::Passed => "tests passed".to_string(),
+        _ if failed > 0 => format!("{failed} of {counted} tests failed"),
+        _ => format!("exited with code {}", last.exit_code.unwrap_or(-1)),
+    }
+}
+
+/// A gzip log file written as output arrives.
+struct LogFile {
+    encoder: GzEncoder<std::fs::File>,
+}
+
+impl LogFile {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self {
+            encoder: GzEncoder::new(file, flate2::Compression::fast()),
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        self.encoder
+            .write_all(chunk)
+            .context("writing the test log")
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        self.encoder.finish().context("finishing the test log")?;
+        Ok(())
+    }
+}
