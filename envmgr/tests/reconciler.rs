@@ -22,6 +22,11 @@ services:
     build: ./web
     ports: ['8080']
     depends_on: { db: { condition: service_healthy } }
+  tests:
+    image: tester:1
+    profiles: [test]
+    environment: { API_TOKEN: hunter2-secret-value }
+    depends_on: [web]
 ";
 
 struct World {
@@ -286,4 +291,101 @@ async fn an_expired_ttl_deletes_the_env() {
     })
     .await;
     assert!(w.fake.observed(&deleted.name).is_empty());
+}
+
+async fn wait_for_run(
+    engine: &Engine,
+    env: &str,
+    what: &str,
+    check: impl Fn(&envmgr::store::TestRun) -> bool,
+) -> envmgr::store::TestRun {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = engine.runs(env, 10).await.unwrap();
+        if let Some(run) = runs.into_iter().find(|r| check(r)) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "no run of {env} became {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_ready_env_runs_its_tests_and_failures_come_back_redacted() {
+    use envmgr::runtime::JobOutcome;
+    use envmgr::store::RunStatus;
+    let fake = Arc::new(FakeRuntime::new());
+    let w = world(fake.clone()).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    let passed = wait_for_run(&w.engine, "app-main", "passed", |r| {
+        r.status == RunStatus::Passed
+    })
+    .await;
+    assert_eq!(passed.trigger, "auto");
+    assert!(
+        fake.calls().iter().any(|c| c == "job app-main run1-tests"),
+        "{:?}",
+        fake.calls()
+    );
+
+    let log =
+        b"connecting with hunter2-secret-value\nthread 'main' panicked at src/lib.rs:3:5:\nboom\n";
+    fake.script_jobs(
+        log,
+        JobOutcome {
+            exit_code: Some(101),
+            ..Default::default()
+        },
+    );
+    let run = w
+        .engine
+        .request_test("app-main", false, "tester")
+        .await
+        .unwrap();
+    let failed = wait_for_run(&w.engine, "app-main", "failed", |r| {
+        r.id == run.id && r.status.is_finished()
+    })
+    .await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.exit_code, Some(101));
+    for snippet in [
+        &failed.snippet_check,
+        &failed.snippet_comment,
+        &failed.snippet_chat,
+    ] {
+        let snippet = snippet.as_deref().unwrap();
+        assert!(snippet.contains("panicked at src/lib.rs:3:5"), "{snippet}");
+        assert!(!snippet.contains("hunter2-secret-value"), "{snippet}");
+        assert!(
+            snippet.contains(&format!("/runs/{}/log", run.id)),
+            "{snippet}"
+        );
+    }
+    assert!(failed.snippet_chat.as_deref().unwrap().chars().count() <= 2000);
+    let log_path = w.engine.run_log("app-main", run.id).await.unwrap();
+    assert!(log_path.exists());
+}
+
+#[tokio::test]
+async fn runs_of_a_deleted_env_end_with_a_reason() {
+    use envmgr::store::RunStatus;
+    let w = world(Arc::new(FakeRuntime::new())).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    w.engine.down("app-main", "tester").await.unwrap();
+    wait_for(&w.engine, "app-main", "Deleted", |r| {
+        r.phase == Phase::Deleted
+    })
+    .await;
+    // Queued behind a deletion: it cannot run and says why.
+    let err = w
+        .engine
+        .request_test("app-main", false, "tester")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("deleted"), "{err}");
+    let runs = w.engine.runs("app-main", 10).await.unwrap();
+    assert!(runs
+        .iter()
+        .all(|r| r.status.is_finished() || r.status == RunStatus::Queued));
 }

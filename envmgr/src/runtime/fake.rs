@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ObservedService, Progress,
-    ProgressSink, PublishedPort, Runtime, RuntimeError, ServiceState,
+    EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ObservedService,
+    Progress, ProgressSink, PublishedPort, Runtime, RuntimeError, ServiceState,
 };
 use crate::names::{EnvName, ServiceName};
 
@@ -26,8 +26,8 @@ pub struct FakeRuntime {
     apply_delay: Mutex<Duration>,
     /// Every call, in order, as "verb env" strings.
     calls: Mutex<Vec<String>>,
-    /// What the next jobs print and how they end (default: no output, exit 0).
-    job_script: Mutex<(Vec<u8>, JobOutcome)>,
+    /// What jobs print and how they end (unscripted: no output, exit 0).
+    job_script: Mutex<Option<(Vec<u8>, JobOutcome)>>,
     /// Applies running right now, and the most ever seen at once.
     applying: AtomicU64,
     max_applying: AtomicU64,
@@ -55,7 +55,7 @@ impl FakeRuntime {
 
     /// Makes every following job print `output` and end as `outcome`.
     pub fn script_jobs(&self, output: &[u8], outcome: JobOutcome) {
-        *self.job_script.lock().unwrap() = (output.to_vec(), outcome);
+        *self.job_script.lock().unwrap() = Some((output.to_vec(), outcome));
     }
 
     /// The most `apply` calls that ever ran at the same time.
@@ -224,10 +224,23 @@ impl Runtime for FakeRuntime {
         Ok(self.envs.lock().unwrap().keys().cloned().collect())
     }
 
-    async fn run_job(&self, env: &EnvSpec, job: &JobSpec, output: tokio::sync::mpsc::Sender<Bytes>)
-        -> Result<JobOutcome, RuntimeError> {
+    async fn run_job(
+        &self,
+        env: &EnvSpec,
+        job: &JobSpec,
+        output: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<JobOutcome, RuntimeError> {
         self.record(format!("job {} {}", env.env, job.id));
-        let (text, outcome) = self.job_script.lock().unwrap().clone();
+        let scripted = self.job_script.lock().unwrap().clone();
+        let (text, outcome) = scripted.unwrap_or_else(|| {
+            (
+                Vec::new(),
+                JobOutcome {
+                    exit_code: Some(0),
+                    ..Default::default()
+                },
+            )
+        });
         // In chunks that split lines, as a real log stream does.
         for chunk in text.chunks(7) {
             let _ = output.send(Bytes::copy_from_slice(chunk)).await;

@@ -1,22 +1,29 @@
 //! Rendering findings to Markdown within a target's character budget.
 //!
-//! Layout, most important first; what does not fit is cut from the end:
+//! Layout, most important first:
 //!
 //! ```text
 //! **3 tests failed** · exited with code 1      headline, generated text only
 //! **Runtime error** + code block               the runtime's error, when there is one
-//! **Failed tests** + code block                name, file:line, message (list capped)
-//! **Failure 1 …** + code block                 failure regions (GitHub: 2nd on collapsed)
-//! **Last lines …** + code block                (GitHub: collapsed when regions exist)
+//! **Failed tests** + code block                name, file:line, message; list capped,
+//!                                              at most 3/5 of the room when a log follows
+//! **Failure 1 of 3: panic, lines …** + block   failure regions, sharing the room left;
+//!                                              GitHub collapses all but the first
+//! **Last lines (… of N)** + code block         GitHub collapses it when regions exist
 //! …(cut to fit; see the full log)              when anything was cut
 //! Full log: <url>                              always
 //! ```
 //!
+//! A block that does not fit whole loses lines from its end (a region loses its context
+//! before the failure line first) and says so inside its fence; log lines are narrowed
+//! for small targets.
+//!
 //! Guarantees, for any input: the output has at most the target's budget in characters
-//! (when the budget is at least the link line plus [`MIN_ROOM`]; below that the output is
-//! the bare link, which must survive); every code fence opened is closed, with `…(cut)`
-//! inside it when its lines were cut; text from outside never contains three backticks in
-//! a row, so it cannot close a fence early; the log link is the last line.
+//! when the budget is at least the link line plus [`MIN_ROOM`] (below that the output is
+//! the link alone, which must survive: the bare URL when only that fits); every code fence
+//! opened is closed; text from outside never has two backticks in a row, so it cannot
+//! close a fence early, and never stands outside a fence, where Markdown, HTML and
+//! @mentions would act; the log link is the last line.
 
 use super::scan::{Findings, Line};
 use super::{ExitInfo, FailedTest, Redactor, SnippetInput, Target};

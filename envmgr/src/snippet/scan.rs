@@ -95,7 +95,9 @@ impl Region {
     }
 }
 
-/// What a scan found. Every text in it is already redacted and cut.
+/// What a scan found. Its texts are decoded, cut, and redacted of token shapes and private
+/// keys, and of the scanner's secrets when it was given some; [`super::render`] redacts
+/// the secrets it is given on top.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Findings {
     /// The first failure regions, in log order.
