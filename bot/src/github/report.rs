@@ -180,10 +180,7 @@ impl GitHubSurface {
             Phase::Deleting | Phase::Deleted => {
                 (DeploymentState::Inactive, "environment deleted".to_string())
             }
-            _ => (
-                DeploymentState::InProgress,
-                format!("{}", env.phase.as_str()),
-            ),
+            _ => (DeploymentState::InProgress, env.phase.as_str().to_string()),
         };
         if state.as_deref() == Some(wanted.as_str()) {
             return Ok(());

@@ -68,7 +68,10 @@ pub const DEFAULT_REPORT_PATH: &str = "/tmp/slipway-junit.xml";
 impl ComposeFile {
     /// The integration test services (profile `test`), in file order.
     pub fn test_services(&self) -> Vec<&ComposeService> {
-        self.profiled.iter().filter(|s| s.profiles.iter().any(|p| p == TEST_PROFILE)).collect()
+        self.profiled
+            .iter()
+            .filter(|s| s.profiles.iter().any(|p| p == TEST_PROFILE))
+            .collect()
     }
 }
 
@@ -589,16 +592,16 @@ fn restart(value: Option<&str>) -> Result<RestartPolicy, String> {
         Some("always") => RestartPolicy::Always,
         Some("unless-stopped") => RestartPolicy::UnlessStopped,
         Some("on-failure") => RestartPolicy::OnFailure { max_retries: None },
-        Some(other) => {
-            match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
-                Some(Ok(n)) => RestartPolicy::OnFailure {
-                    max_retries: Some(n),
-                },
-                _ => return Err(format!(
+        Some(other) => match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
+            Some(Ok(n)) => RestartPolicy::OnFailure {
+                max_retries: Some(n),
+            },
+            _ => {
+                return Err(format!(
                     "restart `{other}` is not known (no, always, on-failure[:N], unless-stopped)"
-                )),
+                ))
             }
-        }
+        },
     })
 }
 

@@ -289,7 +289,9 @@ async fn deploy(
     info!(env = %env.name, commit = %commit.short(), "ready");
     if fresh && !file.test_services().is_empty() {
         let commit = commit.to_string();
-        ctx.store.insert_run(&env.name, Some(&commit), "auto", "slipway", false).await?;
+        ctx.store
+            .insert_run(&env.name, Some(&commit), "auto", "slipway", false)
+            .await?;
     }
     Ok(Action::Done)
 }

@@ -377,8 +377,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs `job` on `env`'s network to completion (or its timeout), sending its output to
     /// `output` as it comes, then removes its container. An env's jobs are not services:
     /// `fetch` and `apply` leave them alone, `destroy` removes them.
-    async fn run_job(&self, env: &EnvSpec, job: &JobSpec, output: tokio::sync::mpsc::Sender<Bytes>)
-        -> Result<JobOutcome, RuntimeError>;
+    async fn run_job(
+        &self,
+        env: &EnvSpec,
+        job: &JobSpec,
+        output: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<JobOutcome, RuntimeError>;
 }
 
 mod duration_millis {
