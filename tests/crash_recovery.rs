@@ -46,14 +46,7 @@ fn slow_repo(build_sleep_ms: u32) -> TestRepo {
 fn kill_during(phase: &str, build_sleep_ms: u32) {
     let name = unique_name("crash");
     let repo = slow_repo(build_sleep_ms);
-    let mut server = Server::start(ServerOptions {
-        repo_name: &name,
-        repo_url: repo.path(),
-        env_file: "compose.yml",
-        extra: "",
-        repo_extra: "",
-        tables: "",
-    });
+    let mut server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
 
@@ -107,14 +100,7 @@ fn resources_of_deleted_envs_are_reaped_after_a_crash() {
         "services:\n  web:\n    image: slipway/demo-app:latest\n",
     )
     .commit("x");
-    let mut server = Server::start(ServerOptions {
-        repo_name: &name,
-        repo_url: repo.path(),
-        env_file: "compose.yml",
-        extra: "",
-        repo_extra: "",
-        tables: "",
-    });
+    let mut server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
     server.up_ready("main");

@@ -8,14 +8,7 @@ use std::time::Duration;
 use harness::*;
 
 fn demo_server(repo: &TestRepo, name: &str) -> Server {
-    Server::start(ServerOptions {
-        repo_name: name,
-        repo_url: repo.path(),
-        env_file: "compose/demo.yml",
-        extra: "",
-        repo_extra: "",
-        tables: "",
-    })
+    Server::start(ServerOptions::basic(name, repo.path(), "compose/demo.yml"))
 }
 
 #[test]
@@ -124,14 +117,7 @@ fn compose_files_asking_for_host_access_fail_and_start_nothing() {
         let name = unique_name("pol");
         let repo = TestRepo::new();
         repo.write("compose.yml", compose).commit("evil");
-        let server = Server::start(ServerOptions {
-            repo_name: &name,
-            repo_url: repo.path(),
-            env_file: "compose.yml",
-            extra: "",
-            repo_extra: "",
-            tables: "",
-        });
+        let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
         let env = format!("{name}-main");
         let _cleanup = EnvCleanup(env.clone());
         let out = server.cli(&["up", "main", "--repo", &name, "--wait", "--timeout", "1m"]);
@@ -166,14 +152,7 @@ fn a_broken_build_fails_with_the_build_error_in_the_reason() {
             "FROM slipway/demo-app:latest\nENV MIGRATE_EXIT=7\nRUN [\"/demo-app\", \"migrate\"]\n",
         )
         .commit("broken build");
-    let server = Server::start(ServerOptions {
-        repo_name: &name,
-        repo_url: repo.path(),
-        env_file: "compose.yml",
-        extra: "",
-        repo_extra: "",
-        tables: "",
-    });
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
     let out = server.cli(&["up", "main", "--repo", &name, "--wait", "--timeout", "2m"]);
@@ -197,14 +176,7 @@ fn an_expired_ttl_deletes_the_env() {
         "services:\n  web:\n    image: slipway/demo-app:latest\n    ports: ['8080']\n",
     )
     .commit("one service");
-    let server = Server::start(ServerOptions {
-        repo_name: &name,
-        repo_url: repo.path(),
-        env_file: "compose.yml",
-        extra: "",
-        repo_extra: "",
-        tables: "",
-    });
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());
     let record = server.cli_json(&["up", "main", "--repo", &name, "--ttl", "4s", "--wait"]);
@@ -234,14 +206,7 @@ fn bad_requests_get_one_line_errors_and_change_nothing() {
         "services:\n  web:\n    image: slipway/demo-app:latest\n",
     )
     .commit("x");
-    let server = Server::start(ServerOptions {
-        repo_name: &name,
-        repo_url: repo.path(),
-        env_file: "compose.yml",
-        extra: "",
-        repo_extra: "",
-        tables: "",
-    });
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     for (args, expected) in [
         (
             vec!["up", "../../etc", "--repo", name.as_str()],

@@ -106,6 +106,20 @@ pub struct ServerOptions<'a> {
     pub tables: &'a str,
 }
 
+impl<'a> ServerOptions<'a> {
+    /// One repo, no extra configuration.
+    pub fn basic(repo_name: &'a str, repo_url: &'a Path, env_file: &'a str) -> Self {
+        Self {
+            repo_name,
+            repo_url,
+            env_file,
+            extra: "",
+            repo_extra: "",
+            tables: "",
+        }
+    }
+}
+
 impl Server {
     pub fn start(options: ServerOptions) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
