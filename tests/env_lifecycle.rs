@@ -40,7 +40,12 @@ fn the_demo_comes_up_answers_and_goes_down_without_leftovers() {
         "{}",
         String::from_utf8_lossy(&logs.stdout)
     );
-    assert_eq!(containers_of(&env).len(), 3);
+    assert_eq!(
+        service_containers_of(&env).len(),
+        3,
+        "{:?}",
+        containers_of(&env)
+    );
 
     let down = server.cli_json(&["down", &env, "--wait"]);
     assert_eq!(down["phase"], "Deleted");

@@ -343,6 +343,30 @@ pub fn containers_of(env: &str) -> Vec<String> {
     names
 }
 
+/// Names of the env's service containers: without one-shot jobs such as test runs.
+pub fn service_containers_of(env: &str) -> Vec<String> {
+    let filter = format!("label=dev.slipway.env={env}");
+    let rows = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Names}} {{.Label \"dev.slipway.job\"}}",
+    ]);
+    // Rows are "name job-id"; services have no job id.
+    let mut names: Vec<String> = rows
+        .iter()
+        .filter(|row| {
+            row.split_once(' ')
+                .is_none_or(|(_, job)| job.trim().is_empty())
+        })
+        .map(|row| row.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn networks_of(env: &str) -> Vec<String> {
     docker(&[
         "network",
