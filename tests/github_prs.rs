@@ -25,6 +25,10 @@ struct Setup {
 /// A server linked to GitHub repository `acme/<name>` in a fresh world, serving either the
 /// demo compose file or a one-service one.
 fn setup(demo_files: bool) -> Setup {
+    setup_with(demo_files, "", "1h")
+}
+
+fn setup_with(demo_files: bool, repo_settings: &str, sweep_every: &str) -> Setup {
     let name = unique_name("gh");
     let github = format!("acme/{name}");
     let world = GitHubWorld::start();
@@ -39,10 +43,11 @@ fn setup(demo_files: bool) -> Setup {
     }
     repo.commit("base");
     let tables = format!(
-        "[github]\napi_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntoken = \"ghp_testtoken\"\nresync_interval = \"1h\"\n",
+        "[github]\napi_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntoken = \"ghp_testtoken\"\nresync_interval = \"{sweep_every}\"\n",
         world.url()
     );
-    let repo_extra = format!("github = \"{github}\"\nsecret_env = [\"API_TOKEN\"]");
+    let repo_extra =
+        format!("github = \"{github}\"\nsecret_env = [\"API_TOKEN\"]\n{repo_settings}");
     let server = Server::start(ServerOptions {
         repo_name: &name,
         repo_url: repo.path(),
@@ -477,6 +482,41 @@ fn test_runs_report_a_check_run_with_the_failure_and_without_secrets() {
             .filter(|c| c.name == "slipway/tests" && c.status == "completed")
             .count()
             >= 2
+    });
+    s.server.cli_json(&["down", &env, "--wait"]);
+}
+
+#[test]
+fn an_expired_pr_env_stays_deleted_until_someone_asks_again() {
+    let s = setup_with(false, "default_ttl = \"6s\"", "1s");
+    let env = s.env(11);
+    let _cleanup = EnvCleanup(env.clone());
+    let sha = s.push_feature(11, "short-lived");
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(11, &sha, "feature", &s.github, "alice"),
+    );
+    assert_eq!(
+        s.send(
+            "pull_request",
+            "ttl-1",
+            &s.pr_payload("opened", 11, &sha, &s.github, "alice")
+        )
+        .0,
+        202
+    );
+    s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
+    let deleted = s.wait_for_env(&env, "Deleted by its TTL", |e| e["phase"] == "Deleted");
+    // Several sweeps of the open PRs later, it is still deleted.
+    std::thread::sleep(Duration::from_secs(4));
+    let later = s.env_status(&env).unwrap();
+    assert_eq!(later["phase"], "Deleted");
+    assert_eq!(later["generation"], deleted["generation"]);
+    // Asking again brings it back.
+    let comment = issue_comment_payload(&s.github, 11, "/slipway env up", "alice");
+    assert_eq!(s.send("issue_comment", "ttl-2", &comment).0, 202);
+    s.wait_for_env(&env, "Ready again", |e| {
+        e["phase"] == "Ready" && e["generation"] != deleted["generation"]
     });
     s.server.cli_json(&["down", &env, "--wait"]);
 }

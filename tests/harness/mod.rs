@@ -126,7 +126,7 @@ impl Server {
         let config_path = data_dir.path().join("slipway.toml");
         let config = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nresync_interval = \"2s\"\nready_timeout = \"90s\"\n{extra}\n\
-             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\ndefault_ttl = \"1h\"\n{repo_extra}\n{tables}\n",
+             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\n{ttl}{repo_extra}\n{tables}\n",
             data = data_dir.path().display(),
             extra = options.extra,
             name = options.repo_name,
@@ -134,6 +134,7 @@ impl Server {
             env_file = options.env_file,
             repo_extra = options.repo_extra,
             tables = options.tables,
+            ttl = if options.repo_extra.contains("default_ttl") { "" } else { "default_ttl = \"1h\"\n" },
         );
         std::fs::write(&config_path, config).unwrap();
         let log_path = data_dir.path().join("server.log");

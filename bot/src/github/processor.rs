@@ -20,6 +20,8 @@ use crate::config::GitHubLink;
 /// Attempts before a delivery that keeps failing is put aside.
 const MAX_ATTEMPTS: u32 = 5;
 const MAX_COMMANDS_PER_COMMENT: usize = 5;
+/// Who acts when the periodic sweep of open PRs changes something.
+const SWEEP_ACTOR: &str = "github:resync";
 
 impl GitHubSurface {
     /// Handles stored deliveries as they arrive; also picks up what a previous process left.
@@ -205,6 +207,12 @@ impl GitHubSurface {
                 if running && at_head && !force {
                     return Ok("env already at this head".into());
                 }
+                // The sweep only heals missed webhooks: an env of this head that was deleted
+                // (its TTL ran out, or someone took it down) stays deleted until a push, a
+                // webhook or `/slipway env up` asks again.
+                if !running && at_head && actor == SWEEP_ACTOR {
+                    return Ok("env of this head was deleted; left so".into());
+                }
                 self.engine
                     .up_pull_request(&link.repo, row.number as u64, head, &row.head_ref, actor)
                     .await?;
@@ -366,7 +374,7 @@ impl GitHubSurface {
     pub(super) async fn heal(&self, link: &GitHubLink) -> anyhow::Result<()> {
         let open = self.forge.open_pull_requests(&link.github).await?;
         for info in &open {
-            if let Err(e) = self.sync_pull(link, info, "github:resync", false).await {
+            if let Err(e) = self.sync_pull(link, info, SWEEP_ACTOR, false).await {
                 tracing::warn!(pr = info.number, error = %format!("{e:#}"), "could not reconcile a pull request");
             }
         }
@@ -390,7 +398,7 @@ impl GitHubSurface {
                     },
                     Err(e) => return Err(e.into()),
                 };
-                self.sync_pull(link, &info, "github:resync", false).await?;
+                self.sync_pull(link, &info, SWEEP_ACTOR, false).await?;
             }
         }
         Ok(())
