@@ -43,6 +43,26 @@ pub struct Config {
     pub github: Option<GitHubConfig>,
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
+    /// Notification sinks (`[[notify]]`), each with the repos and events it wants;
+    /// validated by `crate::notify::routes`.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One `[[notify]]` table: a sink and what it wants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Unique; names the sink in logs and in the outbox (renaming it starts afresh).
+    pub name: String,
+    /// `webhook` or `log`.
+    pub kind: String,
+    /// The webhook's URL (`kind = "webhook"`; plain `http://`).
+    pub url: Option<String>,
+    /// Repos whose events go here. Default: all.
+    pub repos: Option<Vec<String>>,
+    /// Events that go here (`env.ready`, `env.failed`, ...). Default: all.
+    pub events: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod demo;
 mod github;
+mod notify;
 mod server;
 
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ use envmgr::{Engine, RepoSettings};
 use tracing::info;
 
 use crate::config::Config;
-use crate::{demo, github};
+use crate::{demo, github, notify};
 
 pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = match config_path {
@@ -25,6 +25,7 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let token = config.api_token()?;
     let github = config.github_settings()?;
+    let notify_routes = notify::routes(&config)?;
     let subnets = config.subnet_pool()?;
     let mut settings = config.engine_settings()?;
     let data_dir = settings.data_dir.clone();
@@ -80,6 +81,10 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     settings.public_url = public_url.clone();
 
+    // Before the engine starts, so the notifier sees every event from here on.
+    notify::start(notify_routes, store.clone(), public_url.clone())
+        .await
+        .context("cannot start notifications")?;
     let engine = Engine::start(settings, store, runtime);
     let mut app = api::router(engine.clone(), token);
     if let Some(github) = github {

@@ -4,6 +4,7 @@
 //! (`request_*`); reconcilers write observed state (`set_phase`, `record_*`).
 
 mod github;
+mod outbox;
 mod record;
 mod testruns;
 
@@ -14,6 +15,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::names::{BranchName, CommitSha, EnvName, RepoName};
 pub use github::{Delivery, PullRow};
+pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
 pub use testruns::{RunOutcome, RunStatus, TestResult, TestRun};
 

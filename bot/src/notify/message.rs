@@ -1,0 +1,489 @@
+//! What a notification says: which timeline events notify (`Trigger`), and the
+//! `Notification` each one renders to, the same for every sink.
+
+use envmgr::store::{finished_run_of, EnvRecord, Event, Phase, RunStatus, TestRun};
+use serde::{Deserialize, Serialize};
+
+/// The events a sink can ask for, by the names used in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NotificationKind {
+    /// The env reached Ready (with its URLs).
+    #[serde(rename = "env.ready")]
+    EnvReady,
+    /// The env failed (with the reason).
+    #[serde(rename = "env.failed")]
+    EnvFailed,
+    /// The env is gone.
+    #[serde(rename = "env.deleted")]
+    EnvDeleted,
+    /// A test run passed.
+    #[serde(rename = "tests.passed")]
+    TestsPassed,
+    /// A test run failed, timed out or could not be carried out (with the snippet).
+    #[serde(rename = "tests.failed")]
+    TestsFailed,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 5] = [
+        NotificationKind::EnvReady,
+        NotificationKind::EnvFailed,
+        NotificationKind::EnvDeleted,
+        NotificationKind::TestsPassed,
+        NotificationKind::TestsFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::EnvReady => "env.ready",
+            NotificationKind::EnvFailed => "env.failed",
+            NotificationKind::EnvDeleted => "env.deleted",
+            NotificationKind::TestsPassed => "tests.passed",
+            NotificationKind::TestsFailed => "tests.failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One notification, as every sink gets it. Stored (JSON) in the outbox when it is made, so
+/// every attempt sends the same thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The timeline event it reports.
+    pub event_id: i64,
+    pub kind: NotificationKind,
+    pub env: String,
+    pub repo: String,
+    /// When it happened, unix milliseconds.
+    pub at: i64,
+    /// One line.
+    pub title: String,
+    /// The body, Markdown: the URLs, the reason, or a failed run's snippet.
+    pub text: String,
+    /// The env's main URL (ready), or the log to read (failures, test runs).
+    pub url: Option<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub pull_request: Option<i64>,
+    pub run_id: Option<i64>,
+}
+
+/// Why an event may notify: an env phase, or a finished test run (to be looked up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Env(NotificationKind),
+    TestRun(i64),
+}
+
+/// Which events notify; every other event is only on the timeline.
+pub fn trigger_of(event: &Event) -> Option<Trigger> {
+    if event.kind == "phase" {
+        return match event.phase? {
+            Phase::Ready => Some(Trigger::Env(NotificationKind::EnvReady)),
+            Phase::Failed => Some(Trigger::Env(NotificationKind::EnvFailed)),
+            Phase::Deleted => Some(Trigger::Env(NotificationKind::EnvDeleted)),
+            _ => None,
+        };
+    }
+    finished_run_of(event).map(Trigger::TestRun)
+}
+
+/// Longest title, in characters.
+const TITLE_CHARS: usize = 250;
+
+/// The notification of an env phase event. `why_deleted` is the request that led to a
+/// deletion ("down requested: ...", "time to live expired"), when known.
+pub fn env_notification(
+    kind: NotificationKind,
+    event: &Event,
+    env: Option<&EnvRecord>,
+    why_deleted: Option<&str>,
+    public_url: &str,
+) -> Notification {
+    let mut n = base(kind, event, env);
+    let at = where_at(&n);
+    match kind {
+        NotificationKind::EnvReady => {
+            n.title = format!("{} is ready{at}", event.env);
+            let urls = env.map(EnvRecord::urls).unwrap_or_default();
+            n.text = if urls.is_empty() {
+                "No service publishes a port.".to_string()
+            } else {
+                urls.iter()
+                    .map(|(service, url)| format!("- {service}: {url}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            n.url = urls
+                .iter()
+                .find(|(service, _)| service == "web")
+                .or(urls.first())
+                .map(|(_, url)| url.clone());
+        }
+        NotificationKind::EnvFailed => {
+            // The timeline says "<cause>: <reason>"; the reconciler's cause is "failed".
+            let reason = event
+                .message
+                .strip_prefix("failed: ")
+                .unwrap_or(&event.message);
+            n.title = format!("{} failed{at}: {}", event.env, reason);
+            n.text = reason.to_string();
+            n.url = Some(format!("{public_url}/api/v1/envs/{}/logs", event.env));
+        }
+        _ => {
+            n.title = format!("{} was deleted", event.env);
+            n.text = match why_deleted {
+                Some(why) => {
+                    let why = why.strip_prefix("down requested: ").unwrap_or(why);
+                    format!("Deleted: {why}.")
+                }
+                None => "Deleted.".to_string(),
+            };
+        }
+    }
+    n.title = one_line(&n.title, TITLE_CHARS);
+    n
+}
+
+/// The notification of a finished test run: passed, or failed with its chat snippet.
+pub fn run_notification(
+    event: &Event,
+    env: Option<&EnvRecord>,
+    run: &TestRun,
+    public_url: &str,
+) -> Option<Notification> {
+    let kind = match run.status {
+        RunStatus::Passed => NotificationKind::TestsPassed,
+        RunStatus::Failed | RunStatus::TimedOut | RunStatus::Error => NotificationKind::TestsFailed,
+        RunStatus::Queued | RunStatus::Running => return None,
+    };
+    let mut n = base(kind, event, env);
+    if let Some(commit) = &run.commit {
+        n.commit = Some(commit.clone());
+    }
+    n.run_id = Some(run.id);
+    let log_url = format!("{public_url}/api/v1/envs/{}/runs/{}/log", run.env, run.id);
+    let outcome = run.status.as_str().replace('_', " ");
+    let at = match &n.commit {
+        Some(commit) => format!(" at {}", short(commit)),
+        None => String::new(),
+    };
+    let headline = run.headline.as_deref().filter(|h| !h.trim().is_empty());
+    n.title = match headline {
+        Some(headline) => format!("Tests {outcome} in {}{at}: {headline}", run.env),
+        None => format!("Tests {outcome} in {}{at}", run.env),
+    };
+    n.title = one_line(&n.title, TITLE_CHARS);
+    n.text = match (&run.snippet_chat, kind) {
+        // The snippet ends with the link to the full log.
+        (Some(snippet), NotificationKind::TestsFailed) if !snippet.trim().is_empty() => {
+            snippet.clone()
+        }
+        _ => format!("{}\nFull log: {log_url}", headline.unwrap_or(&outcome)),
+    };
+    n.url = Some(log_url);
+    Some(n)
+}
+
+fn base(kind: NotificationKind, event: &Event, env: Option<&EnvRecord>) -> Notification {
+    Notification {
+        event_id: event.id,
+        kind,
+        env: event.env.clone(),
+        repo: env.map(|e| e.repo.to_string()).unwrap_or_default(),
+        at: event.at,
+        title: String::new(),
+        text: String::new(),
+        url: None,
+        branch: env.map(|e| e.branch.to_string()),
+        commit: env.and_then(|e| e.commit.as_ref()).map(|c| c.to_string()),
+        pull_request: env
+            .and_then(|e| e.pull_request.as_ref())
+            .map(|pr| pr.number),
+        run_id: None,
+    }
+}
+
+/// " (branch feature-x at e178d1848e82)", " (pull request #7 at ...)", or nothing.
+fn where_at(n: &Notification) -> String {
+    let what = match (n.pull_request, &n.branch) {
+        (Some(number), _) => format!("pull request #{number}"),
+        (None, Some(branch)) => format!("branch {branch}"),
+        (None, None) => return String::new(),
+    };
+    match &n.commit {
+        Some(commit) => format!(" ({what} at {})", short(commit)),
+        None => format!(" ({what})"),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// The first line of `text`, at most `max` characters (an ellipsis marks a cut).
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default().trim_end();
+    let cut = text.trim_end().lines().count() > 1;
+    if line.chars().count() <= max && !cut {
+        return line.to_string();
+    }
+    let kept: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", kept.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
+    use envmgr::store::{Desired, ServiceStatus};
+    use std::time::Duration;
+
+    const SHA: &str = "e178d1848e82aaaabbbbccccddddeeeeffff0000";
+
+    fn event(kind: &str, phase: Option<Phase>, message: &str) -> Event {
+        Event {
+            id: 42,
+            env: "demo-feature-x".into(),
+            at: 1_700_000_000_000,
+            kind: kind.into(),
+            phase,
+            message: message.into(),
+            actor: None,
+        }
+    }
+
+    fn record(urls: &[(&str, &str)]) -> EnvRecord {
+        EnvRecord {
+            name: EnvName::parse("demo-feature-x").unwrap(),
+            repo: RepoName::parse("demo").unwrap(),
+            branch: BranchName::parse("feature-x").unwrap(),
+            requested_by: "ann".into(),
+            desired: Desired::Running,
+            generation: 1,
+            observed_generation: 1,
+            ttl: Duration::from_secs(3600),
+            expires_at: 0,
+            created_at: 0,
+            updated_at: 0,
+            commit: Some(CommitSha::parse(SHA).unwrap()),
+            phase: Phase::Ready,
+            reason: None,
+            services: urls
+                .iter()
+                .map(|(name, url)| ServiceStatus {
+                    name: name.to_string(),
+                    state: "running".into(),
+                    ports: vec![],
+                    urls: vec![url.to_string()],
+                })
+                .collect(),
+            warnings: vec![],
+            pull_request: None,
+        }
+    }
+
+    fn run(status: RunStatus, snippet: Option<&str>) -> TestRun {
+        TestRun {
+            id: 7,
+            env: "demo-feature-x".into(),
+            commit: Some(SHA.into()),
+            trigger: "auto".into(),
+            requested_by: "slipway".into(),
+            failed_only: false,
+            status,
+            created_at: 0,
+            started_at: Some(0),
+            finished_at: Some(1),
+            exit_code: Some(1),
+            headline: Some("2 of 14 tests failed".into()),
+            results: vec![],
+            snippet_check: None,
+            snippet_comment: None,
+            snippet_chat: snippet.map(str::to_string),
+            log_path: None,
+            check_run_id: None,
+            check_state: None,
+        }
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for kind in NotificationKind::ALL {
+            assert_eq!(NotificationKind::parse(kind.as_str()), Some(kind));
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        assert_eq!(NotificationKind::parse("env.up"), None);
+    }
+
+    #[test]
+    fn only_ready_failed_deleted_and_finished_runs_notify() {
+        let phase = |p| trigger_of(&event("phase", Some(p), "x"));
+        assert_eq!(
+            phase(Phase::Ready),
+            Some(Trigger::Env(NotificationKind::EnvReady))
+        );
+        assert_eq!(
+            phase(Phase::Failed),
+            Some(Trigger::Env(NotificationKind::EnvFailed))
+        );
+        assert_eq!(
+            phase(Phase::Deleted),
+            Some(Trigger::Env(NotificationKind::EnvDeleted))
+        );
+        for quiet in [
+            Phase::Pending,
+            Phase::Fetching,
+            Phase::Building,
+            Phase::Starting,
+            Phase::Deleting,
+        ] {
+            assert_eq!(phase(quiet), None, "{quiet:?}");
+        }
+        let requested = event("requested", Some(Phase::Pending), "up requested");
+        assert_eq!(trigger_of(&requested), None);
+        let queued = event("tests", None, "run 7: tests queued (auto)");
+        assert_eq!(trigger_of(&queued), None);
+        let finished = event("tests", None, "run 7: tests failed: 2 of 14 tests failed");
+        assert_eq!(trigger_of(&finished), Some(Trigger::TestRun(7)));
+    }
+
+    #[test]
+    fn ready_names_the_env_commit_and_every_url() {
+        let env = record(&[
+            ("api", "http://127.0.0.1:1001"),
+            ("web", "http://127.0.0.1:1002"),
+        ]);
+        let ready = event(
+            "phase",
+            Some(Phase::Ready),
+            "all services ready at e178d1848e82",
+        );
+        let n = env_notification(
+            NotificationKind::EnvReady,
+            &ready,
+            Some(&env),
+            None,
+            "http://s",
+        );
+        assert_eq!(
+            n.title,
+            "demo-feature-x is ready (branch feature-x at e178d1848e82)"
+        );
+        assert_eq!(
+            n.text,
+            "- api: http://127.0.0.1:1001\n- web: http://127.0.0.1:1002"
+        );
+        assert_eq!(n.url.as_deref(), Some("http://127.0.0.1:1002"), "web first");
+        assert_eq!((n.repo.as_str(), n.event_id), ("demo", 42));
+        assert_eq!(n.commit.as_deref(), Some(SHA));
+    }
+
+    #[test]
+    fn failure_carries_the_reason_and_deletion_the_request() {
+        let env = record(&[]);
+        let failed = event(
+            "phase",
+            Some(Phase::Failed),
+            "failed: service `web`: privileged is refused",
+        );
+        let n = env_notification(
+            NotificationKind::EnvFailed,
+            &failed,
+            Some(&env),
+            None,
+            "http://s",
+        );
+        assert_eq!(
+            n.title,
+            "demo-feature-x failed (branch feature-x at e178d1848e82): service `web`: privileged is refused"
+        );
+        assert_eq!(n.text, "service `web`: privileged is refused");
+        assert_eq!(
+            n.url.as_deref(),
+            Some("http://s/api/v1/envs/demo-feature-x/logs")
+        );
+
+        let deleted = event("phase", Some(Phase::Deleted), "everything removed");
+        let n = env_notification(
+            NotificationKind::EnvDeleted,
+            &deleted,
+            Some(&env),
+            Some("down requested: PR closed"),
+            "http://s",
+        );
+        assert_eq!(n.title, "demo-feature-x was deleted");
+        assert_eq!(n.text, "Deleted: PR closed.");
+        assert_eq!(n.url, None);
+    }
+
+    #[test]
+    fn failed_runs_carry_the_snippet_and_passed_runs_the_log() {
+        let env = record(&[]);
+        let finished = event("tests", None, "run 7: tests failed: 2 of 14 tests failed");
+        let snippet = "**2 failed**\n```\nassert 1 == 2\n```\nFull log: http://s/log";
+        let n = run_notification(
+            &finished,
+            Some(&env),
+            &run(RunStatus::Failed, Some(snippet)),
+            "http://s",
+        )
+        .unwrap();
+        assert_eq!(n.kind, NotificationKind::TestsFailed);
+        assert_eq!(
+            n.title,
+            "Tests failed in demo-feature-x at e178d1848e82: 2 of 14 tests failed"
+        );
+        assert_eq!(n.text, snippet);
+        assert_eq!(
+            n.url.as_deref(),
+            Some("http://s/api/v1/envs/demo-feature-x/runs/7/log")
+        );
+        assert_eq!(n.run_id, Some(7));
+
+        let timed_out = run_notification(
+            &finished,
+            Some(&env),
+            &run(RunStatus::TimedOut, None),
+            "http://s",
+        )
+        .unwrap();
+        assert_eq!(timed_out.kind, NotificationKind::TestsFailed);
+        assert!(timed_out.title.starts_with("Tests timed out in"));
+        assert!(
+            timed_out.text.ends_with("/runs/7/log"),
+            "{}",
+            timed_out.text
+        );
+
+        let mut passed = run(RunStatus::Passed, None);
+        passed.headline = Some("14 tests passed".into());
+        let n = run_notification(&finished, Some(&env), &passed, "http://s").unwrap();
+        assert_eq!(n.kind, NotificationKind::TestsPassed);
+        assert_eq!(
+            n.text,
+            "14 tests passed\nFull log: http://s/api/v1/envs/demo-feature-x/runs/7/log"
+        );
+        assert!(run_notification(
+            &finished,
+            Some(&env),
+            &run(RunStatus::Running, None),
+            "http://s"
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn titles_are_one_bounded_line() {
+        assert_eq!(one_line("short", 10), "short");
+        assert_eq!(one_line("first\nsecond", 50), "first…");
+        let long = "é".repeat(300);
+        let line = one_line(&long, 250);
+        assert_eq!(line.chars().count(), 250);
+        assert!(line.ends_with('…'));
+    }
+}

@@ -1,0 +1,241 @@
+//! The `[[notify]]` tables, validated into routes: a sink and the repos and events it wants.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use super::message::{Notification, NotificationKind};
+use super::sink::{LogSink, Sink, WebhookSink};
+use crate::config::{Config, NotifyConfig};
+
+pub const KINDS: [&str; 2] = ["webhook", "log"];
+
+/// A sink and what goes to it.
+pub struct Route {
+    /// Named as in the config (`Sink::name`); the outbox knows it by this name.
+    pub sink: Arc<dyn Sink>,
+    /// `None`: every repo.
+    pub repos: Option<Vec<String>>,
+    /// `None`: every event.
+    pub events: Option<Vec<NotificationKind>>,
+}
+
+impl Route {
+    pub fn name(&self) -> &str {
+        self.sink.name()
+    }
+
+    pub fn wants(&self, n: &Notification) -> bool {
+        self.repos
+            .as_ref()
+            .is_none_or(|repos| repos.contains(&n.repo))
+            && self
+                .events
+                .as_ref()
+                .is_none_or(|events| events.contains(&n.kind))
+    }
+}
+
+/// The routes of the config; refuses anything it would not act on exactly as written.
+pub fn routes(config: &Config) -> anyhow::Result<Vec<Route>> {
+    let repos: Vec<&str> = config.repos.iter().map(|r| r.name.as_str()).collect();
+    let mut routes: Vec<Route> = Vec::new();
+    for table in &config.notify {
+        let route = route(table, &repos)?;
+        if routes.iter().any(|r| r.name() == route.name()) {
+            bail!(
+                "[[notify]] name `{}` is used twice; every sink needs a name of its own",
+                route.name()
+            );
+        }
+        routes.push(route);
+    }
+    Ok(routes)
+}
+
+fn route(table: &NotifyConfig, known_repos: &[&str]) -> anyhow::Result<Route> {
+    let name = table.name.as_str();
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid_name {
+        bail!("[[notify]] name `{name}`: use 1 to 64 letters, digits, '-' or '_'");
+    }
+    let sink: Arc<dyn Sink> = match table.kind.as_str() {
+        "log" => {
+            if table.url.is_some() {
+                bail!("[[notify]] `{name}`: url is only for kind = \"webhook\"");
+            }
+            Arc::new(LogSink::new(name))
+        }
+        "webhook" => {
+            let Some(url) = &table.url else {
+                bail!("[[notify]] `{name}`: kind = \"webhook\" needs url = \"https://...\"");
+            };
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("[[notify]] `{name}`: url is not a URL: {e}"))?;
+            match parsed.scheme() {
+                "http" | "https" => {}
+                other => {
+                    bail!("[[notify]] `{name}`: url has scheme `{other}`; use https:// or http://")
+                }
+            }
+            Arc::new(WebhookSink::new(name, parsed)?)
+        }
+        other => bail!(
+            "[[notify]] `{name}`: kind = \"{other}\" is not known; use one of: {}",
+            KINDS.join(", ")
+        ),
+    };
+    let repos = match &table.repos {
+        None => None,
+        Some(list) if list.is_empty() => {
+            bail!("[[notify]] `{name}`: repos = [] matches nothing; leave repos out for every repo")
+        }
+        Some(list) => {
+            if let Some(unknown) = list.iter().find(|r| !known_repos.contains(&r.as_str())) {
+                bail!(
+                    "[[notify]] `{name}`: repos names `{unknown}`, which is not a configured [[repo]] \
+                     (configured: {})",
+                    if known_repos.is_empty() { "none".to_string() } else { known_repos.join(", ") }
+                );
+            }
+            Some(list.clone())
+        }
+    };
+    let events = match &table.events {
+        None => None,
+        Some(list) if list.is_empty() => bail!(
+            "[[notify]] `{name}`: events = [] matches nothing; leave events out for every event"
+        ),
+        Some(list) => {
+            let mut kinds = Vec::new();
+            for event in list {
+                let Some(kind) = NotificationKind::parse(event) else {
+                    let valid: Vec<&str> =
+                        NotificationKind::ALL.iter().map(|k| k.as_str()).collect();
+                    bail!(
+                        "[[notify]] `{name}`: event `{event}` is not known; use any of: {}",
+                        valid.join(", ")
+                    );
+                };
+                kinds.push(kind);
+            }
+            Some(kinds)
+        }
+    };
+    Ok(Route {
+        sink,
+        repos,
+        events,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let base =
+            "[[repo]]\nname = \"demo\"\nurl = \"/x\"\n[[repo]]\nname = \"shop\"\nurl = \"/y\"\n";
+        toml::from_str(&format!("{base}{text}")).unwrap()
+    }
+
+    fn error(text: &str) -> String {
+        match routes(&config(text)) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn notification(repo: &str, kind: NotificationKind) -> Notification {
+        Notification {
+            event_id: 1,
+            kind,
+            env: format!("{repo}-main"),
+            repo: repo.into(),
+            at: 0,
+            title: String::new(),
+            text: String::new(),
+            url: None,
+            branch: None,
+            commit: None,
+            pull_request: None,
+            run_id: None,
+        }
+    }
+
+    #[test]
+    fn routes_filter_by_repo_and_event() {
+        let routes = routes(&config(
+            "[[notify]]\nname = \"all\"\nkind = \"log\"\n\
+             [[notify]]\nname = \"team\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+             repos = [\"demo\"]\nevents = [\"env.ready\", \"tests.failed\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(routes.len(), 2);
+        let (all, team) = (&routes[0], &routes[1]);
+        assert_eq!(team.sink.name(), "team");
+        for kind in NotificationKind::ALL {
+            assert!(all.wants(&notification("demo", kind)));
+            assert!(all.wants(&notification("shop", kind)));
+            assert!(!team.wants(&notification("shop", kind)));
+        }
+        assert!(team.wants(&notification("demo", NotificationKind::EnvReady)));
+        assert!(team.wants(&notification("demo", NotificationKind::TestsFailed)));
+        assert!(!team.wants(&notification("demo", NotificationKind::EnvFailed)));
+        assert!(!team.wants(&notification("demo", NotificationKind::TestsPassed)));
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_what_would_be_valid() {
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"slack\"\n");
+        assert!(e.contains("slack") && e.contains("webhook, log"), "{e}");
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"log\"\nevents = [\"env.up\"]\n");
+        assert!(
+            e.contains("env.up")
+                && e.contains("env.ready, env.failed, env.deleted, tests.passed, tests.failed"),
+            "{e}"
+        );
+        let e = error(
+            "[[notify]]\nname = \"a\"\nkind = \"log\"\n[[notify]]\nname = \"a\"\nkind = \"log\"\n",
+        );
+        assert!(e.contains("used twice"), "{e}");
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"webhook\"\n");
+        assert!(e.contains("needs url"), "{e}");
+        let e =
+            error("[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"ftp://example.com/x\"\n");
+        assert!(e.contains("scheme `ftp`"), "{e}");
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"not a url\"\n");
+        assert!(e.contains("is not a URL"), "{e}");
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"log\"\nrepos = [\"nope\"]\n");
+        assert!(e.contains("nope") && e.contains("demo, shop"), "{e}");
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"log\"\nevents = []\n");
+        assert!(e.contains("matches nothing"), "{e}");
+        let e = error("[[notify]]\nname = \"a b\"\nkind = \"log\"\n");
+        assert!(e.contains("letters, digits"), "{e}");
+        let e = error("[[notify]]\nname = \"a\"\nkind = \"log\"\nurl = \"http://x\"\n");
+        assert!(e.contains("only for kind"), "{e}");
+        assert!(toml::from_str::<Config>(
+            "[[notify]]\nname = \"a\"\nkind = \"log\"\nchannel = \"x\"\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn no_tables_no_routes() {
+        assert!(routes(&config("")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_example_config_has_valid_notify_tables() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
+        let config = Config::load(&path).unwrap();
+        let routes = routes(&config).unwrap();
+        assert!(!routes.is_empty(), "the example documents [[notify]]");
+    }
+}
