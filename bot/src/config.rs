@@ -2,6 +2,7 @@
 //! back to a default. `slipway.example.toml` at the repository root documents every key and
 //! is parsed by a test.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,12 +42,41 @@ pub struct Config {
     pub docker: DockerConfig,
     /// Present: the GitHub surface is on (webhooks, PR comments, deployments, statuses).
     pub github: Option<GitHubConfig>,
+    /// Present: the Discord bot is on (slash commands and mentions).
+    pub discord: Option<DiscordConfig>,
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
     /// Notification sinks (`[[notify]]`), each with the repos and events it wants;
     /// validated by `crate::notify::routes`.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
+    /// Who may run which command (`[permissions]`); validated by
+    /// `crate::access::AccessPolicy::from_config`.
+    #[serde(default)]
+    pub permissions: PermissionsConfig,
+}
+
+/// The `[permissions]` table. Roles are `none`, `viewer`, `developer`, `deployer`, `admin`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsConfig {
+    /// Role of a Discord user whose id and roles are not listed. Default `viewer`.
+    pub default_role: Option<String>,
+    /// Role of whoever holds the API token (the CLI). Default `admin`.
+    pub api_token_role: Option<String>,
+    /// Discord user id → role.
+    #[serde(default)]
+    pub discord_users: BTreeMap<String, String>,
+    /// Discord role id → role.
+    #[serde(default)]
+    pub discord_roles: BTreeMap<String, String>,
+    /// GitHub permission level (`admin`, `maintain`, `write`, `triage`, `read`, `none`) →
+    /// role.
+    #[serde(default)]
+    pub github: BTreeMap<String, String>,
+    /// Command name (`"env down"`) → the role it needs.
+    #[serde(default)]
+    pub commands: BTreeMap<String, String>,
 }
 
 /// One `[[notify]]` table: a sink and what it wants.
@@ -57,8 +87,10 @@ pub struct NotifyConfig {
     pub name: String,
     /// `webhook` or `log`.
     pub kind: String,
-    /// The webhook's URL (`kind = "webhook"`; plain `http://`).
+    /// The webhook's URL (`kind = "webhook"`).
     pub url: Option<String>,
+    /// The team channel's id (`kind = "discord"`).
+    pub channel: Option<u64>,
     /// Repos whose events go here. Default: all.
     pub repos: Option<Vec<String>>,
     /// Events that go here (`env.ready`, `env.failed`, ...). Default: all.
@@ -93,6 +125,19 @@ fn default_github_resync() -> Duration {
 }
 fn default_skip_label() -> String {
     "slipway:skip".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot's token (or `SLIPWAY_DISCORD_TOKEN`). Required.
+    pub token: Option<SecretString>,
+    pub application_id: u64,
+    /// Guilds whose slash commands Slipway registers on start.
+    #[serde(default)]
+    pub guilds: Vec<u64>,
+    /// Another API base, e.g. a proxy. Default: Discord's.
+    pub api_url: Option<String>,
 }
 
 /// A configured repo served from a GitHub repository.
@@ -301,6 +346,12 @@ impl Config {
         }))
     }
 
+    /// Who may run which command, from `[permissions]`; unknown roles, commands, GitHub
+    /// levels and malformed Discord ids are errors.
+    pub fn access_policy(&self) -> anyhow::Result<crate::access::AccessPolicy> {
+        crate::access::AccessPolicy::from_config(&self.permissions)
+    }
+
     /// Where env networks get their subnets.
     pub fn subnet_pool(&self) -> anyhow::Result<SubnetPool> {
         let mut pool = SubnetPool::default();
@@ -316,6 +367,28 @@ impl Config {
             bail!("[docker] subnet_prefix /{} does not fit in network_pool {}: use a prefix at least as long as the pool's and at most /29", pool.prefix, pool.range);
         }
         Ok(pool)
+    }
+
+    /// The Discord settings, or `None` when the `[discord]` section is absent.
+    pub fn discord_settings(&self) -> anyhow::Result<Option<crate::discord::DiscordSettings>> {
+        let Some(discord) = &self.discord else {
+            return Ok(None);
+        };
+        let token = env_secret("SLIPWAY_DISCORD_TOKEN").or_else(|| discord.token.clone());
+        let Some(token) = token.filter(|t| !t.expose_secret().is_empty()) else {
+            bail!("[discord] needs token (or SLIPWAY_DISCORD_TOKEN)");
+        };
+        if discord.guilds.is_empty() {
+            tracing::warn!(
+                "[discord] lists no guilds: slash commands will not be registered anywhere"
+            );
+        }
+        Ok(Some(crate::discord::DiscordSettings {
+            token,
+            application_id: discord.application_id,
+            guilds: discord.guilds.clone(),
+            api_url: discord.api_url.clone(),
+        }))
     }
 
     /// Which configured repos are linked to which GitHub repositories.

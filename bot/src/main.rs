@@ -1,9 +1,11 @@
 //! The `slipway` binary: the server (`slipway serve`) and its command-line client.
 
+mod access;
 mod cli;
 mod commands;
 mod config;
 mod demo;
+mod discord;
 mod github;
 mod notify;
 mod server;

@@ -150,6 +150,26 @@ impl Engine {
         Ok(record)
     }
 
+    /// Gives the env more time to live (at most [`MAX_TTL`] from now).
+    pub async fn extend(
+        &self,
+        env: &str,
+        by: Duration,
+        actor: &str,
+    ) -> Result<EnvRecord, EngineError> {
+        let name = EnvName::parse(env)?;
+        match self.store.extend(&name, by, MAX_TTL, actor).await? {
+            Some(record) => {
+                self.reconciler.nudge(&name);
+                Ok(record)
+            }
+            None => match self.store.get(&name).await? {
+                Some(_) => Err(EngineError::Deleted(env.to_string())),
+                None => Err(EngineError::NotFound(env.to_string())),
+            },
+        }
+    }
+
     pub async fn list(&self, include_deleted: bool) -> Result<Vec<EnvRecord>, EngineError> {
         Ok(self.store.list(include_deleted).await?)
     }

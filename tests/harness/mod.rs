@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub mod discord;
 pub mod github;
 
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");

@@ -12,8 +12,9 @@ use envmgr::store::{Delivery, Desired, PullRow};
 use tokio::sync::Notify;
 
 use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
-use super::forge::{Permission, PullInfo};
+use super::forge::PullInfo;
 use super::GitHubSurface;
+use crate::access::{self, Caller, Outcome};
 use crate::commands::{self, Command};
 use crate::config::GitHubLink;
 
@@ -253,7 +254,13 @@ impl GitHubSurface {
         let mut outcomes = Vec::new();
         for command in commands {
             let reply: Option<String> = match command {
-                Err(e) => Some(e.reply()),
+                Err(e) => {
+                    let what = e.command().map_or("(not understood)", |kind| kind.name());
+                    let place = pr_place(&link, number);
+                    let caller = Caller::github(&user);
+                    access::audit(&self.store, &caller, &place, what, &Outcome::error(&e)).await;
+                    Some(e.reply())
+                }
                 Ok(command) => self.run_command(&link, number, &user, command).await?,
             };
             if let Some(reply) = reply {
@@ -271,7 +278,8 @@ impl GitHubSurface {
         ))
     }
 
-    /// Runs one command typed in a PR comment; returns the reply to post, if any.
+    /// Runs one command typed in a PR comment if the commenter's role (from their GitHub
+    /// permission) allows it, and writes it to the audit log; returns the reply to post.
     async fn run_command(
         &self,
         link: &GitHubLink,
@@ -279,28 +287,68 @@ impl GitHubSurface {
         user: &str,
         command: Command,
     ) -> anyhow::Result<Option<String>> {
-        let needs_write = !matches!(
-            command,
-            Command::Help { .. } | Command::EnvStatus { .. } | Command::WhoAmI | Command::EnvList
-        );
+        let text = command.to_string();
+        let result = self.authorized_command(link, number, user, command).await;
+        let outcome = match &result {
+            Ok((_, outcome)) => outcome.clone(),
+            Err(e) => Outcome::error(format!("{e:#}")),
+        };
+        access::audit(
+            &self.store,
+            &Caller::github(user),
+            &pr_place(link, number),
+            &text,
+            &outcome,
+        )
+        .await;
+        result.map(|(reply, _)| reply)
+    }
+
+    /// Checks the commenter's role, then runs the command; the reply and the outcome.
+    async fn authorized_command(
+        &self,
+        link: &GitHubLink,
+        number: u64,
+        user: &str,
+        command: Command,
+    ) -> anyhow::Result<(Option<String>, Outcome)> {
+        let policy = access::policy();
         let permission = self.permission(&link.github, user).await?;
-        if needs_write && permission < Permission::Write {
-            return Ok(Some(format!(
-                "@{user} `{}` needs write permission on {}; you have {}. Nothing was done.",
+        let role = policy.role_for_github(permission.as_str());
+        if let Err(refusal) = policy.check(role, command.kind()) {
+            let via = match policy.github_level_for(refusal.needed) {
+                Some(level) => format!("GitHub {level} permission"),
+                None => "which no GitHub permission gives".to_string(),
+            };
+            let reply = format!(
+                "@{user} `{}` needs {} ({via}) on {}; you have {} permission, which gives {}. Nothing was done.",
                 command.name(),
+                refusal.needed.phrase(),
                 link.github,
-                permission.as_str()
-            )));
+                permission.as_str(),
+                role.phrase(),
+            );
+            return Ok((Some(reply), Outcome::refused(&refusal)));
         }
         let actor = format!("github:{user}");
         let env = EnvName::for_pull_request(&link.repo, number).to_string();
         Ok(match command {
-            Command::Help { .. } => Some(commands::help_text()),
-            Command::WhoAmI => Some(format!(
-                "@{user} you have {} permission on {}.",
-                permission.as_str(),
-                link.github
-            )),
+            Command::Help { .. } => (Some(commands::help_text()), Outcome::Ok),
+            Command::WhoAmI => {
+                let allowed: Vec<String> = policy
+                    .allowed_commands(role)
+                    .into_iter()
+                    .map(|kind| format!("`{}`", kind.name()))
+                    .collect();
+                let reply = format!(
+                    "@{user} you have {} permission on {}, which gives {}: you may run {}.",
+                    permission.as_str(),
+                    link.github,
+                    role.phrase(),
+                    allowed.join(", ")
+                );
+                (Some(reply), Outcome::Ok)
+            }
             Command::EnvUp { .. } => {
                 let info = self.forge.pull_request(&link.github, number).await?;
                 let row = self
@@ -311,14 +359,19 @@ impl GitHubSurface {
                     && row.as_ref().and_then(|r| r.approved_sha.as_deref())
                         != Some(info.head_sha.as_str())
                 {
-                    Some(format!(
-                        "@{user} this pull request comes from a fork: approve its head {} first with `/slipway approve`.",
+                    let why = format!(
+                        "this pull request comes from a fork: approve its head {} first with `/slipway approve`.",
                         short(&info.head_sha)
-                    ))
+                    );
+                    (Some(format!("@{user} {why}")), Outcome::error(why))
                 } else {
                     let outcome = self.sync_pull(link, &info, &actor, true).await?;
-                    (!outcome.starts_with("env up"))
-                        .then(|| format!("@{user} no environment: {outcome}."))
+                    if outcome.starts_with("env up") {
+                        (None, Outcome::Ok)
+                    } else {
+                        let why = format!("no environment: {outcome}.");
+                        (Some(format!("@{user} {why}")), Outcome::error(why))
+                    }
                 }
             }
             Command::Approve => {
@@ -334,15 +387,15 @@ impl GitHubSurface {
                     )
                     .await?;
                 self.sync_pull(link, &info, &actor, false).await?;
-                Some(format!("@{user} approved commit {} of this pull request; its environment is on the way.", short(&info.head_sha)))
+                (Some(format!("@{user} approved commit {} of this pull request; its environment is on the way.", short(&info.head_sha))), Outcome::Ok)
             }
             Command::EnvDown { .. } => match self.engine.down(&env, &actor).await {
-                Ok(_) => None,
-                Err(e) => Some(format!("@{user} {e}")),
+                Ok(_) => (None, Outcome::Ok),
+                Err(e) => (Some(format!("@{user} {e}")), Outcome::error(e)),
             },
             Command::EnvStatus { .. } => {
                 self.report_pull(link.repo.as_str(), number as i64).await?;
-                Some(match self.engine.get(&env).await {
+                let reply = match self.engine.get(&env).await {
                     Ok(record) => format!(
                         "@{user} `{env}` is **{}** at {}{}.",
                         record.phase.as_str(),
@@ -354,19 +407,23 @@ impl GitHubSurface {
                         record.reason.map(|r| format!(": {r}")).unwrap_or_default()
                     ),
                     Err(_) => format!("@{user} this pull request has no environment."),
-                })
+                };
+                (Some(reply), Outcome::Ok)
             }
             Command::Test { failed_only, .. } => {
                 match self.engine.request_test(&env, failed_only, &actor).await {
                     // The check run and the sticky comment follow the run from here.
-                    Ok(_) => None,
-                    Err(e) => Some(format!("@{user} {e}")),
+                    Ok(_) => (None, Outcome::Ok),
+                    Err(e) => (Some(format!("@{user} {e}")), Outcome::error(e)),
                 }
             }
-            other => Some(format!(
-                "@{user} `{}` is not available in pull-request comments yet; use the CLI or chat.",
-                other.name()
-            )),
+            other => {
+                let why = format!(
+                    "`{}` is not available in pull-request comments yet; use the CLI or chat.",
+                    other.name()
+                );
+                (Some(format!("@{user} {why}")), Outcome::error(why))
+            }
         })
     }
 
@@ -403,6 +460,11 @@ impl GitHubSurface {
         }
         Ok(())
     }
+}
+
+/// Where a PR command was given, for the audit log: `pr acme/shop#7`.
+fn pr_place(link: &GitHubLink, number: u64) -> String {
+    format!("pr {}#{number}", link.github)
 }
 
 fn short(sha: &str) -> &str {

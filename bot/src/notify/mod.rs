@@ -14,6 +14,7 @@
 //! marked sent, the row comes due again when its lease ends and the sink gets it a second
 //! time (at-least-once there; a receiver can drop repeats by `slipway.event_id`).
 
+mod discord;
 mod message;
 mod settings;
 mod sink;
@@ -29,7 +30,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 pub use message::{Notification, NotificationKind};
-pub use settings::{routes, Route};
+pub use settings::{routes, Route, SinkDeps};
 pub use sink::{Sink, SinkError};
 
 use message::Trigger;

@@ -8,7 +8,7 @@ use super::message::{Notification, NotificationKind};
 use super::sink::{LogSink, Sink, WebhookSink};
 use crate::config::{Config, NotifyConfig};
 
-pub const KINDS: [&str; 2] = ["webhook", "log"];
+pub const KINDS: [&str; 3] = ["webhook", "log", "discord"];
 
 /// A sink and what goes to it.
 pub struct Route {
@@ -36,12 +36,20 @@ impl Route {
     }
 }
 
+/// What sinks other than HTTP and the log need: the store (for their bookkeeping) and a
+/// Discord client when `[discord]` is configured.
+#[derive(Clone, Default)]
+pub struct SinkDeps {
+    pub store: Option<envmgr::store::Store>,
+    pub discord: Option<std::sync::Arc<serenity::http::Http>>,
+}
+
 /// The routes of the config; refuses anything it would not act on exactly as written.
-pub fn routes(config: &Config) -> anyhow::Result<Vec<Route>> {
+pub fn routes(config: &Config, deps: &SinkDeps) -> anyhow::Result<Vec<Route>> {
     let repos: Vec<&str> = config.repos.iter().map(|r| r.name.as_str()).collect();
     let mut routes: Vec<Route> = Vec::new();
     for table in &config.notify {
-        let route = route(table, &repos)?;
+        let route = route(table, &repos, deps)?;
         if routes.iter().any(|r| r.name() == route.name()) {
             bail!(
                 "[[notify]] name `{}` is used twice; every sink needs a name of its own",
@@ -53,7 +61,7 @@ pub fn routes(config: &Config) -> anyhow::Result<Vec<Route>> {
     Ok(routes)
 }
 
-fn route(table: &NotifyConfig, known_repos: &[&str]) -> anyhow::Result<Route> {
+fn route(table: &NotifyConfig, known_repos: &[&str], deps: &SinkDeps) -> anyhow::Result<Route> {
     let name = table.name.as_str();
     let valid_name = !name.is_empty()
         && name.len() <= 64
@@ -64,6 +72,19 @@ fn route(table: &NotifyConfig, known_repos: &[&str]) -> anyhow::Result<Route> {
         bail!("[[notify]] name `{name}`: use 1 to 64 letters, digits, '-' or '_'");
     }
     let sink: Arc<dyn Sink> = match table.kind.as_str() {
+        "discord" => {
+            let Some(channel) = table.channel else {
+                bail!("[[notify]] `{name}`: kind = \"discord\" needs channel = <the team channel's id>");
+            };
+            let Some(http) = deps.discord.clone() else {
+                bail!("[[notify]] `{name}`: kind = \"discord\" needs the [discord] section (token, application_id)");
+            };
+            let store = deps
+                .store
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("[[notify]] `{name}`: no store"))?;
+            Arc::new(super::discord::DiscordSink::new(name, channel, http, store))
+        }
         "log" => {
             if table.url.is_some() {
                 bail!("[[notify]] `{name}`: url is only for kind = \"webhook\"");
@@ -146,7 +167,7 @@ mod tests {
     }
 
     fn error(text: &str) -> String {
-        match routes(&config(text)) {
+        match routes(&config(text), &SinkDeps::default()) {
             Ok(_) => panic!("accepted: {text}"),
             Err(e) => e.to_string(),
         }
@@ -171,11 +192,14 @@ mod tests {
 
     #[test]
     fn routes_filter_by_repo_and_event() {
-        let routes = routes(&config(
-            "[[notify]]\nname = \"all\"\nkind = \"log\"\n\
+        let routes = routes(
+            &config(
+                "[[notify]]\nname = \"all\"\nkind = \"log\"\n\
              [[notify]]\nname = \"team\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n\
              repos = [\"demo\"]\nevents = [\"env.ready\", \"tests.failed\"]\n",
-        ))
+            ),
+            &SinkDeps::default(),
+        )
         .unwrap();
         assert_eq!(routes.len(), 2);
         let (all, team) = (&routes[0], &routes[1]);
@@ -228,14 +252,35 @@ mod tests {
 
     #[test]
     fn no_tables_no_routes() {
-        assert!(routes(&config("")).unwrap().is_empty());
+        assert!(routes(&config(""), &SinkDeps::default())
+            .unwrap()
+            .is_empty());
     }
 
-    #[test]
-    fn the_example_config_has_valid_notify_tables() {
+    #[tokio::test]
+    async fn the_example_config_has_valid_notify_tables() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
         let config = Config::load(&path).unwrap();
-        let routes = routes(&config).unwrap();
-        assert!(!routes.is_empty(), "the example documents [[notify]]");
+        let dir = tempfile::tempdir().unwrap();
+        let store = envmgr::store::Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("s.db").display()
+        ))
+        .await
+        .unwrap();
+        let discord = config
+            .discord_settings()
+            .unwrap()
+            .expect("the example documents [discord]");
+        let deps = SinkDeps {
+            store: Some(store),
+            discord: Some(std::sync::Arc::new(crate::discord::http(&discord))),
+        };
+        let routes = routes(&config, &deps).unwrap();
+        assert_eq!(
+            routes.len(),
+            3,
+            "the example documents three [[notify]] tables"
+        );
     }
 }

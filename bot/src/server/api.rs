@@ -21,6 +21,9 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::access::{self, Caller, Outcome, Surface};
+use crate::commands::Command;
+
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
@@ -41,6 +44,7 @@ pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
         .route("/envs/{env}/runs/{id}", get(get_run))
         .route("/envs/{env}/runs/{id}/log", get(run_log))
         .route("/repos", get(list_repos))
+        .route("/audit", get(audit_log))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -93,6 +97,61 @@ fn actor(headers: &HeaderMap) -> String {
     format!("api:{user}")
 }
 
+/// The caller of a command, for the access check and the audit log. The CLI names its user
+/// in `x-slipway-user`; other clients count as the API.
+fn caller(headers: &HeaderMap) -> Caller {
+    let surface = if headers.contains_key("x-slipway-user") {
+        Surface::Cli
+    } else {
+        Surface::Api
+    };
+    Caller::api(surface, &actor(headers))
+}
+
+/// Where API commands are given, for the audit log.
+const API_PLACE: &str = "api";
+
+/// Refuses (`403`, audited) a command the API token's role may not run. Every API caller
+/// holds the one token today, so this refuses only when `api_token_role` is set low.
+async fn authorize(state: &AppState, caller: &Caller, command: &Command) -> Result<(), ApiError> {
+    let policy = access::policy();
+    if let Err(refusal) = policy.check(policy.role_for_api_token(), command.kind()) {
+        let outcome = Outcome::refused(&refusal);
+        access::audit(
+            state.engine.store(),
+            caller,
+            API_PLACE,
+            &command.to_string(),
+            &outcome,
+        )
+        .await;
+        return Err(ApiError(StatusCode::FORBIDDEN, refusal.to_string()));
+    }
+    Ok(())
+}
+
+/// Writes a command that was allowed to the audit log with how it ended.
+async fn audited<T>(
+    state: &AppState,
+    caller: &Caller,
+    command: &Command,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::error(&e.1),
+    };
+    access::audit(
+        state.engine.store(),
+        caller,
+        API_PLACE,
+        &command.to_string(),
+        &outcome,
+    )
+    .await;
+    result
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpBody {
@@ -128,10 +187,15 @@ async fn env_up(
         Some(repo) => repo,
         None => only_repo(&state.engine)?,
     };
-    let record = state
-        .engine
-        .up(&repo, &body.branch, ttl, &actor(&headers))
-        .await?;
+    let caller = caller(&headers);
+    let command = Command::EnvUp {
+        branch: Some(body.branch.clone()),
+        repo: Some(repo.clone()),
+        ttl,
+    };
+    authorize(&state, &caller, &command).await?;
+    let result = state.engine.up(&repo, &body.branch, ttl, &caller.id).await;
+    let record = audited(&state, &caller, &command, result.map_err(ApiError::from)).await?;
     Ok((StatusCode::ACCEPTED, Json(record)).into_response())
 }
 
@@ -178,7 +242,13 @@ async fn env_down(
     headers: HeaderMap,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = state.engine.down(&env, &actor(&headers)).await?;
+    let caller = caller(&headers);
+    let command = Command::EnvDown {
+        env: Some(env.clone()),
+    };
+    authorize(&state, &caller, &command).await?;
+    let result = state.engine.down(&env, &caller.id).await;
+    let record = audited(&state, &caller, &command, result.map_err(ApiError::from)).await?;
     Ok((StatusCode::ACCEPTED, Json(record)).into_response())
 }
 
@@ -236,10 +306,17 @@ async fn start_run(
     body: Option<Json<RunBody>>,
 ) -> Result<Response, ApiError> {
     let failed_only = body.map(|Json(b)| b.failed_only).unwrap_or(false);
-    let run = state
+    let caller = caller(&headers);
+    let command = Command::Test {
+        env: Some(env.clone()),
+        failed_only,
+    };
+    authorize(&state, &caller, &command).await?;
+    let result = state
         .engine
-        .request_test(&env, failed_only, &actor(&headers))
-        .await?;
+        .request_test(&env, failed_only, &caller.id)
+        .await;
+    let run = audited(&state, &caller, &command, result.map_err(ApiError::from)).await?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
@@ -295,6 +372,33 @@ async fn run_log(
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// At most this many entries (default 100, at most 1000).
+    limit: Option<i64>,
+    /// Only entries with a larger id (newer).
+    after: Option<i64>,
+    /// Only entries with a smaller id (older): the next page back.
+    before: Option<i64>,
+}
+
+/// The audit log, newest first.
+async fn audit_log(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let store = state.engine.store();
+    let entries = match q.before {
+        Some(before) => store.audit_entries_before(limit, before).await,
+        None => store.audit_entries(limit, q.after.unwrap_or(0)).await,
+    }
+    .map_err(EngineError::from)?;
+    Ok(Json(entries).into_response())
 }
 
 async fn list_repos(State(state): State<AppState>) -> Response {

@@ -24,8 +24,9 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         None => Config::embedded_defaults(),
     };
     let token = config.api_token()?;
+    crate::access::install(config.access_policy()?)?;
     let github = config.github_settings()?;
-    let notify_routes = notify::routes(&config)?;
+    let discord = config.discord_settings()?;
     let subnets = config.subnet_pool()?;
     let mut settings = config.engine_settings()?;
     let data_dir = settings.data_dir.clone();
@@ -55,6 +56,14 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
                 redact_url(&config.database_url())
             )
         })?;
+    // Right after the store opens, so a config mistake stops the start before anything runs.
+    let deps = notify::SinkDeps {
+        store: Some(store.clone()),
+        discord: discord
+            .as_ref()
+            .map(|d| std::sync::Arc::new(crate::discord::http(d))),
+    };
+    let notify_routes = notify::routes(&config, &deps)?;
     let instance = store.instance_id().await?;
     let runtime = DockerRuntime::connect(&instance)
         .await
@@ -86,6 +95,9 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .context("cannot start notifications")?;
     let engine = Engine::start(settings, store, runtime);
+    if let Some(discord) = discord {
+        crate::discord::start(discord, engine.clone()).await?;
+    }
     let mut app = api::router(engine.clone(), token);
     if let Some(github) = github {
         let links = config.github_links();

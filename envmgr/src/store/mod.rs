@@ -3,6 +3,7 @@
 //! query is written once (`$1` placeholders work on both). Surfaces write desired state
 //! (`request_*`); reconcilers write observed state (`set_phase`, `record_*`).
 
+mod audit;
 mod github;
 mod outbox;
 mod record;
@@ -14,6 +15,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+pub use audit::{AuditEntry, NewAuditEntry};
 pub use github::{Delivery, PullRow};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
@@ -149,6 +151,25 @@ impl Store {
         Ok(row.try_get("value")?)
     }
 
+    /// A value kept in the store's key-value table (surfaces' bookkeeping, e.g. chat threads).
+    pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get("value").map_err(StoreError::from))
+            .transpose()
+    }
+
+    pub async fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records that `env up` was asked for: a new env, or a new generation of an existing one
     /// (which moves it to the branch's newest commit). One statement, so concurrent requests
     /// for one env each bump the generation exactly once.
@@ -234,6 +255,52 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.get(name).await
+    }
+
+    /// Pushes the env's expiry back by `by` (at most `max` from now). `None` when the env
+    /// does not exist or is not wanted any more.
+    pub async fn extend(
+        &self,
+        name: &EnvName,
+        by: Duration,
+        max: Duration,
+        actor: &str,
+    ) -> Result<Option<EnvRecord>, StoreError> {
+        let now = now_ms();
+        let (by, cap) = (by.as_millis() as i64, now + max.as_millis() as i64);
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE envs SET expires_at = CASE WHEN expires_at + $1 > $2 THEN $2 ELSE expires_at + $1 END, updated_at = $3 \
+             WHERE name = $4 AND desired = 'running'",
+        )
+        .bind(by)
+        .bind(cap)
+        .bind(now)
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            let message = format!(
+                "extended by {}",
+                humantime::format_duration(Duration::from_millis(by as u64))
+            );
+            insert_event(
+                &mut tx,
+                name.as_str(),
+                now,
+                "extended",
+                None,
+                &message,
+                Some(actor),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if changed == 0 {
+            return Ok(None);
+        }
         self.get(name).await
     }
 

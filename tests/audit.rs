@@ -1,0 +1,255 @@
+//! Permissions and the audit log end to end: commands given through the CLI land in the
+//! audit log (`GET /api/v1/audit`, newest first) with who, where, what and the outcome, and
+//! a command the caller's role may not run is refused with the role it needs, does nothing
+//! and is audited as refused.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::github::*;
+use harness::*;
+use serde_json::Value;
+
+const LIGHT: &str = "services: { web: { image: slipway/demo-app:latest, ports: ['8080'] } }\n";
+
+fn light_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("compose.yml", LIGHT).commit("light");
+    repo
+}
+
+/// The newest audit entries.
+fn audit(server: &Server, query: &str) -> Vec<Value> {
+    let (status, body) = http_get(&format!("{}/api/v1/audit{query}", server.url));
+    assert_eq!(status, 200, "{body}");
+    let entries: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    entries.as_array().expect("an array").clone()
+}
+
+#[test]
+fn cli_commands_are_audited_newest_first() {
+    let name = unique_name("audit");
+    let repo = light_repo();
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
+    let env = format!("{name}-main");
+    let _cleanup = EnvCleanup(env.clone());
+    assert!(
+        audit(&server, "").is_empty(),
+        "a fresh server has no entries"
+    );
+
+    let record = server.cli_json(&["up", "main", "--repo", &name]);
+    assert_eq!(record["name"], env.as_str());
+    let entries = audit(&server, "?limit=10");
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let up = &entries[0];
+    assert_eq!(up["outcome"], "ok", "{up:#}");
+    assert_eq!(up["command"], format!("env up main repo:{name}").as_str());
+    assert_eq!(up["surface"], "cli");
+    assert_eq!(up["place"], "api");
+    assert!(up["actor"].as_str().unwrap().starts_with("api:"), "{up:#}");
+    assert!(up["at"].as_i64().unwrap() > 0);
+
+    // Reading does not fill the log; a failing command is audited with its error.
+    server.cli_json(&["list"]);
+    let missing = server.cli(&["down", &format!("{name}-nothing")]);
+    assert!(!missing.status.success());
+    server.cli_json(&["down", &env, "--wait"]);
+
+    let entries = audit(&server, "");
+    let summary: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["command"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(summary.len(), 3, "{summary:#?}");
+    assert_eq!(summary[0], (format!("env down {env}"), "ok".to_string()));
+    assert_eq!(summary[1].0, format!("env down {name}-nothing"));
+    assert!(summary[1].1.starts_with("error: "), "{summary:#?}");
+    assert_eq!(summary[2].0, format!("env up main repo:{name}"));
+
+    // Paging: `limit`, then `before` the oldest entry seen.
+    let newest = audit(&server, "?limit=1");
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0]["id"], entries[0]["id"]);
+    let older = audit(
+        &server,
+        &format!("?limit=5&before={}", entries[1]["id"].as_i64().unwrap()),
+    );
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0]["id"], entries[2]["id"]);
+}
+
+#[test]
+fn a_refused_command_names_the_role_it_needs_and_does_nothing() {
+    let name = unique_name("deny");
+    let repo = light_repo();
+    let server = Server::start(ServerOptions {
+        tables: "[permissions]\napi_token_role = \"viewer\"\n",
+        ..ServerOptions::basic(&name, repo.path(), "compose.yml")
+    });
+    let env = format!("{name}-main");
+    let _cleanup = EnvCleanup(env.clone());
+
+    let out = server.cli(&["up", "main", "--repo", &name]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`env up` needs the developer role; you have viewer."),
+        "{stderr}"
+    );
+
+    let listed = server.cli_json(&["list", "--all"]);
+    assert!(
+        listed.as_array().unwrap().is_empty(),
+        "a refused command does nothing: {listed:#}"
+    );
+    let entries = audit(&server, "");
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(
+        entries[0]["command"],
+        format!("env up main repo:{name}").as_str()
+    );
+    assert_eq!(
+        entries[0]["outcome"],
+        "refused: `env up` needs the developer role; you have viewer."
+    );
+}
+
+#[test]
+fn pull_request_commands_are_audited_with_the_commenter_and_the_pull_request() {
+    const SECRET: &str = "webhook-secret-for-audit";
+    let name = unique_name("ghaudit");
+    let github = format!("acme/{name}");
+    let world = GitHubWorld::start();
+    world.add_repo(&github);
+    world.set_permission(&github, "alice", "write");
+    world.set_permission(&github, "bob", "read");
+    world.set_permission(&github, "eve", "none");
+    let repo = light_repo();
+    // A closed pull request: comments land on it, and no env is made for it.
+    let sha = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    world.add_pull(
+        &github,
+        PullSpec {
+            state: "closed".into(),
+            ..PullSpec::new(7, &sha, "feature", &github, "alice")
+        },
+    );
+    let tables = format!(
+        "[github]\napi_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntoken = \"ghp_testtoken\"\n",
+        world.url()
+    );
+    let repo_extra = format!("github = \"{github}\"\n");
+    let server = Server::start(ServerOptions {
+        repo_extra: &repo_extra,
+        tables: &tables,
+        ..ServerOptions::basic(&name, repo.path(), "compose.yml")
+    });
+
+    let comments = [
+        ("bob", "/slipway env down"),
+        ("eve", "/slipway env status"),
+        ("eve", "/slipway whoami"),
+        ("alice", "/slipway whoami"),
+        ("alice", "/slipway evn status"),
+    ];
+    for (i, (user, body)) in comments.iter().enumerate() {
+        let payload = issue_comment_payload(&github, 7, body, user);
+        let (status, answer) = send_webhook(
+            &server.url,
+            SECRET,
+            "issue_comment",
+            &format!("c-{i}"),
+            &payload,
+        );
+        assert_eq!(status, 202, "{answer}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let entries = loop {
+        let entries = audit(&server, "");
+        if entries.len() >= comments.len() {
+            break entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {entries:#?}\n{}",
+            server.tail_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let place = format!("pr {github}#7");
+    assert!(entries
+        .iter()
+        .all(|e| e["surface"] == "github" && e["place"] == place.as_str()));
+    // Oldest first, as the comments were handled.
+    let seen: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap(),
+                e["command"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen[0],
+        (
+            "github:bob",
+            "env down",
+            "refused: `env down` needs the developer role; you have viewer."
+        )
+    );
+    assert_eq!(
+        seen[1],
+        (
+            "github:eve",
+            "env status",
+            "refused: `env status` needs the viewer role; you have no role."
+        )
+    );
+    assert_eq!(seen[2], ("github:eve", "whoami", "ok"));
+    assert_eq!(seen[3], ("github:alice", "whoami", "ok"));
+    assert_eq!(seen[4].0, "github:alice");
+    assert!(seen[4].2.starts_with("error: Unknown command"), "{seen:#?}");
+
+    // The replies say what is needed and what they have.
+    let replies = world.comments(&github, 7);
+    let to_bob = replies
+        .iter()
+        .find(|c| c.body.starts_with("@bob"))
+        .expect("a reply to bob");
+    assert!(
+        to_bob
+            .body
+            .contains("`env down` needs the developer role (GitHub write permission)"),
+        "{}",
+        to_bob.body
+    );
+    assert!(to_bob.body.contains("Nothing was done."), "{}", to_bob.body);
+    let to_alice = replies
+        .iter()
+        .find(|c| c.body.starts_with("@alice you have write permission"))
+        .expect("alice's whoami");
+    assert!(
+        to_alice.body.contains("the developer role") && to_alice.body.contains("`env up`"),
+        "{}",
+        to_alice.body
+    );
+    let to_eve = replies
+        .iter()
+        .find(|c| c.body.starts_with("@eve you have none permission"))
+        .expect("eve's whoami");
+    assert!(
+        to_eve.body.contains("you may run `help`, `whoami`."),
+        "{}",
+        to_eve.body
+    );
+}
