@@ -293,8 +293,11 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server first, then removes whatever Docker objects its repo still has: a
+    /// test that failed half-way leaves nothing behind (a live server would restore them).
     fn drop(&mut self) {
         self.kill9();
+        remove_labelled(&format!("label=dev.slipway.repo={}", self.repo));
     }
 }
 
@@ -303,18 +306,20 @@ pub struct EnvCleanup(pub String);
 
 impl Drop for EnvCleanup {
     fn drop(&mut self) {
-        let filter = format!("label=dev.slipway.env={}", self.0);
-        for ids in [docker(&["ps", "-aq", "--filter", &filter])] {
-            for id in ids {
-                docker(&["rm", "-f", "-v", &id]);
-            }
-        }
-        for id in docker(&["network", "ls", "-q", "--filter", &filter]) {
-            docker(&["network", "rm", &id]);
-        }
-        for id in docker(&["volume", "ls", "-q", "--filter", &filter]) {
-            docker(&["volume", "rm", "-f", &id]);
-        }
+        remove_labelled(&format!("label=dev.slipway.env={}", self.0));
+    }
+}
+
+/// Removes every container, network and volume matching a `docker ... --filter`.
+fn remove_labelled(filter: &str) {
+    for id in docker(&["ps", "-aq", "--filter", filter]) {
+        docker(&["rm", "-f", "-v", &id]);
+    }
+    for id in docker(&["network", "ls", "-q", "--filter", filter]) {
+        docker(&["network", "rm", &id]);
+    }
+    for id in docker(&["volume", "ls", "-q", "--filter", filter]) {
+        docker(&["volume", "rm", "-f", &id]);
     }
 }
 
