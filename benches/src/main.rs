@@ -5,6 +5,7 @@
 //!   cargo run --release -p slipway-benches -- serve-memory [--envs N]
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
+//!   cargo run --release -p slipway-benches -- chatops [--count N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -13,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+mod chatops;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|serve-memory|webhooks|snippets|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -26,6 +28,9 @@ const USAGE: &str =
                 and latency beside the server's /healthz, and stored-exactly-once
   snippets      the failure-snippet scanner over a generated N GB test log (default 1)
                 beside `grep -c ERROR`: MB/s and the scanner's peak memory
+  chatops       the command grammar's parse rate, and N slash commands (default 500)
+                through the server against a Discord stand-in: handled/s and the
+                interaction-to-deferred-answer latency beside Discord's 3 s deadline
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -47,6 +52,7 @@ fn main() {
         Some("serve-memory") => serve_memory(envs),
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
+        Some("chatops") => chatops::chatops(number("--count", 500)),
         // The scanner's own process, so its peak memory is measured alone.
         Some("snippets-scan") => snippets::scan_child(args.get(1)),
         Some("all") => env_up(rounds)
