@@ -9,6 +9,7 @@ mod discord;
 mod github;
 mod notify;
 mod server;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -158,7 +158,7 @@ pub fn definitions() -> Vec<CreateCommand> {
 
 /// Discord descriptions are 1 to 100 characters.
 fn short(text: &str) -> String {
-    crate::github::forge::truncate(text.trim_end_matches('.'), 100)
+    crate::text::truncate(text.trim_end_matches('.'), 100)
 }
 
 /// The interaction's command, parsed by the same grammar as every other surface.

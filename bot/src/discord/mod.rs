@@ -214,6 +214,6 @@ impl Handler {
 }
 
 /// Discord refuses messages over 2,000 characters.
-fn fit(text: &str) -> String {
-    crate::github::forge::truncate(text, 2000)
+pub(crate) fn fit(text: &str) -> String {
+    crate::text::truncate(text, 2000)
 }

@@ -392,7 +392,10 @@ const MAX_PAGES: usize = 20;
 #[async_trait]
 impl Forge for GitHubForge {
     async fn permission(&self, repo: &str, user: &str) -> Result<Permission, ForgeError> {
-        let route = format!("/repos/{repo}/collaborators/{}/permission", encode(user));
+        let route = format!(
+            "/repos/{repo}/collaborators/{}/permission",
+            crate::text::percent_encode(user)
+        );
         match self.get::<PermissionBody>(repo, &route).await {
             Ok(body) => Ok(Permission::parse(&body.permission)),
             // Not a collaborator (or not a user at all).
@@ -600,24 +603,4 @@ fn map_error(error: octocrab::Error) -> ForgeError {
     }
 }
 
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Cuts at a character boundary, with an ellipsis.
-pub fn truncate(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text.to_string();
-    }
-    let cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
-    format!("{cut}…")
-}
+pub use crate::text::truncate;

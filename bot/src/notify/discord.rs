@@ -52,7 +52,10 @@ impl DiscordSink {
         }
         let starter = self
             .channel
-            .send_message(&self.http, CreateMessage::new().content(fit(&n.title)))
+            .send_message(
+                &self.http,
+                CreateMessage::new().content(crate::discord::fit(&n.title)),
+            )
             .await
             .map_err(discord_error)?;
         let name: String = n.env.chars().take(100).collect();
@@ -82,7 +85,7 @@ impl Sink for DiscordSink {
             .edit_message(
                 &self.http,
                 starter,
-                EditMessage::new().content(fit(&n.title)),
+                EditMessage::new().content(crate::discord::fit(&n.title)),
             )
             .await
             .map_err(discord_error)?;
@@ -100,20 +103,22 @@ impl Sink for DiscordSink {
                 .map_err(discord_error)?;
         } else {
             thread
-                .send_message(&self.http, CreateMessage::new().content(fit(&n.title)))
+                .send_message(
+                    &self.http,
+                    CreateMessage::new().content(crate::discord::fit(&n.title)),
+                )
                 .await
                 .map_err(discord_error)?;
             thread
-                .send_message(&self.http, CreateMessage::new().content(fit(&n.text)))
+                .send_message(
+                    &self.http,
+                    CreateMessage::new().content(crate::discord::fit(&n.text)),
+                )
                 .await
                 .map_err(discord_error)?;
         }
         Ok(())
     }
-}
-
-fn fit(text: &str) -> String {
-    crate::github::forge::truncate(text, MESSAGE_LIMIT)
 }
 
 fn discord_error(e: serenity::Error) -> SinkError {
