@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use harness::github::*;
 use harness::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const LIGHT: &str = "services: { web: { image: slipway/demo-app:latest, ports: ['8080'] } }\n";
 
@@ -51,7 +51,7 @@ fn cli_commands_are_audited_newest_first() {
     assert!(up["actor"].as_str().unwrap().starts_with("api:"), "{up:#}");
     assert!(up["at"].as_i64().unwrap() > 0);
 
-    // Reading does not fill the log; a failing command is audited with its error.
+    // Every command is audited, reads too; a failing command is audited with its error.
     server.cli_json(&["list"]);
     let missing = server.cli(&["down", &format!("{name}-nothing")]);
     assert!(!missing.status.success());
@@ -67,11 +67,12 @@ fn cli_commands_are_audited_newest_first() {
             )
         })
         .collect();
-    assert_eq!(summary.len(), 3, "{summary:#?}");
+    assert_eq!(summary.len(), 4, "{summary:#?}");
     assert_eq!(summary[0], (format!("env down {env}"), "ok".to_string()));
     assert_eq!(summary[1].0, format!("env down {name}-nothing"));
     assert!(summary[1].1.starts_with("error: "), "{summary:#?}");
-    assert_eq!(summary[2].0, format!("env up main repo:{name}"));
+    assert_eq!(summary[2], ("env list".to_string(), "ok".to_string()));
+    assert_eq!(summary[3].0, format!("env up main repo:{name}"));
 
     // Paging: `limit`, then `before` the oldest entry seen.
     let newest = audit(&server, "?limit=1");
@@ -79,10 +80,10 @@ fn cli_commands_are_audited_newest_first() {
     assert_eq!(newest[0]["id"], entries[0]["id"]);
     let older = audit(
         &server,
-        &format!("?limit=5&before={}", entries[1]["id"].as_i64().unwrap()),
+        &format!("?limit=5&before={}", entries[2]["id"].as_i64().unwrap()),
     );
     assert_eq!(older.len(), 1);
-    assert_eq!(older[0]["id"], entries[2]["id"]);
+    assert_eq!(older[0]["id"], entries[3]["id"]);
 }
 
 #[test]
@@ -110,15 +111,113 @@ fn a_refused_command_names_the_role_it_needs_and_does_nothing() {
         "a refused command does nothing: {listed:#}"
     );
     let entries = audit(&server, "");
-    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    assert_eq!(entries[0]["command"], "env list --all");
+    assert_eq!(entries[0]["outcome"], "ok");
     assert_eq!(
-        entries[0]["command"],
+        entries[1]["command"],
         format!("env up main repo:{name}").as_str()
     );
     assert_eq!(
-        entries[0]["outcome"],
+        entries[1]["outcome"],
         "refused: `env up` needs the developer role; you have viewer."
     );
+}
+
+/// `POST /api/v1/commands` takes every command of the grammar in the three forms the
+/// surfaces use (a line of text, the CLI's words, a name with named options) and answers
+/// with the canonical command and its typed outcome.
+#[test]
+fn the_http_api_runs_any_command_of_the_grammar() {
+    let name = unique_name("apicmd");
+    let repo = light_repo();
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
+    let env = format!("{name}-main");
+    let _cleanup = EnvCleanup(env.clone());
+    let url = format!("{}/api/v1/commands", server.url);
+    let post = |body: Value| {
+        let (status, text) = http_post_json(&url, &body);
+        let parsed: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {status} {text}"));
+        (status, parsed)
+    };
+
+    // A typo: the grammar's did-you-mean and the usage, written the CLI's way.
+    let (status, typo) = post(json!({ "command": "env lst" }));
+    assert_eq!(status, 400, "{typo:#}");
+    assert!(
+        typo["error"]
+            .as_str()
+            .unwrap()
+            .contains("Did you mean `env list`?"),
+        "{typo:#}"
+    );
+    assert!(
+        typo["help"].as_str().unwrap().contains("slipway env list"),
+        "{typo:#}"
+    );
+
+    // Named options, as from a Discord slash command.
+    let (status, up) = post(json!({
+        "name": "env up",
+        "options": { "branch": "main", "repo": name, "ttl": "2h" },
+    }));
+    assert_eq!(status, 202, "{up:#}");
+    assert_eq!(
+        up["command"],
+        format!("env up main repo:{name} ttl:2h").as_str()
+    );
+    assert_eq!(up["outcome"]["kind"], "env_up");
+    assert_eq!(up["outcome"]["env"]["name"], env.as_str());
+
+    // Words, as the CLI sends them.
+    let (status, extended) = post(json!({ "args": ["env", "extend", env, "--by", "1h"] }));
+    assert_eq!(status, 200, "{extended:#}");
+    assert_eq!(extended["outcome"]["kind"], "env_extend");
+
+    // A line of text.
+    let (status, shown) = post(json!({ "command": format!("env status {env}") }));
+    assert_eq!(status, 200, "{shown:#}");
+    assert_eq!(shown["outcome"]["kind"], "env_status");
+    assert_eq!(shown["outcome"]["status"]["name"], env.as_str());
+
+    // What only a pull request can fill in must be given here.
+    let (status, missing) = post(json!({ "command": "env status" }));
+    assert_eq!(status, 400, "{missing:#}");
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("`env status` needs the environment here: `slipway env status [env]`"),
+        "{missing:#}"
+    );
+    let (status, both) = post(json!({ "command": "env list", "args": ["env", "list"] }));
+    assert_eq!(status, 400, "{both:#}");
+
+    let (status, down) = post(json!({ "command": format!("env down {env}") }));
+    assert_eq!(status, 202, "{down:#}");
+    assert_eq!(down["outcome"]["kind"], "env_down");
+
+    let commands: Vec<(String, String)> = audit(&server, "")
+        .iter()
+        .map(|e| {
+            (
+                e["command"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let ok = |command: String| (command, "ok".to_string());
+    assert_eq!(commands[0], ok(format!("env down {env}")));
+    assert!(commands[1].0 == "env status" && commands[1].1.starts_with("error: "));
+    assert_eq!(commands[2], ok(format!("env status {env}")));
+    assert_eq!(commands[3], ok(format!("env extend {env} by:1h")));
+    assert_eq!(commands[4], ok(format!("env up main repo:{name} ttl:2h")));
+    assert!(
+        commands[5].0 == "(not understood)" && commands[5].1.contains("Unknown command"),
+        "{commands:#?}"
+    );
+    assert_eq!(commands.len(), 6, "{commands:#?}");
 }
 
 #[test]

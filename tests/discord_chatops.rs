@@ -47,10 +47,11 @@ fn setup() -> (DiscordWorld, Server, TestRepo, String) {
     let repo = TestRepo::new();
     repo.write("compose.yml", COMPOSE).commit("chat");
     let extra = "";
+    // The repo's team channel in the short form, its id a string as Discord shows it.
     let tables = format!(
         "[discord]\ntoken = \"{BOT_TOKEN}\"\napplication_id = {APPLICATION_ID}\nguilds = [{GUILD}]\napi_url = \"{}\"\n\n\
-         [permissions.discord_roles]\n\"{DEV_ROLE}\" = \"developer\"\n\n\
-         [[notify]]\nname = \"team\"\nkind = \"discord\"\nchannel = {CHANNEL}\n",
+         [discord.channels]\n\"{name}\" = \"{CHANNEL}\"\n\n\
+         [permissions.discord_roles]\n\"{DEV_ROLE}\" = \"developer\"\n",
         world.api_url()
     );
     let server = Server::start(ServerOptions {

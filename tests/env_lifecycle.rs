@@ -33,12 +33,31 @@ fn the_demo_comes_up_answers_and_goes_down_without_leftovers() {
         .unwrap()
         .iter()
         .any(|e| e["name"] == env.as_str()));
-    let logs = server.cli(&["logs", &env, "migrate"]);
+    let logs = server.cli(&["logs", &env, "--service", "migrate"]);
     assert!(logs.status.success());
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("migration"),
         "{}",
         String::from_utf8_lossy(&logs.stdout)
+    );
+    let extended = server.cli(&["extend", &env, "--by", "1h"]);
+    let stdout = String::from_utf8_lossy(&extended.stdout);
+    assert!(extended.status.success(), "{extended:?}");
+    assert!(
+        stdout.starts_with(&format!("{env} now expires in ")),
+        "{stdout}"
+    );
+    assert!(
+        server.status(&env)["expires_at"].as_i64().unwrap()
+            > record["expires_at"].as_i64().unwrap() + 50 * 60 * 1000,
+        "an hour was added"
+    );
+    let whoami = server.cli_raw(&["whoami"]);
+    let stdout = String::from_utf8_lossy(&whoami.stdout);
+    assert!(whoami.status.success(), "{whoami:?}");
+    assert!(
+        stdout.contains("role:    admin") && stdout.contains("env up"),
+        "{stdout}"
     );
     assert_eq!(
         service_containers_of(&env).len(),
@@ -218,20 +237,10 @@ fn bad_requests_get_one_line_errors_and_change_nothing() {
             "branch name",
         ),
         (
-            vec![
-                "up",
-                "--repo",
-                name.as_str(),
-                "--",
-                "--upload-pack=touch /tmp/x",
-            ],
+            vec!["up", "branch:--upload-pack=touch", "--repo", name.as_str()],
             "branch name",
         ),
         (vec!["up", "main", "--repo", "nope"], "unknown repo"),
-        (
-            vec!["up", "main", "--repo", name.as_str(), "--ttl", "forever"],
-            "ttl",
-        ),
         (vec!["status", "no-such-env"], "no environment"),
         (vec!["down", "no-such-env"], "no environment"),
         (vec!["logs", "../x"], "environment name"),
@@ -246,6 +255,52 @@ fn bad_requests_get_one_line_errors_and_change_nothing() {
         );
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    // What the grammar does not take is explained on the spot, with the usage: exit code 2.
+    for (args, expected) in [
+        (
+            vec!["up", "main", "--repo", name.as_str(), "--ttl", "forever"],
+            "Invalid value `forever` for `ttl`",
+        ),
+        (
+            vec![
+                "up",
+                "--repo",
+                name.as_str(),
+                "--",
+                "--upload-pack=touch /tmp/x",
+            ],
+            "Unknown argument `--`",
+        ),
+        (
+            vec!["lst"],
+            "Unknown command `env lst`. Did you mean `env list`?",
+        ),
+        (vec!["list", "--wait"], "`--wait` is for `env up`"),
+    ] {
+        let out = server.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+    let typo = server.cli(&["lst"]);
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("Usage: `slipway env list [--all]`"),
+        "{typo:?}"
+    );
+    let help = server.cli_raw(&["help", "env", "up"]);
+    let stdout = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    assert!(
+        stdout.starts_with("`slipway env up [branch] [repo:<repo>] [ttl:<duration>]`")
+            && stdout.contains("--wait"),
+        "{stdout}"
+    );
+    assert_eq!(server.cli(&["up", "--help"]).stdout, help.stdout);
+
     let out = server.cli(&["up", "no-such-branch", "--repo", &name, "--wait"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -241,6 +241,34 @@ fn a_pull_request_gets_an_env_that_follows_pushes_and_goes_away_when_closed() {
         },
     );
 
+    // The commands of every surface work in comments too, with this PR's env as default.
+    let comment = issue_comment_payload(
+        &s.github,
+        7,
+        "/slipway env list\n/slipway env extend by:1h\n/slipway env logs service:web tail:5",
+        "alice",
+    );
+    assert_eq!(s.send("issue_comment", "delivery-c1", &comment).0, 202);
+    s.wait_for_world("replies to env list, env extend and env logs", |w| {
+        let replies: Vec<String> = w
+            .comments(&s.github, 7)
+            .into_iter()
+            .map(|c| c.body)
+            .filter(|b| b.starts_with("@alice"))
+            .collect();
+        let listed = replies
+            .iter()
+            .any(|b| b.contains("| environment |") && b.contains(&format!("`{env}`")));
+        let extended = replies
+            .iter()
+            .any(|b| b.contains(&format!("`{env}` now expires in")));
+        let logs = replies.iter().any(|b| {
+            b.contains(&format!("the newest output of `{env}`"))
+                || b.contains(&format!("`{env}` has no output yet"))
+        });
+        listed && extended && logs
+    });
+
     // Closing removes the env and marks the deployment inactive.
     s.world.close_pull(&s.github, 7);
     let (status, _) = s.send(

@@ -11,8 +11,10 @@ use anyhow::{bail, Result};
 
 use crate::{cores, slipway_binary, Repo, Server};
 
-// The grammar is the bot's own module, compiled in here (it allows its own dead code).
+// The grammar is the bot's own module (it depends on nothing else of the bot), compiled in
+// here; the bench uses only part of it.
 #[path = "../../bot/src/commands/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod commands;
 #[path = "../../tests/harness/discord.rs"]
 #[allow(dead_code)]

@@ -90,7 +90,7 @@ pub struct NotifyConfig {
     /// The webhook's URL (`kind = "webhook"`).
     pub url: Option<String>,
     /// The team channel's id (`kind = "discord"`).
-    pub channel: Option<u64>,
+    pub channel: Option<DiscordId>,
     /// Repos whose events go here. Default: all.
     pub repos: Option<Vec<String>>,
     /// Events that go here (`env.ready`, `env.failed`, ...). Default: all.
@@ -132,12 +132,66 @@ fn default_skip_label() -> String {
 pub struct DiscordConfig {
     /// The bot's token (or `SLIPWAY_DISCORD_TOKEN`). Required.
     pub token: Option<SecretString>,
-    pub application_id: u64,
+    pub application_id: DiscordId,
     /// Guilds whose slash commands Slipway registers on start.
-    #[serde(default)]
-    pub guilds: Vec<u64>,
+    #[serde(default, alias = "guild_ids")]
+    pub guilds: Vec<DiscordId>,
     /// Another API base, e.g. a proxy. Default: Discord's.
     pub api_url: Option<String>,
+    /// Repo name → its team channel, which gets every event of that repo; validated by
+    /// `crate::notify::routes`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, DiscordId>,
+}
+
+/// A Discord id (snowflake), written as a TOML integer or, as Discord shows ids, a string
+/// of digits. Never 0: serenity's id types panic on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscordId(u64);
+
+impl DiscordId {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DiscordId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DiscordId;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a Discord id: an integer or a string of digits, like \"222222222222222222\"",
+                )
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, id: u64) -> Result<DiscordId, E> {
+                if id == 0 {
+                    return Err(E::custom(
+                        "a Discord id is never 0; copy it in Discord (Developer Mode, Copy ID)",
+                    ));
+                }
+                Ok(DiscordId(id))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, id: i64) -> Result<DiscordId, E> {
+                let id = u64::try_from(id)
+                    .map_err(|_| E::custom(format!("a Discord id is never negative (got {id})")))?;
+                self.visit_u64(id)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<DiscordId, E> {
+                // `parse` alone would take "+1".
+                match id.parse() {
+                    Ok(n) if id.bytes().all(|b| b.is_ascii_digit()) => self.visit_u64(n),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(id), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A configured repo served from a GitHub repository.
@@ -385,8 +439,8 @@ impl Config {
         }
         Ok(Some(crate::discord::DiscordSettings {
             token,
-            application_id: discord.application_id,
-            guilds: discord.guilds.clone(),
+            application_id: discord.application_id.get(),
+            guilds: discord.guilds.iter().map(|g| g.get()).collect(),
             api_url: discord.api_url.clone(),
         }))
     }
@@ -512,6 +566,48 @@ mod tests {
         let config: Config =
             toml::from_str("listen = \"0.0.0.0:8080\"\napi_token = \"t\"").unwrap();
         assert!(config.api_token().unwrap().is_some());
+    }
+
+    fn discord(text: &str) -> Result<DiscordConfig, toml::de::Error> {
+        toml::from_str::<Config>(&format!("[discord]\ntoken = \"t\"\n{text}"))
+            .map(|c| c.discord.unwrap())
+    }
+
+    #[test]
+    fn discord_ids_are_integers_or_strings_of_digits() {
+        let d = discord(
+            "application_id = 111111111111111111\nguilds = [333, \"18446744073709551615\"]\n\
+             [discord.channels]\ndemo = \"222222222222222222\"\nshop = 7\n",
+        )
+        .unwrap();
+        assert_eq!(d.application_id.get(), 111_111_111_111_111_111);
+        let guilds: Vec<u64> = d.guilds.iter().map(|g| g.get()).collect();
+        assert_eq!(guilds, [333, u64::MAX]);
+        assert_eq!(d.channels["demo"].get(), 222_222_222_222_222_222);
+        assert_eq!(d.channels["shop"].get(), 7);
+        let d = discord("application_id = \"1\"\nguild_ids = [\"2\"]\n").unwrap();
+        assert_eq!(d.application_id.get(), 1);
+        assert_eq!(d.guilds, [DiscordId(2)]);
+        assert!(d.channels.is_empty());
+    }
+
+    #[test]
+    fn bad_discord_ids_are_refused() {
+        for (value, says) in [
+            ("0", "never 0"),
+            ("\"0\"", "never 0"),
+            ("-5", "never negative"),
+            ("\"+5\"", "string of digits"),
+            ("\"12a\"", "string of digits"),
+            ("\"\"", "string of digits"),
+            ("1.5", "string of digits"),
+            ("true", "string of digits"),
+        ] {
+            let err = discord(&format!("application_id = {value}\n")).unwrap_err();
+            assert!(err.to_string().contains(says), "{value}: {err}");
+        }
+        let err = discord("application_id = 1\n[discord.channels]\ndemo = 0\n").unwrap_err();
+        assert!(err.to_string().contains("demo = 0"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod demo;
 mod discord;
+mod executor;
 mod github;
 mod notify;
 mod server;
@@ -14,14 +15,17 @@ mod text;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
     name = "slipway",
     version,
-    about = "Slipway: branches become ephemeral environments, tested, merged and rolled out"
+    about = "Slipway: branches become ephemeral environments, tested, merged and rolled out",
+    arg_required_else_help = true,
+    disable_help_subcommand = true,
+    override_usage = "slipway serve [--config <CONFIG>]\n       slipway <COMMAND> [ARGS]..."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,24 +40,21 @@ enum Command {
         #[arg(long, env = "SLIPWAY_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Create, inspect and delete environments.
-    Env {
-        #[command(flatten)]
-        client: cli::ClientArgs,
-        #[command(subcommand)]
-        command: cli::EnvCommand,
-    },
-    /// Run an environment's integration tests (its compose services in the `test` profile).
-    Test {
-        #[command(flatten)]
-        client: cli::ClientArgs,
-        #[command(flatten)]
-        test: cli::TestArgs,
-    },
+    /// Any other command (`env up ...`, `test ...`, `help`, `whoami`) is the grammar's: its
+    /// words reach the CLI untouched.
+    #[command(external_subcommand)]
+    Client(Vec<String>),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Every command but `serve` is the grammar's, and so is the help that lists them.
+    let matches = Cli::command()
+        .after_help(cli::help_text(None))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,15 +71,18 @@ fn main() -> ExitCode {
                 init_logging();
                 server::serve(config.as_deref()).await
             }
-            Command::Env { client, command } => cli::run(client, command).await,
-            Command::Test { client, test } => cli::test(client, test).await,
+            Command::Client(words) => cli::run(&words).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<cli::UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

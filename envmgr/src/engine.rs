@@ -86,12 +86,7 @@ impl Engine {
     ) -> Result<EnvRecord, EngineError> {
         let repo = self.known_repo(repo)?;
         let branch = BranchName::parse(branch)?;
-        let ttl = ttl.unwrap_or(repo.default_ttl);
-        if ttl > MAX_TTL {
-            return Err(EngineError::TtlTooLong(
-                humantime::format_duration(ttl).to_string(),
-            ));
-        }
+        let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
         let name = EnvName::for_branch(&repo.name, &branch);
         let request = UpRequest {
             name,
@@ -112,16 +107,18 @@ impl Engine {
         number: u64,
         head: CommitSha,
         head_ref: &str,
+        ttl: Option<Duration>,
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
         let repo = self.known_repo(repo.as_str())?;
+        let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
         let branch = BranchName::parse(head_ref)
             .or_else(|_| BranchName::parse(&format!("pull/{number}")))?;
         let request = UpRequest {
             name: EnvName::for_pull_request(&repo.name, number),
             repo: repo.name.clone(),
             branch,
-            ttl: repo.default_ttl,
+            ttl,
             actor: actor.to_string(),
             pull_request: Some(PullRequestSource {
                 number: number as i64,
@@ -279,4 +276,14 @@ impl Engine {
         let name = RepoName::parse(repo).map_err(|_| unknown())?;
         self.settings.repo(&name).ok_or_else(unknown)
     }
+}
+
+/// Refuses a TTL above [`MAX_TTL`].
+fn checked_ttl(ttl: Duration) -> Result<Duration, EngineError> {
+    if ttl > MAX_TTL {
+        return Err(EngineError::TtlTooLong(
+            humantime::format_duration(ttl).to_string(),
+        ));
+    }
+    Ok(ttl)
 }

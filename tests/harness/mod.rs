@@ -405,6 +405,16 @@ pub fn container_id(name: &str) -> String {
 
 /// GET a URL with a plain HTTP/1.1 request; returns (status, body).
 pub fn http_get(url: &str) -> (u16, String) {
+    http_request("GET", url, None)
+}
+
+/// POST a JSON body; returns (status, body).
+#[allow(dead_code)] // not every test binary posts
+pub fn http_post_json(url: &str, body: &Value) -> (u16, String) {
+    http_request("POST", url, Some(body))
+}
+
+fn http_request(method: &str, url: &str, body: Option<&Value>) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest
@@ -413,11 +423,14 @@ pub fn http_get(url: &str) -> (u16, String) {
         .unwrap_or((rest, "/".into()));
     let mut stream = std::net::TcpStream::connect(host).expect("connect");
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut response = String::new();

@@ -84,8 +84,6 @@ pub enum Surface {
     Cli,
     Api,
     GitHub,
-    // Constructed by the Discord surface (bot/src/discord/).
-    #[allow(dead_code)]
     Discord,
 }
 
@@ -128,7 +126,6 @@ impl Caller {
     }
 
     /// A Discord user, by id, with the name to show.
-    #[allow(dead_code)] // for the Discord surface
     pub fn discord(user_id: u64, display: &str) -> Self {
         Self {
             surface: Surface::Discord,
@@ -317,7 +314,6 @@ impl AccessPolicy {
 
     /// A Discord user's role: the highest of their own entry and their Discord roles'
     /// entries; `default_role` when none of them is listed.
-    #[allow(dead_code)] // for the Discord surface
     pub fn role_for_discord(&self, user_id: u64, role_ids: &[u64]) -> Role {
         std::iter::once(user_id)
             .map(|id| self.discord_users.get(&id))

@@ -1,9 +1,12 @@
 //! The CLI's HTTP client for the server's API. Errors are turned into one line that says
-//! what went wrong and what to do.
+//! what went wrong and what to do (plus the usage, for a command the server did not parse).
 
 use anyhow::{anyhow, bail};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{terminal, UsageError};
 
 pub struct Client {
     http: reqwest::Client,
@@ -38,24 +41,24 @@ impl Client {
             .map_err(|e| anyhow!("unreadable answer from the server: {e}"))
     }
 
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-    ) -> anyhow::Result<T> {
-        self.send(self.http.post(self.url(path)).json(body))
+    /// Runs a command of the grammar on the server: `words` as typed after `slipway`,
+    /// without the CLI's own flags. Answers the command's outcome.
+    pub async fn command<T: DeserializeOwned>(&self, words: &[String]) -> anyhow::Result<T> {
+        #[derive(Deserialize)]
+        struct Reply<T> {
+            outcome: T,
+        }
+        let request = self
+            .http
+            .post(self.url("/commands"))
+            .json(&json!({ "args": words }));
+        let reply: Reply<T> = self
+            .send(request)
             .await?
             .json()
             .await
-            .map_err(|e| anyhow!("unreadable answer from the server: {e}"))
-    }
-
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.http.delete(self.url(path)))
-            .await?
-            .json()
-            .await
-            .map_err(|e| anyhow!("unreadable answer from the server: {e}"))
+            .map_err(|e| anyhow!("unreadable answer from the server: {e}"))?;
+        Ok(reply.outcome)
     }
 
     /// A response whose body the caller streams.
@@ -89,11 +92,16 @@ impl Client {
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
+        let body = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+        let message = body["error"]
+            .as_str()
+            .map(str::to_string)
             .unwrap_or_else(|| format!("the server answered {status}"));
-        Err(anyhow!(message))
+        // A command the server's grammar did not take comes with its usage.
+        match body["help"].as_str() {
+            Some(help) => Err(UsageError(format!("{message}\n\n{}", terminal(help))).into()),
+            None => Err(anyhow!(message)),
+        }
     }
 }
 

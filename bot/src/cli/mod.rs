@@ -1,122 +1,294 @@
-//! `slipway env ...`: a client of the server's HTTP API. Human output by default, `--json`
-//! for scripts; long waits print progress (phase changes, per-service states) on stderr.
+//! `slipway <command>`: the command-line client. The words after `slipway` are a command of
+//! the grammar (`crate::commands`), parsed here first so that a mistake is explained without
+//! a server, then sent as words to the server's `POST /api/v1/commands`, which parses and
+//! runs them as it does for every other surface. The CLI's own flags (`--json`, `--wait`,
+//! `--follow`, ...; see [`flags`]) only change how the outcome is shown: `--wait` follows
+//! a change to its end with progress on stderr, `env logs --follow` streams.
 
 mod client;
+mod flags;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Subcommand};
 use envmgr::engine::EnvStatus;
 use envmgr::store::{now_ms, Desired, EnvRecord, Event, Phase, RunStatus, TestRun};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::commands::{help_reply, help_text_for, Command, CommandKind};
+use crate::executor::CommandError;
 use client::{encode, Client};
+use flags::Flags;
 
-#[derive(Args)]
-pub struct ClientArgs {
-    /// The Slipway server to talk to.
-    #[arg(
-        long,
-        env = "SLIPWAY_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    server: String,
-    /// Machine-readable output.
-    #[arg(long, global = true)]
-    json: bool,
+/// How commands are written on the command line, in help and in errors.
+const PREFIX: &str = "slipway ";
+
+/// A command line that is wrong before anything ran; exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// The server's `outcome` of a command (`executor::Outcome`), as far as the CLI reads it.
+/// `help` never reaches the server: its text is the same here.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Outcome {
+    WhoAmI(WhoAmI),
+    EnvUp { env: EnvRecord },
+    EnvDown { env: EnvRecord },
+    EnvList { envs: Vec<EnvRecord> },
+    EnvStatus { status: Box<EnvStatus> },
+    EnvLogs(Logs),
+    EnvExtend { env: EnvRecord },
+    Test { run: TestRun },
 }
 
-#[derive(Subcommand)]
-pub enum EnvCommand {
-    /// Create an environment for a branch, or move it to the branch's newest commit.
-    Up {
-        branch: String,
-        /// The repo (as named in the server's config); optional when it serves one repo.
-        #[arg(long)]
-        repo: Option<String>,
-        /// How long the env lives, e.g. 2h (default: the repo's default_ttl).
-        #[arg(long)]
-        ttl: Option<String>,
-        /// Wait until the env is Ready (exit 0) or Failed (exit 1), showing progress.
-        #[arg(long)]
-        wait: bool,
-        /// Give up waiting after this long.
-        #[arg(long, default_value = "15m")]
-        timeout: humantime::Duration,
-    },
-    /// List environments.
-    List {
-        /// Include deleted environments.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Phase, reason, services with their state and URLs, and recent events.
-    Status { env: String },
-    /// Print the output of an environment's services.
-    Logs {
-        env: String,
-        /// Only this service.
-        service: Option<String>,
-        /// Only the last N lines of each service.
-        #[arg(long)]
-        tail: Option<u64>,
-        /// Keep printing new output.
-        #[arg(long, short)]
-        follow: bool,
-    },
-    /// Delete an environment: its containers, network and volumes.
-    Down {
-        env: String,
-        /// Wait until everything is removed.
-        #[arg(long)]
-        wait: bool,
-        #[arg(long, default_value = "5m")]
-        timeout: humantime::Duration,
-    },
+#[derive(Serialize, Deserialize)]
+struct WhoAmI {
+    who: String,
+    role: String,
+    may_run: Vec<String>,
 }
 
-#[derive(Args)]
-pub struct TestArgs {
-    /// The environment whose tests to run.
+#[derive(Serialize, Deserialize)]
+struct Logs {
     env: String,
-    /// Run only the tests that failed last time (the suite reads SLIPWAY_FAILED_TESTS).
-    #[arg(long)]
-    failed: bool,
-    /// Wait for the outcome, showing progress; exit 0 only if the tests passed.
-    #[arg(long)]
-    wait: bool,
-    /// Give up waiting after this long.
-    #[arg(long, default_value = "1h")]
-    timeout: humantime::Duration,
+    service: Option<String>,
+    text: String,
+    truncated: bool,
 }
 
-/// `slipway test <env>`: starts a run, and with `--wait` follows it to its outcome.
-pub async fn test(args: ClientArgs, test: TestArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.server)?;
-    let path = format!("/envs/{}/runs", encode(&test.env));
-    let run: TestRun = client
-        .post(&path, &json!({ "failed_only": test.failed }))
+/// A command line, parsed.
+#[derive(Debug)]
+struct Prepared {
+    command: Command,
+    /// The grammar's words, as typed: what the server is sent.
+    words: Vec<String>,
+    flags: Flags,
+}
+
+/// Splits off the CLI's flags and parses the rest with the grammar; `--help` turns the
+/// line into `help <command>`.
+fn prepare(args: &[String]) -> Result<Prepared, UsageError> {
+    let (flags, mut words) = flags::split(args)?;
+    if flags.help {
+        words = flags::help_words(&words);
+    }
+    let command =
+        Command::from_cli_args(&words).map_err(|e| UsageError(terminal(&e.reply_for(PREFIX))))?;
+    if !flags.help {
+        flags.check(command.kind())?;
+    }
+    Ok(Prepared {
+        command,
+        words,
+        flags,
+    })
+}
+
+/// `slipway <args>`: parses, runs and shows one command.
+pub async fn run(args: &[String]) -> anyhow::Result<()> {
+    let Prepared {
+        command,
+        words,
+        flags,
+    } = prepare(args)?;
+    if let Command::Help { topic } = &command {
+        return print_help(topic.as_deref(), flags.json);
+    }
+    let client = Client::new(&server(&flags))?;
+    if let Command::EnvLogs { env, service, tail } = command {
+        if flags.follow {
+            return follow_logs(&client, env, service, tail).await;
+        }
+    }
+    match client.command(&words).await? {
+        Outcome::WhoAmI(who) => {
+            if flags.json {
+                print_json(&who)?;
+            } else {
+                println!("who:     {}", who.who);
+                println!("role:    {}", who.role);
+                println!("may run: {}", who.may_run.join(", "));
+            }
+        }
+        Outcome::EnvUp { env } => {
+            if !flags.wait {
+                return print_requested(&env, flags.json);
+            }
+            let timeout = flags.timeout.unwrap_or(Duration::from_secs(15 * 60));
+            let done = wait_for(&client, &env, timeout, flags.json, |r| {
+                r.observed_generation >= env.generation
+                    && matches!(r.phase, Phase::Ready | Phase::Failed)
+            })
+            .await?;
+            print_outcome(&done, flags.json)?;
+        }
+        Outcome::EnvDown { env } => {
+            let record = if flags.wait {
+                let timeout = flags.timeout.unwrap_or(Duration::from_secs(5 * 60));
+                wait_for(&client, &env, timeout, flags.json, |r| {
+                    r.phase == Phase::Deleted
+                })
+                .await?
+            } else {
+                env
+            };
+            if flags.json {
+                print_json(&record)?;
+            } else if flags.wait {
+                println!("{} deleted", record.name);
+            } else {
+                println!("{} is being deleted", record.name);
+            }
+        }
+        Outcome::EnvList { envs } => {
+            if flags.json {
+                print_json(&envs)?;
+            } else {
+                print_table(&envs);
+            }
+        }
+        Outcome::EnvStatus { status } => {
+            if flags.json {
+                print_json(&status)?;
+            } else {
+                print_status(&status);
+            }
+        }
+        Outcome::EnvLogs(logs) => {
+            if flags.json {
+                print_json(&logs)?;
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(logs.text.as_bytes())?;
+                stdout.flush()?;
+                if logs.truncated {
+                    eprintln!(
+                        "note: older output was left out; narrow it with --service or --tail, \
+                         or stream everything with --follow"
+                    );
+                }
+            }
+        }
+        Outcome::EnvExtend { env } => {
+            if flags.json {
+                print_json(&env)?;
+            } else {
+                println!(
+                    "{} now expires in {}",
+                    env.name,
+                    short_duration(env.expires_at - now_ms())
+                );
+            }
+        }
+        Outcome::Test { run } => test(&client, run, &flags).await?,
+    }
+    Ok(())
+}
+
+/// `--server`, else `SLIPWAY_SERVER`, else the local default.
+fn server(flags: &Flags) -> String {
+    flags
+        .server
+        .clone()
+        .or_else(|| {
+            std::env::var("SLIPWAY_SERVER")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| flags::DEFAULT_SERVER.to_owned())
+}
+
+/// The grammar's help (or one command's), then the CLI's own flags.
+pub fn help_text(topic: Option<&str>) -> String {
+    let grammar = match topic {
+        Some(topic) => help_reply(Some(topic), PREFIX),
+        None => help_text_for(PREFIX),
+    };
+    format!(
+        "{}\n\n{}",
+        terminal(&grammar),
+        flags::help_section(topic.and_then(CommandKind::from_name))
+    )
+}
+
+fn print_help(topic: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let text = help_text(topic);
+    if json {
+        print_json(&json!({ "text": text }))
+    } else {
+        print!("{text}");
+        Ok(())
+    }
+}
+
+/// The grammar's help and errors are Markdown; on a terminal the bold markers are noise.
+fn terminal(markdown: &str) -> String {
+    markdown.replace("**", "").trim_end().to_owned()
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `env logs --follow`: a stream, so not a one-shot command; read from the logs endpoint.
+async fn follow_logs(
+    client: &Client,
+    env: Option<String>,
+    service: Option<String>,
+    tail: Option<u64>,
+) -> anyhow::Result<()> {
+    let env = env.ok_or_else(|| {
+        UsageError(
+            CommandError::Missing {
+                command: CommandKind::EnvLogs,
+                what: "the environment".into(),
+                prefix: PREFIX,
+            }
+            .to_string(),
+        )
+    })?;
+    let mut query = String::from("follow=true");
+    if let Some(service) = service {
+        query.push_str(&format!("&service={}", encode(&service)));
+    }
+    if let Some(tail) = tail {
+        query.push_str(&format!("&tail={tail}"));
+    }
+    let mut response = client
+        .stream(&format!("/envs/{}/logs?{query}", encode(&env)))
         .await?;
-    if !test.wait {
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&run_json(&run, &client.log_url(&test.env, run.id)))?
-            );
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = response.chunk().await.context("the log stream broke off")? {
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+/// `slipway test <env>`: the run is queued; with `--wait` it is followed to its outcome.
+async fn test(client: &Client, run: TestRun, flags: &Flags) -> anyhow::Result<()> {
+    let env = run.env.clone();
+    if !flags.wait {
+        if flags.json {
+            print_json(&run_json(&run, &client.log_url(&env, run.id)))?;
         } else {
-            println!("test run {} of {} queued; follow it with `slipway test {} --wait` or `slipway env status {}`", run.id, test.env, test.env, test.env);
+            println!("test run {} of {env} queued; follow it with `slipway test {env} --wait` or `slipway env status {env}`", run.id);
         }
         return Ok(());
     }
+    let timeout = flags.timeout.unwrap_or(Duration::from_secs(60 * 60));
+    let path = format!("/envs/{}/runs/{}", encode(&env), run.id);
     let began = Instant::now();
     let mut last_status = None;
     let run = loop {
-        let run: TestRun = client.get(&format!("{path}/{}", run.id)).await?;
-        if last_status != Some(run.status) && !args.json {
+        let run: TestRun = client.get(&path).await?;
+        if last_status != Some(run.status) && !flags.json {
             eprintln!(
                 "[{:>5.1}s] run {} {}",
                 began.elapsed().as_secs_f64(),
@@ -128,23 +300,19 @@ pub async fn test(args: ClientArgs, test: TestArgs) -> anyhow::Result<()> {
         if run.status.is_finished() {
             break run;
         }
-        if began.elapsed() > Duration::from(test.timeout) {
+        if began.elapsed() > timeout {
             bail!(
-                "test run {} is still {} after {}; it keeps going: `slipway env status {}`",
+                "test run {} is still {} after {}; it keeps going: `slipway env status {env}`",
                 run.id,
                 run.status.as_str(),
-                test.timeout,
-                test.env
+                whole_seconds(timeout),
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let log_url = client.log_url(&test.env, run.id);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&run_json(&run, &log_url))?
-        );
+    let log_url = client.log_url(&env, run.id);
+    if flags.json {
+        print_json(&run_json(&run, &log_url))?;
     } else {
         print_run(&run, &log_url);
     }
@@ -156,6 +324,11 @@ pub async fn test(args: ClientArgs, test: TestArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// "15m", not "15m 0s 13ms".
+fn whole_seconds(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(duration.as_secs()))
 }
 
 /// The machine-readable outcome of a run.
@@ -193,97 +366,9 @@ fn print_run(run: &TestRun, log_url: &str) {
     println!("full log: {log_url}");
 }
 
-pub async fn run(args: ClientArgs, command: EnvCommand) -> anyhow::Result<()> {
-    let client = Client::new(&args.server)?;
-    let json = args.json;
-    match command {
-        EnvCommand::Up {
-            branch,
-            repo,
-            ttl,
-            wait,
-            timeout,
-        } => {
-            let body = json!({ "repo": repo, "branch": branch, "ttl": ttl });
-            let record: EnvRecord = client.post("/envs", &body).await?;
-            if !wait {
-                return print_requested(&record, json);
-            }
-            let done = wait_for(&client, &record, timeout.into(), json, |r| {
-                r.observed_generation >= record.generation
-                    && matches!(r.phase, Phase::Ready | Phase::Failed)
-            })
-            .await?;
-            print_outcome(&done, json)
-        }
-        EnvCommand::List { all } => {
-            let envs: Vec<EnvRecord> = client.get(&format!("/envs?all={all}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&envs)?);
-            } else {
-                print_table(&envs);
-            }
-            Ok(())
-        }
-        EnvCommand::Status { env } => {
-            let status: EnvStatus = client.get(&format!("/envs/{}", encode(&env))).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print_status(&status);
-            }
-            Ok(())
-        }
-        EnvCommand::Logs {
-            env,
-            service,
-            tail,
-            follow,
-        } => {
-            let mut query = format!("follow={follow}");
-            if let Some(service) = service {
-                query.push_str(&format!("&service={}", encode(&service)));
-            }
-            if let Some(tail) = tail {
-                query.push_str(&format!("&tail={tail}"));
-            }
-            let mut response = client
-                .stream(&format!("/envs/{}/logs?{query}", encode(&env)))
-                .await?;
-            let mut stdout = std::io::stdout().lock();
-            while let Some(chunk) = response.chunk().await.context("the log stream broke off")? {
-                stdout.write_all(&chunk)?;
-                stdout.flush()?;
-            }
-            Ok(())
-        }
-        EnvCommand::Down { env, wait, timeout } => {
-            let record: EnvRecord = client.delete(&format!("/envs/{}", encode(&env))).await?;
-            if !wait {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&record)?);
-                } else {
-                    println!("{} is being deleted", record.name);
-                }
-                return Ok(());
-            }
-            let done = wait_for(&client, &record, timeout.into(), json, |r| {
-                r.phase == Phase::Deleted
-            })
-            .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&done)?);
-            } else {
-                println!("{} deleted", done.name);
-            }
-            Ok(())
-        }
-    }
-}
-
 fn print_requested(record: &EnvRecord, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(record)?);
+        print_json(record)?;
     } else {
         println!(
             "{} requested (repo {}, branch {}); follow it with `slipway env status {}`",
@@ -295,7 +380,7 @@ fn print_requested(record: &EnvRecord, json: bool) -> anyhow::Result<()> {
 
 fn print_outcome(record: &EnvRecord, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(record)?);
+        print_json(record)?;
     }
     if record.phase == Phase::Failed {
         bail!(
@@ -372,7 +457,7 @@ async fn wait_for(
                 "{} is still {} after {}; it keeps going in the background: `slipway env status {}`",
                 record.name,
                 record.phase.as_str(),
-                humantime::format_duration(Duration::from_secs(timeout.as_secs())),
+                whole_seconds(timeout),
                 record.name
             );
         }
@@ -530,7 +615,12 @@ fn short_duration(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::short_duration;
+    use super::*;
+
+    fn prepared(line: &str) -> Result<Prepared, UsageError> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        prepare(&args)
+    }
 
     #[test]
     fn durations_read_well() {
@@ -538,5 +628,87 @@ mod tests {
         assert_eq!(short_duration(45_000), "45s");
         assert_eq!(short_duration(3_723_000), "1h 2m");
         assert_eq!(short_duration(-5), "0s");
+    }
+
+    #[test]
+    fn the_words_left_after_the_flags_are_parsed_and_sent() {
+        let p = prepared("env list --json --all").unwrap();
+        assert_eq!(p.command, Command::EnvList { all: true });
+        assert_eq!(p.words, ["env", "list", "--all"]);
+        assert!(p.flags.json);
+
+        let p = prepared("env up feature-x --repo demo --wait --timeout 3m").unwrap();
+        assert_eq!(
+            p.command,
+            Command::EnvUp {
+                branch: Some("feature-x".into()),
+                repo: Some("demo".into()),
+                ttl: None
+            }
+        );
+        assert_eq!(p.words, ["env", "up", "feature-x", "--repo", "demo"]);
+        assert!(p.flags.wait);
+    }
+
+    #[test]
+    fn a_typo_gets_the_grammars_did_you_mean_and_usage() {
+        let error = prepared("env lst --json").unwrap_err().0;
+        let mut lines = error.lines();
+        assert_eq!(
+            lines.next(),
+            Some("Unknown command `env lst`. Did you mean `env list`?")
+        );
+        assert!(
+            error.contains("Usage: `slipway env list [--all]`"),
+            "{error}"
+        );
+
+        let error = prepared("env up x --ttl forever").unwrap_err().0;
+        assert!(
+            error.starts_with("Invalid value `forever` for `ttl`"),
+            "{error}"
+        );
+        assert!(error.contains("slipway env up"), "{error}");
+    }
+
+    #[test]
+    fn cli_flags_are_checked_against_the_command() {
+        let error = prepared("env status x --wait").unwrap_err().0;
+        assert!(error.contains("not `env status`"), "{error}");
+        assert!(prepared("env logs x -f").unwrap().flags.follow);
+    }
+
+    #[test]
+    fn help_flags_become_the_help_command() {
+        for (line, topic) in [
+            ("env up feature-x --help", Some("env up")),
+            ("env -h", Some("env")),
+            ("whoami --help", Some("whoami")),
+            ("help env down", Some("env down")),
+            ("help", None),
+        ] {
+            let p = prepared(line).unwrap();
+            assert_eq!(
+                p.command,
+                Command::Help {
+                    topic: topic.map(str::to_owned)
+                },
+                "{line}"
+            );
+        }
+        let error = prepared("env lts --help").unwrap_err().0;
+        assert!(error.contains("Did you mean `env list`?"), "{error}");
+    }
+
+    #[test]
+    fn help_is_the_grammars_with_the_cli_flags() {
+        let text = help_text(Some("env logs"));
+        assert!(text.starts_with("`slipway env logs [env]"), "{text}");
+        assert!(text.contains("--follow"), "{text}");
+        let all = help_text(None);
+        assert!(all.starts_with("Slipway commands\n"), "{all}");
+        for kind in CommandKind::ALL {
+            assert!(all.contains(&format!("`slipway {}", kind.usage())), "{all}");
+        }
     }
 }

@@ -18,10 +18,6 @@
 //! optional argument is missing (e.g. "this pull request's head") is the surface's call:
 //! the grammar keeps those arguments as `Option`s.
 
-// The surfaces (PR comments, Discord, CLI, HTTP API) are being wired to this module; until
-// they are, much of it is only reached from the tests.
-#![allow(dead_code)]
-
 mod comment;
 mod error;
 mod parse;
@@ -33,11 +29,8 @@ use std::fmt;
 use std::time::Duration;
 
 pub use comment::{parse_comment, split_words};
-// Unused until the surfaces name these types (see the `allow` at the top).
-#[allow(unused_imports)]
 pub use error::ParseError;
-#[allow(unused_imports)]
-pub use parse::{ArgKind, ArgSpec};
+pub use parse::ArgKind;
 
 /// The prefix shown in help and replies for pull-request comments.
 pub const COMMENT_PREFIX: &str = "/slipway ";
@@ -54,8 +47,8 @@ pub enum Command {
     },
     /// `env down [env]`; on a pull request no env means the PR's.
     EnvDown { env: Option<String> },
-    /// `env list`
-    EnvList,
+    /// `env list [--all]`; `all` includes deleted environments.
+    EnvList { all: bool },
     /// `env status [env]`
     EnvStatus { env: Option<String> },
     /// `env logs [env] [service:<service>] [tail:<lines>]`
@@ -167,7 +160,11 @@ impl CommandKind {
                 "env down [env]",
                 "Delete an environment (on a pull request: the pull request's own).",
             ),
-            CommandKind::EnvList => info("env list", "env list", "List the environments."),
+            CommandKind::EnvList => info(
+                "env list",
+                "env list [--all]",
+                "List the environments; `--all` includes deleted ones.",
+            ),
             CommandKind::EnvStatus => info(
                 "env status",
                 "env status [env]",
@@ -247,7 +244,7 @@ impl Command {
         match self {
             Command::EnvUp { .. } => CommandKind::EnvUp,
             Command::EnvDown { .. } => CommandKind::EnvDown,
-            Command::EnvList => CommandKind::EnvList,
+            Command::EnvList { .. } => CommandKind::EnvList,
             Command::EnvStatus { .. } => CommandKind::EnvStatus,
             Command::EnvLogs { .. } => CommandKind::EnvLogs,
             Command::EnvExtend { .. } => CommandKind::EnvExtend,
@@ -276,7 +273,12 @@ impl Command {
             Command::EnvDown { env } | Command::EnvStatus { env } => {
                 words.positional("env", env.as_deref());
             }
-            Command::EnvList | Command::Approve | Command::WhoAmI => {}
+            Command::EnvList { all } => {
+                if *all {
+                    words.0.push("--all".to_owned());
+                }
+            }
+            Command::Approve | Command::WhoAmI => {}
             Command::EnvLogs { env, service, tail } => {
                 words.positional("env", env.as_deref());
                 words.keyed("service", service.as_deref());
@@ -363,16 +365,6 @@ fn normalize_name(name: &str) -> String {
         .map(str::to_lowercase)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The usage of a command (without prefix), e.g. `usage("env up")`.
-pub fn usage(name: &str) -> Option<&'static str> {
-    CommandKind::from_name(name).map(CommandKind::usage)
-}
-
-/// Markdown help listing every command, for pull-request comments.
-pub fn help_text() -> String {
-    help_text_for(COMMENT_PREFIX)
 }
 
 /// Markdown help listing every command, with the surface's prefix (`"/slipway "` in

@@ -92,7 +92,11 @@ const ENV_ONLY: &[ArgSpec] = &[ENV];
 const ENV_LOGS: &[ArgSpec] = &[
     ENV,
     optional("service", ArgKind::Text, "only this service's output"),
-    optional("tail", ArgKind::Count, "only the last this many lines"),
+    optional(
+        "tail",
+        ArgKind::Count,
+        "only the last this many lines (default 200)",
+    ),
 ];
 const ENV_EXTEND: &[ArgSpec] = &[
     ENV,
@@ -106,6 +110,11 @@ const TEST: &[ArgSpec] = &[
         "rerun only the tests that failed last time",
     ),
 ];
+const ENV_LIST: &[ArgSpec] = &[optional(
+    "all",
+    ArgKind::Flag,
+    "include deleted environments",
+)];
 const HELP: &[ArgSpec] = &[positional(
     "topic",
     ArgKind::Topic,
@@ -125,7 +134,8 @@ impl CommandKind {
             CommandKind::EnvExtend => ENV_EXTEND,
             CommandKind::Test => TEST,
             CommandKind::Help => HELP,
-            CommandKind::EnvList | CommandKind::Approve | CommandKind::WhoAmI => &[],
+            CommandKind::EnvList => ENV_LIST,
+            CommandKind::Approve | CommandKind::WhoAmI => &[],
         }
     }
 
@@ -444,7 +454,9 @@ impl Collector {
             CommandKind::EnvDown => Command::EnvDown {
                 env: self.text("env"),
             },
-            CommandKind::EnvList => Command::EnvList,
+            CommandKind::EnvList => Command::EnvList {
+                all: self.flag("all").unwrap_or(false),
+            },
             CommandKind::EnvStatus => Command::EnvStatus {
                 env: self.text("env"),
             },

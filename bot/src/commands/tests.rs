@@ -78,7 +78,13 @@ fn cases() -> Vec<Case> {
             text: "env list",
             discord: ("env list", &[]),
             cli: &["env", "list"],
-            expected: Command::EnvList,
+            expected: Command::EnvList { all: false },
+        },
+        Case {
+            text: "env list --all",
+            discord: ("env list", &[("all", "true")]),
+            cli: &["env", "list", "--all"],
+            expected: Command::EnvList { all: true },
         },
         Case {
             text: "env status pr-12",
@@ -749,7 +755,7 @@ fn several_commands_come_back_in_order() {
         ]
     );
     // `/slipway` alone is answered with the help.
-    assert_eq!(ParseError::Empty.reply(), help_text());
+    assert_eq!(ParseError::Empty.reply(), help_text_for(COMMENT_PREFIX));
     assert!(parse_comment("no commands here").is_empty());
     assert!(parse_comment("").is_empty());
 }
@@ -799,9 +805,9 @@ fn quoted_values() {
 
 #[test]
 fn help_mentions_every_command() {
-    let help = help_text();
+    let help = help_text_for(COMMENT_PREFIX);
     for kind in CommandKind::ALL {
-        let usage = usage(kind.name()).unwrap();
+        let usage = CommandKind::from_name(kind.name()).unwrap().usage();
         assert!(usage.starts_with(kind.name()));
         assert!(help.contains(&format!("`/slipway {usage}`")), "{kind:?}");
         assert!(help.contains(kind.info().summary), "{kind:?}");
@@ -812,11 +818,14 @@ fn help_mentions_every_command() {
         }
         assert_eq!(CommandKind::from_name(kind.name()), Some(kind));
     }
-    assert_eq!(usage(" ENV   up "), Some(CommandKind::EnvUp.usage()));
-    assert_eq!(usage("env"), None);
-    assert_eq!(usage("nope"), None);
+    assert_eq!(
+        CommandKind::from_name(" ENV   up "),
+        Some(CommandKind::EnvUp)
+    );
+    assert_eq!(CommandKind::from_name("env"), None);
+    assert_eq!(CommandKind::from_name("nope"), None);
     assert!(help_reply(Some("env"), "/").contains("`/env up"));
-    assert_eq!(help_reply(None, "/slipway "), help_text());
+    assert_eq!(help_reply(None, "/slipway "), help_text_for(COMMENT_PREFIX));
     assert!(help_text_for("/").contains("`/help <command>`"));
 }
 

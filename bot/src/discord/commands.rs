@@ -1,6 +1,7 @@
 //! Discord's side of the one command grammar: slash commands generated from
 //! `CommandKind::ALL` (so every command and argument exists on Discord too), interactions
-//! turned back into `Command`s through `Command::from_options`, and their execution.
+//! turned back into `Command`s through `Command::from_options`, and the shared executor's
+//! outcomes worded for Discord (with a message that keeps following slow work).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -12,8 +13,8 @@ use serenity::all::{
     ResolvedOption, ResolvedValue,
 };
 
-use crate::access::{self, Role};
-use crate::commands::{help_reply, ArgKind, Command, CommandKind, ParseError, ENV_GROUP};
+use crate::commands::{ArgKind, Command, CommandKind, ParseError, ENV_GROUP};
+use crate::executor::Outcome;
 
 /// How long a command's message keeps following what it started.
 const FOLLOW_FOR: Duration = Duration::from_secs(15 * 60);
@@ -57,10 +58,6 @@ impl Caller {
         }
     }
 
-    pub fn actor(&self) -> String {
-        format!("discord:{}", self.name)
-    }
-
     /// Where the command was typed, for the audit log.
     pub fn place(&self) -> String {
         match self.guild_id {
@@ -74,8 +71,6 @@ impl Caller {
 pub struct Reply {
     pub text: String,
     pub follow: Option<Follow>,
-    /// Set when the command failed, for the audit log.
-    pub error: Option<String>,
 }
 
 impl Reply {
@@ -83,7 +78,6 @@ impl Reply {
         Self {
             text: text.into(),
             follow: None,
-            error: None,
         }
     }
 
@@ -91,7 +85,6 @@ impl Reply {
         Self {
             text,
             follow: Some(follow),
-            error: None,
         }
     }
 }
@@ -193,111 +186,80 @@ pub fn parse_interaction(call: &CommandInteraction) -> Result<Command, ParseErro
     Command::from_options(&name, &pairs)
 }
 
-/// Runs a command for `caller` (whose role allows it) and says what happened.
-pub async fn execute(engine: &Engine, command: Command, caller: &Caller, role: Role) -> Reply {
-    let actor = caller.actor();
-    let result: Result<Reply, String> = async {
-        Ok(match command {
-            Command::Help { topic } => Reply::text(help_reply(topic.as_deref(), "/")),
-            Command::WhoAmI => {
-                let allowed: Vec<&str> = access::policy().allowed_commands(role).iter().map(|k| k.name()).collect();
-                Reply::text(format!(
-                    "You are {} (Discord user {}), with the {} role: you may run {}.",
-                    caller.name,
-                    caller.user_id,
-                    role.as_str(),
-                    allowed.join(", ")
-                ))
-            }
-            Command::EnvUp { branch, repo, ttl } => {
-                let Some(branch) = branch else {
-                    return Err("name the branch: `/env up branch:<name>`".to_string());
-                };
-                let repo = match repo {
-                    Some(repo) => repo,
-                    None => only_repo(engine)?,
-                };
-                let record = engine.up(&repo, &branch, ttl, &actor).await.map_err(|e| e.to_string())?;
-                Reply::with_follow(
-                    format!("⏳ `{}`: requested branch `{branch}` of `{repo}`…", record.name),
-                    Follow::Env { name: record.name.to_string(), generation: record.generation, deleting: false },
-                )
-            }
-            Command::EnvDown { env } => {
-                let env = env.ok_or("name the env: `/env down env:<name>`")?;
-                let record = engine.down(&env, &actor).await.map_err(|e| e.to_string())?;
-                Reply::with_follow(
-                    format!("🗑 `{}`: deleting…", record.name),
-                    Follow::Env { name: record.name.to_string(), generation: record.generation, deleting: true },
-                )
-            }
-            Command::EnvList => {
-                let envs = engine.list(false).await.map_err(|e| e.to_string())?;
-                if envs.is_empty() {
-                    Reply::text("No environments. `/env up branch:<name>` makes one.")
-                } else {
-                    let lines: Vec<String> = envs
-                        .iter()
-                        .map(|e| format!("`{}` {} ({} @ {})", e.name, e.phase.as_str(), e.branch, e.commit.as_ref().map(|c| c.short()).unwrap_or("-")))
-                        .collect();
-                    Reply::text(lines.join("\n"))
-                }
-            }
-            Command::EnvStatus { env } => {
-                let env = env.ok_or("name the env: `/env status env:<name>`")?;
-                let status = engine.status(&env).await.map_err(|e| e.to_string())?;
-                Reply::text(describe_env(&status.env))
-            }
-            Command::EnvLogs { env, service, tail } => {
-                let env = env.ok_or("name the env: `/env logs env:<name>`")?;
-                let options = envmgr::runtime::LogOptions { tail: Some(tail.unwrap_or(20).min(200)), follow: false };
-                let mut stream = engine.logs(&env, service.as_deref(), options).await.map_err(|e| e.to_string())?;
-                let mut text = Vec::new();
-                use futures_util::StreamExt;
-                while let Some(chunk) = stream.next().await {
-                    text.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
-                    if text.len() > 64 * 1024 {
-                        break;
-                    }
-                }
-                let text = String::from_utf8_lossy(&text).replace("```", "ʼʼʼ");
-                // Keep the end: the newest lines matter.
-                let tail: String = text.chars().rev().take(1800).collect::<Vec<_>>().into_iter().rev().collect();
+/// What the shared executor's outcome looks like in Discord.
+pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
+    match outcome {
+        Outcome::Help { text } => Reply::text(text),
+        Outcome::WhoAmI { role, may_run, .. } => Reply::text(format!(
+            "You are {} (Discord user {}), with the {role} role: you may run {}.",
+            caller.name,
+            caller.user_id,
+            may_run.join(", ")
+        )),
+        Outcome::EnvUp { env } => Reply::with_follow(
+            format!(
+                "⏳ `{}`: requested branch `{}` of `{}`…",
+                env.name, env.branch, env.repo
+            ),
+            Follow::Env {
+                name: env.name.to_string(),
+                generation: env.generation,
+                deleting: false,
+            },
+        ),
+        Outcome::EnvDown { env } => Reply::with_follow(
+            format!("🗑 `{}`: deleting…", env.name),
+            Follow::Env {
+                name: env.name.to_string(),
+                generation: env.generation,
+                deleting: true,
+            },
+        ),
+        Outcome::EnvList { envs } if envs.is_empty() => {
+            Reply::text("No environments. `/env up branch:<name>` makes one.")
+        }
+        Outcome::EnvList { envs } => Reply::text(
+            envs.iter()
+                .map(|e| {
+                    format!(
+                        "`{}` {} ({} @ {})",
+                        e.name,
+                        e.phase.as_str(),
+                        e.branch,
+                        e.commit.as_ref().map(|c| c.short()).unwrap_or("-")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Outcome::EnvStatus { status } => Reply::text(describe_env(&status.env)),
+        Outcome::EnvLogs { env, text, .. } => {
+            let text = text.replace("```", "ʼʼʼ");
+            // Keep the end: the newest lines matter.
+            let count = text.chars().count();
+            let tail: String = text.chars().skip(count.saturating_sub(1800)).collect();
+            if tail.trim().is_empty() {
+                Reply::text(format!("`{env}` has no output yet."))
+            } else {
                 Reply::text(format!("```\n{tail}\n```"))
             }
-            Command::EnvExtend { env, by } => {
-                let env = env.ok_or("name the env: `/env extend env:<name> by:<duration>`")?;
-                let record = engine.extend(&env, by, &actor).await.map_err(|e| e.to_string())?;
-                let left = Duration::from_millis((record.expires_at - envmgr::store::now_ms()).max(0) as u64);
-                Reply::text(format!("⏱ `{}` now expires in {}.", record.name, humantime::format_duration(Duration::from_secs(left.as_secs()))))
-            }
-            Command::Test { env, failed_only } => {
-                let env = env.ok_or("name the env: `/test env:<name>`")?;
-                let run = engine.request_test(&env, failed_only, &actor).await.map_err(|e| e.to_string())?;
-                Reply::with_follow(format!("🧪 `{env}`: test run {} queued…", run.id), Follow::Run { env, id: run.id })
-            }
-            Command::Approve => Reply::text("`approve` is for pull requests from forks: comment `/slipway approve` on the pull request."),
-        })
-    }
-    .await;
-    result.unwrap_or_else(|e| Reply {
-        text: format!("❌ {e}"),
-        follow: None,
-        error: Some(e),
-    })
-}
-
-fn only_repo(engine: &Engine) -> Result<String, String> {
-    match engine.settings().repos.as_slice() {
-        [only] => Ok(only.name.to_string()),
-        repos => Err(format!(
-            "name the repo (`repo:`); configured: {}",
-            repos
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        }
+        Outcome::EnvExtend { env } => {
+            let left =
+                Duration::from_millis((env.expires_at - envmgr::store::now_ms()).max(0) as u64);
+            Reply::text(format!(
+                "⏱ `{}` now expires in {}.",
+                env.name,
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            ))
+        }
+        Outcome::Test { run } => Reply::with_follow(
+            format!("🧪 `{}`: test run {} queued…", run.env, run.id),
+            Follow::Run {
+                env: run.env.to_string(),
+                id: run.id,
+            },
+        ),
     }
 }
 

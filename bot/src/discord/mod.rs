@@ -17,6 +17,7 @@ use serenity::async_trait;
 
 use crate::access;
 use crate::commands::{Command, ParseError};
+use crate::executor::{CommandError, Invocation};
 
 /// `[discord]`, validated.
 #[derive(Clone)]
@@ -166,52 +167,46 @@ impl EventHandler for Handler {
 }
 
 impl Handler {
-    /// Checks the caller's role, runs the command, and writes both to the audit log.
+    /// Runs the command through the shared executor (role check, audit) and words the reply.
     async fn answer(
         &self,
         parsed: Result<Command, ParseError>,
         caller: &commands::Caller,
     ) -> commands::Reply {
-        let who = access::Caller::discord(caller.user_id, &caller.name);
-        let place = caller.place();
-        let store = self.engine.store();
+        let role = access::policy().role_for_discord(caller.user_id, &caller.role_ids);
+        let invocation = Invocation {
+            caller: access::Caller::discord(caller.user_id, &caller.name),
+            role,
+            place: caller.place(),
+            prefix: PREFIX,
+            default_repo: None,
+            default_env: None,
+        };
         let command = match parsed {
             Ok(command) => command,
             Err(e) => {
-                access::audit(
-                    store,
-                    &who,
-                    &place,
-                    "(unparsed)",
-                    &access::Outcome::error(&e),
+                crate::executor::record_unparsed(
+                    self.engine.store(),
+                    &invocation.caller,
+                    &invocation.place,
+                    &e,
                 )
                 .await;
-                return commands::Reply::text(e.reply_for("/"));
+                return commands::Reply::text(e.reply_for(PREFIX));
             }
         };
-        let policy = access::policy();
-        let role = policy.role_for_discord(caller.user_id, &caller.role_ids);
-        if let Err(refusal) = policy.check(role, command.kind()) {
-            access::audit(
-                store,
-                &who,
-                &place,
-                &command.to_string(),
-                &access::Outcome::refused(&refusal),
-            )
-            .await;
-            return commands::Reply::text(format!("⛔ {refusal} Nothing was done."));
+        match crate::executor::run(&self.engine, &invocation, command).await {
+            Ok(outcome) => commands::render(outcome, caller),
+            Err(CommandError::Refused(refusal)) => {
+                commands::Reply::text(format!("⛔ {refusal} Nothing was done."))
+            }
+            Err(e) => commands::Reply::text(format!("❌ {e}")),
         }
-        let text = command.to_string();
-        let reply = commands::execute(&self.engine, command, caller, role).await;
-        let outcome = match &reply.error {
-            Some(error) => access::Outcome::error(error),
-            None => access::Outcome::Ok,
-        };
-        access::audit(store, &who, &place, &text, &outcome).await;
-        reply
     }
 }
+
+/// How commands are written on Discord, for help and hints: slash commands.
+const PREFIX: &str = "/";
 
 /// Discord refuses messages over 2,000 characters.
 pub(crate) fn fit(text: &str) -> String {

@@ -14,9 +14,10 @@ use tokio::sync::Notify;
 use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
 use super::forge::PullInfo;
 use super::GitHubSurface;
-use crate::access::{self, Caller, Outcome};
+use crate::access::{self, Caller};
 use crate::commands::{self, Command};
 use crate::config::GitHubLink;
+use crate::executor::{self, CommandError, Invocation, Outcome};
 
 /// Attempts before a delivery that keeps failing is put aside.
 const MAX_ATTEMPTS: u32 = 5;
@@ -116,7 +117,7 @@ impl GitHubSurface {
             base_repo: pr.base.repo.full_name.clone(),
         };
         let actor = format!("github:{}", event.sender.login);
-        let outcome = self.sync_pull(&link, &info, &actor, false).await?;
+        let outcome = self.sync_pull(&link, &info, &actor, None).await?;
         Ok(format!(
             "pull_request {} #{}: {outcome}",
             event.action, event.number
@@ -124,13 +125,13 @@ impl GitHubSurface {
     }
 
     /// Records what GitHub says of a PR and makes its env match. With `force`, an env is
-    /// (re)deployed even when it already runs this head.
+    /// (re)deployed even when it already runs this head, for `ttl` when given.
     pub(super) async fn sync_pull(
         &self,
         link: &GitHubLink,
         info: &PullInfo,
         actor: &str,
-        force: bool,
+        force: Option<Redeploy>,
     ) -> anyhow::Result<String> {
         CommitSha::parse(&info.head_sha).context("the pull request's head is not a commit id")?;
         let env = EnvName::for_pull_request(&link.repo, info.number);
@@ -170,7 +171,7 @@ impl GitHubSurface {
         link: &GitHubLink,
         row: &PullRow,
         actor: &str,
-        force: bool,
+        force: Option<Redeploy>,
     ) -> anyhow::Result<String> {
         let current = self.engine.get(&row.env).await.ok();
         let running = current
@@ -205,7 +206,7 @@ impl GitHubSurface {
                     e.pull_request.as_ref().is_some_and(|pr| pr.head == head)
                         && e.phase != envmgr::store::Phase::Failed
                 });
-                if running && at_head && !force {
+                if running && at_head && force.is_none() {
                     return Ok("env already at this head".into());
                 }
                 // The sweep only heals missed webhooks: an env of this head that was deleted
@@ -215,7 +216,14 @@ impl GitHubSurface {
                     return Ok("env of this head was deleted; left so".into());
                 }
                 self.engine
-                    .up_pull_request(&link.repo, row.number as u64, head, &row.head_ref, actor)
+                    .up_pull_request(
+                        &link.repo,
+                        row.number as u64,
+                        head,
+                        &row.head_ref,
+                        force.and_then(|f| f.ttl),
+                        actor,
+                    )
                     .await?;
                 Ok(format!(
                     "env up at {}",
@@ -255,10 +263,9 @@ impl GitHubSurface {
         for command in commands {
             let reply: Option<String> = match command {
                 Err(e) => {
-                    let what = e.command().map_or("(not understood)", |kind| kind.name());
                     let place = pr_place(&link, number);
-                    let caller = Caller::github(&user);
-                    access::audit(&self.store, &caller, &place, what, &Outcome::error(&e)).await;
+                    executor::record_unparsed(&self.store, &Caller::github(&user), &place, &e)
+                        .await;
                     Some(e.reply())
                 }
                 Ok(command) => self.run_command(&link, number, &user, command).await?,
@@ -278,8 +285,9 @@ impl GitHubSurface {
         ))
     }
 
-    /// Runs one command typed in a PR comment if the commenter's role (from their GitHub
-    /// permission) allows it, and writes it to the audit log; returns the reply to post.
+    /// Runs one command typed in a PR comment through the shared executor, with this PR's
+    /// repo and env as the defaults and the role the commenter's GitHub permission gives;
+    /// returns the reply to post (none when the sticky comment will show what happened).
     async fn run_command(
         &self,
         link: &GitHubLink,
@@ -287,151 +295,156 @@ impl GitHubSurface {
         user: &str,
         command: Command,
     ) -> anyhow::Result<Option<String>> {
-        let text = command.to_string();
-        let result = self.authorized_command(link, number, user, command).await;
-        let outcome = match &result {
-            Ok((_, outcome)) => outcome.clone(),
-            Err(e) => Outcome::error(format!("{e:#}")),
+        let policy = access::policy();
+        let permission = self.permission(&link.github, user).await?;
+        let invocation = Invocation {
+            caller: Caller::github(user),
+            role: policy.role_for_github(permission.as_str()),
+            place: pr_place(link, number),
+            prefix: commands::COMMENT_PREFIX,
+            default_repo: Some(link.repo.to_string()),
+            default_env: Some(EnvName::for_pull_request(&link.repo, number).to_string()),
         };
-        access::audit(
-            &self.store,
-            &Caller::github(user),
-            &pr_place(link, number),
-            &text,
-            &outcome,
-        )
-        .await;
-        result.map(|(reply, _)| reply)
+        let result = match pull_request_only(&command) {
+            None => executor::run(&self.engine, &invocation, command)
+                .await
+                .map(|outcome| {
+                    let commenter = Commenter {
+                        user,
+                        permission: permission.as_str(),
+                        github: &link.github,
+                        role: invocation.role,
+                    };
+                    render(outcome, &commenter)
+                }),
+            Some(action) => {
+                self.run_pull_request_command(link, number, &invocation, &command, action)
+                    .await
+            }
+        };
+        Ok(match result {
+            Ok(reply) => reply,
+            Err(CommandError::Refused(refusal)) => {
+                let via = match policy.github_level_for(refusal.needed) {
+                    Some(level) => format!("GitHub {level} permission"),
+                    None => "which no GitHub permission gives".to_string(),
+                };
+                Some(format!(
+                    "@{user} `{}` needs {} ({via}) on {}; you have {} permission, which gives {}. Nothing was done.",
+                    refusal.command.name(),
+                    refusal.needed.phrase(),
+                    link.github,
+                    permission.as_str(),
+                    refusal.have.phrase(),
+                ))
+            }
+            Err(e) => Some(format!("@{user} {e}")),
+        })
     }
 
-    /// Checks the commenter's role, then runs the command; the reply and the outcome.
-    async fn authorized_command(
+    /// A command only pull requests have, checked and audited like every other.
+    async fn run_pull_request_command(
         &self,
         link: &GitHubLink,
         number: u64,
-        user: &str,
-        command: Command,
-    ) -> anyhow::Result<(Option<String>, Outcome)> {
-        let policy = access::policy();
-        let permission = self.permission(&link.github, user).await?;
-        let role = policy.role_for_github(permission.as_str());
-        if let Err(refusal) = policy.check(role, command.kind()) {
-            let via = match policy.github_level_for(refusal.needed) {
-                Some(level) => format!("GitHub {level} permission"),
-                None => "which no GitHub permission gives".to_string(),
-            };
-            let reply = format!(
-                "@{user} `{}` needs {} ({via}) on {}; you have {} permission, which gives {}. Nothing was done.",
-                command.name(),
-                refusal.needed.phrase(),
-                link.github,
-                permission.as_str(),
-                role.phrase(),
-            );
-            return Ok((Some(reply), Outcome::refused(&refusal)));
+        invocation: &Invocation,
+        command: &Command,
+        action: PullAction,
+    ) -> Result<Option<String>, CommandError> {
+        executor::authorize(&self.engine, invocation, command).await?;
+        let result = match action {
+            PullAction::DeployHead { ttl } => self.deploy_head(link, number, ttl, invocation).await,
+            PullAction::Approve => self.approve(link, number, invocation).await,
+        };
+        executor::record(
+            &self.engine,
+            invocation,
+            &command.to_string(),
+            result.as_ref().err(),
+        )
+        .await;
+        result
+    }
+
+    /// `env up` on a pull request: its env at its current head (forks need an approval).
+    async fn deploy_head(
+        &self,
+        link: &GitHubLink,
+        number: u64,
+        ttl: Option<Duration>,
+        invocation: &Invocation,
+    ) -> Result<Option<String>, CommandError> {
+        let info = self
+            .forge
+            .pull_request(&link.github, number)
+            .await
+            .map_err(CommandError::failed)?;
+        let row = self
+            .store
+            .get_pull(link.repo.as_str(), number as i64)
+            .await
+            .map_err(CommandError::failed)?;
+        if info.is_fork()
+            && row.as_ref().and_then(|r| r.approved_sha.as_deref()) != Some(info.head_sha.as_str())
+        {
+            return Err(CommandError::NotHere(format!(
+                "this pull request comes from a fork: approve its head {} first with `/slipway approve`.",
+                short(&info.head_sha)
+            )));
         }
-        let actor = format!("github:{user}");
-        let env = EnvName::for_pull_request(&link.repo, number).to_string();
-        Ok(match command {
-            Command::Help { .. } => (Some(commands::help_text()), Outcome::Ok),
-            Command::WhoAmI => {
-                let allowed: Vec<String> = policy
-                    .allowed_commands(role)
-                    .into_iter()
-                    .map(|kind| format!("`{}`", kind.name()))
-                    .collect();
-                let reply = format!(
-                    "@{user} you have {} permission on {}, which gives {}: you may run {}.",
-                    permission.as_str(),
-                    link.github,
-                    role.phrase(),
-                    allowed.join(", ")
-                );
-                (Some(reply), Outcome::Ok)
-            }
-            Command::EnvUp { .. } => {
-                let info = self.forge.pull_request(&link.github, number).await?;
-                let row = self
-                    .store
-                    .get_pull(link.repo.as_str(), number as i64)
-                    .await?;
-                if info.is_fork()
-                    && row.as_ref().and_then(|r| r.approved_sha.as_deref())
-                        != Some(info.head_sha.as_str())
-                {
-                    let why = format!(
-                        "this pull request comes from a fork: approve its head {} first with `/slipway approve`.",
-                        short(&info.head_sha)
-                    );
-                    (Some(format!("@{user} {why}")), Outcome::error(why))
-                } else {
-                    let outcome = self.sync_pull(link, &info, &actor, true).await?;
-                    if outcome.starts_with("env up") {
-                        (None, Outcome::Ok)
-                    } else {
-                        let why = format!("no environment: {outcome}.");
-                        (Some(format!("@{user} {why}")), Outcome::error(why))
-                    }
-                }
-            }
-            Command::Approve => {
-                let info = self.forge.pull_request(&link.github, number).await?;
-                // Record the PR first so the approval has a row to land on.
-                self.sync_pull(link, &info, &actor, false).await?;
-                self.store
-                    .approve_pull(
-                        link.repo.as_str(),
-                        number as i64,
-                        &info.head_sha.to_ascii_lowercase(),
-                        user,
-                    )
-                    .await?;
-                self.sync_pull(link, &info, &actor, false).await?;
-                (Some(format!("@{user} approved commit {} of this pull request; its environment is on the way.", short(&info.head_sha))), Outcome::Ok)
-            }
-            Command::EnvDown { .. } => match self.engine.down(&env, &actor).await {
-                Ok(_) => (None, Outcome::Ok),
-                Err(e) => (Some(format!("@{user} {e}")), Outcome::error(e)),
-            },
-            Command::EnvStatus { .. } => {
-                self.report_pull(link.repo.as_str(), number as i64).await?;
-                let reply = match self.engine.get(&env).await {
-                    Ok(record) => format!(
-                        "@{user} `{env}` is **{}** at {}{}.",
-                        record.phase.as_str(),
-                        record
-                            .commit
-                            .as_ref()
-                            .map(|c| c.short().to_string())
-                            .unwrap_or_else(|| "no commit yet".into()),
-                        record.reason.map(|r| format!(": {r}")).unwrap_or_default()
-                    ),
-                    Err(_) => format!("@{user} this pull request has no environment."),
-                };
-                (Some(reply), Outcome::Ok)
-            }
-            Command::Test { failed_only, .. } => {
-                match self.engine.request_test(&env, failed_only, &actor).await {
-                    // The check run and the sticky comment follow the run from here.
-                    Ok(_) => (None, Outcome::Ok),
-                    Err(e) => (Some(format!("@{user} {e}")), Outcome::error(e)),
-                }
-            }
-            other => {
-                let why = format!(
-                    "`{}` is not available in pull-request comments yet; use the CLI or chat.",
-                    other.name()
-                );
-                (Some(format!("@{user} {why}")), Outcome::error(why))
-            }
-        })
+        let outcome = self
+            .sync_pull(link, &info, &invocation.caller.id, Some(Redeploy { ttl }))
+            .await
+            .map_err(CommandError::failed)?;
+        if outcome.starts_with("env up") {
+            // The sticky comment shows the env from here.
+            Ok(None)
+        } else {
+            Err(CommandError::NotHere(format!("no environment: {outcome}.")))
+        }
+    }
+
+    /// `approve`: a fork's current head may run.
+    async fn approve(
+        &self,
+        link: &GitHubLink,
+        number: u64,
+        invocation: &Invocation,
+    ) -> Result<Option<String>, CommandError> {
+        let actor = invocation.caller.id.as_str();
+        let user = invocation.caller.display.as_str();
+        let info = self
+            .forge
+            .pull_request(&link.github, number)
+            .await
+            .map_err(CommandError::failed)?;
+        // Record the PR first so the approval has a row to land on.
+        self.sync_pull(link, &info, actor, None)
+            .await
+            .map_err(CommandError::failed)?;
+        self.store
+            .approve_pull(
+                link.repo.as_str(),
+                number as i64,
+                &info.head_sha.to_ascii_lowercase(),
+                user,
+            )
+            .await
+            .map_err(CommandError::failed)?;
+        self.sync_pull(link, &info, actor, None)
+            .await
+            .map_err(CommandError::failed)?;
+        Ok(Some(format!(
+            "@{user} approved commit {} of this pull request; its environment is on the way.",
+            short(&info.head_sha)
+        )))
     }
 
     /// One sweep of a repo's open PRs (see `heal_periodically`).
     pub(super) async fn heal(&self, link: &GitHubLink) -> anyhow::Result<()> {
         let open = self.forge.open_pull_requests(&link.github).await?;
         for info in &open {
-            if let Err(e) = self.sync_pull(link, info, SWEEP_ACTOR, false).await {
+            if let Err(e) = self.sync_pull(link, info, SWEEP_ACTOR, None).await {
                 tracing::warn!(pr = info.number, error = %format!("{e:#}"), "could not reconcile a pull request");
             }
         }
@@ -455,11 +468,134 @@ impl GitHubSurface {
                     },
                     Err(e) => return Err(e.into()),
                 };
-                self.sync_pull(link, &info, SWEEP_ACTOR, false).await?;
+                self.sync_pull(link, &info, SWEEP_ACTOR, None).await?;
             }
         }
         Ok(())
     }
+}
+
+/// What a (re)deploy asked for by a command brings: a TTL other than the repo's default.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Redeploy {
+    pub ttl: Option<Duration>,
+}
+
+/// The commands only a pull request can carry out.
+enum PullAction {
+    /// `env up` without a branch: this PR's env at its head.
+    DeployHead { ttl: Option<Duration> },
+    /// `approve`: a fork's head may run.
+    Approve,
+}
+
+fn pull_request_only(command: &Command) -> Option<PullAction> {
+    match command {
+        Command::EnvUp {
+            branch: None,
+            repo: None,
+            ttl,
+        } => Some(PullAction::DeployHead { ttl: *ttl }),
+        Command::Approve => Some(PullAction::Approve),
+        _ => None,
+    }
+}
+
+/// The shared executor's outcome as a reply on the pull request; `None` where the sticky
+/// comment, the deployment and the check run already show what happens.
+/// Who a reply on a pull request is for.
+struct Commenter<'a> {
+    user: &'a str,
+    /// Their GitHub permission on the repository, and the role it gives.
+    permission: &'a str,
+    github: &'a str,
+    role: access::Role,
+}
+
+fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
+    let user = commenter.user;
+    match outcome {
+        Outcome::Help { text } => Some(text),
+        Outcome::WhoAmI { may_run, .. } => Some(format!(
+            "@{user} you have {} permission on {}, which gives {}: you may run {}.",
+            commenter.permission,
+            commenter.github,
+            commenter.role.phrase(),
+            may_run
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Outcome::EnvUp { env } => Some(format!(
+            "@{user} `{}`: requested branch `{}` of `{}`; `/slipway env status {}` shows how it goes.",
+            env.name, env.branch, env.repo, env.name
+        )),
+        Outcome::EnvDown { .. } | Outcome::Test { .. } => None,
+        Outcome::EnvList { envs } if envs.is_empty() => {
+            Some(format!("@{user} there are no environments."))
+        }
+        Outcome::EnvList { envs } => {
+            let mut text = format!("@{user}\n\n| environment | phase | branch | commit |\n|---|---|---|---|\n");
+            for env in envs.iter().take(50) {
+                text.push_str(&format!(
+                    "| `{}` | {} | `{}` | {} |\n",
+                    env.name,
+                    env.phase.as_str(),
+                    env.branch,
+                    env.commit.as_ref().map(|c| c.short()).unwrap_or("-")
+                ));
+            }
+            if envs.len() > 50 {
+                text.push_str(&format!("\n…and {} more.\n", envs.len() - 50));
+            }
+            Some(text)
+        }
+        Outcome::EnvStatus { status } => {
+            let env = &status.env;
+            let mut text = format!(
+                "@{user} `{}` is **{}** at {}{}.",
+                env.name,
+                env.phase.as_str(),
+                env.commit
+                    .as_ref()
+                    .map(|c| c.short().to_string())
+                    .unwrap_or_else(|| "no commit yet".into()),
+                env.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            for (service, url) in env.urls() {
+                text.push_str(&format!("\n- {service}: {url}"));
+            }
+            Some(text)
+        }
+        Outcome::EnvLogs { env, text, .. } if text.trim().is_empty() => {
+            Some(format!("@{user} `{env}` has no output yet."))
+        }
+        Outcome::EnvLogs { env, text, .. } => {
+            let count = text.chars().count();
+            // A comment holds 65,536 characters; the newest output matters.
+            let tail: String = text.chars().skip(count.saturating_sub(20_000)).collect();
+            let fence = "`".repeat(longest_backtick_run(&tail).max(2) + 1);
+            Some(format!("@{user} the newest output of `{env}`:\n\n{fence}\n{tail}\n{fence}"))
+        }
+        Outcome::EnvExtend { env } => Some(format!(
+            "@{user} `{}` now expires in {}.",
+            env.name,
+            executor::time_left(&env)
+        )),
+    }
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
 }
 
 /// Where a PR command was given, for the audit log: `pr acme/shop#7`.

@@ -1,4 +1,5 @@
-//! The `[[notify]]` tables, validated into routes: a sink and the repos and events it wants.
+//! The `[[notify]]` tables and `[discord.channels]`, validated into routes: a sink and the
+//! repos and events it wants.
 
 use std::sync::Arc;
 
@@ -47,8 +48,30 @@ pub struct SinkDeps {
 /// The routes of the config; refuses anything it would not act on exactly as written.
 pub fn routes(config: &Config, deps: &SinkDeps) -> anyhow::Result<Vec<Route>> {
     let repos: Vec<&str> = config.repos.iter().map(|r| r.name.as_str()).collect();
+    let channels = discord_channel_tables(config, &repos)?;
     let mut routes: Vec<Route> = Vec::new();
     for table in &config.notify {
+        for (repo, generated) in &channels {
+            if table.name == generated.name {
+                bail!(
+                    "[[notify]] name `{}` is taken by the route [discord.channels] makes for repo \
+                     `{repo}`; rename the [[notify]] table",
+                    table.name
+                );
+            }
+            // Both would post to the same env message and thread: everything twice.
+            let same_repo = table
+                .repos
+                .as_ref()
+                .is_none_or(|repos| repos.iter().any(|r| r == repo));
+            if table.kind == "discord" && table.channel == generated.channel && same_repo {
+                bail!(
+                    "[[notify]] `{}` sends repo `{repo}` to the channel [discord.channels] \
+                     already gives it, so every message would appear twice; drop one of them",
+                    table.name
+                );
+            }
+        }
         let route = route(table, &repos, deps)?;
         if routes.iter().any(|r| r.name() == route.name()) {
             bail!(
@@ -58,7 +81,51 @@ pub fn routes(config: &Config, deps: &SinkDeps) -> anyhow::Result<Vec<Route>> {
         }
         routes.push(route);
     }
+    for (_, table) in &channels {
+        routes.push(route(table, &repos, deps)?);
+    }
     Ok(routes)
+}
+
+/// `[discord.channels]`, each entry as the `[[notify]]` table it is short for: a Discord
+/// sink named `discord-<repo>` with every event of that one repo.
+fn discord_channel_tables<'a>(
+    config: &'a Config,
+    known_repos: &[&str],
+) -> anyhow::Result<Vec<(&'a str, NotifyConfig)>> {
+    let Some(discord) = &config.discord else {
+        return Ok(Vec::new());
+    };
+    discord
+        .channels
+        .iter()
+        .map(|(repo, &channel)| {
+            if !known_repos.contains(&repo.as_str()) {
+                bail!(
+                    "[discord.channels] names `{repo}`, which is not a configured [[repo]] \
+                     (configured: {})",
+                    configured(known_repos)
+                );
+            }
+            let table = NotifyConfig {
+                name: format!("discord-{repo}"),
+                kind: "discord".into(),
+                url: None,
+                channel: Some(channel),
+                repos: Some(vec![repo.clone()]),
+                events: None,
+            };
+            Ok((repo.as_str(), table))
+        })
+        .collect()
+}
+
+fn configured(known_repos: &[&str]) -> String {
+    if known_repos.is_empty() {
+        "none".to_string()
+    } else {
+        known_repos.join(", ")
+    }
 }
 
 fn route(table: &NotifyConfig, known_repos: &[&str], deps: &SinkDeps) -> anyhow::Result<Route> {
@@ -83,7 +150,12 @@ fn route(table: &NotifyConfig, known_repos: &[&str], deps: &SinkDeps) -> anyhow:
                 .store
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("[[notify]] `{name}`: no store"))?;
-            Arc::new(super::discord::DiscordSink::new(name, channel, http, store))
+            Arc::new(super::discord::DiscordSink::new(
+                name,
+                channel.get(),
+                http,
+                store,
+            ))
         }
         "log" => {
             if table.url.is_some() {
@@ -120,7 +192,7 @@ fn route(table: &NotifyConfig, known_repos: &[&str], deps: &SinkDeps) -> anyhow:
                 bail!(
                     "[[notify]] `{name}`: repos names `{unknown}`, which is not a configured [[repo]] \
                      (configured: {})",
-                    if known_repos.is_empty() { "none".to_string() } else { known_repos.join(", ") }
+                    configured(known_repos)
                 );
             }
             Some(list.clone())
@@ -250,6 +322,60 @@ mod tests {
         .is_err());
     }
 
+    const DISCORD: &str = "[discord]\ntoken = \"t\"\napplication_id = 1\n";
+
+    /// What a Discord sink needs, with a store that lives as long as the returned dir.
+    async fn discord_deps(config: &Config) -> (tempfile::TempDir, SinkDeps) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = envmgr::store::Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("s.db").display()
+        ))
+        .await
+        .unwrap();
+        let discord = config.discord_settings().unwrap().unwrap();
+        let deps = SinkDeps {
+            store: Some(store),
+            discord: Some(Arc::new(crate::discord::http(&discord))),
+        };
+        (dir, deps)
+    }
+
+    #[tokio::test]
+    async fn a_discord_channels_entry_is_a_route_for_that_repo_with_every_event() {
+        let config = config(&format!(
+            "{DISCORD}[discord.channels]\ndemo = \"222222222222222222\"\n\
+             [[notify]]\nname = \"all\"\nkind = \"log\"\n"
+        ));
+        let (_dir, deps) = discord_deps(&config).await;
+        let routes = routes(&config, &deps).unwrap();
+        let names: Vec<&str> = routes.iter().map(Route::name).collect();
+        assert_eq!(names, ["all", "discord-demo"]);
+        for kind in NotificationKind::ALL {
+            assert!(routes[1].wants(&notification("demo", kind)));
+            assert!(!routes[1].wants(&notification("shop", kind)));
+        }
+    }
+
+    #[test]
+    fn discord_channels_mistakes_are_refused() {
+        let e = error(&format!("{DISCORD}[discord.channels]\nnope = 2\n"));
+        assert!(
+            e.contains("[discord.channels]") && e.contains("nope") && e.contains("demo, shop"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{DISCORD}[discord.channels]\ndemo = 2\n[[notify]]\nname = \"discord-demo\"\nkind = \"log\"\n"
+        ));
+        assert!(e.contains("discord-demo") && e.contains("rename"), "{e}");
+        let e = error(&format!(
+            "{DISCORD}[discord.channels]\ndemo = 2\n\
+             [[notify]]\nname = \"team\"\nkind = \"discord\"\nchannel = 2\n"
+        ));
+        assert!(e.contains("team") && e.contains("twice"), "{e}");
+        // An id of 0 is refused when the config is read (config::tests).
+    }
+
     #[test]
     fn no_tables_no_routes() {
         assert!(routes(&config(""), &SinkDeps::default())
@@ -261,26 +387,21 @@ mod tests {
     async fn the_example_config_has_valid_notify_tables() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
         let config = Config::load(&path).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = envmgr::store::Store::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("s.db").display()
-        ))
-        .await
-        .unwrap();
-        let discord = config
-            .discord_settings()
+        let (_dir, deps) = discord_deps(&config).await;
+        let names: Vec<String> = routes(&config, &deps)
             .unwrap()
-            .expect("the example documents [discord]");
-        let deps = SinkDeps {
-            store: Some(store),
-            discord: Some(std::sync::Arc::new(crate::discord::http(&discord))),
-        };
-        let routes = routes(&config, &deps).unwrap();
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
         assert_eq!(
-            routes.len(),
-            3,
-            "the example documents three [[notify]] tables"
+            names,
+            [
+                "team-webhook",
+                "server-log",
+                "failures-channel",
+                "discord-demo"
+            ],
+            "the example documents three [[notify]] tables and one [discord.channels] entry"
         );
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use envmgr::engine::EngineError;
 use envmgr::runtime::{LogOptions, RuntimeError};
@@ -21,8 +21,9 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::access::{self, Caller, Outcome, Surface};
-use crate::commands::Command;
+use crate::access::{self, Caller, Surface};
+use crate::commands::{Command, CommandKind};
+use crate::executor::{self, CommandError, Invocation, Outcome};
 
 #[derive(Clone)]
 struct AppState {
@@ -39,12 +40,14 @@ pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
         .route("/envs", get(list_envs).post(env_up))
         .route("/envs/{env}", get(env_status).delete(env_down))
         .route("/envs/{env}/events", get(env_events))
+        .route("/envs/{env}/extend", post(env_extend))
         .route("/envs/{env}/logs", get(env_logs))
         .route("/envs/{env}/runs", get(list_runs).post(start_run))
         .route("/envs/{env}/runs/{id}", get(get_run))
         .route("/envs/{env}/runs/{id}/log", get(run_log))
         .route("/repos", get(list_repos))
         .route("/audit", get(audit_log))
+        .route("/commands", post(run_command))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -97,59 +100,134 @@ fn actor(headers: &HeaderMap) -> String {
     format!("api:{user}")
 }
 
-/// The caller of a command, for the access check and the audit log. The CLI names its user
-/// in `x-slipway-user`; other clients count as the API.
-fn caller(headers: &HeaderMap) -> Caller {
+/// A command from the API: the CLI names its user in `x-slipway-user`; other clients count
+/// as the API. Everyone holding the token has `api_token_role`.
+fn invocation(headers: &HeaderMap) -> Invocation {
     let surface = if headers.contains_key("x-slipway-user") {
         Surface::Cli
     } else {
         Surface::Api
     };
-    Caller::api(surface, &actor(headers))
-}
-
-/// Where API commands are given, for the audit log.
-const API_PLACE: &str = "api";
-
-/// Refuses (`403`, audited) a command the API token's role may not run. Every API caller
-/// holds the one token today, so this refuses only when `api_token_role` is set low.
-async fn authorize(state: &AppState, caller: &Caller, command: &Command) -> Result<(), ApiError> {
-    let policy = access::policy();
-    if let Err(refusal) = policy.check(policy.role_for_api_token(), command.kind()) {
-        let outcome = Outcome::refused(&refusal);
-        access::audit(
-            state.engine.store(),
-            caller,
-            API_PLACE,
-            &command.to_string(),
-            &outcome,
-        )
-        .await;
-        return Err(ApiError(StatusCode::FORBIDDEN, refusal.to_string()));
+    Invocation {
+        caller: Caller::api(surface, &actor(headers)),
+        role: access::policy().role_for_api_token(),
+        place: "api".into(),
+        prefix: CLI_PREFIX,
+        default_repo: None,
+        default_env: None,
     }
-    Ok(())
 }
 
-/// Writes a command that was allowed to the audit log with how it ended.
-async fn audited<T>(
+/// How commands are written in hints and help given through the API: the CLI's way.
+const CLI_PREFIX: &str = "slipway ";
+
+/// Runs a command through the shared executor (role check, audit log).
+async fn execute(
     state: &AppState,
-    caller: &Caller,
-    command: &Command,
-    result: Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    let outcome = match &result {
-        Ok(_) => Outcome::Ok,
-        Err(e) => Outcome::error(&e.1),
+    headers: &HeaderMap,
+    command: Command,
+) -> Result<Outcome, ApiError> {
+    executor::run(&state.engine, &invocation(headers), command)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// Reads (polling a status, streaming logs) are not commands and are not audited, but the
+/// token's role must still allow them.
+fn allow_read(kind: CommandKind) -> Result<(), ApiError> {
+    let policy = access::policy();
+    policy
+        .check(policy.role_for_api_token(), kind)
+        .map_err(|refusal| ApiError(StatusCode::FORBIDDEN, refusal.to_string()))
+}
+
+/// `POST /api/v1/commands`: any command of the grammar, as one line of text, as words (what
+/// the CLI sends), or as a name with named options (like a Discord slash command).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    name: Option<String>,
+    #[serde(default)]
+    options: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn run_command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {}", e.body_text()),
+        )
+    })?;
+    let parsed = match (body.command, body.args, body.name) {
+        (Some(line), None, None) if body.options.is_empty() => Command::parse_line(&line),
+        (None, Some(args), None) if body.options.is_empty() => Command::from_cli_args(&args),
+        (None, None, Some(name)) => {
+            let mut options = Vec::new();
+            for (key, value) in &body.options {
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return Err(ApiError(
+                            StatusCode::BAD_REQUEST,
+                            format!("option `{key}` must be a string, a number or a boolean"),
+                        ))
+                    }
+                };
+                options.push((key.clone(), value));
+            }
+            let pairs: Vec<(&str, &str)> = options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            Command::from_options(&name, &pairs)
+        }
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "send one of {\"command\": \"env up feature-x\"}, {\"args\": [\"env\", \"up\", \"feature-x\"]} \
+                 or {\"name\": \"env up\", \"options\": {\"branch\": \"feature-x\"}}"
+                    .into(),
+            ))
+        }
     };
-    access::audit(
-        state.engine.store(),
-        caller,
-        API_PLACE,
-        &command.to_string(),
-        &outcome,
+    let invocation = invocation(&headers);
+    let command = match parsed {
+        Ok(command) => command,
+        Err(e) => {
+            executor::record_unparsed(
+                state.engine.store(),
+                &invocation.caller,
+                &invocation.place,
+                &e,
+            )
+            .await;
+            let body = json!({ "error": e.to_string(), "help": e.reply_for(CLI_PREFIX) });
+            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        }
+    };
+    let canonical = command.to_string();
+    let outcome = executor::run(&state.engine, &invocation, command)
+        .await
+        .map_err(ApiError::from)?;
+    let status = match outcome {
+        Outcome::EnvUp { .. } | Outcome::EnvDown { .. } | Outcome::Test { .. } => {
+            StatusCode::ACCEPTED
+        }
+        _ => StatusCode::OK,
+    };
+    Ok((
+        status,
+        Json(json!({ "command": canonical, "outcome": outcome })),
     )
-    .await;
-    result
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -172,49 +250,35 @@ async fn env_up(
             format!("bad request body: {}", e.body_text()),
         )
     })?;
-    let ttl = body
-        .ttl
-        .as_deref()
-        .map(humantime::parse_duration)
-        .transpose()
-        .map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("ttl: {e} (write it like 2h or 30m)"),
-            )
-        })?;
-    let repo = match body.repo {
-        Some(repo) => repo,
-        None => only_repo(&state.engine)?,
-    };
-    let caller = caller(&headers);
+    let ttl = body.ttl.as_deref().map(parse_duration).transpose()?;
     let command = Command::EnvUp {
-        branch: Some(body.branch.clone()),
-        repo: Some(repo.clone()),
+        branch: Some(body.branch),
+        repo: body.repo,
         ttl,
     };
-    authorize(&state, &caller, &command).await?;
-    let result = state.engine.up(&repo, &body.branch, ttl, &caller.id).await;
-    let record = audited(&state, &caller, &command, result.map_err(ApiError::from)).await?;
-    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+    match execute(&state, &headers, command).await? {
+        Outcome::EnvUp { env } => Ok((StatusCode::ACCEPTED, Json(env)).into_response()),
+        other => Err(unexpected(other)),
+    }
 }
 
-/// With one repo configured, `--repo` may be left out.
-fn only_repo(engine: &Engine) -> Result<String, ApiError> {
-    match engine.settings().repos.as_slice() {
-        [only] => Ok(only.name.to_string()),
-        repos => Err(ApiError(
+/// A duration in a JSON body, e.g. "2h".
+fn parse_duration(text: &str) -> Result<std::time::Duration, ApiError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ApiError(
             StatusCode::BAD_REQUEST,
-            format!(
-                "name the repo (--repo); configured repos: {}",
-                repos
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
+            format!("{text:?} is not a duration: {e} (write it like 2h or 30m)"),
+        )
+    })
+}
+
+/// The executor answered a command with another command's outcome: a bug.
+fn unexpected(outcome: Outcome) -> ApiError {
+    tracing::error!(?outcome, "unexpected outcome");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error: unexpected outcome".into(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -227,6 +291,7 @@ async fn list_envs(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvList)?;
     Ok(Json(state.engine.list(q.all).await?).into_response())
 }
 
@@ -234,6 +299,7 @@ async fn env_status(
     State(state): State<AppState>,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvStatus)?;
     Ok(Json(state.engine.status(&env).await?).into_response())
 }
 
@@ -242,14 +308,39 @@ async fn env_down(
     headers: HeaderMap,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&headers);
-    let command = Command::EnvDown {
-        env: Some(env.clone()),
+    match execute(&state, &headers, Command::EnvDown { env: Some(env) }).await? {
+        Outcome::EnvDown { env } => Ok((StatusCode::ACCEPTED, Json(env)).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    /// humantime, e.g. "2h".
+    by: String,
+}
+
+async fn env_extend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(env): Path<String>,
+    body: Result<Json<ExtendBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {}", e.body_text()),
+        )
+    })?;
+    let command = Command::EnvExtend {
+        env: Some(env),
+        by: parse_duration(&body.by)?,
     };
-    authorize(&state, &caller, &command).await?;
-    let result = state.engine.down(&env, &caller.id).await;
-    let record = audited(&state, &caller, &command, result.map_err(ApiError::from)).await?;
-    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+    match execute(&state, &headers, command).await? {
+        Outcome::EnvExtend { env } => Ok(Json(env).into_response()),
+        other => Err(unexpected(other)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -263,6 +354,7 @@ async fn env_events(
     Path(env): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvStatus)?;
     Ok(Json(state.engine.events(&env, q.after).await?).into_response())
 }
 
@@ -280,6 +372,7 @@ async fn env_logs(
     Path(env): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvLogs)?;
     let options = LogOptions {
         tail: q.tail,
         follow: q.follow,
@@ -305,25 +398,21 @@ async fn start_run(
     Path(env): Path<String>,
     body: Option<Json<RunBody>>,
 ) -> Result<Response, ApiError> {
-    let failed_only = body.map(|Json(b)| b.failed_only).unwrap_or(false);
-    let caller = caller(&headers);
     let command = Command::Test {
-        env: Some(env.clone()),
-        failed_only,
+        env: Some(env),
+        failed_only: body.map(|Json(b)| b.failed_only).unwrap_or(false),
     };
-    authorize(&state, &caller, &command).await?;
-    let result = state
-        .engine
-        .request_test(&env, failed_only, &caller.id)
-        .await;
-    let run = audited(&state, &caller, &command, result.map_err(ApiError::from)).await?;
-    Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+    match execute(&state, &headers, command).await? {
+        Outcome::Test { run } => Ok((StatusCode::ACCEPTED, Json(run)).into_response()),
+        other => Err(unexpected(other)),
+    }
 }
 
 async fn list_runs(
     State(state): State<AppState>,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvStatus)?;
     Ok(Json(state.engine.runs(&env, 50).await?).into_response())
 }
 
@@ -331,6 +420,7 @@ async fn get_run(
     State(state): State<AppState>,
     Path((env, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvStatus)?;
     Ok(Json(state.engine.run(&env, id).await?).into_response())
 }
 
@@ -339,6 +429,7 @@ async fn run_log(
     State(state): State<AppState>,
     Path((env, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
+    allow_read(CommandKind::EnvLogs)?;
     let path = state.engine.run_log(&env, id).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || {
@@ -417,6 +508,22 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Refused(_) => ApiError(StatusCode::FORBIDDEN, e.to_string()),
+            CommandError::Missing { .. } | CommandError::NotHere(_) => {
+                ApiError(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            CommandError::Engine(e) => e.into(),
+            CommandError::Failed(e) => {
+                tracing::error!(error = %format!("{e:#}"), "command failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+            }
+        }
     }
 }
 

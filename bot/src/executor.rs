@@ -1,0 +1,327 @@
+//! The one executor behind every surface. A surface parses what was typed into a
+//! [`Command`] (the grammar), says who typed it, with which role and where
+//! ([`Invocation`]), and calls [`run`]: the role is checked, the command is carried out
+//! through the engine, and both are written to the audit log. The surface then renders the
+//! typed [`Outcome`] in its own way (a chat message, a PR comment, JSON, terminal output).
+//!
+//! Only what is truly surface-specific stays with a surface: on a pull request `env up`
+//! without a branch means "this PR's head" and `approve` approves a fork's head; those use
+//! [`authorize`] and [`record`] around their own code.
+
+use std::time::Duration;
+
+use envmgr::engine::{EngineError, EnvStatus};
+use envmgr::store::{EnvRecord, TestRun};
+use envmgr::Engine;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::access::{self, Caller, Outcome as AuditOutcome, Refusal, Role};
+use crate::commands::{help_reply, Command, CommandKind, ParseError};
+
+/// Lines of output `env logs` shows when no `tail` is given.
+pub const DEFAULT_LOG_TAIL: u64 = 200;
+/// The most output `env logs` returns; the newest part is kept.
+pub const MAX_LOG_BYTES: usize = 1024 * 1024;
+
+/// Who runs a command, where, and what an omitted argument means there.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub caller: Caller,
+    /// The caller's role on this surface (from Discord ids and roles, the GitHub
+    /// permission, or the API token).
+    pub role: Role,
+    /// For the audit log: `pr acme/shop#7`, `discord guild 1 channel 2`, `api`.
+    pub place: String,
+    /// How commands are written here, for help and hints: `"/slipway "`, `"/"`, `"slipway "`.
+    pub prefix: &'static str,
+    /// On a pull request: its repo and env, used when `repo` or `env` is left out.
+    pub default_repo: Option<String>,
+    pub default_env: Option<String>,
+}
+
+/// What a command did, for the surface to show.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Help {
+        text: String,
+    },
+    WhoAmI {
+        who: String,
+        role: &'static str,
+        /// The commands the role allows, by canonical name.
+        may_run: Vec<&'static str>,
+    },
+    /// The env is requested; the reconciler brings it up.
+    EnvUp {
+        env: EnvRecord,
+    },
+    /// The env is marked for deletion; the reconciler removes it.
+    EnvDown {
+        env: EnvRecord,
+    },
+    EnvList {
+        envs: Vec<EnvRecord>,
+    },
+    EnvStatus {
+        status: Box<EnvStatus>,
+    },
+    EnvLogs {
+        env: String,
+        service: Option<String>,
+        /// The newest output (at most [`MAX_LOG_BYTES`]).
+        text: String,
+        /// Whether older output was left out to stay within [`MAX_LOG_BYTES`].
+        truncated: bool,
+    },
+    EnvExtend {
+        env: EnvRecord,
+    },
+    /// The run is queued; the reconciler runs it.
+    Test {
+        run: TestRun,
+    },
+}
+
+/// Why a command did not run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0} Nothing was done.")]
+    Refused(Refusal),
+    /// An argument this surface has no default for.
+    #[error("`{}` needs {what} here: `{prefix}{}`.", .command.name(), .command.usage())]
+    Missing {
+        command: CommandKind,
+        what: String,
+        prefix: &'static str,
+    },
+    /// A command that only makes sense on another surface.
+    #[error("{0}")]
+    NotHere(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A surface's own step failed (e.g. GitHub did not answer).
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl CommandError {
+    /// A surface's own step failed.
+    pub fn failed(error: impl Into<anyhow::Error>) -> Self {
+        CommandError::Failed(error.into())
+    }
+}
+
+/// Checks the role, runs the command and writes the audit log entry.
+pub async fn run(
+    engine: &Engine,
+    invocation: &Invocation,
+    command: Command,
+) -> Result<Outcome, CommandError> {
+    authorize(engine, invocation, &command).await?;
+    let text = command.to_string();
+    let result = execute(engine, invocation, command).await;
+    record(engine, invocation, &text, result.as_ref().err()).await;
+    result
+}
+
+/// Refuses a command the caller's role does not allow, writing the refusal to the audit log.
+pub async fn authorize(
+    engine: &Engine,
+    invocation: &Invocation,
+    command: &Command,
+) -> Result<(), CommandError> {
+    let policy = access::policy();
+    if let Err(refusal) = policy.check(invocation.role, command.kind()) {
+        audit(
+            engine,
+            invocation,
+            &command.to_string(),
+            &AuditOutcome::refused(&refusal),
+        )
+        .await;
+        return Err(CommandError::Refused(refusal));
+    }
+    Ok(())
+}
+
+/// Writes how an allowed command ended to the audit log.
+pub async fn record(
+    engine: &Engine,
+    invocation: &Invocation,
+    command: &str,
+    error: Option<&CommandError>,
+) {
+    let outcome = match error {
+        None => AuditOutcome::Ok,
+        Some(CommandError::Refused(refusal)) => AuditOutcome::refused(refusal),
+        Some(e) => AuditOutcome::error(e),
+    };
+    audit(engine, invocation, command, &outcome).await;
+}
+
+/// Writes a command that did not parse to the audit log.
+pub async fn record_unparsed(
+    store: &envmgr::store::Store,
+    caller: &Caller,
+    place: &str,
+    error: &ParseError,
+) {
+    let what = error
+        .command()
+        .map_or("(not understood)", CommandKind::name);
+    access::audit(store, caller, place, what, &AuditOutcome::error(error)).await;
+}
+
+/// How long an env has left, e.g. `3h 59m`.
+pub fn time_left(env: &EnvRecord) -> String {
+    let left_ms = (env.expires_at - envmgr::store::now_ms()).max(0) as u64;
+    humantime::format_duration(Duration::from_secs(left_ms / 1000 / 60 * 60)).to_string()
+}
+
+async fn audit(engine: &Engine, invocation: &Invocation, command: &str, outcome: &AuditOutcome) {
+    access::audit(
+        engine.store(),
+        &invocation.caller,
+        &invocation.place,
+        command,
+        outcome,
+    )
+    .await;
+}
+
+/// Carries out an allowed command.
+async fn execute(
+    engine: &Engine,
+    invocation: &Invocation,
+    command: Command,
+) -> Result<Outcome, CommandError> {
+    let kind = command.kind();
+    let actor = invocation.caller.id.as_str();
+    let env_or_default = |env: Option<String>| {
+        env.or_else(|| invocation.default_env.clone())
+            .ok_or_else(|| CommandError::Missing {
+                command: kind,
+                what: "the environment".into(),
+                prefix: invocation.prefix,
+            })
+    };
+    Ok(match command {
+        Command::Help { topic } => Outcome::Help {
+            text: help_reply(topic.as_deref(), invocation.prefix),
+        },
+        Command::WhoAmI => Outcome::WhoAmI {
+            who: invocation.caller.display.clone(),
+            role: invocation.role.as_str(),
+            may_run: access::policy()
+                .allowed_commands(invocation.role)
+                .into_iter()
+                .map(CommandKind::name)
+                .collect(),
+        },
+        Command::EnvUp { branch, repo, ttl } => {
+            let branch = branch.ok_or_else(|| CommandError::Missing {
+                command: kind,
+                what: "the branch".into(),
+                prefix: invocation.prefix,
+            })?;
+            let repo = match repo.or_else(|| invocation.default_repo.clone()) {
+                Some(repo) => repo,
+                None => only_repo(engine, invocation)?,
+            };
+            let env = engine.up(&repo, &branch, ttl, actor).await?;
+            Outcome::EnvUp { env }
+        }
+        Command::EnvDown { env } => Outcome::EnvDown {
+            env: engine.down(&env_or_default(env)?, actor).await?,
+        },
+        Command::EnvList { all } => Outcome::EnvList {
+            envs: engine.list(all).await?,
+        },
+        Command::EnvStatus { env } => Outcome::EnvStatus {
+            status: Box::new(engine.status(&env_or_default(env)?).await?),
+        },
+        Command::EnvLogs { env, service, tail } => {
+            let env = env_or_default(env)?;
+            let (text, truncated) = read_logs(engine, &env, service.as_deref(), tail).await?;
+            Outcome::EnvLogs {
+                env,
+                service,
+                text,
+                truncated,
+            }
+        }
+        Command::EnvExtend { env, by } => Outcome::EnvExtend {
+            env: engine.extend(&env_or_default(env)?, by, actor).await?,
+        },
+        Command::Test { env, failed_only } => Outcome::Test {
+            run: engine
+                .request_test(&env_or_default(env)?, failed_only, actor)
+                .await?,
+        },
+        Command::Approve => {
+            return Err(CommandError::NotHere(
+                "`approve` is for pull requests from forks: comment `/slipway approve` on the \
+                 pull request."
+                    .into(),
+            ))
+        }
+    })
+}
+
+/// With one repo configured, `repo` may be left out.
+fn only_repo(engine: &Engine, invocation: &Invocation) -> Result<String, CommandError> {
+    match engine.settings().repos.as_slice() {
+        [only] => Ok(only.name.to_string()),
+        repos => Err(CommandError::Missing {
+            command: CommandKind::EnvUp,
+            what: format!(
+                "the repo (configured: {})",
+                repos
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            prefix: invocation.prefix,
+        }),
+    }
+}
+
+/// The newest output of an env (or one service), at most [`MAX_LOG_BYTES`].
+async fn read_logs(
+    engine: &Engine,
+    env: &str,
+    service: Option<&str>,
+    tail: Option<u64>,
+) -> Result<(String, bool), EngineError> {
+    let options = envmgr::runtime::LogOptions {
+        tail: Some(tail.unwrap_or(DEFAULT_LOG_TAIL)),
+        follow: false,
+    };
+    let mut stream = engine.logs(env, service, options).await?;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            kept.extend_from_slice(&chunk?);
+            // Keep the end: drop the oldest output in large steps, not per chunk.
+            if kept.len() > 2 * MAX_LOG_BYTES {
+                kept.drain(..kept.len() - MAX_LOG_BYTES);
+                truncated = true;
+            }
+        }
+        Ok::<_, EngineError>(())
+    };
+    // A service that keeps printing cannot hold a command forever.
+    match tokio::time::timeout(Duration::from_secs(30), read).await {
+        Ok(result) => result?,
+        Err(_) => truncated = true,
+    }
+    if kept.len() > MAX_LOG_BYTES {
+        kept.drain(..kept.len() - MAX_LOG_BYTES);
+        truncated = true;
+    }
+    Ok((String::from_utf8_lossy(&kept).into_owned(), truncated))
+}
