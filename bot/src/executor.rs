@@ -14,7 +14,7 @@ use envmgr::engine::{EngineError, EnvStatus};
 use envmgr::store::{EnvRecord, TestRun};
 use envmgr::Engine;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Caller, Outcome as AuditOutcome, Refusal, Role};
 use crate::commands::{help_reply, Command, CommandKind, ParseError};
@@ -40,19 +40,15 @@ pub struct Invocation {
     pub default_env: Option<String>,
 }
 
-/// What a command did, for the surface to show.
-#[derive(Debug, Clone, Serialize)]
+/// What a command did, for the surface to show (the API sends it as JSON, the CLI reads it
+/// back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     Help {
         text: String,
     },
-    WhoAmI {
-        who: String,
-        role: &'static str,
-        /// The commands the role allows, by canonical name.
-        may_run: Vec<&'static str>,
-    },
+    WhoAmI(WhoAmI),
     /// The env is requested; the reconciler brings it up.
     EnvUp {
         env: EnvRecord,
@@ -67,14 +63,7 @@ pub enum Outcome {
     EnvStatus {
         status: Box<EnvStatus>,
     },
-    EnvLogs {
-        env: String,
-        service: Option<String>,
-        /// The newest output (at most [`MAX_LOG_BYTES`]).
-        text: String,
-        /// Whether older output was left out to stay within [`MAX_LOG_BYTES`].
-        truncated: bool,
-    },
+    EnvLogs(Logs),
     EnvExtend {
         env: EnvRecord,
     },
@@ -82,6 +71,24 @@ pub enum Outcome {
     Test {
         run: TestRun,
     },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub who: String,
+    pub role: String,
+    /// The commands the role allows, by canonical name.
+    pub may_run: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Logs {
+    pub env: String,
+    pub service: Option<String>,
+    /// The newest output (at most [`MAX_LOG_BYTES`]).
+    pub text: String,
+    /// Whether older output was left out to stay within [`MAX_LOG_BYTES`].
+    pub truncated: bool,
 }
 
 /// Why a command did not run, or failed.
@@ -153,11 +160,7 @@ pub async fn record(
     command: &str,
     error: Option<&CommandError>,
 ) {
-    let outcome = match error {
-        None => AuditOutcome::Ok,
-        Some(CommandError::Refused(refusal)) => AuditOutcome::refused(refusal),
-        Some(e) => AuditOutcome::error(e),
-    };
+    let outcome = error.map_or(AuditOutcome::Ok, AuditOutcome::error);
     audit(engine, invocation, command, &outcome).await;
 }
 
@@ -211,15 +214,15 @@ async fn execute(
         Command::Help { topic } => Outcome::Help {
             text: help_reply(topic.as_deref(), invocation.prefix),
         },
-        Command::WhoAmI => Outcome::WhoAmI {
+        Command::WhoAmI => Outcome::WhoAmI(WhoAmI {
             who: invocation.caller.display.clone(),
-            role: invocation.role.as_str(),
+            role: invocation.role.as_str().to_string(),
             may_run: access::policy()
                 .allowed_commands(invocation.role)
                 .into_iter()
-                .map(CommandKind::name)
+                .map(|kind| kind.name().to_string())
                 .collect(),
-        },
+        }),
         Command::EnvUp { branch, repo, ttl } => {
             let branch = branch.ok_or_else(|| CommandError::Missing {
                 command: kind,
@@ -245,12 +248,12 @@ async fn execute(
         Command::EnvLogs { env, service, tail } => {
             let env = env_or_default(env)?;
             let (text, truncated) = read_logs(engine, &env, service.as_deref(), tail).await?;
-            Outcome::EnvLogs {
+            Outcome::EnvLogs(Logs {
                 env,
                 service,
                 text,
                 truncated,
-            }
+            })
         }
         Command::EnvExtend { env, by } => Outcome::EnvExtend {
             env: engine.extend(&env_or_default(env)?, by, actor).await?,

@@ -23,6 +23,15 @@ pub fn truncate(text: &str, max_chars: usize) -> String {
     format!("{cut}…")
 }
 
+/// The last `max_chars` characters: the newest part of some output.
+pub fn last_chars(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().rev().nth(max_chars.saturating_sub(1)) {
+        Some((start, _)) if max_chars > 0 => &text[start..],
+        _ if max_chars == 0 => "",
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +41,8 @@ mod tests {
         assert_eq!(percent_encode("ci[bot] a/b"), "ci%5Bbot%5D%20a%2Fb");
         assert_eq!(truncate("héllo", 10), "héllo");
         assert_eq!(truncate("héllo wörld", 5), "héll…");
+        assert_eq!(last_chars("héllo wörld", 5), "wörld");
+        assert_eq!(last_chars("hé", 5), "hé");
+        assert_eq!(last_chars("hé", 0), "");
     }
 }

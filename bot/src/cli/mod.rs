@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use envmgr::engine::EnvStatus;
 use envmgr::store::{now_ms, Desired, EnvRecord, Event, Phase, RunStatus, TestRun};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::commands::{help_reply, help_text_for, Command, CommandKind};
-use crate::executor::CommandError;
+use crate::commands::{help_reply, Command, CommandKind};
+use crate::executor::{CommandError, Outcome};
 use client::{encode, Client};
 use flags::Flags;
 
@@ -30,36 +30,6 @@ const PREFIX: &str = "slipway ";
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(String);
-
-/// The server's `outcome` of a command (`executor::Outcome`), as far as the CLI reads it.
-/// `help` never reaches the server: its text is the same here.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Outcome {
-    WhoAmI(WhoAmI),
-    EnvUp { env: EnvRecord },
-    EnvDown { env: EnvRecord },
-    EnvList { envs: Vec<EnvRecord> },
-    EnvStatus { status: Box<EnvStatus> },
-    EnvLogs(Logs),
-    EnvExtend { env: EnvRecord },
-    Test { run: TestRun },
-}
-
-#[derive(Serialize, Deserialize)]
-struct WhoAmI {
-    who: String,
-    role: String,
-    may_run: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Logs {
-    env: String,
-    service: Option<String>,
-    text: String,
-    truncated: bool,
-}
 
 /// A command line, parsed.
 #[derive(Debug)]
@@ -106,6 +76,14 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     match client.command(&words).await? {
+        // Answered above without the server; shown the same way should a server send it.
+        Outcome::Help { text } => {
+            if flags.json {
+                print_json(&json!({ "text": text }))?;
+            } else {
+                println!("{}", terminal(&text));
+            }
+        }
         Outcome::WhoAmI(who) => {
             if flags.json {
                 print_json(&who)?;
@@ -205,10 +183,7 @@ fn server(flags: &Flags) -> String {
 
 /// The grammar's help (or one command's), then the CLI's own flags.
 pub fn help_text(topic: Option<&str>) -> String {
-    let grammar = match topic {
-        Some(topic) => help_reply(Some(topic), PREFIX),
-        None => help_text_for(PREFIX),
-    };
+    let grammar = help_reply(topic, PREFIX);
     format!(
         "{}\n\n{}",
         terminal(&grammar),

@@ -15,6 +15,7 @@ use serenity::all::{
 
 use crate::commands::{ArgKind, Command, CommandKind, ParseError, ENV_GROUP};
 use crate::executor::Outcome;
+use envmgr::snippet::fence_safe;
 
 /// How long a command's message keeps following what it started.
 const FOLLOW_FOR: Duration = Duration::from_secs(15 * 60);
@@ -190,11 +191,12 @@ pub fn parse_interaction(call: &CommandInteraction) -> Result<Command, ParseErro
 pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
     match outcome {
         Outcome::Help { text } => Reply::text(text),
-        Outcome::WhoAmI { role, may_run, .. } => Reply::text(format!(
-            "You are {} (Discord user {}), with the {role} role: you may run {}.",
+        Outcome::WhoAmI(who) => Reply::text(format!(
+            "You are {} (Discord user {}), with the {} role: you may run {}.",
             caller.name,
             caller.user_id,
-            may_run.join(", ")
+            who.role,
+            who.may_run.join(", ")
         )),
         Outcome::EnvUp { env } => Reply::with_follow(
             format!(
@@ -233,26 +235,19 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
                 .join("\n"),
         ),
         Outcome::EnvStatus { status } => Reply::text(describe_env(&status.env)),
-        Outcome::EnvLogs { env, text, .. } => {
-            let text = text.replace("```", "ʼʼʼ");
-            // Keep the end: the newest lines matter.
-            let count = text.chars().count();
-            let tail: String = text.chars().skip(count.saturating_sub(1800)).collect();
-            if tail.trim().is_empty() {
-                Reply::text(format!("`{env}` has no output yet."))
-            } else {
-                Reply::text(format!("```\n{tail}\n```"))
-            }
+        Outcome::EnvLogs(logs) if logs.text.trim().is_empty() => {
+            Reply::text(format!("`{}` has no output yet.", logs.env))
         }
-        Outcome::EnvExtend { env } => {
-            let left =
-                Duration::from_millis((env.expires_at - envmgr::store::now_ms()).max(0) as u64);
-            Reply::text(format!(
-                "⏱ `{}` now expires in {}.",
-                env.name,
-                humantime::format_duration(Duration::from_secs(left.as_secs()))
-            ))
-        }
+        // The newest lines matter; the fence must hold whatever the log prints.
+        Outcome::EnvLogs(logs) => Reply::text(format!(
+            "```\n{}\n```",
+            fence_safe(crate::text::last_chars(&logs.text, 1800))
+        )),
+        Outcome::EnvExtend { env } => Reply::text(format!(
+            "⏱ `{}` now expires in {}.",
+            env.name,
+            crate::executor::time_left(&env)
+        )),
         Outcome::Test { run } => Reply::with_follow(
             format!("🧪 `{}`: test run {} queued…", run.env, run.id),
             Follow::Run {

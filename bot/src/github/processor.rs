@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use envmgr::names::{CommitSha, EnvName};
+use envmgr::snippet::fence_safe;
 use envmgr::store::{Delivery, Desired, PullRow};
 use tokio::sync::Notify;
 
@@ -516,12 +517,12 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
     let user = commenter.user;
     match outcome {
         Outcome::Help { text } => Some(text),
-        Outcome::WhoAmI { may_run, .. } => Some(format!(
+        Outcome::WhoAmI(who) => Some(format!(
             "@{user} you have {} permission on {}, which gives {}: you may run {}.",
             commenter.permission,
             commenter.github,
             commenter.role.phrase(),
-            may_run
+            who.may_run
                 .iter()
                 .map(|name| format!("`{name}`"))
                 .collect::<Vec<_>>()
@@ -571,31 +572,22 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
             }
             Some(text)
         }
-        Outcome::EnvLogs { env, text, .. } if text.trim().is_empty() => {
-            Some(format!("@{user} `{env}` has no output yet."))
+        Outcome::EnvLogs(logs) if logs.text.trim().is_empty() => {
+            Some(format!("@{user} `{}` has no output yet.", logs.env))
         }
-        Outcome::EnvLogs { env, text, .. } => {
-            let count = text.chars().count();
-            // A comment holds 65,536 characters; the newest output matters.
-            let tail: String = text.chars().skip(count.saturating_sub(20_000)).collect();
-            let fence = "`".repeat(longest_backtick_run(&tail).max(2) + 1);
-            Some(format!("@{user} the newest output of `{env}`:\n\n{fence}\n{tail}\n{fence}"))
-        }
+        // A comment holds 65,536 characters; the newest output matters, and the fence must
+        // hold whatever the log prints.
+        Outcome::EnvLogs(logs) => Some(format!(
+            "@{user} the newest output of `{}`:\n\n```\n{}\n```",
+            logs.env,
+            fence_safe(crate::text::last_chars(&logs.text, 20_000))
+        )),
         Outcome::EnvExtend { env } => Some(format!(
             "@{user} `{}` now expires in {}.",
             env.name,
             executor::time_left(&env)
         )),
     }
-}
-
-fn longest_backtick_run(text: &str) -> usize {
-    let (mut longest, mut run) = (0, 0);
-    for c in text.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    longest
 }
 
 /// Where a PR command was given, for the audit log: `pr acme/shop#7`.

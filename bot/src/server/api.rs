@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -156,14 +157,9 @@ struct CommandBody {
 async fn run_command(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<CommandBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bad request body: {}", e.body_text()),
-        )
-    })?;
+    let Json(body) = body?;
     let parsed = match (body.command, body.args, body.name) {
         (Some(line), None, None) if body.options.is_empty() => Command::parse_line(&line),
         (None, Some(args), None) if body.options.is_empty() => Command::from_cli_args(&args),
@@ -242,14 +238,9 @@ struct UpBody {
 async fn env_up(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<UpBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<UpBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bad request body: {}", e.body_text()),
-        )
-    })?;
+    let Json(body) = body?;
     let ttl = body.ttl.as_deref().map(parse_duration).transpose()?;
     let command = Command::EnvUp {
         branch: Some(body.branch),
@@ -325,14 +316,9 @@ async fn env_extend(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(env): Path<String>,
-    body: Result<Json<ExtendBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<ExtendBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bad request body: {}", e.body_text()),
-        )
-    })?;
+    let Json(body) = body?;
     let command = Command::EnvExtend {
         env: Some(env),
         by: parse_duration(&body.by)?,
@@ -508,6 +494,15 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {}", e.body_text()),
+        )
     }
 }
 

@@ -28,7 +28,7 @@ mod tests;
 use serde::Serialize;
 
 pub use redact::{Redactor, REDACTED};
-pub use render::render;
+pub use render::{fence_safe, render};
 pub use scan::{Findings, Line, LogScanner, Region, ScanLimits};
 pub use signal::SignalKind;
 

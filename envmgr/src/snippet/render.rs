@@ -422,7 +422,7 @@ fn titled_frame(title: &str, collapsed: bool) -> (String, &'static str) {
 
 /// Breaks every run of backticks with zero-width spaces, so text from a log or a test
 /// cannot close the fence it is shown in (Discord closes a fence at ``` anywhere on a line).
-fn fence_safe(s: &str) -> String {
+pub fn fence_safe(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut after_tick = false;
     for c in s.chars() {
