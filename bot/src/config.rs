@@ -511,6 +511,7 @@ impl Config {
             ready_timeout: self.ready_timeout.unwrap_or(Duration::from_secs(300)),
             public_url: self.public_url(),
             test_log_retention: self.test_log_retention.unwrap_or(20),
+            env_limits: envmgr::settings::EnvLimits::default(),
         })
     }
 }

@@ -24,6 +24,43 @@ pub struct EngineSettings {
     pub public_url: String,
     /// Full test logs kept per env; older runs keep their results but lose their log.
     pub test_log_retention: usize,
+    /// What one env's compose file may ask for (`[limits]`); a branch cannot lift these.
+    pub env_limits: EnvLimits,
+}
+
+/// Bounds on what one env may ask for. Compose values beyond the resource ceilings are
+/// clamped (and reported under "not applied"); past a count limit the env fails with the
+/// numbers and nothing starts.
+#[derive(Debug, Clone)]
+pub struct EnvLimits {
+    /// Ceilings for `mem_limit`, `cpus` and `pids_limit`.
+    pub max: ResourceLimits,
+    /// Ceiling for `stop_grace_period`.
+    pub max_stop_grace: Duration,
+    pub max_compose_bytes: usize,
+    pub max_services: usize,
+    pub max_volumes: usize,
+    pub max_published_ports: usize,
+    /// Images built at once for one env.
+    pub parallel_builds: usize,
+}
+
+impl Default for EnvLimits {
+    fn default() -> Self {
+        EnvLimits {
+            max: ResourceLimits {
+                memory_bytes: 8 * 1024 * 1024 * 1024,
+                nano_cpus: 4_000_000_000,
+                pids: 4096,
+            },
+            max_stop_grace: Duration::from_secs(60),
+            max_compose_bytes: 1024 * 1024,
+            max_services: 50,
+            max_volumes: 20,
+            max_published_ports: 50,
+            parallel_builds: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

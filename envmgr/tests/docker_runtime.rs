@@ -151,6 +151,8 @@ fn service(name: &str, image: &str, command: &str) -> ServiceSpec {
             nano_cpus: 500_000_000,
             pids: 100,
         },
+        stop_signal: None,
+        stop_grace: Duration::from_secs(5),
     }
 }
 

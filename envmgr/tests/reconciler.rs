@@ -91,6 +91,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
         ready_timeout: Duration::from_secs(10),
         public_url: "http://slipway.example.com".into(),
         test_log_retention: 3,
+        env_limits: Default::default(),
     };
     let engine = Engine::start(settings, store, fake.clone());
     World {

@@ -61,6 +61,12 @@ pub struct ServiceSpec {
     pub working_dir: Option<String>,
     pub user: Option<String>,
     pub limits: ResourceLimits,
+    /// Signal sent to stop the container (compose `stop_signal`); Docker's default when `None`.
+    pub stop_signal: Option<String>,
+    /// How long a stopping container may take before it is killed (compose
+    /// `stop_grace_period`, capped by `[limits] max_stop_grace`).
+    #[serde(with = "duration_millis")]
+    pub stop_grace: Duration,
 }
 
 impl ServiceSpec {

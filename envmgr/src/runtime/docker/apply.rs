@@ -564,6 +564,8 @@ mod tests {
                 nano_cpus: 0,
                 pids: 0,
             },
+            stop_signal: None,
+            stop_grace: std::time::Duration::from_secs(5),
         }
     }
 

@@ -485,6 +485,8 @@ mod tests {
                 nano_cpus: 0,
                 pids: 100,
             },
+            stop_signal: None,
+            stop_grace: Duration::from_secs(5),
         };
         EnvSpec {
             env: EnvName::parse("demo-main").unwrap(),
