@@ -548,3 +548,96 @@ fn an_expired_pr_env_stays_deleted_until_someone_asks_again() {
     });
     s.server.cli_json(&["down", &env, "--wait"]);
 }
+
+#[test]
+fn env_logs_on_a_pull_request_needs_write_permission_and_never_shows_a_secret() {
+    let secret = "pr-s3cret-Value-91ab";
+    let s = setup(false);
+    // The web service prints its host name when it starts: here, the secret's value.
+    let compose = format!(
+        "services:
+  web:
+    image: slipway/demo-app:latest
+    ports: ['8080']
+    environment:
+      API_TOKEN: {secret}
+      HOSTNAME: {secret}
+"
+    );
+    s.repo.git(&["checkout", "-q", "-B", "feature"]);
+    s.repo.write("compose.yml", &compose);
+    let sha = s.repo.commit("a service that prints its secret");
+    s.repo.git(&["update-ref", "refs/pull/11/head", &sha]);
+    let env = s.env(11);
+    let _cleanup = EnvCleanup(env.clone());
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(11, &sha, "feature", &s.github, "alice"),
+    );
+    let opened = s.pr_payload("opened", 11, &sha, &s.github, "alice");
+    assert_eq!(s.send("pull_request", "logs-1", &opened).0, 202);
+    s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
+
+    // Read permission (anyone, on a public repository) does not get the log.
+    let comment = issue_comment_payload(&s.github, 11, "/slipway env logs", "bob");
+    assert_eq!(s.send("issue_comment", "logs-2", &comment).0, 202);
+    s.wait_for_world("the refusal to bob", |w| {
+        w.comments(&s.github, 11).iter().any(|c| {
+            c.body.starts_with("@bob")
+                && c.body.contains("`env logs` needs the developer role")
+                && c.body.contains("write permission")
+        })
+    });
+    assert!(
+        !s.world
+            .comments(&s.github, 11)
+            .iter()
+            .any(|c| c.body.contains("the newest output")),
+        "bob got no log"
+    );
+
+    // Write permission gets it, the value replaced by the redaction marker.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempt = 0;
+    let reply = loop {
+        attempt += 1;
+        let comment =
+            issue_comment_payload(&s.github, 11, "/slipway env logs service:web", "alice");
+        let delivery = format!("logs-alice-{attempt}");
+        assert_eq!(s.send("issue_comment", &delivery, &comment).0, 202);
+        s.wait_for_world("a reply to alice", |w| {
+            w.comments(&s.github, 11)
+                .iter()
+                .filter(|c| c.body.starts_with("@alice"))
+                .count()
+                >= attempt
+        });
+        let replies: Vec<String> = s
+            .world
+            .comments(&s.github, 11)
+            .into_iter()
+            .map(|c| c.body)
+            .filter(|b| b.starts_with("@alice"))
+            .collect();
+        let last = replies.last().unwrap().clone();
+        if last.contains("demo-app serving on") || Instant::now() > deadline {
+            break last;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        reply.contains("demo-app serving on 0.0.0.0:8080 as [REDACTED]"),
+        "{reply}"
+    );
+    // Nothing Slipway sent to GitHub (comments, statuses, deployments, check runs) has it.
+    for request in s.world.request_log() {
+        assert!(
+            !request.body.contains(secret),
+            "{} {} sent the secret: {}",
+            request.method,
+            request.path,
+            request.body
+        );
+    }
+    s.server.cli_json(&["down", &env, "--wait"]);
+}

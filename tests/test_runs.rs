@@ -123,6 +123,9 @@ fn a_failing_assertion_is_reported_with_its_exit_code_and_without_the_secret() {
     let (status, log) = http_get(run["log_url"].as_str().unwrap());
     assert_eq!(status, 200);
     assert!(log.contains("test result: FAILED"), "{log}");
+    // Redacted as it is served, like every other text.
+    assert!(log.contains("connecting with token [REDACTED]"), "{log}");
+    assert!(!log.contains(SECRET), "the full log shows the secret: {log}");
 }
 
 #[test]

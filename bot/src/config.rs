@@ -13,7 +13,7 @@ use envmgr::git::RepoPath;
 use envmgr::names::RepoName;
 use envmgr::runtime::docker::subnet::SubnetPool;
 use envmgr::runtime::ResourceLimits;
-use envmgr::{EngineSettings, RepoSettings};
+use envmgr::{EngineSettings, GitCredentials, GitToken, RepoSettings};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -221,12 +221,159 @@ pub struct GitHubSettings {
     pub skip_label: String,
 }
 
+/// `[limits]`: defaults for services whose compose file sets none, the ceilings a compose
+/// file cannot lift, and bounds on what one env may ask for.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub memory: Option<String>,
     pub cpus: Option<f64>,
     pub pids: Option<i64>,
+    pub max_memory: Option<String>,
+    pub max_cpus: Option<f64>,
+    pub max_pids: Option<i64>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_stop_grace: Option<Duration>,
+    pub max_compose_size: Option<String>,
+    pub max_services: Option<usize>,
+    pub max_volumes: Option<usize>,
+    pub max_published_ports: Option<usize>,
+    pub parallel_builds: Option<usize>,
+}
+
+impl LimitsConfig {
+    /// The defaults and the env limits, validated: every value between the floor and its
+    /// ceiling, each error naming its key.
+    pub fn settings(&self) -> anyhow::Result<(ResourceLimits, envmgr::settings::EnvLimits)> {
+        use envmgr::compose::show_bytes;
+        use envmgr::settings::EnvLimits;
+        let floor = EnvLimits::FLOOR;
+        let mut env = EnvLimits::default();
+        let size = |key: &str, text: &Option<String>| -> anyhow::Result<Option<i64>> {
+            text.as_deref()
+                .map(|t| parse_bytes(t).map_err(|e| anyhow::anyhow!("[limits] {key}: {e}")))
+                .transpose()
+        };
+        let nanos = |key: &str, cpus: Option<f64>| -> anyhow::Result<Option<i64>> {
+            match cpus {
+                None => Ok(None),
+                Some(c) if c.is_finite() && c > 0.0 && c <= 1e6 => Ok(Some((c * 1e9) as i64)),
+                Some(c) => bail!("[limits] {key} = {c} is not a number of CPUs"),
+            }
+        };
+        // Ceilings first: the defaults are checked against them.
+        if let Some(max) = size("max_memory", &self.max_memory)? {
+            env.max.memory_bytes = max;
+        }
+        if let Some(max) = nanos("max_cpus", self.max_cpus)? {
+            env.max.nano_cpus = max;
+        }
+        if let Some(max) = self.max_pids {
+            env.max.pids = max;
+        }
+        let check = |key: &str,
+                     value: i64,
+                     min: i64,
+                     max: i64,
+                     max_key: &str,
+                     show: &dyn Fn(i64) -> String| {
+            if value < min {
+                bail!("[limits] {key} = {} is below the floor of {}: Docker reads 0 as no limit, and less leaves a service unable to run", show(value), show(min));
+            }
+            if value > max {
+                bail!("[limits] {key} = {} is above [limits] {max_key} = {}: lower {key} or raise {max_key}", show(value), show(max));
+            }
+            Ok(())
+        };
+        let cpus = |n: i64| format!("{}", n as f64 / 1e9);
+        let plain = |n: i64| n.to_string();
+        check(
+            "max_memory",
+            env.max.memory_bytes,
+            floor.memory_bytes,
+            i64::MAX,
+            "",
+            &show_bytes,
+        )?;
+        check(
+            "max_cpus",
+            env.max.nano_cpus,
+            floor.nano_cpus,
+            i64::MAX,
+            "",
+            &cpus,
+        )?;
+        check("max_pids", env.max.pids, floor.pids, i64::MAX, "", &plain)?;
+
+        let mut defaults = ResourceLimits::default();
+        // Unset defaults never exceed a lowered ceiling.
+        defaults.memory_bytes = defaults.memory_bytes.min(env.max.memory_bytes);
+        defaults.nano_cpus = defaults.nano_cpus.min(env.max.nano_cpus);
+        defaults.pids = defaults.pids.min(env.max.pids);
+        if let Some(memory) = size("memory", &self.memory)? {
+            defaults.memory_bytes = memory;
+        }
+        if let Some(n) = nanos("cpus", self.cpus)? {
+            defaults.nano_cpus = n;
+        }
+        if let Some(pids) = self.pids {
+            defaults.pids = pids;
+        }
+        check(
+            "memory",
+            defaults.memory_bytes,
+            floor.memory_bytes,
+            env.max.memory_bytes,
+            "max_memory",
+            &show_bytes,
+        )?;
+        check(
+            "cpus",
+            defaults.nano_cpus,
+            floor.nano_cpus,
+            env.max.nano_cpus,
+            "max_cpus",
+            &cpus,
+        )?;
+        check(
+            "pids",
+            defaults.pids,
+            floor.pids,
+            env.max.pids,
+            "max_pids",
+            &plain,
+        )?;
+
+        if let Some(grace) = self.max_stop_grace {
+            env.max_stop_grace = grace;
+        }
+        if let Some(bytes) = size("max_compose_size", &self.max_compose_size)? {
+            if bytes < 1024 {
+                bail!("[limits] max_compose_size = {bytes} bytes is too small for any compose file: use at least 1k");
+            }
+            env.max_compose_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        let count = |key: &str, value: Option<usize>, min: usize, default: usize| match value {
+            Some(n) if n < min => bail!("[limits] {key} = {n} must be at least {min}"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        env.max_services = count("max_services", self.max_services, 1, env.max_services)?;
+        env.max_volumes = count("max_volumes", self.max_volumes, 0, env.max_volumes)?;
+        env.max_published_ports = count(
+            "max_published_ports",
+            self.max_published_ports,
+            0,
+            env.max_published_ports,
+        )?;
+        env.parallel_builds = count(
+            "parallel_builds",
+            self.parallel_builds,
+            1,
+            env.parallel_builds,
+        )?;
+        Ok((defaults, env))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +406,11 @@ pub struct RepoConfig {
     /// redacted from every test failure snippet.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// Token git authenticates with over HTTP(S) (instead of one inside `url`). Passed to
+    /// git through its environment, never on a command line; redacted everywhere.
+    pub token: Option<SecretString>,
+    /// A file holding the token (or `username:token`), e.g. a mounted secret.
+    pub credentials_file: Option<PathBuf>,
 }
 
 fn default_test_timeout() -> Duration {
@@ -302,6 +454,9 @@ impl Config {
                 repo.url = absolute(&base.join(&repo.url))
                     .to_string_lossy()
                     .into_owned();
+            }
+            if let Some(file) = repo.credentials_file.as_mut().filter(|f| f.is_relative()) {
+                *file = base.join(&*file);
             }
         }
         if let Some(dir) = &config.data_dir {
@@ -347,6 +502,73 @@ impl Config {
 
     /// The GitHub settings, or `None` when the `[github]` section is absent. Refuses a
     /// section without a webhook secret or without credentials.
+    /// What git authenticates with for `repo`: its `token` or `credentials_file`, else, for
+    /// a GitHub repository, the `[github]` token (`SLIPWAY_GITHUB_TOKEN`).
+    fn git_credentials(&self, repo: &RepoConfig) -> anyhow::Result<Option<GitCredentials>> {
+        const USERNAME: &str = "x-access-token";
+        let credentials = |username: &str, token: &str| {
+            let token = token.trim();
+            (!token.is_empty()).then(|| GitCredentials {
+                username: username.to_string(),
+                token: GitToken::Fixed(SecretString::from(token.to_string())),
+            })
+        };
+        match (&repo.token, &repo.credentials_file) {
+            (Some(_), Some(_)) => bail!(
+                "[[repo]] `{}` sets both token and credentials_file; keep one",
+                repo.name
+            ),
+            (Some(token), None) => match credentials(USERNAME, token.expose_secret()) {
+                Some(found) => Ok(Some(found)),
+                None => bail!("[[repo]] `{}` token is empty", repo.name),
+            },
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "[[repo]] `{}` credentials_file {}",
+                        repo.name,
+                        path.display()
+                    )
+                })?;
+                let text = text.trim();
+                let found = match text.split_once(':') {
+                    Some((user, token))
+                        if !user.is_empty() && !user.contains(char::is_whitespace) =>
+                    {
+                        credentials(user, token)
+                    }
+                    _ => credentials(USERNAME, text),
+                };
+                match found {
+                    Some(found) => Ok(Some(found)),
+                    None => bail!(
+                        "[[repo]] `{}` credentials_file {} holds no token",
+                        repo.name,
+                        path.display()
+                    ),
+                }
+            }
+            (None, None) => {
+                let (Some(github_repo), Some(github)) = (&repo.github, &self.github) else {
+                    return Ok(None);
+                };
+                // As the forge does: the App when it is configured, else the token.
+                if github.app_id.is_some() && github.private_key_path.is_some() {
+                    let settings = self.github_settings()?.context("[github] is set")?;
+                    let tokens =
+                        crate::github::forge::InstallationTokens::for_app(&settings, github_repo)?;
+                    return Ok(tokens.map(|tokens| GitCredentials {
+                        username: USERNAME.to_string(),
+                        token: GitToken::Minted(std::sync::Arc::new(tokens)),
+                    }));
+                }
+                let github_token =
+                    env_secret("SLIPWAY_GITHUB_TOKEN").or_else(|| github.token.clone());
+                Ok(github_token.and_then(|t| credentials(USERNAME, t.expose_secret())))
+            }
+        }
+    }
+
     pub fn github_settings(&self) -> anyhow::Result<Option<GitHubSettings>> {
         let Some(github) = &self.github else {
             if let Some(repo) = self.repos.iter().find(|r| r.github.is_some()) {
@@ -487,31 +709,20 @@ impl Config {
                 default_ttl: repo.default_ttl,
                 test_timeout: repo.test_timeout,
                 secret_env: repo.secret_env.clone(),
+                credentials: self.git_credentials(repo)?,
             });
         }
-        let defaults = ResourceLimits::default();
-        let memory = match &self.limits.memory {
-            Some(text) => parse_bytes(text).map_err(|e| anyhow::anyhow!("[limits] memory: {e}"))?,
-            None => defaults.memory_bytes,
-        };
+        let (default_limits, env_limits) = self.limits.settings()?;
         Ok(EngineSettings {
             data_dir: self.data_dir(),
             public_host: self.public_host.clone(),
             repos,
-            default_limits: ResourceLimits {
-                memory_bytes: memory,
-                nano_cpus: self
-                    .limits
-                    .cpus
-                    .map(|c| (c * 1e9) as i64)
-                    .unwrap_or(defaults.nano_cpus),
-                pids: self.limits.pids.unwrap_or(defaults.pids),
-            },
+            default_limits,
             resync_interval: self.resync_interval.unwrap_or(Duration::from_secs(30)),
             ready_timeout: self.ready_timeout.unwrap_or(Duration::from_secs(300)),
             public_url: self.public_url(),
             test_log_retention: self.test_log_retention.unwrap_or(20),
-            env_limits: envmgr::settings::EnvLimits::default(),
+            env_limits,
         })
     }
 }
@@ -546,6 +757,66 @@ mod tests {
         assert!(config.api_token.is_some());
         assert!(config.github_settings().unwrap().is_some());
         assert_eq!(config.github_links().len(), 1);
+    }
+
+    #[test]
+    fn git_credentials_come_from_token_credentials_file_or_the_github_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cred"), "deploy:tok-from-file\n").unwrap();
+        std::fs::write(dir.path().join("bare"), "  tok-bare \n").unwrap();
+        let repo =
+            |extra: &str| format!("[[repo]]\nname = \"a\"\nurl = \"https://h/a.git\"\n{extra}\n");
+        let credentials = |text: &str| {
+            let path = dir.path().join("slipway.toml");
+            std::fs::write(&path, text).unwrap();
+            let config = Config::load(&path)?;
+            config
+                .engine_settings()
+                .map(|s| s.repos[0].credentials.clone())
+        };
+        let found = credentials(&repo("token = \"tok-key\"")).unwrap().unwrap();
+        assert_eq!(
+            (
+                found.username.as_str(),
+                found.token.fixed().unwrap().expose_secret()
+            ),
+            ("x-access-token", "tok-key")
+        );
+        let found = credentials(&repo("credentials_file = \"cred\""))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                found.username.as_str(),
+                found.token.fixed().unwrap().expose_secret()
+            ),
+            ("deploy", "tok-from-file")
+        );
+        let found = credentials(&repo("credentials_file = \"bare\""))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.token.fixed().unwrap().expose_secret(), "tok-bare");
+        assert!(credentials(&repo("")).unwrap().is_none());
+        if std::env::var_os("SLIPWAY_GITHUB_TOKEN").is_none() {
+            let github = format!(
+                "{}[github]\nwebhook_secret = \"w\"\ntoken = \"tok-github\"\n",
+                repo("github = \"o/a\"")
+            );
+            let found = credentials(&github).unwrap().unwrap();
+            assert_eq!(found.token.fixed().unwrap().expose_secret(), "tok-github");
+        }
+        let both = credentials(&repo("token = \"t\"\ncredentials_file = \"cred\""));
+        assert!(both.unwrap_err().to_string().contains("both"));
+        let empty = credentials(&repo("token = \" \""));
+        assert!(empty.unwrap_err().to_string().contains("empty"));
+        let missing = credentials(&repo("credentials_file = \"nope\"")).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("credentials_file"),
+            "{missing:#}"
+        );
+        // Debug output (logs, panics) never shows the token.
+        let found = credentials(&repo("token = \"tok-hidden\"")).unwrap();
+        assert!(!format!("{found:?}").contains("tok-hidden"));
     }
 
     #[test]

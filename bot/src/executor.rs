@@ -202,6 +202,9 @@ async fn execute(
 ) -> Result<Outcome, CommandError> {
     let kind = command.kind();
     let actor = invocation.caller.id.as_str();
+    // Engine reads (`list`, `status`, `logs`) come redacted; records a write hands back are
+    // redacted here, so no outcome carries a secret to any surface.
+    let redactors = engine.redactors();
     let env_or_default = |env: Option<String>| {
         env.or_else(|| invocation.default_env.clone())
             .ok_or_else(|| CommandError::Missing {
@@ -234,10 +237,14 @@ async fn execute(
                 None => only_repo(engine, invocation)?,
             };
             let env = engine.up(&repo, &branch, ttl, actor).await?;
-            Outcome::EnvUp { env }
+            Outcome::EnvUp {
+                env: redactors.env(env).await,
+            }
         }
         Command::EnvDown { env } => Outcome::EnvDown {
-            env: engine.down(&env_or_default(env)?, actor).await?,
+            env: redactors
+                .env(engine.down(&env_or_default(env)?, actor).await?)
+                .await,
         },
         Command::EnvList { all } => Outcome::EnvList {
             envs: engine.list(all).await?,
@@ -256,7 +263,9 @@ async fn execute(
             })
         }
         Command::EnvExtend { env, by } => Outcome::EnvExtend {
-            env: engine.extend(&env_or_default(env)?, by, actor).await?,
+            env: redactors
+                .env(engine.extend(&env_or_default(env)?, by, actor).await?)
+                .await,
         },
         Command::Test { env, failed_only } => Outcome::Test {
             run: engine

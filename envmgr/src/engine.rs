@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::names::{BranchName, CommitSha, EnvName, NameError, RepoName, ServiceName};
 use crate::reconciler::{self, ReconcilerHandle};
 use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
+use crate::secrets::Redactors;
 use crate::settings::EngineSettings;
+use crate::snippet::{LineRedactor, Redactor};
 use crate::store::{EnvRecord, Event, PullRequestSource, Store, StoreError, TestRun, UpRequest};
 
 /// Longest TTL anyone may ask for, so forgotten envs always end.
@@ -52,6 +54,8 @@ pub struct Engine {
     store: Store,
     runtime: Arc<dyn Runtime>,
     reconciler: ReconcilerHandle,
+    /// Every text this engine hands out about an env passes through these.
+    redactors: Arc<Redactors>,
 }
 
 impl Engine {
@@ -60,12 +64,19 @@ impl Engine {
         let settings = Arc::new(settings);
         let reconciler = reconciler::spawn(settings.clone(), store.clone(), runtime.clone());
         crate::testrun::spawn(settings.clone(), store.clone(), runtime.clone());
+        let redactors = Arc::new(Redactors::new(&settings));
         Self {
             settings,
             store,
             runtime,
             reconciler,
+            redactors,
         }
+    }
+
+    /// The redaction every text about an env goes through before it leaves Slipway.
+    pub fn redactors(&self) -> &Arc<Redactors> {
+        &self.redactors
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -167,22 +178,35 @@ impl Engine {
         }
     }
 
+    /// The envs, their texts redacted.
     pub async fn list(&self, include_deleted: bool) -> Result<Vec<EnvRecord>, EngineError> {
-        Ok(self.store.list(include_deleted).await?)
+        let mut envs = Vec::new();
+        for env in self.store.list(include_deleted).await? {
+            envs.push(self.redactors.env(env).await);
+        }
+        Ok(envs)
     }
 
+    /// The env, its texts (reason, warnings) redacted.
     pub async fn get(&self, env: &str) -> Result<EnvRecord, EngineError> {
         let name = EnvName::parse(env)?;
-        self.store
+        let record = self
+            .store
             .get(&name)
             .await?
-            .ok_or_else(|| EngineError::NotFound(env.to_string()))
+            .ok_or_else(|| EngineError::NotFound(env.to_string()))?;
+        Ok(self.redactors.env(record).await)
     }
 
+    /// The env with its recent events and latest run, every text redacted.
     pub async fn status(&self, env: &str) -> Result<EnvStatus, EngineError> {
         let record = self.get(env).await?;
         let events = self.store.recent_events(&record.name, 20).await?;
-        let latest_run = self.store.runs(&record.name, 1).await?.into_iter().next();
+        let events = self.redactors.events(&record, events).await;
+        let latest_run = match self.store.runs(&record.name, 1).await?.into_iter().next() {
+            Some(run) => Some(self.redactors.run(&record, run).await),
+            None => None,
+        };
         Ok(EnvStatus {
             env: record,
             events,
@@ -190,9 +214,11 @@ impl Engine {
         })
     }
 
+    /// The env's events after id `after`, their messages redacted.
     pub async fn events(&self, env: &str, after: i64) -> Result<Vec<Event>, EngineError> {
         let record = self.get(env).await?;
-        Ok(self.store.events(&record.name, after, 500).await?)
+        let events = self.store.events(&record.name, after, 500).await?;
+        Ok(self.redactors.events(&record, events).await)
     }
 
     pub async fn logs(
@@ -206,10 +232,12 @@ impl Engine {
             return Err(EngineError::Deleted(env.to_string()));
         }
         let service = service.map(ServiceName::parse).transpose()?;
-        Ok(self
+        let stream = self
             .runtime
             .logs(&record.name, service.as_ref(), options)
-            .await?)
+            .await?;
+        let redactor = self.redactors.for_env(&record).await;
+        Ok(redacting(stream, (*redactor).clone()))
     }
 
     /// Queues a run of the env's integration tests (only those that failed last time with
@@ -237,21 +265,77 @@ impl Engine {
             .await?)
     }
 
-    /// The env's test runs, newest first.
+    /// The env's test runs, newest first, their texts redacted.
     pub async fn runs(&self, env: &str, limit: i64) -> Result<Vec<TestRun>, EngineError> {
         let record = self.get(env).await?;
-        Ok(self.store.runs(&record.name, limit).await?)
+        let mut runs = Vec::new();
+        for run in self.store.runs(&record.name, limit).await? {
+            runs.push(self.redactors.run(&record, run).await);
+        }
+        Ok(runs)
     }
 
+    /// One test run of the env, its texts redacted.
     pub async fn run(&self, env: &str, id: i64) -> Result<TestRun, EngineError> {
         let record = self.get(env).await?;
         match self.store.get_run(id).await? {
-            Some(run) if run.env == record.name.as_str() => Ok(run),
+            Some(run) if run.env == record.name.as_str() => {
+                Ok(self.redactors.run(&record, run).await)
+            }
             _ => Err(EngineError::NoSuchRun(id)),
         }
     }
 
-    /// Where the full log of a run is, if it is still kept.
+    /// The full log of a run, decompressed and redacted (with the secrets at the run's
+    /// commit) as it is read.
+    pub async fn run_log_stream(&self, env: &str, id: i64) -> Result<LogStream, EngineError> {
+        let record = self.get(env).await?;
+        let run = self.run(env, id).await?;
+        let path = self.run_log(env, id).await?;
+        let commit = run.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
+        let redactor = self
+            .redactors
+            .for_commit(&record.repo, commit.as_ref().or(record.commit.as_ref()))
+            .await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, RuntimeError>>(8);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let failed = |e: std::io::Error| {
+                RuntimeError::Unavailable(format!("cannot read the run's log: {e}"))
+            };
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(failed(e)));
+                    return;
+                }
+            };
+            let mut decoder = flate2::read::GzDecoder::new(file);
+            let mut buffer = vec![0; 64 * 1024];
+            loop {
+                match decoder.read(&mut buffer) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        let chunk = bytes::Bytes::copy_from_slice(&buffer[..n]);
+                        if tx.blocking_send(Ok(chunk)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(failed(e)));
+                        return;
+                    }
+                }
+            }
+        });
+        let raw = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(redacting(Box::pin(raw), (*redactor).clone()))
+    }
+
+    /// Where the full log of a run is, if it is still kept. The file is not redacted:
+    /// surfaces serve [`Engine::run_log_stream`].
     pub async fn run_log(&self, env: &str, id: i64) -> Result<std::path::PathBuf, EngineError> {
         let run = self.run(env, id).await?;
         let name = EnvName::parse(&run.env)?;
@@ -276,6 +360,44 @@ impl Engine {
         let name = RepoName::parse(repo).map_err(|_| unknown())?;
         self.settings.repo(&name).ok_or_else(unknown)
     }
+}
+
+/// `stream` redacted line by line: a line leaves only once whole (or at the end), so a
+/// secret split across chunks is still found; with `follow`, each line as it completes.
+fn redacting(stream: LogStream, redactor: Redactor) -> LogStream {
+    use futures_util::StreamExt;
+    let state = (stream, LineRedactor::new(redactor), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut stream, mut lines, mut done)| async move {
+            loop {
+                if done {
+                    return None;
+                }
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        let out = lines.push(&chunk);
+                        if !out.is_empty() {
+                            return Some((Ok(bytes::Bytes::from(out)), (stream, lines, done)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // The error ends the stream; a partial line held back is dropped
+                        // rather than shown unchecked.
+                        done = true;
+                        return Some((Err(e), (stream, lines, done)));
+                    }
+                    None => {
+                        done = true;
+                        let out = lines.finish();
+                        if !out.is_empty() {
+                            return Some((Ok(bytes::Bytes::from(out)), (stream, lines, done)));
+                        }
+                    }
+                }
+            }
+        },
+    ))
 }
 
 /// Refuses a TTL above [`MAX_TTL`].

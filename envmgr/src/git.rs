@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command;
 
 use crate::names::{BranchName, CommitSha, RepoName};
 use crate::settings::RepoSettings;
+use crate::snippet::{display_url, strip_url_credentials, REDACTED};
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -25,6 +27,13 @@ pub enum GitError {
     FileNotFound { path: String, commit: String },
     #[error("path `{path}` is not allowed: {why}")]
     BadPath { path: String, why: &'static str },
+    #[error("`{path}` is {size} bytes at commit {commit}; the limit is {limit} bytes")]
+    TooLarge {
+        path: String,
+        commit: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("git {action} failed: {detail}")]
     Failed { action: String, detail: String },
 }
@@ -144,8 +153,9 @@ impl GitMirrors {
         let refspec = format!("+{source}:{local}");
         let fetch = tokio::time::timeout(
             FETCH_TIMEOUT,
-            run(
+            run_remote(
                 &mirror,
+                repo,
                 &[
                     "fetch",
                     "--quiet",
@@ -167,7 +177,7 @@ impl GitMirrors {
             if detail.contains("couldn't find remote ref") || detail.contains("not our ref") {
                 return Err(GitError::BranchNotFound {
                     branch: git_ref.to_string(),
-                    url: repo.url.clone(),
+                    url: display_url(&repo.url),
                 });
             }
         }
@@ -212,8 +222,9 @@ impl GitMirrors {
         let lock = self.lock(&repo.name);
         let _guard = lock.lock().await;
         let refspec = format!("{}:refs/slipway/commits/{}", want.as_str(), want.as_str());
-        let fetched = run(
+        let fetched = run_remote(
             &self.mirror(&repo.name),
+            repo,
             &[
                 "fetch",
                 "--quiet",
@@ -231,7 +242,7 @@ impl GitMirrors {
         }
         Err(GitError::CommitNotFound {
             commit: want.short().to_string(),
-            url: repo.url.clone(),
+            url: display_url(&repo.url),
         })
     }
 
@@ -270,6 +281,45 @@ impl GitMirrors {
                 commit: commit.short().to_string(),
             }),
         }
+    }
+
+    /// Like [`Self::read_file`], but a file over `limit` bytes is refused from its size
+    /// (`git cat-file -s`) without reading it, so a huge blob never reaches memory.
+    pub async fn read_file_limited(
+        &self,
+        repo: &RepoName,
+        commit: &CommitSha,
+        path: &RepoPath,
+        limit: u64,
+    ) -> Result<Vec<u8>, GitError> {
+        let mirror = self.mirror(repo);
+        let spec = path.spec(commit);
+        let not_found = || GitError::FileNotFound {
+            path: path.as_str().to_string(),
+            commit: commit.short().to_string(),
+        };
+        match run(&mirror, &["cat-file", "-t", &spec], "cat-file").await {
+            Ok(kind) if kind.trim_ascii() == b"blob" => {}
+            _ => return Err(not_found()),
+        }
+        let size = run(&mirror, &["cat-file", "-s", &spec], "cat-file").await?;
+        let size: u64 =
+            String::from_utf8_lossy(&size)
+                .trim()
+                .parse()
+                .map_err(|_| GitError::Failed {
+                    action: "cat-file -s".into(),
+                    detail: "git printed no size".into(),
+                })?;
+        if size > limit {
+            return Err(GitError::TooLarge {
+                path: path.as_str().to_string(),
+                commit: commit.short().to_string(),
+                size,
+                limit,
+            });
+        }
+        run(&mirror, &["cat-file", "blob", &spec], "cat-file").await
     }
 
     /// The id of the tree at `dir` in `commit`: equal ids mean equal contents, so it names
@@ -336,22 +386,101 @@ fn path_str(path: &Path) -> Result<&str, GitError> {
 
 /// Runs git with explicit arguments (never a shell) and returns its stdout.
 async fn run(dir: &Path, args: &[&str], action: &str) -> Result<Vec<u8>, GitError> {
-    let output = Command::new("git")
+    output(git_command(dir, args, None), action, None).await
+}
+
+/// As [`run`], for a command that talks to `repo`'s remote: with its credentials, and with
+/// them and the URL's userinfo kept out of the error.
+async fn run_remote(
+    dir: &Path,
+    repo: &RepoSettings,
+    args: &[&str],
+    action: &str,
+) -> Result<Vec<u8>, GitError> {
+    let Some(credentials) = &repo.credentials else {
+        return output(git_command(dir, args, None), action, None).await;
+    };
+    let token = credentials
+        .token
+        .current()
+        .await
+        .map_err(|e| GitError::Failed {
+            action: action.into(),
+            detail: format!(
+                "cannot get a token for git: {}",
+                strip_url_credentials(&format!("{e:#}"))
+            ),
+        })?;
+    let login = Login {
+        username: &credentials.username,
+        token: &token,
+    };
+    output(git_command(dir, args, Some(login)), action, Some(login)).await
+}
+
+/// What git authenticates with, for one command.
+#[derive(Clone, Copy)]
+struct Login<'a> {
+    username: &'a str,
+    token: &'a SecretString,
+}
+
+/// The environment variables that hold the credentials for [`CREDENTIAL_HELPER`].
+const USERNAME_VAR: &str = "SLIPWAY_GIT_USERNAME";
+const TOKEN_VAR: &str = "SLIPWAY_GIT_TOKEN";
+
+/// A credential helper that answers git's `get` from the two variables above. It is itself
+/// configuration (no secret in it); the token only ever sits in git's environment, which,
+/// unlike a command line, other users cannot read from `ps`.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$SLIPWAY_GIT_USERNAME\" \"$SLIPWAY_GIT_TOKEN\"; }; f";
+
+/// The git command: never a shell, never a prompt, and credentials (when given) through
+/// the environment only: `GIT_CONFIG_COUNT`/`KEY`/`VALUE` set the helper (after an empty
+/// value that drops any helper configured elsewhere), the helper reads the variables.
+fn git_command(dir: &Path, args: &[&str], login: Option<Login<'_>>) -> Command {
+    let mut command = Command::new("git");
+    command
         .args(args)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| GitError::Failed {
-            action: action.into(),
-            detail: format!("could not run git: {e}"),
-        })?;
+        .env_remove(USERNAME_VAR)
+        .env_remove(TOKEN_VAR)
+        .kill_on_drop(true);
+    if let Some(login) = login {
+        command
+            .env("GIT_CONFIG_COUNT", "2")
+            .env("GIT_CONFIG_KEY_0", "credential.helper")
+            .env("GIT_CONFIG_VALUE_0", "")
+            .env("GIT_CONFIG_KEY_1", "credential.helper")
+            .env("GIT_CONFIG_VALUE_1", CREDENTIAL_HELPER)
+            .env(USERNAME_VAR, login.username)
+            .env(TOKEN_VAR, login.token.expose_secret());
+    }
+    command
+}
+
+/// Runs `command` and returns its stdout; git's stderr becomes the error, without any
+/// URL userinfo (git quotes the URL it could not reach) and without the token.
+async fn output(
+    mut command: Command,
+    action: &str,
+    login: Option<Login<'_>>,
+) -> Result<Vec<u8>, GitError> {
+    let output = command.output().await.map_err(|e| GitError::Failed {
+        action: action.into(),
+        detail: format!("could not run git: {e}"),
+    })?;
     if output.status.success() {
         return Ok(output.stdout);
     }
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let mut stderr = strip_url_credentials(String::from_utf8_lossy(&output.stderr).trim());
+    if let Some(login) = login {
+        let token = login.token.expose_secret();
+        if !token.is_empty() {
+            stderr = stderr.replace(token, REDACTED);
+        }
+    }
     Err(GitError::Failed {
         action: action.into(),
         detail: if stderr.is_empty() {
@@ -365,6 +494,114 @@ async fn run(dir: &Path, args: &[&str], action: &str) -> Result<Vec<u8>, GitErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_reach_git_through_its_environment_never_its_arguments() {
+        let token = SecretString::from("tok-sixteen-chars-1234");
+        let login = Login {
+            username: "x-access-token",
+            token: &token,
+        };
+        let url = "https://git.example.com/shop.git";
+        let command = git_command(
+            Path::new("/"),
+            &["fetch", "--", url, "+refs/heads/main:refs/x"],
+            Some(login),
+        );
+        let command = command.as_std();
+        for arg in command.get_args() {
+            let arg = arg.to_string_lossy();
+            assert!(
+                !arg.contains("tok-sixteen"),
+                "token on the command line: {arg}"
+            );
+        }
+        let envs: std::collections::HashMap<String, Option<String>> = command
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let get = |key: &str| envs.get(key).cloned().flatten();
+        assert_eq!(get(TOKEN_VAR).as_deref(), Some("tok-sixteen-chars-1234"));
+        assert_eq!(get(USERNAME_VAR).as_deref(), Some("x-access-token"));
+        assert_eq!(
+            get("GIT_CONFIG_KEY_1").as_deref(),
+            Some("credential.helper")
+        );
+        let helper = get("GIT_CONFIG_VALUE_1").unwrap();
+        assert!(
+            !helper.contains("tok-sixteen"),
+            "the helper holds no secret"
+        );
+        assert_eq!(get("GIT_TERMINAL_PROMPT").as_deref(), Some("0"));
+
+        // Without credentials, none leak in from the server's own environment.
+        let bare = git_command(Path::new("/"), &["fetch"], None);
+        let removed = bare
+            .as_std()
+            .get_envs()
+            .any(|(k, v)| k == TOKEN_VAR && v.is_none());
+        assert!(removed);
+    }
+
+    #[tokio::test]
+    async fn the_credential_helper_answers_git_with_the_environment() {
+        // The helper as git runs it: `sh -c '<helper> "$@"' <helper> get`.
+        let helper = CREDENTIAL_HELPER.trim_start_matches('!');
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{helper} \"$@\""))
+            .arg("helper")
+            .arg("get")
+            .env(USERNAME_VAR, "oauth2")
+            .env(TOKEN_VAR, "t0k3n with spaces")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "username=oauth2\npassword=t0k3n with spaces\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn git_errors_never_carry_url_userinfo_or_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), &["init", "--bare", "--quiet"], "init")
+            .await
+            .unwrap();
+        let repo = RepoSettings {
+            name: RepoName::parse("shop").unwrap(),
+            url: "https://oauth2:URLSECRET123@127.0.0.1:1/nothing.git".into(),
+            env_file: "compose.yml".into(),
+            default_ttl: Duration::from_secs(60),
+            test_timeout: Duration::from_secs(60),
+            secret_env: vec![],
+            credentials: Some(crate::settings::GitCredentials {
+                username: "x-access-token".into(),
+                token: crate::settings::GitToken::Fixed("KEYSECRET456".into()),
+            }),
+        };
+        let mirrors = GitMirrors::new(dir.path());
+        let error = mirrors.fetch(&repo, "main").await.unwrap_err().to_string();
+        assert!(
+            !error.contains("URLSECRET123") && !error.contains("oauth2:"),
+            "{error}"
+        );
+        assert!(!error.contains("KEYSECRET456"), "{error}");
+        let missing = GitError::BranchNotFound {
+            branch: "main".into(),
+            url: display_url(&repo.url),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "branch `main` does not exist in https://127.0.0.1:1/nothing.git"
+        );
+    }
 
     #[test]
     fn repo_paths_cannot_escape() {

@@ -10,10 +10,11 @@ pub mod junit;
 pub mod names;
 pub mod reconciler;
 pub mod runtime;
+pub mod secrets;
 pub mod settings;
 pub mod snippet;
 pub mod store;
 pub mod testrun;
 
 pub use engine::Engine;
-pub use settings::{EngineSettings, RepoSettings};
+pub use settings::{EngineSettings, GitCredentials, GitToken, MintToken, RepoSettings};

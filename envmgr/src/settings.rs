@@ -45,6 +45,29 @@ pub struct EnvLimits {
     pub parallel_builds: usize,
 }
 
+impl EnvLimits {
+    /// The least any service gets, whatever its compose file says: below these a container
+    /// cannot do useful work, and Docker reads 0 as "no limit". 6 MiB is Docker's own minimum
+    /// for `--memory`. Values under a floor are raised to it; the ceilings are `max`.
+    pub const FLOOR: ResourceLimits = ResourceLimits {
+        memory_bytes: 6 * 1024 * 1024,
+        nano_cpus: 10_000_000,
+        pids: 16,
+    };
+
+    /// The same bounds with no count limits: for readers of a compose file that only need
+    /// what it says (the env itself was already held to the configured limits).
+    pub fn for_reading(&self) -> Self {
+        EnvLimits {
+            max_compose_bytes: usize::MAX,
+            max_services: usize::MAX,
+            max_volumes: usize::MAX,
+            max_published_ports: usize::MAX,
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for EnvLimits {
     fn default() -> Self {
         EnvLimits {
@@ -75,6 +98,59 @@ pub struct RepoSettings {
     pub test_timeout: Duration,
     /// Environment variables whose values are secrets: redacted from every snippet.
     pub secret_env: Vec<String>,
+    /// What git authenticates with over HTTP(S), kept off every command line and out of
+    /// every message ([`crate::git`] hands it to git through its environment).
+    pub credentials: Option<GitCredentials>,
+}
+
+/// A user name and token for git over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct GitCredentials {
+    /// Most hosts ignore it for tokens; GitHub expects `x-access-token`.
+    pub username: String,
+    pub token: GitToken,
+}
+
+/// A token fixed in the config, or minted when git needs it (a GitHub App's installation
+/// token, which expires within the hour).
+#[derive(Clone)]
+pub enum GitToken {
+    Fixed(secrecy::SecretString),
+    Minted(std::sync::Arc<dyn MintToken>),
+}
+
+impl GitToken {
+    /// The token to give git now.
+    pub async fn current(&self) -> anyhow::Result<secrecy::SecretString> {
+        match self {
+            GitToken::Fixed(token) => Ok(token.clone()),
+            GitToken::Minted(mint) => mint.mint().await,
+        }
+    }
+
+    /// The token when it is fixed in the config (known without asking anyone).
+    pub fn fixed(&self) -> Option<&secrecy::SecretString> {
+        match self {
+            GitToken::Fixed(token) => Some(token),
+            GitToken::Minted(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for GitToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitToken::Fixed(_) => f.write_str("GitToken::Fixed([REDACTED])"),
+            GitToken::Minted(_) => f.write_str("GitToken::Minted"),
+        }
+    }
+}
+
+/// Mints a short-lived token for git (a caching implementation answers from its cache
+/// while the token is still good).
+#[async_trait::async_trait]
+pub trait MintToken: Send + Sync {
+    async fn mint(&self) -> anyhow::Result<secrecy::SecretString>;
 }
 
 impl EngineSettings {

@@ -156,7 +156,7 @@ impl TestRunner {
             .git
             .read_file(&repo.name, commit, &compose_path)
             .await?;
-        let mut file = ComposeFile::parse(&bytes)?;
+        let mut file = ComposeFile::parse_limited(&bytes, &self.settings.env_limits)?;
         let tests: Vec<_> = file.test_services().into_iter().cloned().collect();
         if tests.is_empty() {
             anyhow::bail!("the compose file has no service in the `test` profile");

@@ -240,8 +240,11 @@ impl Default for AccessPolicy {
 pub const fn default_required_role(kind: CommandKind) -> Role {
     match kind {
         CommandKind::Help | CommandKind::WhoAmI => Role::NoAccess,
-        CommandKind::EnvList | CommandKind::EnvStatus | CommandKind::EnvLogs => Role::Viewer,
-        CommandKind::EnvUp
+        CommandKind::EnvList | CommandKind::EnvStatus => Role::Viewer,
+        // A service's output is whatever its code prints, secrets included (redaction only
+        // hides the values it knows): as much as running code, so it needs the same role.
+        CommandKind::EnvLogs
+        | CommandKind::EnvUp
         | CommandKind::EnvDown
         | CommandKind::EnvExtend
         | CommandKind::Test
@@ -416,7 +419,9 @@ pub async fn audit(store: &Store, caller: &Caller, place: &str, command: &str, o
         actor: caller.id.clone(),
         place: place.to_string(),
         command: command.to_string(),
-        outcome: outcome.to_string(),
+        // An error's text may quote a URL or a token (git's, the runtime's): the log keeps
+        // neither. Env secrets never reach these texts; they come from Slipway, not a service.
+        outcome: redact(&outcome.to_string()),
     };
     tracing::info!(surface = %entry.surface, actor = %entry.actor, place = %entry.place, command = %entry.command, outcome = %entry.outcome, "audit");
     if let Err(e) = store.record_audit(&entry).await {
@@ -427,6 +432,11 @@ pub async fn audit(store: &Store, caller: &Caller, place: &str, command: &str, o
 /// Newlines and runs of whitespace become single spaces.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` without URL userinfo and without token shapes (what the audit log may keep).
+fn redact(text: &str) -> String {
+    envmgr::snippet::Redactor::default().redact_line(&envmgr::snippet::strip_url_credentials(text))
 }
 
 #[cfg(test)]

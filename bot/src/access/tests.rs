@@ -29,12 +29,51 @@ fn default_required_roles() {
     let role = |name: &str| policy.required_role(CommandKind::from_name(name).unwrap());
     assert_eq!(role("help"), Role::NoAccess);
     assert_eq!(role("whoami"), Role::NoAccess);
-    for viewer in ["env list", "env status", "env logs"] {
+    for viewer in ["env list", "env status"] {
         assert_eq!(role(viewer), Role::Viewer, "{viewer}");
     }
-    for developer in ["env up", "env down", "env extend", "test", "approve"] {
+    for developer in [
+        "env logs",
+        "env up",
+        "env down",
+        "env extend",
+        "test",
+        "approve",
+    ] {
         assert_eq!(role(developer), Role::Developer, "{developer}");
     }
+}
+
+#[test]
+fn env_logs_needs_a_developer_unless_the_config_says_otherwise() {
+    let policy = AccessPolicy::default();
+    let read = policy.role_for_github("read");
+    let refusal = policy.check(read, CommandKind::EnvLogs).unwrap_err();
+    assert!(
+        refusal
+            .to_string()
+            .contains("`env logs` needs the developer role"),
+        "{refusal}"
+    );
+    assert!(policy
+        .check(policy.role_for_github("write"), CommandKind::EnvLogs)
+        .is_ok());
+    let opened = policy_of("[permissions.commands]\n\"env logs\" = \"viewer\"\n").unwrap();
+    assert!(opened.check(read, CommandKind::EnvLogs).is_ok());
+}
+
+#[test]
+fn audit_outcomes_lose_url_credentials_and_tokens() {
+    let text = redact(
+        "error: git fetch failed: unable to access 'https://oauth2:abc123secret@h/x.git/' \
+         with ghp_abcdefghijklmnopqrstuvwxyz0123456789AB",
+    );
+    assert!(
+        !text.contains("abc123secret") && !text.contains("oauth2"),
+        "{text}"
+    );
+    assert!(!text.contains("ghp_abcdef"), "{text}");
+    assert!(text.contains("https://h/x.git/"), "{text}");
 }
 
 #[test]
@@ -67,7 +106,6 @@ fn no_access_may_run_only_help_and_whoami() {
         vec![
             CommandKind::EnvList,
             CommandKind::EnvStatus,
-            CommandKind::EnvLogs,
             CommandKind::Help,
             CommandKind::WhoAmI
         ]

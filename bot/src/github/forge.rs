@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use octocrab::Octocrab;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -202,6 +202,93 @@ pub trait Forge: Send + Sync + 'static {
     ) -> Result<u64, ForgeError>;
 }
 
+/// The octocrab client of `[github]`, and whether it acts as a GitHub App.
+fn build_client(settings: &GitHubSettings) -> anyhow::Result<(Octocrab, bool)> {
+    let builder = Octocrab::builder()
+        .base_uri(settings.api_url.as_str())
+        .map_err(|e| anyhow::anyhow!("[github] api_url {}: {e}", settings.api_url))?
+        // Retries are ours (see `retrying`), with backoff that suits webhooks.
+        .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
+        .set_connect_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(30)));
+    let (builder, app) = match &settings.auth {
+        GitHubAuth::Token(token) => (
+            builder.personal_token(token.expose_secret().to_string()),
+            false,
+        ),
+        GitHubAuth::App {
+            app_id,
+            private_key_pem,
+        } => {
+            let key =
+                octocrab::EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes())
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "[github] private_key_path is not an RSA private key in PEM form: {e}"
+                        )
+                    })?;
+            (builder.app(octocrab::models::AppId(*app_id), key), true)
+        }
+    };
+    let client = builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the GitHub client: {e}"))?;
+    Ok((client, app))
+}
+
+/// Installation tokens of the GitHub App, for git over HTTPS to one repository: minted when
+/// git needs one and reused while good for 30 s more (octocrab caches them), so no token is
+/// ever written into the config or a URL.
+pub struct InstallationTokens {
+    app: Octocrab,
+    /// `owner/name`.
+    repo: String,
+    installation: tokio::sync::Mutex<Option<Octocrab>>,
+}
+
+impl InstallationTokens {
+    /// `None` unless `[github]` authenticates as an App.
+    pub fn for_app(settings: &GitHubSettings, repo: &str) -> anyhow::Result<Option<Self>> {
+        let (app, is_app) = build_client(settings)?;
+        Ok(is_app.then(|| Self {
+            app,
+            repo: repo.to_string(),
+            installation: tokio::sync::Mutex::default(),
+        }))
+    }
+}
+
+#[async_trait]
+impl envmgr::MintToken for InstallationTokens {
+    async fn mint(&self) -> anyhow::Result<SecretString> {
+        let mut installation = self.installation.lock().await;
+        if installation.is_none() {
+            let (owner, name) = self.repo.split_once('/').unwrap_or((&self.repo, ""));
+            let found = retrying(|| async {
+                self.app
+                    .apps()
+                    .get_repository_installation(owner, name)
+                    .await
+                    .map_err(map_error)
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("the GitHub App is not installed on {}: {e}", self.repo)
+            })?;
+            *installation = Some(self.app.installation(found.id).map_err(map_error)?);
+        }
+        let client = installation.as_ref().expect("set above");
+        let token = client.installation_token().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot mint an installation token for {}: {}",
+                self.repo,
+                map_error(e)
+            )
+        })?;
+        Ok(token)
+    }
+}
+
 /// GitHub through octocrab.
 pub struct GitHubForge {
     client: Octocrab,
@@ -212,35 +299,7 @@ pub struct GitHubForge {
 
 impl GitHubForge {
     pub fn new(settings: &GitHubSettings) -> anyhow::Result<Self> {
-        let builder = Octocrab::builder()
-            .base_uri(settings.api_url.as_str())
-            .map_err(|e| anyhow::anyhow!("[github] api_url {}: {e}", settings.api_url))?
-            // Retries are ours (see `retrying`), with backoff that suits webhooks.
-            .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
-            .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(30)));
-        let (builder, app) = match &settings.auth {
-            GitHubAuth::Token(token) => (
-                builder.personal_token(token.expose_secret().to_string()),
-                false,
-            ),
-            GitHubAuth::App {
-                app_id,
-                private_key_pem,
-            } => {
-                let key =
-                    octocrab::EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes())
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                        "[github] private_key_path is not an RSA private key in PEM form: {e}"
-                    )
-                        })?;
-                (builder.app(octocrab::models::AppId(*app_id), key), true)
-            }
-        };
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the GitHub client: {e}"))?;
+        let (client, app) = build_client(settings)?;
         Ok(Self {
             client,
             app,

@@ -93,9 +93,14 @@ impl GitHubSurface {
         // The env of this PR only: an env left from another source with this name is not ours.
         let env = env.filter(|e| e.pull_request.is_some());
 
-        // The tests of the PR's current head only.
+        // The tests of the PR's current head only, their texts redacted like the env's
+        // (which `engine.get` redacts): comment, status, deployment and check run are all
+        // made from these two.
         let run = match &env {
-            Some(env) => self.store.runs(&env.name, 1).await?.into_iter().next(),
+            Some(env) => match self.store.runs(&env.name, 1).await?.into_iter().next() {
+                Some(run) => Some(self.engine.redactors().run(env, run).await),
+                None => None,
+            },
             None => None,
         }
         .filter(|r| r.commit.as_deref() == Some(pull.head_sha.as_str()));

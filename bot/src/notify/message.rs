@@ -71,6 +71,17 @@ pub struct Notification {
     pub run_id: Option<i64>,
 }
 
+impl Notification {
+    /// Redacts every text a sink shows (title, body, links) with the env's redactor.
+    pub fn redact(&mut self, redactor: &envmgr::snippet::Redactor) {
+        self.title = redactor.redact_text(&self.title);
+        self.text = redactor.redact_text(&self.text);
+        if let Some(url) = &self.url {
+            self.url = Some(redactor.redact_line(&envmgr::snippet::strip_url_credentials(url)));
+        }
+    }
+}
+
 /// Why an event may notify: an env phase, or a finished test run (to be looked up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envmgr::names::EnvName;
-use envmgr::store::{now_ms, Event, NewNotification, OutboxEntry, Store, StoreError};
+use envmgr::secrets::Redactors;
+use envmgr::snippet::Redactor;
+use envmgr::store::{now_ms, EnvRecord, Event, NewNotification, OutboxEntry, Store, StoreError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -85,11 +87,18 @@ struct Notifier {
     /// Wakes each route's delivery loop, by route name.
     wake: HashMap<String, Arc<Notify>>,
     public_url: String,
+    /// Every notification's text is redacted with its env's secrets before it is queued.
+    redactors: Arc<Redactors>,
 }
 
 /// Starts the notifier when any sink is configured. The cursor is set up before this
 /// returns, so every event from then on is seen.
-pub async fn start(routes: Vec<Route>, store: Store, public_url: String) -> anyhow::Result<()> {
+pub async fn start(
+    routes: Vec<Route>,
+    store: Store,
+    public_url: String,
+    redactors: Arc<Redactors>,
+) -> anyhow::Result<()> {
     if routes.is_empty() {
         return Ok(());
     }
@@ -105,6 +114,7 @@ pub async fn start(routes: Vec<Route>, store: Store, public_url: String) -> anyh
         routes,
         wake,
         public_url,
+        redactors,
     });
     for index in 0..notifier.routes.len() {
         tokio::spawn(notifier.clone().deliver_loop(index));
@@ -186,14 +196,30 @@ impl Notifier {
         }
     }
 
-    /// The notification an event makes, if it makes one.
+    /// The notification an event makes, if it makes one, its texts redacted.
     async fn notification_for(&self, event: &Event) -> Result<Option<Notification>, StoreError> {
-        let Some(trigger) = message::trigger_of(event) else {
-            return Ok(None);
-        };
         let env = match EnvName::parse(&event.env) {
             Ok(name) => self.store.get(&name).await?,
             Err(_) => None,
+        };
+        let redactor = match &env {
+            Some(env) => self.redactors.for_env(env).await,
+            None => Arc::new(Redactor::default()),
+        };
+        let mut notification = self.unredacted_notification(event, env).await?;
+        if let Some(n) = &mut notification {
+            n.redact(&redactor);
+        }
+        Ok(notification)
+    }
+
+    async fn unredacted_notification(
+        &self,
+        event: &Event,
+        env: Option<EnvRecord>,
+    ) -> Result<Option<Notification>, StoreError> {
+        let Some(trigger) = message::trigger_of(event) else {
+            return Ok(None);
         };
         match trigger {
             Trigger::Env(kind) => {

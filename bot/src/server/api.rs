@@ -410,44 +410,15 @@ async fn get_run(
     Ok(Json(state.engine.run(&env, id).await?).into_response())
 }
 
-/// The full log of a run, decompressed as it is sent.
+/// The full log of a run, decompressed and redacted as it is sent.
 async fn run_log(
     State(state): State<AppState>,
     Path((env, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
     allow_read(CommandKind::EnvLogs)?;
-    let path = state.engine.run_log(&env, id).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        let mut decoder = flate2::read::GzDecoder::new(file);
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            match decoder.read(&mut buffer) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buffer[..n])))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    // Redacted by the engine as it is read, like the env's own logs.
+    let stream = state.engine.run_log_stream(&env, id).await?;
+    let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 

@@ -44,6 +44,7 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             default_ttl: std::time::Duration::from_secs(8 * 3600),
             test_timeout: std::time::Duration::from_secs(15 * 60),
             secret_env: Vec::new(),
+            credentials: None,
         });
         info!(repo = %repo_dir.display(), "no --config given: serving the bundled demo repo");
     }
@@ -91,7 +92,8 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     settings.public_url = public_url.clone();
 
     // Before the engine starts, so the notifier sees every event from here on.
-    notify::start(notify_routes, store.clone(), public_url.clone())
+    let redactors = std::sync::Arc::new(envmgr::secrets::Redactors::new(&settings));
+    notify::start(notify_routes, store.clone(), public_url.clone(), redactors)
         .await
         .context("cannot start notifications")?;
     let engine = Engine::start(settings, store, runtime);

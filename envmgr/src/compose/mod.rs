@@ -3,9 +3,16 @@
 //! keys Slipway supports are deserialised with the value types of `docker-compose-types`
 //! (its `Service` type rejects keys it does not know and lacks `cpus`/`pids_limit`, so the
 //! service-level struct is ours). Every key Slipway does not apply is reported as a warning.
+//!
+//! The reader is bounded before it reads: the file's size, the number of YAML nodes it
+//! expands to ([`yaml`]), and the number of services, volumes and published ports are held
+//! to `[limits]` ([`EnvLimits`]); resource limits are clamped between a floor and the
+//! configured ceilings, and names that reach Docker are checked here, with the reason.
 
+mod limits;
 pub mod plan;
 pub mod policy;
+mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,7 +25,9 @@ use crate::names::ServiceName;
 use crate::runtime::{
     Dependency, DependencyCondition, HealthcheckSpec, PortSpec, Protocol, RestartPolicy,
 };
+use crate::settings::EnvLimits;
 
+pub use limits::show_bytes;
 pub use policy::PolicyViolation;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,6 +42,19 @@ pub enum ComposeError {
     Policy(#[from] PolicyViolation),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "compose file is {size} bytes; the limit is {limit} bytes ([limits] max_compose_size)"
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error("compose file has {count} {what}; the limit is {limit} ([limits] {key})")]
+    OverLimit {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+        key: &'static str,
+    },
+    #[error("the compose file expands to more than {budget} YAML nodes (anchors and aliases repeated too often?); it was not read")]
+    TooManyNodes { budget: usize },
 }
 
 /// A compose file reduced to what Slipway applies, plus what it does not.
@@ -98,7 +120,14 @@ pub struct ComposeService {
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
     pub profiles: Vec<String>,
+    /// `stop_signal`, normalised (`SIGTERM`, or a number); Docker's default when `None`.
+    pub stop_signal: Option<String>,
+    /// `stop_grace_period`, or [`DEFAULT_STOP_GRACE`]; at most `[limits] max_stop_grace`.
+    pub stop_grace: Duration,
 }
+
+/// How long a container may take to stop when the compose file does not say.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildDef {
@@ -129,17 +158,14 @@ const SUPPORTED_SERVICE_KEYS: &[&str] = &[
     "cpus",
     "pids_limit",
     "profiles",
+    "stop_signal",
+    "stop_grace_period",
+    "deploy",
 ];
 
 /// Keys with no effect on what runs, accepted without a warning.
-const HARMLESS_SERVICE_KEYS: &[&str] = &[
-    "container_name",
-    "labels",
-    "hostname",
-    "stop_grace_period",
-    "tty",
-    "stdin_open",
-];
+const HARMLESS_SERVICE_KEYS: &[&str] =
+    &["container_name", "labels", "hostname", "tty", "stdin_open"];
 
 /// The supported subset of a service. Value types come from docker-compose-types.
 #[derive(Deserialize)]
@@ -166,15 +192,34 @@ struct ServiceDef {
     user: Option<Value>,
     mem_limit: Option<Value>,
     cpus: Option<Value>,
-    pids_limit: Option<i64>,
+    pids_limit: Option<Value>,
     #[serde(default)]
     profiles: Vec<String>,
+    stop_signal: Option<Value>,
+    stop_grace_period: Option<Value>,
+    deploy: Option<Value>,
 }
 
 impl ComposeFile {
+    /// Reads a compose file with the default resource ceilings and no count limits: for
+    /// readers that only need what a file says. Envs are read with [`Self::parse_limited`].
     pub fn parse(text: &[u8]) -> Result<Self, ComposeError> {
-        let root: Value =
-            serde_yaml::from_slice(text).map_err(|e| ComposeError::Yaml(e.to_string()))?;
+        Self::parse_limited(text, &EnvLimits::default().for_reading())
+    }
+
+    /// Reads a compose file held to `limits`: past a size or count limit nothing is returned
+    /// (so nothing starts); resource limits out of range are clamped and reported.
+    pub fn parse_limited(text: &[u8], limits: &EnvLimits) -> Result<Self, ComposeError> {
+        if text.len() > limits.max_compose_bytes {
+            return Err(ComposeError::TooLarge {
+                size: text.len() as u64,
+                limit: limits.max_compose_bytes as u64,
+            });
+        }
+        let root = yaml::load(text).map_err(|e| match e {
+            yaml::LoadError::Syntax(message) => ComposeError::Yaml(message),
+            yaml::LoadError::TooManyNodes { budget } => ComposeError::TooManyNodes { budget },
+        })?;
         let root = root
             .as_mapping()
             .ok_or_else(|| ComposeError::Invalid("the compose file must be a mapping".into()))?;
@@ -193,11 +238,24 @@ impl ComposeFile {
             }
         }
 
-        let volumes = match root.get("volumes") {
-            Some(Value::Mapping(map)) => map
-                .keys()
-                .filter_map(|k| k.as_str().map(str::to_string))
-                .collect(),
+        let volumes: Vec<String> = match root.get("volumes") {
+            Some(Value::Mapping(map)) => {
+                over_limit("volumes", map.len(), limits.max_volumes, "max_volumes")?;
+                map.keys()
+                    .map(|k| {
+                        let name = match k {
+                            Value::String(_) | Value::Number(_) => scalar_string(k),
+                            _ => {
+                                return Err(ComposeError::Invalid(
+                                    "volume names must be strings".into(),
+                                ))
+                            }
+                        };
+                        limits::volume_name(&name).map_err(ComposeError::Invalid)?;
+                        Ok(name)
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             Some(Value::Null) | None => Vec::new(),
             Some(_) => {
                 return Err(ComposeError::Invalid(
@@ -210,20 +268,35 @@ impl ComposeFile {
             Some(Value::Mapping(map)) if !map.is_empty() => map,
             _ => return Err(ComposeError::NoServices),
         };
+        // Every service counts, those in profiles too: test services run in the env as well.
+        over_limit(
+            "services",
+            services_map.len(),
+            limits.max_services,
+            "max_services",
+        )?;
 
         let mut services = Vec::new();
         let mut profiled = Vec::new();
+        let mut published = 0usize;
         for (name, body) in services_map {
             let name = name
                 .as_str()
                 .ok_or_else(|| ComposeError::Invalid("service names must be strings".into()))?;
-            let service = parse_service(name, body, &volumes, &mut warnings)?;
+            let service = parse_service(name, body, &volumes, limits, &mut warnings)?;
+            published += service.ports.len();
             if service.profiles.is_empty() {
                 services.push(service);
             } else {
                 profiled.push(service);
             }
         }
+        over_limit(
+            "published ports",
+            published,
+            limits.max_published_ports,
+            "max_published_ports",
+        )?;
         if services.is_empty() {
             return Err(ComposeError::Invalid(
                 "every service is in a profile: nothing would start".into(),
@@ -239,6 +312,24 @@ impl ComposeFile {
             tests,
         })
     }
+}
+
+/// Past a count limit the whole file is refused, with the numbers and the key to raise.
+fn over_limit(
+    what: &'static str,
+    count: usize,
+    limit: usize,
+    key: &'static str,
+) -> Result<(), ComposeError> {
+    if count > limit {
+        return Err(ComposeError::OverLimit {
+            what,
+            count,
+            limit,
+            key,
+        });
+    }
+    Ok(())
 }
 
 fn test_options(extension: Option<&Value>) -> Result<TestOptions, ComposeError> {
@@ -266,6 +357,7 @@ fn parse_service(
     name: &str,
     body: &Value,
     volumes: &[String],
+    limits: &EnvLimits,
     warnings: &mut Vec<String>,
 ) -> Result<ComposeService, ComposeError> {
     let err = |message: String| ComposeError::Service {
@@ -297,6 +389,31 @@ fn parse_service(
     if def.image.is_none() && def.build.is_none() {
         return Err(err("needs `image` or `build`".into()));
     }
+    if let Some(image) = &def.image {
+        limits::image_reference(image).map_err(err)?;
+    }
+    if let Some(dir) = &def.working_dir {
+        limits::working_dir(dir).map_err(err)?;
+    }
+    let resources = limits::resources(
+        name,
+        def.mem_limit.as_ref(),
+        def.cpus.as_ref(),
+        def.pids_limit.as_ref(),
+        def.deploy.as_ref(),
+        limits,
+        warnings,
+    )
+    .map_err(err)?;
+    let stop_signal = def
+        .stop_signal
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .map(limits::stop_signal)
+        .transpose()
+        .map_err(err)?;
+    let stop_grace =
+        limits::stop_grace(name, def.stop_grace_period.as_ref(), limits, warnings).map_err(err)?;
     let build = def
         .build
         .map(|b| build_def(b, name, warnings))
@@ -323,7 +440,7 @@ fn parse_service(
         ports: def
             .ports
             .iter()
-            .map(port)
+            .map(|p| port(p, name, warnings))
             .collect::<Result<_, _>>()
             .map_err(err)?,
         expose: def
@@ -353,18 +470,12 @@ fn parse_service(
             .map_err(err)?,
         working_dir: def.working_dir,
         user: def.user.map(|u| scalar_string(&u)),
-        mem_limit: def
-            .mem_limit
-            .map(|m| parse_bytes(&scalar_string(&m)))
-            .transpose()
-            .map_err(err)?,
-        nano_cpus: def
-            .cpus
-            .map(|c| parse_cpus(&scalar_string(&c)))
-            .transpose()
-            .map_err(err)?,
-        pids_limit: def.pids_limit,
+        mem_limit: resources.memory_bytes,
+        nano_cpus: resources.nano_cpus,
+        pids_limit: resources.pids,
         profiles: def.profiles,
+        stop_signal,
+        stop_grace,
     })
 }
 
@@ -470,41 +581,99 @@ fn environment(
     out
 }
 
-fn port(value: &Value) -> Result<PortSpec, String> {
-    match value {
-        Value::Mapping(_) => {
-            let long: dct::Port =
-                serde_yaml::from_value(value.clone()).map_err(|e| format!("port: {e}"))?;
-            Ok(PortSpec {
-                container_port: long.target,
-                protocol: protocol(long.protocol.as_deref())?,
-            })
+/// One `ports:` entry. Slipway publishes the container port on a free host port of
+/// `[runtime.docker] publish_address`, so envs never clash; a host address or fixed host port
+/// in the entry is reported as not applied.
+fn port(value: &Value, service: &str, warnings: &mut Vec<String>) -> Result<PortSpec, String> {
+    let (spec, host_ip, host_port, shown) = match value {
+        Value::Mapping(map) => {
+            let shown = serde_json::to_string(value).unwrap_or_else(|_| scalar_string(value));
+            let target = map
+                .get("target")
+                .map(scalar_string)
+                .ok_or_else(|| format!("port `{shown}` needs a `target` (the container port)"))?;
+            let proto = map.get("protocol").map(scalar_string);
+            let spec = PortSpec {
+                container_port: container_port(&target, &shown)?,
+                protocol: protocol(proto.as_deref())?,
+            };
+            let host_ip = map
+                .get("host_ip")
+                .filter(|v| !v.is_null())
+                .map(scalar_string);
+            let published = map
+                .get("published")
+                .filter(|v| !v.is_null())
+                .map(scalar_string);
+            (spec, host_ip, published, shown)
         }
-        other => short_port(&scalar_string(other)),
+        Value::Sequence(_) | Value::Tagged(_) => {
+            return Err(format!(
+                "port `{}` is neither `[[host_ip:]host_port:]port[/protocol]` nor a mapping",
+                scalar_string(value)
+            ))
+        }
+        other => {
+            let text = scalar_string(other);
+            let (addr, proto) = match text.split_once('/') {
+                Some((addr, proto)) => (addr, Some(proto)),
+                None => (text.as_str(), None),
+            };
+            let (host, container) = match addr.rsplit_once(':') {
+                Some((host, container)) => (Some(host), container),
+                None => (None, addr),
+            };
+            let (host_ip, host_port) = match host.map(|h| h.rsplit_once(':')) {
+                None => (None, None),
+                Some(Some((ip, port))) => (Some(ip.to_string()), Some(port.to_string())),
+                Some(None) => (None, host.map(str::to_string)),
+            };
+            let spec = PortSpec {
+                container_port: container_port(container, &text)?,
+                protocol: protocol(proto)?,
+            };
+            (spec, host_ip, host_port, text)
+        }
+    };
+    let host_ip = host_ip.filter(|ip| !ip.trim().is_empty());
+    let host_port = host_port.filter(|p| !p.trim().is_empty() && p.trim() != "0");
+    let dropped = match (&host_ip, &host_port) {
+        (None, None) => None,
+        (Some(_), None) => Some("host address is"),
+        (None, Some(_)) => Some("fixed host port is"),
+        (Some(_), Some(_)) => Some("host address and fixed host port are"),
+    };
+    if let Some(dropped) = dropped {
+        warnings.push(format!(
+            "service `{service}`: ports `{shown}`: {dropped} not applied; Slipway publishes {}/{} on a free port of [runtime.docker] publish_address",
+            spec.container_port,
+            spec.protocol.as_str()
+        ));
     }
+    Ok(spec)
 }
 
-/// `"8080"`, `"80:8080"`, `"127.0.0.1:80:8080"`, `"8080/udp"`: Slipway keeps only the
-/// container port and publishes it on a free host port, so envs never clash.
-fn short_port(text: &str) -> Result<PortSpec, String> {
-    let (addr, proto) = match text.split_once('/') {
-        Some((addr, proto)) => (addr, Some(proto)),
-        None => (text, None),
-    };
-    let container = addr.rsplit(':').next().unwrap_or(addr);
-    let container_port = container
+/// One container port, 1..=65535; ranges of container ports are not supported.
+fn container_port(text: &str, entry: &str) -> Result<u16, String> {
+    text.trim()
         .parse::<u16>()
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("port `{text}` is not supported: give one container port (ranges are not supported)"))?;
-    Ok(PortSpec {
-        container_port,
-        protocol: protocol(proto)?,
-    })
+        .ok_or_else(|| {
+            format!("port `{entry}` is not supported: give one container port from 1 to 65535 (ranges are not supported)")
+        })
 }
 
 fn expose_port(value: &Value) -> Result<PortSpec, String> {
-    short_port(&scalar_string(value))
+    let text = scalar_string(value);
+    let (addr, proto) = match text.split_once('/') {
+        Some((addr, proto)) => (addr, Some(proto)),
+        None => (text.as_str(), None),
+    };
+    Ok(PortSpec {
+        container_port: container_port(addr.rsplit(':').next().unwrap_or(addr), &text)?,
+        protocol: protocol(proto)?,
+    })
 }
 
 fn protocol(proto: Option<&str>) -> Result<Protocol, String> {
@@ -574,6 +743,10 @@ fn healthcheck(hc: dct::Healthcheck) -> Result<Option<HealthcheckSpec>, String> 
 
 /// Compose durations: `1m30s`, `500ms`, `10s`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    compose_duration(text).map_err(|e| format!("duration `{text}`: {e}"))
+}
+
+fn compose_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     let mut spaced = String::new();
     let mut prev_alpha = false;
     for c in text.trim().chars() {
@@ -583,7 +756,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         prev_alpha = c.is_ascii_alphabetic();
         spaced.push(c);
     }
-    humantime::parse_duration(&spaced).map_err(|e| format!("duration `{text}`: {e}"))
+    humantime::parse_duration(&spaced)
 }
 
 fn restart(value: Option<&str>) -> Result<RestartPolicy, String> {
@@ -632,16 +805,13 @@ fn volume_mount(
             }
         },
     };
+    limits::volume_name(&source)?;
     if !declared.contains(&source) {
         return Err(format!(
             "volume `{source}` is not declared under the top-level `volumes`"
         ));
     }
-    if !target.starts_with('/') {
-        return Err(format!(
-            "volume target `{target}` must be an absolute path in the container"
-        ));
-    }
+    limits::mount_target(&target)?;
     Ok((source, target, read_only))
 }
 
@@ -733,17 +903,6 @@ pub fn parse_bytes(text: &str) -> Result<i64, String> {
     Ok((number * factor) as i64)
 }
 
-fn parse_cpus(text: &str) -> Result<i64, String> {
-    let cpus: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("cpus `{text}` is not a number"))?;
-    if !(cpus > 0.0 && cpus <= 1024.0) {
-        return Err(format!("cpus `{text}` is out of range"));
-    }
-    Ok((cpus * 1e9) as i64)
-}
-
 /// Parses an `env_file`: `KEY=VALUE` lines, `#` comments, optional `export ` and quotes.
 pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -768,3 +927,6 @@ pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -172,7 +172,7 @@ fn service_spec(
             nano_cpus: service.nano_cpus.unwrap_or(defaults.nano_cpus),
             pids: service.pids_limit.unwrap_or(defaults.pids),
         },
-        stop_signal: None,
-        stop_grace: std::time::Duration::from_secs(5),
+        stop_signal: service.stop_signal.clone(),
+        stop_grace: service.stop_grace,
     }
 }

@@ -190,3 +190,473 @@ fn env_files_and_sizes_parse() {
     assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
     assert!(parse_bytes("lots").is_err());
 }
+
+fn limited(text: &str, limits: &EnvLimits) -> Result<ComposeFile, ComposeError> {
+    ComposeFile::parse_limited(text.as_bytes(), limits)
+}
+
+fn one_service(lines: &str) -> String {
+    format!("services:\n  web:\n    image: x\n{lines}")
+}
+
+fn warnings_of(file: &ComposeFile) -> String {
+    file.warnings.join("\n")
+}
+
+/// Every value Docker would read as "no limit", and every value out of range, ends between
+/// the floor and the ceiling, and each change is reported.
+#[test]
+fn resource_limits_are_clamped_between_floor_and_ceiling() {
+    let max = EnvLimits::default().max;
+    let floor = EnvLimits::FLOOR;
+    // (lines, (memory, nano_cpus, pids) expected; None = not set)
+    let cases: &[(&str, (Option<i64>, Option<i64>, Option<i64>))] = &[
+        ("    mem_limit: 0\n", (Some(max.memory_bytes), None, None)),
+        ("    mem_limit: -1\n", (Some(max.memory_bytes), None, None)),
+        (
+            "    mem_limit: '-1g'\n",
+            (Some(max.memory_bytes), None, None),
+        ),
+        (
+            "    mem_limit: 1k\n",
+            (Some(floor.memory_bytes), None, None),
+        ),
+        ("    mem_limit: 1\n", (Some(floor.memory_bytes), None, None)),
+        (
+            "    mem_limit: 100g\n",
+            (Some(max.memory_bytes), None, None),
+        ),
+        (
+            "    mem_limit: 99999999999999999999999999g\n",
+            (Some(max.memory_bytes), None, None),
+        ),
+        (
+            "    mem_limit: 10000000000000\n",
+            (Some(max.memory_bytes), None, None),
+        ),
+        ("    cpus: 1e-10\n", (None, Some(floor.nano_cpus), None)),
+        (
+            "    cpus: 0.000000001\n",
+            (None, Some(floor.nano_cpus), None),
+        ),
+        ("    cpus: 0\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: -2\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: .nan\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: 'NaN'\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: .inf\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: -.inf\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: 1e300\n", (None, Some(max.nano_cpus), None)),
+        ("    cpus: 64\n", (None, Some(max.nano_cpus), None)),
+        ("    pids_limit: 0\n", (None, None, Some(max.pids))),
+        ("    pids_limit: -1\n", (None, None, Some(max.pids))),
+        ("    pids_limit: 1\n", (None, None, Some(floor.pids))),
+        ("    pids_limit: 1000000\n", (None, None, Some(max.pids))),
+        ("    pids_limit: 1e30\n", (None, None, Some(max.pids))),
+        (
+            "    pids_limit: 99999999999999999999999\n",
+            (None, None, Some(max.pids)),
+        ),
+        (
+            "    deploy: { resources: { limits: { memory: '0', cpus: '0', pids: -1 } } }\n",
+            (Some(max.memory_bytes), Some(max.nano_cpus), Some(max.pids)),
+        ),
+        (
+            "    deploy: { resources: { limits: { memory: 1b, cpus: '0.000001', pids: 2 } } }\n",
+            (
+                Some(floor.memory_bytes),
+                Some(floor.nano_cpus),
+                Some(floor.pids),
+            ),
+        ),
+        (
+            "    mem_limit: 0\n    pids_limit: 0\n    cpus: 0.00001\n",
+            (
+                Some(max.memory_bytes),
+                Some(floor.nano_cpus),
+                Some(max.pids),
+            ),
+        ),
+    ];
+    for (lines, (memory, cpus, pids)) in cases {
+        let file = parse(&one_service(lines)).unwrap_or_else(|e| panic!("{lines}: {e}"));
+        let web = &file.services[0];
+        assert_eq!(
+            (web.mem_limit, web.nano_cpus, web.pids_limit),
+            (*memory, *cpus, *pids),
+            "{lines}"
+        );
+        for value in [web.mem_limit, web.nano_cpus, web.pids_limit]
+            .into_iter()
+            .flatten()
+        {
+            assert!(value > 0, "{lines}: {value} would mean no limit");
+        }
+        let all = warnings_of(&file);
+        assert!(
+            all.contains("not applied") && all.contains("service `web`"),
+            "{lines}: the change must be reported: {all}"
+        );
+    }
+
+    // In range: applied as written, nothing reported.
+    let file = parse(&one_service(
+        "    mem_limit: 256m\n    cpus: '0.5'\n    pids_limit: '100'\n",
+    ))
+    .unwrap();
+    let web = &file.services[0];
+    assert_eq!(
+        (web.mem_limit, web.nano_cpus, web.pids_limit),
+        (Some(256 << 20), Some(500_000_000), Some(100))
+    );
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+
+    // The ceilings are the configured ones.
+    let mut limits = EnvLimits::default();
+    limits.max.memory_bytes = 256 << 20;
+    limits.max.nano_cpus = 500_000_000;
+    limits.max.pids = 64;
+    let file = limited(
+        &one_service("    mem_limit: 1g\n    cpus: 2\n    pids_limit: 0\n"),
+        &limits,
+    )
+    .unwrap();
+    let web = &file.services[0];
+    assert_eq!(
+        (web.mem_limit, web.nano_cpus, web.pids_limit),
+        (Some(256 << 20), Some(500_000_000), Some(64))
+    );
+    let all = warnings_of(&file);
+    for key in ["max_memory", "max_cpus", "no limit"] {
+        assert!(all.contains(key), "{key} missing from {all}");
+    }
+    assert!(parse(&one_service("    mem_limit: lots\n")).is_err());
+    assert!(parse(&one_service("    cpus: many\n")).is_err());
+}
+
+#[test]
+fn deploy_resources_limits_are_read_and_the_rest_of_deploy_is_reported() {
+    let file = parse(&one_service(
+        "    deploy:\n      replicas: 3\n      resources:\n        limits: { memory: 64m, cpus: '0.25', pids: 50 }\n        reservations: { memory: 1g }\n",
+    ))
+    .unwrap();
+    let web = &file.services[0];
+    assert_eq!(
+        (web.mem_limit, web.nano_cpus, web.pids_limit),
+        (Some(64 << 20), Some(250_000_000), Some(50))
+    );
+    let all = warnings_of(&file);
+    assert!(all.contains("deploy.replicas"), "{all}");
+    assert!(all.contains("deploy.resources.reservations"), "{all}");
+    // The service-level key wins, and the loser is reported.
+    let file = parse(&one_service(
+        "    mem_limit: 32m\n    deploy: { resources: { limits: { memory: 0 } } }\n",
+    ))
+    .unwrap();
+    assert_eq!(file.services[0].mem_limit, Some(32 << 20));
+    assert!(warnings_of(&file).contains("deploy.resources.limits.memory"));
+    assert!(parse(&one_service("    deploy: [1]\n")).is_err());
+}
+
+#[test]
+fn count_limits_fail_the_file_with_the_numbers() {
+    let services = |n: usize, profiled: usize| {
+        let mut text = String::from("services:\n");
+        for i in 0..n {
+            text.push_str(&format!("  s{i}:\n    image: x\n"));
+        }
+        for i in 0..profiled {
+            text.push_str(&format!("  t{i}:\n    image: x\n    profiles: [test]\n"));
+        }
+        text
+    };
+    assert!(
+        parse(&services(50, 0)).is_ok() && limited(&services(50, 0), &EnvLimits::default()).is_ok()
+    );
+    let err = limited(&services(60, 0), &EnvLimits::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "compose file has 60 services; the limit is 50 ([limits] max_services)"
+    );
+    // Profiled (test) services count too.
+    let err = limited(&services(40, 11), &EnvLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("has 51 services"), "{err}");
+
+    let mut volumes = String::from("services:\n  a:\n    image: x\nvolumes:\n");
+    for i in 0..21 {
+        volumes.push_str(&format!("  v{i}: {{}}\n"));
+    }
+    let err = limited(&volumes, &EnvLimits::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "compose file has 21 volumes; the limit is 20 ([limits] max_volumes)"
+    );
+
+    let mut ports = String::from("services:\n");
+    for s in 0..3 {
+        ports.push_str(&format!("  s{s}:\n    image: x\n    ports:\n"));
+        for p in 0..20 {
+            ports.push_str(&format!("      - \"{}\"\n", 1000 + p));
+        }
+    }
+    let err = limited(&ports, &EnvLimits::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "compose file has 60 published ports; the limit is 50 ([limits] max_published_ports)"
+    );
+
+    let limits = EnvLimits {
+        max_services: 2,
+        ..EnvLimits::default()
+    };
+    let err = limited(&services(3, 0), &limits).unwrap_err();
+    assert!(err.to_string().contains("the limit is 2"), "{err}");
+}
+
+#[test]
+fn the_size_limit_is_checked_before_the_yaml_is_read() {
+    let limits = EnvLimits {
+        max_compose_bytes: 1024,
+        ..EnvLimits::default()
+    };
+    // Not even YAML: refused for its size, not its syntax.
+    let big = "[".repeat(2000);
+    assert_eq!(
+        limited(&big, &limits).unwrap_err(),
+        ComposeError::TooLarge {
+            size: 2000,
+            limit: 1024
+        }
+    );
+    let err = limited(&"#".repeat(2 << 20), &EnvLimits::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("2097152 bytes") && err.to_string().contains("max_compose_size"),
+        "{err}"
+    );
+}
+
+/// Alias bombs are refused quickly without expanding them; ordinary anchors still work.
+#[test]
+fn yaml_alias_bombs_fail_fast() {
+    let started = std::time::Instant::now();
+    let laughs = r#"
+x-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+x-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+x-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+x-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+x-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+x-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+x-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+x-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+x-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+services:
+  web:
+    image: x
+    command: *i
+"#;
+    assert!(parse(laughs).is_err());
+    eprintln!("laughs {:?}", started.elapsed());
+    // Few jumps, each replaying a big list: serde_yaml's own jump limit does not catch this.
+    let list = vec!["x"; 20_000].join(",");
+    let aliases = vec!["*big"; 2_000].join(",");
+    let quadratic =
+        format!("x-big: &big [{list}]\nx-many: [{aliases}]\nservices:\n  web:\n    image: x\n");
+    assert!(quadratic.len() < 1 << 20);
+    match parse(&quadratic) {
+        Err(ComposeError::TooManyNodes { .. }) => {}
+        other => panic!("expected TooManyNodes, got {other:?}"),
+    }
+    eprintln!("quadratic {:?}", started.elapsed());
+    let deep = format!("services: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(matches!(parse(&deep), Err(ComposeError::Yaml(_))));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let anchors = "x-env: &env { A: '1' }\nservices:\n  a:\n    image: x\n    environment: *env\n  b:\n    image: x\n    environment: *env\n";
+    let file = parse(anchors).unwrap();
+    assert_eq!(file.services[1].environment["A"], "1");
+}
+
+#[test]
+fn dropped_host_addresses_and_ports_are_reported() {
+    let cases: &[(&str, u16, &str)] = &[
+        (
+            "\"0.0.0.0:8080:80\"",
+            80,
+            "host address and fixed host port are",
+        ),
+        ("\"127.0.0.1::80\"", 80, "host address is"),
+        (
+            "\"[::1]:8080:80/udp\"",
+            80,
+            "host address and fixed host port are",
+        ),
+        ("\"8080:80\"", 80, "fixed host port is"),
+        ("\"8000-8010:80\"", 80, "fixed host port is"),
+        ("{ target: 80, published: 8080 }", 80, "fixed host port is"),
+        (
+            "{ target: 80, published: \"8000-8001\" }",
+            80,
+            "fixed host port is",
+        ),
+        ("{ target: 81, host_ip: 0.0.0.0 }", 81, "host address is"),
+        (
+            "{ target: 82, host_ip: 0.0.0.0, published: 9000, protocol: udp }",
+            82,
+            "host address and fixed host port are",
+        ),
+    ];
+    for (entry, container, what) in cases {
+        let file = parse(&one_service(&format!("    ports: [{entry}]\n"))).unwrap();
+        assert_eq!(
+            file.services[0].ports[0].container_port, *container,
+            "{entry}"
+        );
+        let all = warnings_of(&file);
+        assert!(
+            all.contains(&format!("{what} not applied"))
+                && all.contains("publish_address")
+                && all.contains(&format!("publishes {container}/")),
+            "{entry}: {all}"
+        );
+    }
+    for plain in [
+        "\"80\"",
+        "80",
+        "\"80/udp\"",
+        "\"0:80\"",
+        "\":80\"",
+        "{ target: 80 }",
+    ] {
+        let file = parse(&one_service(&format!("    ports: [{plain}]\n"))).unwrap();
+        assert!(file.warnings.is_empty(), "{plain}: {:?}", file.warnings);
+    }
+    for bad in [
+        "\"8000-8010:8000-8010\"",
+        "\"0\"",
+        "\"70000\"",
+        "{ published: 80 }",
+        "[1]",
+    ] {
+        assert!(
+            parse(&one_service(&format!("    ports: [{bad}]\n"))).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn bad_names_are_refused_when_the_file_is_read() {
+    let bad_volume_names = [
+        "'x/../../../../var/lib/docker'",
+        "'../x'",
+        "'-x'",
+        "'.x'",
+        "''",
+        "'a b'",
+        "'a:b'",
+        "'a\\x00b'",
+        &"v".repeat(65),
+    ];
+    for name in bad_volume_names {
+        let text = format!("services:\n  a:\n    image: x\nvolumes:\n  {name}: {{}}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("volume name"), "{name}: {err}");
+        // Also as the source of a long-syntax mount (which the policy lets through).
+        let text = format!(
+            "services:\n  a:\n    image: x\n    volumes: [{{ type: volume, source: {name}, target: /data }}]\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("volume name"), "{name}: {err}");
+    }
+    let ok = parse("services:\n  a:\n    image: x\n    volumes: ['my_vol-1.x:/data']\nvolumes:\n  my_vol-1.x:\n").unwrap();
+    assert_eq!(ok.volumes, vec!["my_vol-1.x".to_string()]);
+
+    for target in ["data", "./data", "/", "//", "/a/../b", "", "~/x"] {
+        let text = format!(
+            "services:\n  a:\n    image: x\n    volumes: [{{ type: volume, source: v, target: '{target}' }}]\nvolumes:\n  v:\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("volume target"), "{target}: {err}");
+    }
+    let err = parse(&one_service("    working_dir: app\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("working_dir"), "{err}");
+    for image in ["'${REGISTRY}/app'", "'-x'", "'a b'", "'x/../y'"] {
+        let err = parse(&format!("services:\n  a:\n    image: {image}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("image"), "{image}: {err}");
+    }
+}
+
+#[test]
+fn stop_signal_and_grace_period_are_read_and_bounded() {
+    let read = |lines: &str| parse(&one_service(lines)).map(|f| f.services[0].clone());
+    let web = read("").unwrap();
+    assert_eq!(
+        (web.stop_signal, web.stop_grace),
+        (None, Duration::from_secs(5))
+    );
+    for (given, normal) in [
+        ("SIGTERM", "SIGTERM"),
+        ("TERM", "SIGTERM"),
+        ("sigint", "SIGINT"),
+        ("SIGQUIT", "SIGQUIT"),
+        ("SIGRTMIN+3", "SIGRTMIN+3"),
+        ("9", "9"),
+        ("'15'", "15"),
+        ("64", "64"),
+    ] {
+        let web = read(&format!("    stop_signal: {given}\n")).unwrap();
+        assert_eq!(web.stop_signal.as_deref(), Some(normal), "{given}");
+    }
+    for bad in [
+        "FOO",
+        "0",
+        "65",
+        "-1",
+        "'SIGTERM; rm -rf /'",
+        "''",
+        "SIGRTMIN+99",
+        "1.5",
+        "[TERM]",
+    ] {
+        let err = read(&format!("    stop_signal: {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stop_signal"), "{bad}: {err}");
+    }
+    for (given, secs) in [("10s", 10.0), ("1m30s", 90.0), ("500ms", 0.5), ("0s", 0.0)] {
+        let web = read(&format!("    stop_grace_period: {given}\n")).unwrap();
+        assert_eq!(web.stop_grace, Duration::from_secs_f64(secs), "{given}");
+    }
+    for huge in ["5m", "1h", "99999999999999999999h"] {
+        let file = parse(&one_service(&format!("    stop_grace_period: {huge}\n"))).unwrap();
+        assert_eq!(
+            file.services[0].stop_grace,
+            Duration::from_secs(60),
+            "{huge}"
+        );
+        let all = warnings_of(&file);
+        assert!(
+            all.contains("max_stop_grace") && all.contains("not applied"),
+            "{all}"
+        );
+    }
+    for bad in ["soon", "10", "-1s"] {
+        assert!(
+            read(&format!("    stop_grace_period: {bad}\n")).is_err(),
+            "{bad}"
+        );
+    }
+    let limits = EnvLimits {
+        max_stop_grace: Duration::from_secs(2),
+        ..EnvLimits::default()
+    };
+    let file = limited(&one_service(""), &limits).unwrap();
+    assert_eq!(file.services[0].stop_grace, Duration::from_secs(2));
+}

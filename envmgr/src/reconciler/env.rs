@@ -114,6 +114,11 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
 
 /// The step failed in a way only a change to the env can fix.
 async fn fail(ctx: &Context, env: &EnvRecord, reason: String) -> anyhow::Result<Action> {
+    // The reason may quote the service's last log lines: redact with the secrets at the
+    // commit just recorded (`env` may predate it) before it is logged or stored.
+    let current = ctx.store.get(&env.name).await?;
+    let redactor = ctx.redactors.for_env(current.as_ref().unwrap_or(env)).await;
+    let reason = redactor.redact_text(&reason);
     info!(env = %env.name, %reason, "env failed");
     ctx.store
         .set_phase(&env.name, Phase::Failed, Some(&reason), "failed")
@@ -194,11 +199,22 @@ async fn deploy(
         Ok(path) => path,
         Err(e) => return fail(ctx, env, format!("env_file of repo `{}`: {e}", repo.name)).await,
     };
-    let file = match ctx.git.read_file(&repo.name, &commit, &compose_path).await {
-        Ok(bytes) => match ComposeFile::parse(&bytes) {
+    // Held to `[limits]`: an oversized file is refused from its size, before it is read.
+    let limits = &ctx.settings.env_limits;
+    let max_size = limits.max_compose_bytes as u64;
+    let file = match ctx
+        .git
+        .read_file_limited(&repo.name, &commit, &compose_path, max_size)
+        .await
+    {
+        Ok(bytes) => match ComposeFile::parse_limited(&bytes, limits) {
             Ok(file) => file,
             Err(e) => return fail(ctx, env, format!("{}: {e}", repo.env_file)).await,
         },
+        Err(GitError::TooLarge { size, limit, .. }) => {
+            let e = crate::compose::ComposeError::TooLarge { size, limit };
+            return fail(ctx, env, format!("{}: {e}", repo.env_file)).await;
+        }
         Err(GitError::FileNotFound { .. }) => {
             let reason = format!(
                 "compose file `{}` not found at commit {}; add it or set env_file for repo `{}`",

@@ -32,6 +32,9 @@ pub(crate) struct Context {
     pub store: Store,
     pub runtime: Arc<dyn Runtime>,
     pub git: GitMirrors,
+    /// A failure's reason can quote a service's log: it is redacted before it is stored
+    /// or logged.
+    pub redactors: Arc<crate::secrets::Redactors>,
 }
 
 /// Which envs are being worked on, and which are backing off after transient failures.
@@ -73,11 +76,13 @@ pub fn spawn(
 ) -> ReconcilerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let git = GitMirrors::new(&settings.data_dir);
+    let redactors = Arc::new(crate::secrets::Redactors::new(&settings));
     let ctx = Arc::new(Context {
         settings,
         store,
         runtime,
         git,
+        redactors,
     });
     let reconciler = Arc::new(Reconciler {
         ctx,

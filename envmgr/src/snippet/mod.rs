@@ -27,7 +27,7 @@ mod tests;
 
 use serde::Serialize;
 
-pub use redact::{Redactor, REDACTED};
+pub use redact::{display_url, strip_url_credentials, LineRedactor, Redactor, REDACTED};
 pub use render::{fence_safe, render};
 pub use scan::{Findings, Line, LogScanner, Region, ScanLimits};
 pub use signal::SignalKind;

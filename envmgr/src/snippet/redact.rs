@@ -376,7 +376,8 @@ fn authorization_ranges(line: &[u8], out: &mut Vec<Range<usize>>) {
     }
 }
 
-/// The password in `scheme://user:password@host`.
+/// The password in `scheme://user:password@host`, and a long user part alone
+/// (`https://TOKEN@host`: git hosts take a token as the user name).
 fn url_password_ranges(line: &[u8], out: &mut Vec<Range<usize>>) {
     for at in find_all(line, b"://") {
         let start = at + 3;
@@ -387,10 +388,122 @@ fn url_password_ranges(line: &[u8], out: &mut Vec<Range<usize>>) {
         let Some(at_sign) = authority.iter().rposition(|&c| c == b'@') else {
             continue;
         };
-        if let Some(colon) = authority[..at_sign].iter().position(|&c| c == b':') {
-            if colon + 1 < at_sign {
-                out.push(start + colon + 1..start + at_sign);
-            }
+        match authority[..at_sign].iter().position(|&c| c == b':') {
+            Some(colon) if colon + 1 < at_sign => out.push(start + colon + 1..start + at_sign),
+            Some(_) => {}
+            None if at_sign >= MIN_URL_USER_TOKEN => out.push(start..start + at_sign),
+            None => {}
+        }
+    }
+}
+
+/// A URL's user part this long is taken for a token (`git`, `deploy`, `alice` are not).
+const MIN_URL_USER_TOKEN: usize = 16;
+
+/// `url` as it may be shown or logged: without the user and password of
+/// `scheme://user:password@host/…` (git needs them; nobody needs to see them). Text that is
+/// not such a URL (a path, `git@host:repo`) is returned as it is.
+pub fn display_url(url: &str) -> String {
+    strip_url_credentials(url)
+}
+
+/// Removes the `user:password@` part of every `scheme://…` URL in `text`: for messages that
+/// quote a URL, such as git's `fatal: unable to access 'https://oauth2:…@host/…'`.
+pub fn strip_url_credentials(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for at in find_all(bytes, b"://") {
+        let start = at + 3;
+        if start < copied {
+            continue;
+        }
+        let authority_len = bytes[start..]
+            .iter()
+            .position(|&c| c.is_ascii_whitespace() || b"/?#\"'<>`".contains(&c))
+            .unwrap_or(bytes.len() - start);
+        let Some(at_sign) = bytes[start..start + authority_len]
+            .iter()
+            .rposition(|&c| c == b'@')
+        else {
+            continue;
+        };
+        // Everything here is ASCII-delimited, so both ends are char boundaries.
+        out.push_str(&text[copied..start]);
+        copied = start + at_sign + 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Redacts a byte stream (a service's log, followed or not) line by line as it arrives: a
+/// line is shown only once it is whole, so a secret split across chunks is still found.
+/// A private key block is hidden across lines. A line longer than [`MAX_PENDING_LINE`] is
+/// let out whole at that size, so a stream without newlines cannot grow without bound.
+#[derive(Debug, Clone)]
+pub struct LineRedactor {
+    redactor: Redactor,
+    pending: Vec<u8>,
+    block: KeyBlock,
+}
+
+/// The longest line [`LineRedactor`] holds back waiting for its end.
+pub const MAX_PENDING_LINE: usize = 256 * 1024;
+
+impl LineRedactor {
+    pub fn new(redactor: Redactor) -> Self {
+        Self {
+            redactor,
+            pending: Vec::new(),
+            block: KeyBlock::default(),
+        }
+    }
+
+    /// Takes the next chunk; returns the redacted text of the lines it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(nl) = self.pending[from..].iter().position(|&c| c == b'\n') {
+            let end = from + nl;
+            self.emit(from, end, &mut out);
+            out.push(b'\n');
+            from = end + 1;
+        }
+        if self.pending.len() - from > MAX_PENDING_LINE {
+            let end = self.pending.len();
+            self.emit(from, end, &mut out);
+            from = end;
+        }
+        self.pending.drain(..from);
+        out
+    }
+
+    /// The redacted rest of the stream (its last line had no newline).
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.pending.is_empty() {
+            let end = self.pending.len();
+            self.emit(0, end, &mut out);
+            self.pending.clear();
+        }
+        out
+    }
+
+    fn emit(&mut self, from: usize, end: usize, out: &mut Vec<u8>) {
+        let raw = &self.pending[from..end];
+        let (line, cr) = match raw.strip_suffix(b"\r") {
+            Some(line) => (line, true),
+            None => (raw, false),
+        };
+        if self.block.whole_line(line, true) {
+            out.extend_from_slice(REDACTED.as_bytes());
+        } else {
+            let text = String::from_utf8_lossy(line);
+            out.extend_from_slice(self.redactor.redact_line(&text).as_bytes());
+        }
+        if cr {
+            out.push(b'\r');
         }
     }
 }
@@ -481,4 +594,95 @@ fn find_all_ci<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usiz
 
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn redact_in_chunks(redactor: &Redactor, text: &str, size: usize) -> String {
+        let mut lines = LineRedactor::new(redactor.clone());
+        let mut out = Vec::new();
+        for chunk in text.as_bytes().chunks(size) {
+            out.extend(lines.push(chunk));
+        }
+        out.extend(lines.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_secret_split_across_chunks_is_still_hidden() {
+        let redactor = Redactor::new(&["hunter2-secret".to_string()]);
+        let log = "start\r\nconnecting with hunter2-secret now\nghp_abcdefghijklmnopqrstuvwxyz0123456789AB\nend without newline hunter2-secret";
+        for size in [1, 2, 3, 5, 7, 64, 4096] {
+            let out = redact_in_chunks(&redactor, log, size);
+            assert_eq!(
+                out,
+                "start\r\nconnecting with [REDACTED] now\n[REDACTED]\nend without newline [REDACTED]",
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_private_key_block_is_hidden_across_lines_and_chunks() {
+        let log =
+            "a\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA\n-----END RSA PRIVATE KEY-----\nb\n";
+        let out = redact_in_chunks(&Redactor::default(), log, 3);
+        assert!(!out.contains("MIIEow") && !out.contains("AAAA"), "{out}");
+        assert!(out.starts_with("a\n") && out.ends_with("b\n"), "{out}");
+    }
+
+    #[test]
+    fn short_secrets_do_not_turn_a_log_into_stars() {
+        let redactor = Redactor::new(&["abc".to_string(), "1".to_string()]);
+        let out = redact_in_chunks(&redactor, "abc 1 abcdef\n", 2);
+        assert_eq!(out, "abc 1 abcdef\n");
+    }
+
+    #[test]
+    fn a_line_without_end_is_let_out_at_the_bound() {
+        let mut lines = LineRedactor::new(Redactor::default());
+        let out = lines.push(&vec![b'x'; MAX_PENDING_LINE + 10]);
+        assert_eq!(out.len(), MAX_PENDING_LINE + 10);
+        assert!(lines.finish().is_empty());
+    }
+
+    #[test]
+    fn urls_lose_their_userinfo() {
+        assert_eq!(
+            display_url("https://oauth2:TOKEN@git.example.com/shop.git"),
+            "https://git.example.com/shop.git"
+        );
+        assert_eq!(
+            display_url("https://ghp_only_a_user_part@github.com/a/b"),
+            "https://github.com/a/b"
+        );
+        assert_eq!(display_url("/srv/git/shop"), "/srv/git/shop");
+        assert_eq!(
+            display_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+        assert_eq!(
+            display_url("https://git.example.com/a@b"),
+            "https://git.example.com/a@b",
+            "an @ in the path is not userinfo"
+        );
+        assert_eq!(
+            strip_url_credentials(
+                "fatal: unable to access 'https://u:p@h/x.git/': nope; also http://a:b@c:1/ y"
+            ),
+            "fatal: unable to access 'https://h/x.git/': nope; also http://c:1/ y"
+        );
+    }
+
+    #[test]
+    fn a_long_user_part_of_a_url_is_taken_for_a_token() {
+        let redactor = Redactor::default();
+        assert_eq!(
+            redactor.redact_line("cloning https://abcdef0123456789abcdef@host/x"),
+            "cloning https://[REDACTED]@host/x"
+        );
+        assert_eq!(redactor.redact_line("ssh://git@host/x"), "ssh://git@host/x");
+    }
 }
