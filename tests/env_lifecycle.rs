@@ -295,7 +295,7 @@ fn bad_requests_get_one_line_errors_and_change_nothing() {
     let stdout = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success(), "{help:?}");
     assert!(
-        stdout.starts_with("`slipway env up [branch] [repo:<repo>] [ttl:<duration>]`")
+        stdout.starts_with("`slipway env up <branch> [--repo <repo>] [--ttl <duration>]`")
             && stdout.contains("--wait"),
         "{stdout}"
     );

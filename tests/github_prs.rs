@@ -641,3 +641,48 @@ fn env_logs_on_a_pull_request_needs_write_permission_and_never_shows_a_secret() 
     }
     s.server.cli_json(&["down", &env, "--wait"]);
 }
+
+/// Issue 9 item 4: a fork's head named as a branch in a PR comment is refused with the
+/// reason, and nothing is deployed; only `/slipway approve` deploys it.
+#[test]
+fn a_pull_request_head_asked_for_as_a_branch_is_refused_and_nothing_deploys() {
+    let s = setup(false);
+    let env = s.env(5);
+    let _cleanup = EnvCleanup(env.clone());
+    let sha = s.push_feature(5, "fork head");
+    let fork = format!("mallory/{}", s.name);
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(5, &sha, "feature", &fork, "mallory"),
+    );
+    let opened = s.pr_payload("opened", 5, &sha, &fork, "mallory");
+    assert_eq!(s.send("pull_request", "refpr-1", &opened).0, 202);
+    s.wait_for_world("the approval request", |w| {
+        slipway_comments(w, &s.github, 5)
+            .iter()
+            .any(|c| c.body.contains("/slipway approve"))
+    });
+
+    let asks = [
+        "/slipway env up branch:refs/pull/5/head",
+        "/slipway env up refs/pull/5/merge",
+    ];
+    for (i, ask) in asks.iter().enumerate() {
+        let comment = issue_comment_payload(&s.github, 5, ask, "alice");
+        let delivery = format!("refpr-{}", i + 2);
+        assert_eq!(s.send("issue_comment", &delivery, &comment).0, 202);
+    }
+    s.wait_for_world("two refusals naming the pull request path", |w| {
+        w.comments(&s.github, 5)
+            .iter()
+            .filter(|c| {
+                c.body.starts_with("@alice")
+                    && c.body.contains("is a pull request head; PR envs are made by the pull request itself (and a fork's head needs `/slipway approve`)")
+            })
+            .count()
+            == 2
+    });
+    let listed = s.server.cli_json(&["list", "--all"]);
+    assert_eq!(listed, serde_json::json!([]), "nothing was deployed");
+    assert!(s.env_status(&env).is_none());
+}

@@ -125,7 +125,10 @@ fn a_failing_assertion_is_reported_with_its_exit_code_and_without_the_secret() {
     assert!(log.contains("test result: FAILED"), "{log}");
     // Redacted as it is served, like every other text.
     assert!(log.contains("connecting with token [REDACTED]"), "{log}");
-    assert!(!log.contains(SECRET), "the full log shows the secret: {log}");
+    assert!(
+        !log.contains(SECRET),
+        "the full log shows the secret: {log}"
+    );
 }
 
 #[test]

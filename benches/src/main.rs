@@ -2,6 +2,7 @@
 //! run on the same machine. Nothing here passes or fails on wall-clock time; read the figures.
 //!
 //!   cargo run --release -p slipway-benches -- env-up [--rounds N]
+//!   cargo run --release -p slipway-benches -- teardown [--rounds N]
 //!   cargo run --release -p slipway-benches -- serve-memory [--envs N]
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
@@ -19,10 +20,12 @@ mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|teardown|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
+  teardown      time `slipway env down --wait` of compose/demo.yml (containers stopped
+                gracefully, in parallel) against `docker-compose down -v` (default 5 rounds)
   serve-memory  resident memory of `slipway serve` idle and with N envs Ready (default 50)
   webhooks      N signed pull_request deliveries (default 5000): acknowledgements per second
                 and latency beside the server's /healthz, and stored-exactly-once
@@ -49,6 +52,7 @@ fn main() {
     );
     let result = match args.first().map(String::as_str) {
         Some("env-up") => env_up(rounds),
+        Some("teardown") => teardown(rounds),
         Some("serve-memory") => serve_memory(envs),
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
@@ -146,6 +150,71 @@ fn env_up(rounds: usize) -> Result<()> {
     for (label, times) in [
         ("slipway env up --wait", &ours),
         ("docker-compose up -d + healthy", &theirs),
+    ] {
+        let (median, min, max) = summary(times);
+        println!("{label:<36} {median:>6.2} s {min:>6.2} s {max:>6.2} s");
+    }
+    let ratio = summary(&ours).0 / summary(&theirs).0;
+    println!("ratio slipway/compose (medians): {ratio:.2}x (goal: <= 1.0x)");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// teardown
+
+/// Both sides bring the demo env up untimed, then the stop-and-remove is timed: Slipway
+/// stops each container with its stop signal and grace (in parallel), as compose does.
+fn teardown(rounds: usize) -> Result<()> {
+    println!(
+        "== teardown: compose/demo.yml, {rounds} rounds, {} cores",
+        cores()
+    );
+    let slipway = slipway_binary()?;
+    let repo = Repo::new()?;
+    for file in ["compose/demo.yml", "compose/demo/web/Dockerfile"] {
+        repo.write(file, &std::fs::read_to_string(workspace_root().join(file))?)?;
+    }
+    repo.commit()?;
+    let repo_name = format!("benchtd{}", std::process::id());
+    let env = format!("{repo_name}-main");
+    let _leftovers = EnvCleanup {
+        repo: repo_name.clone(),
+        envs: vec![env.clone()],
+    };
+    let compose = Compose {
+        project: format!("slipwaybenchtd{}", std::process::id()),
+        file: repo.path().join("compose/demo.yml"),
+    };
+    let server = Server::start(&slipway, &repo, &repo_name, "compose/demo.yml", "teardown")?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        server.up(&repo_name, "main")?;
+        let start = Instant::now();
+        server.down(&env)?;
+        let took = start.elapsed();
+        println!(
+            "round {round}/{rounds}: slipway        {:>6.2} s",
+            secs(took)
+        );
+        ours.push(took);
+
+        compose.run(&["up", "-d", "--build"])?;
+        compose.wait_ready(Duration::from_secs(180))?;
+        let start = Instant::now();
+        compose.run(&["down", "-v"])?;
+        let took = start.elapsed();
+        println!(
+            "round {round}/{rounds}: docker-compose {:>6.2} s",
+            secs(took)
+        );
+        theirs.push(took);
+    }
+    println!();
+    println!("teardown of a Ready env, compose/demo.yml, {rounds} rounds");
+    println!("{:<36} {:>8} {:>8} {:>8}", "", "median", "min", "max");
+    for (label, times) in [
+        ("slipway env down --wait", &ours),
+        ("docker-compose down -v", &theirs),
     ] {
         let (median, min, max) = summary(times);
         println!("{label:<36} {median:>6.2} s {min:>6.2} s {max:>6.2} s");
@@ -440,7 +509,10 @@ impl Server {
             ),
         )?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
-        println!("starting slipway serve (may build slipway/demo-app:latest first)");
+        // A configured server no longer builds the demo image; the bench's files use it.
+        let built = Command::new(binary).arg("demo-image").status()?;
+        anyhow::ensure!(built.success(), "slipway demo-image failed");
+        println!("starting slipway serve");
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)

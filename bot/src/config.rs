@@ -31,6 +31,10 @@ pub struct Config {
     pub resync_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub ready_timeout: Option<Duration>,
+    /// How long handled webhook deliveries keep their bodies (default 7 days); their ids
+    /// are kept longer for redelivery dedup.
+    #[serde(default, with = "humantime_serde")]
+    pub delivery_retention: Option<Duration>,
     /// Full logs of test runs kept per env (default 20); older runs keep their results.
     pub test_log_retention: Option<usize>,
     /// Base URL people reach this server at, for links (logs) posted to GitHub and chat.
@@ -38,8 +42,12 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Deprecated alias of `[runtime.docker]` (an error when both are given).
     #[serde(default)]
-    pub docker: DockerConfig,
+    pub docker: Option<DockerConfig>,
+    /// `[runtime]`: `[runtime.docker]` holds the Docker runtime's settings.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
     /// Present: the GitHub surface is on (webhooks, PR comments, deployments, statuses).
     pub github: Option<GitHubConfig>,
     /// Present: the Discord bot is on (slash commands and mentions).
@@ -212,6 +220,9 @@ pub enum GitHubAuth {
     },
 }
 
+/// `delivery_retention` when the config sets none.
+pub const DEFAULT_DELIVERY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The GitHub section, validated, with secrets resolved from the environment.
 pub struct GitHubSettings {
     pub api_url: String,
@@ -219,6 +230,8 @@ pub struct GitHubSettings {
     pub auth: GitHubAuth,
     pub resync_interval: Duration,
     pub skip_label: String,
+    /// From the top-level `delivery_retention`.
+    pub delivery_retention: Duration,
 }
 
 /// `[limits]`: defaults for services whose compose file sets none, the ceilings a compose
@@ -376,6 +389,13 @@ impl LimitsConfig {
     }
 }
 
+/// The `[runtime]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    pub docker: Option<DockerConfig>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
@@ -383,6 +403,10 @@ pub struct DockerConfig {
     pub network_pool: Option<String>,
     /// ... of this size (default /24).
     pub subnet_prefix: Option<u8>,
+    /// Host IP published ports listen on (default 127.0.0.1: only this machine).
+    pub publish_address: Option<String>,
+    /// Built images kept per (repo, service) beside those in use (default 3).
+    pub image_retention: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,6 +439,35 @@ pub struct RepoConfig {
 
 fn default_test_timeout() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+/// The shortest API token accepted when `listen` is reachable from other machines.
+pub const MIN_API_TOKEN_CHARS: usize = 16;
+
+/// Why the API token in the config (or `SLIPWAY_API_TOKEN`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiTokenError {
+    #[error(
+        "listen = \"{listen}\" is reachable from other machines, so an API token is required: \
+         set api_token in the config or SLIPWAY_API_TOKEN (at least {MIN_API_TOKEN_CHARS} \
+         characters, e.g. from `openssl rand -hex 32`)"
+    )]
+    Missing { listen: SocketAddr },
+    #[error(
+        "{key} is empty: an empty token does not turn authentication off. Set a token of at \
+         least {MIN_API_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), or remove the \
+         key and listen on loopback only (listen = \"127.0.0.1:8080\")"
+    )]
+    Empty { key: &'static str },
+    #[error(
+        "{key} is shorter than {MIN_API_TOKEN_CHARS} characters while listen = \"{listen}\" \
+         is reachable from other machines: set a longer token (e.g. `openssl rand -hex 32`) \
+         or listen on loopback only"
+    )]
+    TooShort {
+        key: &'static str,
+        listen: SocketAddr,
+    },
 }
 
 fn default_listen() -> SocketAddr {
@@ -486,18 +539,51 @@ impl Config {
 
     /// The API token from the config or `SLIPWAY_API_TOKEN`; required off loopback.
     pub fn api_token(&self) -> anyhow::Result<Option<SecretString>> {
-        let token = match std::env::var("SLIPWAY_API_TOKEN") {
-            Ok(token) if !token.is_empty() => Some(SecretString::from(token)),
-            _ => self.api_token.clone(),
+        let from_env = std::env::var("SLIPWAY_API_TOKEN").ok();
+        Ok(self.api_token_from(from_env.as_deref())?)
+    }
+
+    /// [`Config::api_token`] with the environment variable passed in, so tests need not
+    /// touch the process environment. An empty token once meant "authentication off" and so
+    /// gave anyone who could reach `listen` the admin role: it is now always an error, and a
+    /// short one is an error wherever other machines can try to guess it.
+    pub fn api_token_from(
+        &self,
+        from_env: Option<&str>,
+    ) -> Result<Option<SecretString>, ApiTokenError> {
+        let (token, source) = match from_env {
+            Some(token) => (Some(token.to_string()), "SLIPWAY_API_TOKEN"),
+            None => (
+                self.api_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
+                "api_token",
+            ),
         };
-        if token.is_none() && !self.listen.ip().is_loopback() {
-            bail!(
-                "listen = \"{}\" is reachable from other machines, so an API token is required: \
-                 set api_token in the config or SLIPWAY_API_TOKEN",
-                self.listen
-            );
+        let loopback = self.listen.ip().is_loopback();
+        match token {
+            None if loopback => Ok(None),
+            None => Err(ApiTokenError::Missing {
+                listen: self.listen,
+            }),
+            Some(token) if token.trim().is_empty() => Err(ApiTokenError::Empty { key: source }),
+            Some(token) if !loopback && token.trim().chars().count() < MIN_API_TOKEN_CHARS => {
+                Err(ApiTokenError::TooShort {
+                    key: source,
+                    listen: self.listen,
+                })
+            }
+            Some(token) => {
+                if token.trim().chars().count() < MIN_API_TOKEN_CHARS {
+                    tracing::warn!(
+                        key = source,
+                        "the API token is shorter than {MIN_API_TOKEN_CHARS} characters; \
+                         fine on loopback, but use a longer one before listening beyond it"
+                    );
+                }
+                Ok(Some(SecretString::from(token)))
+            }
         }
-        Ok(token)
     }
 
     /// The GitHub settings, or `None` when the `[github]` section is absent. Refuses a
@@ -619,6 +705,9 @@ impl Config {
             auth,
             resync_interval: github.resync_interval,
             skip_label: github.skip_label.clone(),
+            delivery_retention: self
+                .delivery_retention
+                .unwrap_or(DEFAULT_DELIVERY_RETENTION),
         }))
     }
 
@@ -628,19 +717,52 @@ impl Config {
         crate::access::AccessPolicy::from_config(&self.permissions)
     }
 
+    /// The Docker runtime settings: `[runtime.docker]`, or the deprecated `[docker]`.
+    pub fn docker_config(&self) -> anyhow::Result<DockerConfig> {
+        match (&self.runtime.docker, &self.docker) {
+            (Some(_), Some(_)) => bail!(
+                "both [runtime.docker] and [docker] are set: move the [docker] keys into \
+                 [runtime.docker] ([docker] is a deprecated alias)"
+            ),
+            (Some(docker), None) | (None, Some(docker)) => Ok(DockerConfig {
+                network_pool: docker.network_pool.clone(),
+                subnet_prefix: docker.subnet_prefix,
+                publish_address: docker.publish_address.clone(),
+                image_retention: docker.image_retention,
+            }),
+            (None, None) => Ok(DockerConfig::default()),
+        }
+    }
+
+    /// The host IP published ports listen on (`[runtime.docker] publish_address`).
+    pub fn publish_address(&self) -> anyhow::Result<String> {
+        let docker = self.docker_config()?;
+        let Some(address) = docker.publish_address else {
+            return Ok(envmgr::runtime::docker::DEFAULT_PUBLISH_ADDRESS.to_string());
+        };
+        let ip: std::net::IpAddr = address.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "[runtime.docker] publish_address `{address}` is not an IP address: use e.g. \
+                 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+            )
+        })?;
+        Ok(ip.to_string())
+    }
+
     /// Where env networks get their subnets.
     pub fn subnet_pool(&self) -> anyhow::Result<SubnetPool> {
+        let docker = self.docker_config()?;
         let mut pool = SubnetPool::default();
-        if let Some(range) = &self.docker.network_pool {
+        if let Some(range) = &docker.network_pool {
             pool.range = range
                 .parse()
-                .map_err(|e| anyhow::anyhow!("[docker] network_pool: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("[runtime.docker] network_pool: {e}"))?;
         }
-        if let Some(prefix) = self.docker.subnet_prefix {
+        if let Some(prefix) = docker.subnet_prefix {
             pool.prefix = prefix;
         }
         if pool.prefix > 29 || pool.range.subnet_count(pool.prefix) == 0 {
-            bail!("[docker] subnet_prefix /{} does not fit in network_pool {}: use a prefix at least as long as the pool's and at most /29", pool.prefix, pool.range);
+            bail!("[runtime.docker] subnet_prefix /{} does not fit in network_pool {}: use a prefix at least as long as the pool's and at most /29", pool.prefix, pool.range);
         }
         Ok(pool)
     }
@@ -748,15 +870,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runtime_docker_section_and_its_deprecated_alias() {
+        let new: Config =
+            toml::from_str("[runtime.docker]\npublish_address = \"0.0.0.0\"\nsubnet_prefix = 26\n")
+                .unwrap();
+        assert_eq!(new.publish_address().unwrap(), "0.0.0.0");
+        assert_eq!(new.subnet_pool().unwrap().prefix, 26);
+        let old: Config = toml::from_str("[docker]\nsubnet_prefix = 25\n").unwrap();
+        assert_eq!(old.subnet_pool().unwrap().prefix, 25);
+        assert_eq!(old.publish_address().unwrap(), "127.0.0.1");
+        let both: Config =
+            toml::from_str("[docker]\nsubnet_prefix = 25\n[runtime.docker]\nsubnet_prefix = 25\n")
+                .unwrap();
+        let err = both.subnet_pool().unwrap_err().to_string();
+        assert!(
+            err.contains("[runtime.docker]") && err.contains("[docker]"),
+            "{err}"
+        );
+        let bad: Config =
+            toml::from_str("[runtime.docker]\npublish_address = \"localhost:80\"\n").unwrap();
+        assert!(bad
+            .publish_address()
+            .unwrap_err()
+            .to_string()
+            .contains("publish_address"));
+        assert!(toml::from_str::<Config>("[runtime.docker]\nnope = 1\n").is_err());
+    }
+
+    #[test]
     fn the_example_config_parses_and_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
         let config = Config::load(&path).unwrap();
         let settings = config.engine_settings().unwrap();
         assert!(!settings.repos.is_empty());
         assert_eq!(config.subnet_pool().unwrap().prefix, 24);
+        assert_eq!(config.publish_address().unwrap(), "127.0.0.1");
         assert!(config.api_token.is_some());
         assert!(config.github_settings().unwrap().is_some());
         assert_eq!(config.github_links().len(), 1);
+    }
+
+    #[test]
+    fn delivery_retention_is_a_humantime_duration_defaulting_to_a_week() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
+        let example = Config::load(&path).unwrap();
+        assert_eq!(example.delivery_retention, Some(DEFAULT_DELIVERY_RETENTION));
+        let github = example.github_settings().unwrap().unwrap();
+        assert_eq!(
+            github.delivery_retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+
+        let set: Config = toml::from_str("delivery_retention = \"36h\"\n").unwrap();
+        assert_eq!(set.delivery_retention, Some(Duration::from_secs(36 * 3600)));
+        let unset: Config = toml::from_str("").unwrap();
+        assert_eq!(unset.delivery_retention, None);
+        assert!(toml::from_str::<Config>("delivery_retention = \"a week\"\n").is_err());
+        assert!(toml::from_str::<Config>("delivery_retention = 7\n").is_err());
     }
 
     #[test]
@@ -820,6 +990,48 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_validated_and_each_error_names_its_key() {
+        let limits = |text: &str| {
+            toml::from_str::<Config>(&format!("[limits]\n{text}\n"))
+                .unwrap()
+                .limits
+                .settings()
+        };
+        let (defaults, env) = limits("max_memory = \"1g\"\nmax_services = 3\nmax_stop_grace = \"10s\"\nmax_compose_size = \"64k\"\nparallel_builds = 4").unwrap();
+        assert_eq!(env.max.memory_bytes, 1 << 30);
+        assert_eq!((env.max_services, env.parallel_builds), (3, 4));
+        assert_eq!(env.max_stop_grace, Duration::from_secs(10));
+        assert_eq!(env.max_compose_bytes, 64 * 1024);
+        assert_eq!(defaults.memory_bytes, 512 << 20);
+        // An unset default never exceeds a lowered ceiling.
+        let (defaults, _) = limits("max_memory = \"256m\"").unwrap();
+        assert_eq!(defaults.memory_bytes, 256 << 20);
+        for (text, key) in [
+            ("memory = \"0\"", "memory"),
+            ("memory = \"16g\"", "max_memory"),
+            ("cpus = 0.0", "cpus"),
+            ("cpus = 8.0", "max_cpus"),
+            ("cpus = nan", "cpus"),
+            ("pids = 0", "pids"),
+            ("pids = -1", "pids"),
+            ("pids = 5000", "max_pids"),
+            ("max_memory = \"1k\"", "max_memory"),
+            ("max_cpus = 0.0", "max_cpus"),
+            ("max_pids = 1", "max_pids"),
+            ("max_compose_size = \"10\"", "max_compose_size"),
+            ("max_services = 0", "max_services"),
+            ("parallel_builds = 0", "parallel_builds"),
+        ] {
+            let err = limits(text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("[limits] {key}")) || err.contains(key),
+                "{text}: {err}"
+            );
+            assert!(err.starts_with("[limits]"), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let err =
             toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
@@ -836,8 +1048,82 @@ mod tests {
         let config: Config = toml::from_str("listen = \"0.0.0.0:8080\"").unwrap();
         assert!(config.api_token().is_err());
         let config: Config =
-            toml::from_str("listen = \"0.0.0.0:8080\"\napi_token = \"t\"").unwrap();
-        assert!(config.api_token().unwrap().is_some());
+            toml::from_str("listen = \"0.0.0.0:8080\"\napi_token = \"0123456789abcdef\"").unwrap();
+        assert!(config.api_token_from(None).unwrap().is_some());
+    }
+
+    fn token_config(listen: &str, token: Option<&str>) -> Config {
+        let mut text = format!("listen = \"{listen}\"\n");
+        if let Some(token) = token {
+            text.push_str(&format!("api_token = {token:?}\n"));
+        }
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn an_empty_or_blank_token_is_refused_everywhere() {
+        for listen in [
+            "127.0.0.1:8080",
+            "[::1]:0",
+            "0.0.0.0:8080",
+            "[::]:80",
+            "10.1.2.3:9",
+        ] {
+            for blank in ["", " ", "\t", "  \n "] {
+                let err = token_config(listen, Some(blank))
+                    .api_token_from(None)
+                    .unwrap_err();
+                assert!(
+                    matches!(err, ApiTokenError::Empty { .. }),
+                    "{listen} {blank:?}"
+                );
+                assert!(err.to_string().contains("api_token is empty"), "{err}");
+                // The same through the environment, which wins over the file.
+                let good = "0123456789abcdef0123";
+                let err = token_config(listen, Some(good))
+                    .api_token_from(Some(blank))
+                    .unwrap_err();
+                assert!(
+                    err.to_string().contains("SLIPWAY_API_TOKEN is empty"),
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_token_is_refused_beyond_loopback_only() {
+        for listen in ["0.0.0.0:8080", "[::]:80", "192.168.1.5:1"] {
+            for short in ["t", "x", "123456789012345", "  padded-short  "] {
+                let err = token_config(listen, Some(short))
+                    .api_token_from(None)
+                    .unwrap_err();
+                assert!(
+                    matches!(err, ApiTokenError::TooShort { .. }),
+                    "{listen} {short:?}"
+                );
+                assert!(
+                    err.to_string().contains("api_token is shorter than 16"),
+                    "{err}"
+                );
+                let err = token_config(listen, None)
+                    .api_token_from(Some(short))
+                    .unwrap_err();
+                assert!(err.to_string().contains("SLIPWAY_API_TOKEN"), "{err}");
+            }
+            let ok = token_config(listen, Some("0123456789abcdef"));
+            assert!(ok.api_token_from(None).unwrap().is_some());
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:0", "127.0.0.2:3"] {
+            assert!(token_config(listen, Some("t"))
+                .api_token_from(None)
+                .unwrap()
+                .is_some());
+            assert!(token_config(listen, None)
+                .api_token_from(None)
+                .unwrap()
+                .is_none());
+        }
     }
 
     fn discord(text: &str) -> Result<DiscordConfig, toml::de::Error> {

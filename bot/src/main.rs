@@ -40,6 +40,10 @@ enum Command {
         #[arg(long, env = "SLIPWAY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Build the bundled demo app image (`slipway/demo-app:latest`) and exit. `slipway
+    /// serve` without --config does this itself; with a config the server never builds it,
+    /// so run this first when your repos (or compose/demo.yml) use that image.
+    DemoImage,
     /// Any other command (`env up ...`, `test ...`, `help`, `whoami`) is the grammar's: its
     /// words reach the CLI untouched.
     #[command(external_subcommand)]
@@ -70,6 +74,10 @@ fn main() -> ExitCode {
             Command::Serve { config } => {
                 init_logging();
                 server::serve(config.as_deref()).await
+            }
+            Command::DemoImage => {
+                init_logging();
+                server::build_demo_image().await
             }
             Command::Client(words) => cli::run(&words).await,
         }

@@ -96,7 +96,7 @@ impl Engine {
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
         let repo = self.known_repo(repo)?;
-        let branch = BranchName::parse(branch)?;
+        let branch = BranchName::from_user(branch)?;
         let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
         let name = EnvName::for_branch(&repo.name, &branch);
         let request = UpRequest {
@@ -123,6 +123,15 @@ impl Engine {
     ) -> Result<EnvRecord, EngineError> {
         let repo = self.known_repo(repo.as_str())?;
         let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
+        // Checked, never wrapped: GitHub's PR numbers are 1..=2^31.
+        let pr_number = i64::try_from(number)
+            .ok()
+            .filter(|n| (1..=1 << 31).contains(n))
+            .ok_or_else(|| NameError::Invalid {
+                kind: "pull request number",
+                value: number.to_string(),
+                why: "expected 1 to 2147483648",
+            })?;
         let branch = BranchName::parse(head_ref)
             .or_else(|_| BranchName::parse(&format!("pull/{number}")))?;
         let request = UpRequest {
@@ -132,7 +141,7 @@ impl Engine {
             ttl,
             actor: actor.to_string(),
             pull_request: Some(PullRequestSource {
-                number: number as i64,
+                number: pr_number,
                 git_ref: format!("refs/pull/{number}/head"),
                 head,
             }),
@@ -166,6 +175,9 @@ impl Engine {
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
         let name = EnvName::parse(env)?;
+        // Anything past the cap is the cap: the store clamps the expiry to now + MAX_TTL, so
+        // a huge `--by` can neither overflow nor wrap into "expires now".
+        let by = by.min(MAX_TTL);
         match self.store.extend(&name, by, MAX_TTL, actor).await? {
             Some(record) => {
                 self.reconciler.nudge(&name);
@@ -398,6 +410,17 @@ fn redacting(stream: LogStream, redactor: Redactor) -> LogStream {
             }
         },
     ))
+}
+
+/// `" (capped at 30 days)"` when an env's expiry sits at the [`MAX_TTL`] cap (so an `extend`
+/// reply says why it got less than it asked for), else `""`.
+pub fn extend_cap_note(expires_at_ms: i64) -> &'static str {
+    let cap = crate::store::now_ms().saturating_add(MAX_TTL.as_millis() as i64);
+    if expires_at_ms.saturating_add(120_000) >= cap {
+        " (capped at 30 days)"
+    } else {
+        ""
+    }
 }
 
 /// Refuses a TTL above [`MAX_TTL`].

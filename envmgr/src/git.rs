@@ -176,7 +176,7 @@ impl GitMirrors {
         if let Err(GitError::Failed { detail, .. }) = &fetch {
             if detail.contains("couldn't find remote ref") || detail.contains("not our ref") {
                 return Err(GitError::BranchNotFound {
-                    branch: git_ref.to_string(),
+                    branch: git_ref.trim_start_matches("refs/heads/").to_string(),
                     url: display_url(&repo.url),
                 });
             }
@@ -259,7 +259,10 @@ impl GitMirrors {
         repo: &RepoSettings,
         branch: &BranchName,
     ) -> Result<CommitSha, GitError> {
-        self.fetch(repo, branch.as_str()).await
+        // Fully qualified, so git's DWIM can never resolve a branch-looking name to a pull
+        // request head, a tag or a remote-tracking ref.
+        self.fetch(repo, &format!("refs/heads/{}", branch.as_str()))
+            .await
     }
 
     /// The contents of one file at `commit`.

@@ -27,6 +27,12 @@ pub enum NameError {
         value: String,
         why: &'static str,
     },
+    /// A pull request head asked for as a branch: that would skip the per-head fork approval.
+    #[error("`{0}` is a pull request head; PR envs are made by the pull request itself (and a fork's head needs `/slipway approve`)")]
+    PullRequestRef(String),
+    /// A ref or commit that is not a branch (`refs/tags/...`, a commit id, `@{...}`).
+    #[error("`{value}` is not a branch: {why}; name a branch such as `feature-x` or `refs/heads/feature-x`")]
+    NotABranch { value: String, why: &'static str },
 }
 
 fn printable(value: &str) -> String {
@@ -59,16 +65,29 @@ impl EnvName {
         Ok(Self(value.to_string()))
     }
 
-    /// The name of the env that serves `branch` of `repo`. Long names are cut and given a
-    /// short hash of the branch, so two long branches never share an env.
+    /// The name of the env that serves `branch` of `repo`, a function of (repo, branch) that
+    /// never takes another branch's or a pull request's name:
+    /// - a branch whose slug is the branch itself (`feature-x`) keeps the readable
+    ///   `<repo>-<branch>` (`demo-feature-x`);
+    /// - a branch whose slug loses something (`feat/a`, `Feat_A`), a name of a PR env's shape
+    ///   (`<anything>-pr-<n>`, e.g. branch `pr-4`) and a name too long to keep get a short hash of
+    ///   the branch (`demo-feat-a-3f2a9c`), so `feat/a`, `Feat_A` and `feat-a` are three envs.
+    ///
+    /// What hashing cannot rule out (repo `shop-x` branch `y` against repo `shop` branch `x-y`)
+    /// the store refuses: a name that belongs to another (repo, branch or PR) is never moved.
     pub fn for_branch(repo: &RepoName, branch: &BranchName) -> Self {
         let slug = slugify(branch.as_str());
         let full = format!("{}-{}", repo.as_str(), slug);
-        if full.len() <= MAX_ENV_NAME {
+        let lossy = slug != branch.as_str();
+        if full.len() <= MAX_ENV_NAME && !lossy && !looks_like_pull_request(&full) {
             return Self(full);
         }
-        let hash = hex::encode(&Sha256::digest(branch.as_str().as_bytes())[..3]);
-        let keep = MAX_ENV_NAME - hash.len() - 1;
+        let mut hash = hex::encode(&Sha256::digest(branch.as_str().as_bytes())[..3]);
+        if hash.bytes().all(|b| b.is_ascii_digit()) {
+            // An all-digit suffix after a slug ending in `pr` would read as a PR env's name.
+            hash.replace_range(..1, "h");
+        }
+        let keep = (MAX_ENV_NAME - hash.len() - 1).min(full.len());
         let cut = full[..keep].trim_end_matches('-');
         Self(format!("{cut}-{hash}"))
     }
@@ -125,6 +144,46 @@ impl BranchName {
             return Err(invalid("name a branch, not HEAD"));
         }
         Ok(Self(value.to_string()))
+    }
+
+    /// A branch as a person names it: `feature-x` or `refs/heads/feature-x` (the same
+    /// branch). Any other ref (`refs/pull/...`, `refs/tags/...`, `refs/remotes/...`), a
+    /// commit id, `HEAD` or `@{...}` is refused: a branch env fetches exactly
+    /// `refs/heads/<branch>`, and a pull request head only ever comes in through the pull
+    /// request path with its per-head fork approval.
+    pub fn from_user(value: &str) -> Result<Self, NameError> {
+        let value = value.trim();
+        let not_a_branch = |why| NameError::NotABranch {
+            value: printable(value),
+            why,
+        };
+        let name = match value.strip_prefix("refs/heads/") {
+            Some(rest) => rest,
+            None if value.starts_with("refs/pull/")
+                || value.starts_with("refs/merge-requests/") =>
+            {
+                return Err(NameError::PullRequestRef(printable(value)));
+            }
+            None if value.starts_with("refs/") || value == "refs" => {
+                return Err(not_a_branch(
+                    "only branches (`refs/heads/...`) can be deployed as a branch env",
+                ));
+            }
+            None => value,
+        };
+        if name.starts_with("refs/") {
+            return Err(not_a_branch("a branch named `refs/...` is ambiguous"));
+        }
+        if name.contains("@{")
+            || name == "@"
+            || name.ends_with("HEAD") && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            return Err(not_a_branch("name a branch, not a revision"));
+        }
+        if (name.len() == 40 || name.len() == 64) && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_a_branch("that is a commit id"));
+        }
+        Self::parse(name)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -215,6 +274,14 @@ fn dns_like(kind: &'static str, value: &str, max: usize) -> Result<(), NameError
         });
     }
     Ok(())
+}
+
+/// `<anything>-pr-<digits>`: the shape of a pull request env's name.
+fn looks_like_pull_request(name: &str) -> bool {
+    match name.rsplit_once("-pr-") {
+        Some((_, n)) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        None => name.starts_with("pr-") && name[3..].bytes().all(|b| b.is_ascii_digit()),
+    }
 }
 
 /// `Feature/Add_Login` becomes `feature-add-login`.
@@ -308,9 +375,75 @@ mod tests {
     #[test]
     fn env_names_come_from_repo_and_branch_slug() {
         let repo = RepoName::parse("demo").unwrap();
-        let env = EnvName::for_branch(&repo, &BranchName::parse("Feature/Add_Login").unwrap());
+        let env = EnvName::for_branch(&repo, &BranchName::parse("feature-add-login").unwrap());
         assert_eq!(env.as_str(), "demo-feature-add-login");
-        assert!(EnvName::parse(env.as_str()).is_ok());
+        let lossy = EnvName::for_branch(&repo, &BranchName::parse("Feature/Add_Login").unwrap());
+        assert!(
+            lossy.as_str().starts_with("demo-feature-add-login-"),
+            "{lossy}"
+        );
+        assert!(EnvName::parse(lossy.as_str()).is_ok());
+    }
+
+    #[test]
+    fn branch_env_names_are_injective_and_never_a_pull_requests() {
+        let repo = RepoName::parse("demo").unwrap();
+        let name = |b: &str| EnvName::for_branch(&repo, &BranchName::parse(b).unwrap());
+        let mut seen = std::collections::HashSet::new();
+        for b in [
+            "feat/a", "feat-a", "Feat_A", "feat_a", "FEAT-A", "feat.a", "feat+a", "feat--a",
+        ] {
+            assert!(seen.insert(name(b)), "{b} shares a name");
+        }
+        for b in ["pr-4", "PR-4", "pr/4", "x-pr-12", "pr-0"] {
+            let n = name(b);
+            assert!(!looks_like_pull_request(n.as_str()), "{b} -> {n}");
+            assert_ne!(n, EnvName::for_pull_request(&repo, 4));
+        }
+        let other = RepoName::parse("demo-pr").unwrap();
+        let n = EnvName::for_branch(&other, &BranchName::parse("4").unwrap());
+        assert_ne!(n.as_str(), "demo-pr-4");
+        assert!(EnvName::parse(n.as_str()).is_ok());
+    }
+
+    #[test]
+    fn only_branches_come_from_users() {
+        assert_eq!(
+            BranchName::from_user("refs/heads/feature-x")
+                .unwrap()
+                .as_str(),
+            "feature-x"
+        );
+        assert_eq!(
+            BranchName::from_user("feature-x").unwrap().as_str(),
+            "feature-x"
+        );
+        assert_eq!(
+            BranchName::from_user("refs/pull/3/head").unwrap_err().to_string(),
+            "`refs/pull/3/head` is a pull request head; PR envs are made by the pull request itself (and a fork's head needs `/slipway approve`)"
+        );
+        for bad in [
+            "refs/pull/3/merge",
+            "refs/tags/v1",
+            "refs/remotes/origin/main",
+            "refs/merge-requests/1/head",
+            "refs/heads/refs/pull/3/head",
+            "refs/notes/x",
+            "refs",
+            "HEAD",
+            "FETCH_HEAD",
+            "ORIG_HEAD",
+            "main@{1}",
+            "@",
+            "0123456789abcdef0123456789abcdef01234567",
+            "refs/heads/",
+            "refs/heads/../x",
+        ] {
+            assert!(
+                BranchName::from_user(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
     }
 
     #[test]

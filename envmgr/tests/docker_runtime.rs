@@ -602,3 +602,245 @@ async fn image_failures_are_reported_with_their_cause() {
         matches!(&err, RuntimeError::Image { image, .. } if image.contains("does-not"));
     assert!(is_image_error, "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Hardening (issue 9): publish address, 4xx classification, graceful stops
+// ---------------------------------------------------------------------------------------
+
+/// Whether anything LISTENs on `port` on the wildcard address (0.0.0.0 or [::]).
+fn wildcard_listener(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (local, state) = (fields[1], fields[3]);
+                let (addr, port_part) = local.split_at(local.len() - 5);
+                state == "0A" && port_part == wanted && addr.chars().all(|c| c == '0')
+            })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_ports_listen_on_the_publish_address_only() {
+    with_env("publish", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let mut web = service("web", &image, "exec httpd -f -p 8080 -h /www");
+        web.ports = vec![PortSpec {
+            container_port: 8080,
+            protocol: Protocol::Tcp,
+        }];
+        let spec = env_spec(&env, vec![web], &[]);
+        let observed = rt
+            .apply(&spec, READY_TIMEOUT, quiet())
+            .await
+            .expect("apply");
+        let id = container_id(&observed, "web");
+        let info = rt
+            .docker()
+            .inspect_container(
+                &id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .unwrap();
+        let bindings = info.network_settings.unwrap().ports.unwrap()["8080/tcp"]
+            .clone()
+            .expect("8080 is published");
+        assert!(!bindings.is_empty());
+        for binding in &bindings {
+            assert_eq!(
+                binding.host_ip.as_deref(),
+                Some("127.0.0.1"),
+                "{bindings:?}"
+            );
+        }
+        let port: u16 = bindings[0].host_port.as_deref().unwrap().parse().unwrap();
+        assert!(http_get(port).await.contains("hello-slipway"));
+        assert!(
+            !wildcard_listener(port),
+            "port {port} listens on 0.0.0.0 or [::]"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_refusals_are_not_transient() {
+    with_env("refused", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let mut web = service("web", &image, "sleep 60");
+        // Docker refuses this volume name with a 400; it must not read as "unavailable".
+        web.volumes = vec![mount("bad name!", "/data", false)];
+        let spec = env_spec(&env, vec![web], &["bad name!"]);
+        let err = rt
+            .apply(&spec, READY_TIMEOUT, quiet())
+            .await
+            .expect_err("an invalid volume name cannot be created");
+        assert!(!err.is_transient(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("bad name!"),
+            "Docker's message is kept: {text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaced_and_destroyed_containers_are_stopped_gracefully() {
+    with_env("graceful", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        // v1 records the stop signal it got in the volume; v2 (a new spec, so v1 is
+        // replaced) prints what v1 wrote.
+        let mut v1 = service(
+            "web",
+            &image,
+            "trap 'echo got-usr1 > /data/stopped; exit 0' USR1; \
+             echo up; while true; do sleep 0.1; done",
+        );
+        v1.volumes = vec![mount("data", "/data", false)];
+        v1.stop_signal = Some("SIGUSR1".into());
+        v1.stop_grace = Duration::from_secs(20);
+        rt.apply(
+            &env_spec(&env, vec![v1.clone()], &["data"]),
+            READY_TIMEOUT,
+            quiet(),
+        )
+        .await
+        .expect("apply v1");
+        logs_containing(&rt, &env, Some("web"), "up").await;
+        let mut v2 = v1.clone();
+        v2.command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /data/stopped; echo v2; sleep 60".into(),
+        ]);
+        v2.stop_signal = None;
+        v2.stop_grace = Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        rt.apply(&env_spec(&env, vec![v2], &["data"]), READY_TIMEOUT, quiet())
+            .await
+            .expect("apply v2");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "v1 handled its stop signal and did not need its 20s grace"
+        );
+        let logs = logs_containing(&rt, &env, Some("web"), "v2").await;
+        assert!(logs.contains("got-usr1"), "v1's trap did not run: {logs}");
+
+        // Services ignoring SIGTERM are killed after their grace, all stopped in parallel.
+        let mut stubborn = Vec::new();
+        for name in ["a", "b", "c"] {
+            let mut s = service(name, &image, "trap '' TERM; while true; do sleep 0.1; done");
+            s.stop_grace = Duration::from_secs(2);
+            stubborn.push(s);
+        }
+        rt.apply(&env_spec(&env, stubborn, &[]), READY_TIMEOUT, quiet())
+            .await
+            .expect("apply stubborn services");
+        let started = std::time::Instant::now();
+        rt.destroy(&env).await.expect("destroy");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1900),
+            "killed before the grace: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "not stopped in parallel: {took:?}"
+        );
+        assert_eq!(leftovers(&rt, &env).await, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_restarting_in_a_loop_fail_with_their_exit_code() {
+    with_env("restartloop", |rt, env| async move {
+        let image = busybox_image(&rt).await;
+        let policies = [
+            RestartPolicy::Always,
+            RestartPolicy::UnlessStopped,
+            RestartPolicy::OnFailure { max_retries: None },
+        ];
+        for (i, restart) in policies.into_iter().enumerate() {
+            // A fresh command each round so the previous container is replaced.
+            let mut web = service("web", &image, &format!("echo boom-{i}; sleep 0.2; exit 3"));
+            web.restart = restart.clone();
+            let err = rt
+                .apply(&env_spec(&env, vec![web], &[]), READY_TIMEOUT, quiet())
+                .await
+                .expect_err("a service exiting in a loop is not ready");
+            let text = err.to_string();
+            assert!(
+                matches!(err, RuntimeError::ServiceFailed { .. })
+                    && text.contains("keeps exiting (exit code 3, restarted")
+                    && text.contains(&format!("boom-{i}")),
+                "{restart:?}: {text}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
+    with_env("retention", |rt, env| async move {
+        let base = busybox_image(&rt).await;
+        // Its own instance so other tests' images are not counted (or pruned).
+        let rt = rt.with_image_retention(3);
+        let name = format!("slipway/retention{}-web", std::process::id());
+        let mut tags = Vec::new();
+        for version in 0..5 {
+            let dockerfile = format!("FROM {base}\nRUN echo {version} > /version\n");
+            let tag = format!("{name}:v{version}");
+            let request = build_request(
+                &tag,
+                context_tar(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]),
+            );
+            rt.prepare_image(&ImageSource::Build(request), quiet())
+                .await
+                .expect("build");
+            tags.push(tag);
+        }
+        // The oldest one runs: it stays whatever its age.
+        let web = service("web", &tags[0], "sleep 60");
+        rt.apply(&env_spec(&env, vec![web], &[]), READY_TIMEOUT, quiet())
+            .await
+            .expect("apply");
+        let removed = rt.prune_images().await.expect("prune");
+        let mut present = Vec::new();
+        for tag in &tags {
+            if rt.docker().inspect_image(tag).await.is_ok() {
+                present.push(tag.clone());
+            }
+        }
+        assert_eq!(removed, 1, "{present:?}");
+        assert_eq!(
+            present,
+            vec![
+                tags[0].clone(),
+                tags[2].clone(),
+                tags[3].clone(),
+                tags[4].clone()
+            ]
+        );
+        rt.destroy(&env).await.unwrap();
+        assert_eq!(rt.prune_images().await.unwrap(), 1, "v0 goes once unused");
+        for tag in &tags[2..] {
+            let _ = rt
+                .docker()
+                .remove_image(
+                    tag,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+    })
+    .await;
+}

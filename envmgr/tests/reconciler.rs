@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use envmgr::names::{EnvName, RepoName};
 use envmgr::runtime::fake::FakeRuntime;
-use envmgr::runtime::{EnvSpec, Runtime};
+use envmgr::runtime::{EnvSpec, Runtime, ServiceState};
 use envmgr::store::{EnvRecord, Phase, Store};
 use envmgr::{Engine, EngineSettings, RepoSettings};
 
@@ -261,6 +261,31 @@ async fn a_vanished_service_is_restored_at_the_same_commit() {
     }
     let restored = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
     assert_eq!(restored.commit.unwrap(), pinned);
+}
+
+#[tokio::test]
+async fn a_restarting_service_degrades_a_ready_env_until_it_is_stable() {
+    let fake = Arc::new(FakeRuntime::new());
+    let w = world(fake.clone()).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    fake.set_service_state(&ready.name, "web", ServiceState::Restarting);
+    let degraded = wait_for(&w.engine, "app-main", "Degraded", |e| {
+        e.phase == Phase::Degraded
+    })
+    .await;
+    let reason = degraded.reason.unwrap_or_default();
+    assert!(
+        reason.contains("`web`") && reason.contains("restart"),
+        "{reason}"
+    );
+    // Not redeployed: the restart policy is at work, Slipway only reports it.
+    assert_eq!(degraded.commit, ready.commit);
+    fake.set_service_state(&ready.name, "web", ServiceState::Running);
+    wait_for(&w.engine, "app-main", "Ready again", |e| {
+        e.phase == Phase::Ready
+    })
+    .await;
 }
 
 #[tokio::test]

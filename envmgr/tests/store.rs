@@ -46,6 +46,9 @@ async fn run_suite(url: &str, backend: Backend) {
     up_after_deleted_starts_afresh(store.clone()).await;
     observed_state_roundtrips(store.clone()).await;
     pull_request_source_roundtrips(store.clone()).await;
+    names_are_never_moved(store.clone()).await;
+    extend_is_checked_and_capped(store.clone()).await;
+    delivery_bodies_are_pruned_ids_kept(store.clone()).await;
     events_are_paged_in_order(store.clone()).await;
     list_hides_deleted_envs(store.clone()).await;
     expiry(store.clone()).await;
@@ -512,12 +515,6 @@ async fn observed_state_roundtrips(store: Store) {
 
 /// A pull request's env remembers what to fetch; a plain `up` of it forgets that again.
 async fn pull_request_source_roundtrips(store: Store) {
-    let plain = store
-        .request_up(&up("pr-7", LONG_TTL, "alice"))
-        .await
-        .unwrap();
-    assert_eq!(plain.pull_request, None);
-
     let source = PullRequestSource {
         number: 7,
         git_ref: "refs/pull/7/head".into(),
@@ -530,17 +527,216 @@ async fn pull_request_source_roundtrips(store: Store) {
         })
         .await
         .unwrap();
-    assert_eq!(with_pr.generation, 2);
-    assert_eq!(with_pr.pull_request, Some(source));
+    assert_eq!(with_pr.generation, 1);
+    assert_eq!(with_pr.pull_request, Some(source.clone()));
     assert_eq!(get(&store, "pr-7").await, with_pr);
     let last = all_events(&store, "pr-7").await.pop().unwrap();
     assert!(last.message.contains("#7"), "{}", last.message);
 
+    // A new head of the same PR is the same env, moved on.
+    let newer = PullRequestSource {
+        head: commit('d'),
+        ..source
+    };
     let again = store
-        .request_up(&up("pr-7", LONG_TTL, "alice"))
+        .request_up(&UpRequest {
+            pull_request: Some(newer.clone()),
+            ..up("pr-7", LONG_TTL, "github")
+        })
         .await
         .unwrap();
-    assert_eq!((again.generation, again.pull_request), (3, None));
+    assert_eq!((again.generation, again.pull_request), (2, Some(newer)));
+}
+
+/// The owner check of `request_up`: a name belongs to one (repo, branch) or (repo, PR) until
+/// it is Deleted; anyone else is refused with the owner named, and nothing changes.
+async fn names_are_never_moved(store: Store) {
+    let shop_x = |branch: &str, repo: &str| UpRequest {
+        repo: RepoName::parse(repo).unwrap(),
+        branch: BranchName::parse(branch).unwrap(),
+        ..up("shop-x-y", LONG_TTL, "alice")
+    };
+    let owner = store.request_up(&shop_x("y", "shop-x")).await.unwrap();
+
+    // Another repo's branch with the same name.
+    let err = store.request_up(&shop_x("x-y", "shop")).await.unwrap_err();
+    assert!(
+        matches!(err, envmgr::store::StoreError::NameTaken { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string().split(';').next().unwrap(),
+        "env `shop-x-y` belongs to repo `shop-x` branch `y`"
+    );
+    // Another branch of the same repo.
+    let err = store
+        .request_up(&shop_x("x/y", "shop-x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("branch `y`"), "{err}");
+    // A pull request.
+    let err = store
+        .request_up(&UpRequest {
+            pull_request: Some(PullRequestSource {
+                number: 4,
+                git_ref: "refs/pull/4/head".into(),
+                head: commit('e'),
+            }),
+            ..shop_x("y", "shop-x")
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("branch `y`"), "{err}");
+    let after = get(&store, "shop-x-y").await;
+    assert_eq!(
+        (
+            after.generation,
+            after.repo.as_str(),
+            after.branch.as_str(),
+            after.pull_request
+        ),
+        (owner.generation, "shop-x", "y", None),
+        "refusals change nothing"
+    );
+
+    // A PR env's name is never a branch env's.
+    let pr = |n: i64| UpRequest {
+        pull_request: Some(PullRequestSource {
+            number: n,
+            git_ref: format!("refs/pull/{n}/head"),
+            head: commit('f'),
+        }),
+        ..up("shop-pr-4", LONG_TTL, "github")
+    };
+    store.request_up(&pr(4)).await.unwrap();
+    let err = store
+        .request_up(&up("shop-pr-4", LONG_TTL, "bob"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pull request #4"), "{err}");
+    let err = store.request_up(&pr(5)).await.unwrap_err();
+    assert!(err.to_string().contains("pull request #4"), "{err}");
+    assert_eq!(
+        get(&store, "shop-pr-4").await.pull_request.unwrap().number,
+        4
+    );
+
+    // Once Deleted, the name may be owned anew.
+    store
+        .request_down(&owner.name, "alice", "done")
+        .await
+        .unwrap();
+    let err = store.request_up(&shop_x("x-y", "shop")).await.unwrap_err();
+    assert!(err.to_string().contains("shop-x"), "not Deleted yet: {err}");
+    store
+        .set_phase(&owner.name, Phase::Deleted, None, "reaper")
+        .await
+        .unwrap();
+    let reowned = store.request_up(&shop_x("x-y", "shop")).await.unwrap();
+    assert_eq!(
+        (reowned.repo.as_str(), reowned.branch.as_str()),
+        ("shop", "x-y")
+    );
+    assert_eq!(reowned.desired, Desired::Running);
+}
+
+/// `delivery_retention`: a handled delivery's body goes after the retention, its id stays
+/// (a redelivery is still recognised); an unhandled one keeps its body.
+async fn delivery_bodies_are_pruned_ids_kept(store: Store) {
+    let body = "x".repeat(100_000);
+    assert!(store.insert_delivery("d-old", "push", &body).await.unwrap());
+    store.finish_delivery("d-old", "ok").await.unwrap();
+    assert!(store
+        .insert_delivery("d-pending", "push", &body)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.insert_delivery("d-new", "push", &body).await.unwrap());
+    store.finish_delivery("d-new", "ok").await.unwrap();
+
+    // A week's retention clears nothing yet.
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(store.prune_deliveries(week).await.unwrap(), (0, 0));
+    // A retention that ends between the two handled deliveries clears only the older body.
+    let (cleared, removed) = store
+        .prune_deliveries(Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!((cleared, removed), (1, 0));
+    assert_eq!(
+        store.delivery_payload("d-old").await.unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        store
+            .delivery_payload("d-new")
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        100_000
+    );
+    assert_eq!(
+        store
+            .delivery_payload("d-pending")
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        100_000,
+        "not handled yet: the processor still needs it"
+    );
+    assert!(
+        !store.insert_delivery("d-old", "push", &body).await.unwrap(),
+        "the id is kept for dedup"
+    );
+    assert_eq!(
+        store.prune_deliveries(Duration::ZERO).await.unwrap(),
+        (1, 0)
+    );
+    assert_eq!(
+        store.prune_deliveries(Duration::ZERO).await.unwrap(),
+        (0, 0),
+        "once"
+    );
+    // Leave nothing pending for other suites sharing nothing but the habit.
+    store.finish_delivery("d-pending", "ok").await.unwrap();
+}
+
+/// `extend` never overflows: a huge `by` is the cap, never a wrap into the past.
+async fn extend_is_checked_and_capped(store: Store) {
+    let rec = store
+        .request_up(&up("extend-huge", Duration::from_secs(3600), "alice"))
+        .await
+        .unwrap();
+    let max = Duration::from_secs(30 * 24 * 3600);
+    for by in [
+        Duration::from_secs(9_300_000_000_000_000),
+        Duration::from_secs(u64::MAX),
+        Duration::MAX,
+        Duration::from_millis(i64::MAX as u64),
+        Duration::from_secs(31 * 24 * 3600),
+    ] {
+        let before = envmgr::store::now_ms();
+        let out = store
+            .extend(&rec.name, by, max, "alice")
+            .await
+            .unwrap()
+            .expect("running env");
+        let after = envmgr::store::now_ms();
+        assert!(out.expires_at > rec.expires_at, "{by:?}: moved forward");
+        assert!(out.expires_at >= before + 29 * 24 * 3_600_000, "{by:?}");
+        assert!(
+            out.expires_at <= after + 30 * 24 * 3_600_000,
+            "{by:?}: capped"
+        );
+    }
+    assert!(store
+        .expire_due()
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| n != &rec.name));
 }
 
 async fn events_are_paged_in_order(store: Store) {

@@ -85,6 +85,23 @@ impl TestRepo {
     }
 }
 
+/// Builds `slipway/demo-app:latest` (what the tests' compose files use) once per test
+/// binary: a server started with a config no longer builds it (only demo mode does).
+pub fn ensure_demo_image() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new(SLIPWAY)
+            .arg("demo-image")
+            .output()
+            .expect("slipway demo-image runs");
+        assert!(
+            out.status.success(),
+            "slipway demo-image failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 /// One `slipway serve` process with its own data dir and config.
 pub struct Server {
     child: Option<Child>,
@@ -153,6 +170,7 @@ impl Server {
 
     /// Starts the process and waits until it says where it listens.
     pub fn spawn(&mut self) {
+        ensure_demo_image();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -157,9 +157,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 print_json(&env)?;
             } else {
                 println!(
-                    "{} now expires in {}",
+                    "{} now expires in {}{}",
                     env.name,
-                    short_duration(env.expires_at - now_ms())
+                    short_duration(env.expires_at - now_ms()),
+                    envmgr::engine::extend_cap_note(env.expires_at)
                 );
             }
         }
@@ -678,12 +679,18 @@ mod tests {
     #[test]
     fn help_is_the_grammars_with_the_cli_flags() {
         let text = help_text(Some("env logs"));
-        assert!(text.starts_with("`slipway env logs [env]"), "{text}");
+        // No pull request on the command line: the env is required.
+        assert!(
+            text.starts_with("`slipway env logs <env> [--service <service>]"),
+            "{text}"
+        );
         assert!(text.contains("--follow"), "{text}");
         let all = help_text(None);
         assert!(all.starts_with("Slipway commands\n"), "{all}");
         for kind in CommandKind::ALL {
-            assert!(all.contains(&format!("`slipway {}", kind.usage())), "{all}");
+            let usage = kind.usage_on(crate::commands::Syntax::Cli);
+            let listed = all.contains(&format!("`slipway {usage}"));
+            assert_eq!(listed, kind != CommandKind::Approve, "{kind:?}: {all}");
         }
     }
 }

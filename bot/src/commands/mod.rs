@@ -5,7 +5,9 @@
 //! ([`parse`]), typed [`ParseError`]s that render as helpful replies with a
 //! did-you-mean ([`suggest`]), and help text derived from an exhaustive `match` over
 //! [`CommandKind`], so a new command without help (or without an argument spec) does not
-//! compile.
+//! compile. Help and usage are generated per surface ([`Syntax`]: CLI, PR comment,
+//! Discord) from the argument specs, and so is which arguments a surface must insist on
+//! (those only a pull request can default) and which commands it offers at all.
 //!
 //! Text grammar, after the surface's prefix (`/slipway`, `@slipway`, `slipway` on the CLI):
 //!
@@ -20,6 +22,8 @@
 
 mod comment;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod suggest;
 #[cfg(test)]
@@ -30,10 +34,37 @@ use std::time::Duration;
 
 pub use comment::{parse_comment, split_words};
 pub use error::ParseError;
-pub use parse::ArgKind;
+pub use parse::{ArgKind, ArgSpec};
 
 /// The prefix shown in help and replies for pull-request comments.
 pub const COMMENT_PREFIX: &str = "/slipway ";
+
+/// How a surface writes commands, so help and usage are generated for it from the one
+/// grammar rather than shown in another surface's syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// Pull-request comments: `/slipway env up [branch] [ttl:<duration>]`; the pull request
+    /// supplies a missing branch or env.
+    Comment,
+    /// The command line (and the HTTP API's hints): `slipway env up <branch> [--ttl <duration>]`.
+    Cli,
+    /// Discord slash commands with named options: `/env up branch:<branch> [ttl:<duration>]`.
+    Discord,
+}
+
+impl Syntax {
+    /// The syntax a surface prefix stands for: `"/"` is Discord's slash commands, a prefix
+    /// without a leading slash (`"slipway "`) the CLI, anything else a comment prefix.
+    pub fn for_prefix(prefix: &str) -> Syntax {
+        if prefix == "/" {
+            Syntax::Discord
+        } else if !prefix.starts_with('/') && !prefix.starts_with('@') {
+            Syntax::Cli
+        } else {
+            Syntax::Comment
+        }
+    }
+}
 
 /// A parsed command, the same whichever surface it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +194,7 @@ impl CommandKind {
             CommandKind::EnvList => info(
                 "env list",
                 "env list [--all]",
-                "List the environments; `--all` includes deleted ones.",
+                "List the environments, deleted ones too when asked.",
             ),
             CommandKind::EnvStatus => info(
                 "env status",
@@ -183,7 +214,7 @@ impl CommandKind {
             CommandKind::Test => info(
                 "test",
                 "test [env] [--failed]",
-                "Run the tests against an environment; `--failed` reruns only the failures.",
+                "Run the tests against an environment, or rerun only the ones that failed.",
             ),
             CommandKind::Approve => info(
                 "approve",
@@ -219,6 +250,64 @@ impl CommandKind {
         CommandKind::ALL
             .into_iter()
             .find(|kind| kind.name() == name)
+    }
+
+    /// Whether the command means anything on a surface written in `syntax`. An exhaustive
+    /// match: a new command has to say where it belongs.
+    pub const fn available_on(self, syntax: Syntax) -> bool {
+        match self {
+            // Approves a fork pull request's head: only a comment on that pull request says
+            // which one.
+            CommandKind::Approve => matches!(syntax, Syntax::Comment),
+            CommandKind::EnvUp
+            | CommandKind::EnvDown
+            | CommandKind::EnvList
+            | CommandKind::EnvStatus
+            | CommandKind::EnvLogs
+            | CommandKind::EnvExtend
+            | CommandKind::Test
+            | CommandKind::Help
+            | CommandKind::WhoAmI => true,
+        }
+    }
+
+    /// Usage without a prefix, in `syntax`, generated from the argument specs:
+    /// `env up <branch> [--repo <repo>] [--ttl <duration>]` on the CLI,
+    /// `env up branch:<branch> [repo:<repo>] [ttl:<duration>]` on Discord.
+    pub fn usage_on(self, syntax: Syntax) -> String {
+        let mut usage = self.name().to_owned();
+        let mut args: Vec<&ArgSpec> = self.args().iter().collect();
+        // Discord lists required options first; the text forms keep the spec's order.
+        if syntax == Syntax::Discord {
+            args.sort_by_key(|arg| !arg.required_on(syntax));
+        }
+        for arg in args {
+            let placeholder = match arg.kind {
+                ArgKind::Duration => "duration".to_owned(),
+                ArgKind::Count => "lines".to_owned(),
+                ArgKind::Topic => "command".to_owned(),
+                ArgKind::Text | ArgKind::Flag => arg.name.to_owned(),
+            };
+            let word = match (syntax, arg.kind) {
+                (Syntax::Discord, ArgKind::Flag) => format!("{}:True", arg.name),
+                (_, ArgKind::Flag) => format!("--{}", arg.name),
+                (Syntax::Discord, _) => format!("{}:<{placeholder}>", arg.name),
+                (Syntax::Cli, ArgKind::Topic) => "<command>".to_owned(),
+                (_, ArgKind::Topic) => "command".to_owned(),
+                (Syntax::Cli, _) if arg.positional => format!("<{}>", arg.name),
+                (Syntax::Comment, _) if arg.positional => arg.name.to_owned(),
+                (Syntax::Cli, _) => format!("--{} <{placeholder}>", arg.name),
+                (Syntax::Comment, _) => format!("{}:<{placeholder}>", arg.name),
+            };
+            let required = arg.required_on(syntax);
+            usage.push(' ');
+            if required {
+                usage.push_str(&word);
+            } else {
+                usage.push_str(&format!("[{word}]"));
+            }
+        }
+        usage
     }
 
     /// The `env` subcommand word (`"up"`), or `None` for top-level commands.
@@ -370,12 +459,26 @@ fn normalize_name(name: &str) -> String {
 /// Markdown help listing every command, with the surface's prefix (`"/slipway "` in
 /// comments, `"slipway "` on the CLI, `"/"` for Discord slash commands).
 pub fn help_text_for(prefix: &str) -> String {
+    let syntax = Syntax::for_prefix(prefix);
     let mut text = String::from("**Slipway commands**\n\n");
     text.push_str(&command_list(prefix, CommandKind::ALL));
+    let notes = match syntax {
+        Syntax::Comment => {
+            "Arguments are written `key:value` (`key=value` and `--key value` work \
+                            too); quote values with spaces."
+        }
+        Syntax::Cli => {
+            "Options are written `--key value` (`key:value` works too); quote values \
+                        with spaces."
+        }
+        Syntax::Discord => "Discord prompts for each option; those in `[...]` are optional.",
+    };
+    let help = match syntax {
+        Syntax::Discord => format!("`{prefix}help topic:<command>`"),
+        _ => format!("`{prefix}help <command>`"),
+    };
     text.push_str(&format!(
-        "\nArguments are written `key:value` (`key=value` and `--key value` work too); quote \
-         values with spaces. Durations look like `30m`, `4h` or `2d`. \
-         `{prefix}help <command>` explains one command.\n"
+        "\n{notes} Durations look like `30m`, `4h` or `2d`. {help} explains one command.\n"
     ));
     text
 }
@@ -387,6 +490,7 @@ pub fn help_topic(topic: &str, prefix: &str) -> Option<String> {
         let env_commands = CommandKind::ALL
             .into_iter()
             .filter(|kind| kind.env_subcommand().is_some());
+        // command_list keeps only what this surface has.
         return Some(format!(
             "**Environment commands**\n\n{}",
             command_list(prefix, env_commands)
@@ -405,9 +509,13 @@ pub fn help_reply(topic: Option<&str>, prefix: &str) -> String {
 
 /// Usage, description and arguments of one command.
 fn command_help(kind: CommandKind, prefix: &str) -> String {
+    let syntax = Syntax::for_prefix(prefix);
     let info = kind.info();
-    let mut text = format!("`{prefix}{}`\n\n{}\n", info.usage, info.summary);
-    let arguments = argument_list(kind);
+    let mut text = format!("`{prefix}{}`\n\n{}\n", kind.usage_on(syntax), info.summary);
+    if !kind.available_on(syntax) {
+        text.push_str("\nOnly in a comment on a pull request (`/slipway approve`).\n");
+    }
+    let arguments = argument_list(kind, syntax);
     if !arguments.is_empty() {
         text.push('\n');
         text.push_str(&arguments);
@@ -417,8 +525,9 @@ fn command_help(kind: CommandKind, prefix: &str) -> String {
 
 /// "Usage: ..." plus the argument list, shown under errors about one command.
 fn usage_block(kind: CommandKind, prefix: &str) -> String {
-    let mut text = format!("Usage: `{prefix}{}`\n", kind.usage());
-    let arguments = argument_list(kind);
+    let syntax = Syntax::for_prefix(prefix);
+    let mut text = format!("Usage: `{prefix}{}`\n", kind.usage_on(syntax));
+    let arguments = argument_list(kind, syntax);
     if !arguments.is_empty() {
         text.push('\n');
         text.push_str(&arguments);
@@ -426,22 +535,29 @@ fn usage_block(kind: CommandKind, prefix: &str) -> String {
     text
 }
 
-fn argument_list(kind: CommandKind) -> String {
+fn argument_list(kind: CommandKind, syntax: Syntax) -> String {
     kind.args()
         .iter()
         .map(|arg| {
-            let requirement = if arg.required { " (required)" } else { "" };
-            format!("- `{}`{requirement}: {}\n", arg.name, arg.about)
+            let requirement = if arg.required_on(syntax) {
+                " (required)"
+            } else {
+                ""
+            };
+            format!("- `{}`{requirement}: {}\n", arg.name, arg.about_on(syntax))
         })
         .collect()
 }
 
+/// One line per command this surface has, in its syntax.
 fn command_list(prefix: &str, kinds: impl IntoIterator<Item = CommandKind>) -> String {
+    let syntax = Syntax::for_prefix(prefix);
     kinds
         .into_iter()
+        .filter(|kind| kind.available_on(syntax))
         .map(|kind| {
             let info = kind.info();
-            format!("- `{prefix}{}`: {}\n", info.usage, info.summary)
+            format!("- `{prefix}{}`: {}\n", kind.usage_on(syntax), info.summary)
         })
         .collect()
 }

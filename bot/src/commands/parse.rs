@@ -31,7 +31,12 @@ pub struct ArgSpec {
     pub kind: ArgKind,
     /// Whether it may be given as a plain word (it may always be given as `name:value`).
     pub positional: bool,
+    /// Required everywhere: no surface can supply it.
     pub required: bool,
+    /// Missing on a pull-request comment, the pull request supplies it (its head branch,
+    /// its env). No other surface has such a context, so there the argument is required:
+    /// see [`ArgSpec::required_on`].
+    pub pr_default: bool,
     /// Shown in help and under errors.
     pub about: &'static str,
 }
@@ -42,7 +47,16 @@ const fn positional(name: &'static str, kind: ArgKind, about: &'static str) -> A
         kind,
         positional: true,
         required: false,
+        pr_default: false,
         about,
+    }
+}
+
+/// A positional that a pull request can default and every other surface must be given.
+const fn pr_defaulted(name: &'static str, kind: ArgKind, about: &'static str) -> ArgSpec {
+    ArgSpec {
+        pr_default: true,
+        ..positional(name, kind, about)
     }
 }
 
@@ -52,6 +66,7 @@ const fn optional(name: &'static str, kind: ArgKind, about: &'static str) -> Arg
         kind,
         positional: false,
         required: false,
+        pr_default: false,
         about,
     }
 }
@@ -62,17 +77,37 @@ const fn required(name: &'static str, kind: ArgKind, about: &'static str) -> Arg
         kind,
         positional: false,
         required: true,
+        pr_default: false,
         about,
     }
 }
 
-const ENV: ArgSpec = positional(
+impl ArgSpec {
+    /// Whether `syntax`'s surface must insist on this argument: always for a required one,
+    /// and for one only a pull request can default wherever there is no pull request.
+    pub const fn required_on(&self, syntax: super::Syntax) -> bool {
+        self.required || (self.pr_default && !matches!(syntax, super::Syntax::Comment))
+    }
+
+    /// The description for `syntax`: where no pull request can default the argument, the
+    /// note saying what a pull request defaults it to is left out.
+    pub fn about_on(&self, syntax: super::Syntax) -> &'static str {
+        match self.about.split_once(" (on a pull request") {
+            Some((about, _)) if self.pr_default && !matches!(syntax, super::Syntax::Comment) => {
+                about
+            }
+            _ => self.about,
+        }
+    }
+}
+
+const ENV: ArgSpec = pr_defaulted(
     "env",
     ArgKind::Text,
     "the environment (on a pull request: defaults to the pull request's own)",
 );
 const ENV_UP: &[ArgSpec] = &[
-    positional(
+    pr_defaulted(
         "branch",
         ArgKind::Text,
         "the branch to deploy (on a pull request: defaults to its head)",

@@ -673,7 +673,10 @@ fn argument_errors_reply_with_usage_and_did_you_mean() {
     // Other surfaces use their own prefix.
     assert!(err("env extend")
         .reply_for("slipway ")
-        .contains("Usage: `slipway env extend [env] by:<duration>`"));
+        .contains("Usage: `slipway env extend <env> --by <duration>`"));
+    assert!(err("env extend")
+        .reply_for("/")
+        .contains("Usage: `/env extend env:<env> by:<duration>`"));
 }
 
 #[test]
@@ -826,7 +829,7 @@ fn help_mentions_every_command() {
     assert_eq!(CommandKind::from_name("nope"), None);
     assert!(help_reply(Some("env"), "/").contains("`/env up"));
     assert_eq!(help_reply(None, "/slipway "), help_text_for(COMMENT_PREFIX));
-    assert!(help_text_for("/").contains("`/help <command>`"));
+    assert!(help_text_for("/").contains("`/help topic:<command>`"));
 }
 
 #[test]
@@ -1078,4 +1081,158 @@ fn parsing_never_panics_on_arbitrary_text() {
     }
     // The generator does reach valid commands, not only errors.
     assert!(commands > 50, "only {commands} commands parsed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help and usage per surface (issue 9, items 17 and 18)
+
+#[test]
+fn the_comment_usage_is_generated_from_the_argument_specs() {
+    for kind in CommandKind::ALL {
+        assert_eq!(kind.usage_on(Syntax::Comment), kind.usage(), "{kind:?}");
+    }
+}
+
+#[test]
+fn each_surface_gets_its_own_syntax() {
+    let cases = [
+        (
+            CommandKind::EnvUp,
+            "env up [branch] [repo:<repo>] [ttl:<duration>]",
+            "env up <branch> [--repo <repo>] [--ttl <duration>]",
+            "env up branch:<branch> [repo:<repo>] [ttl:<duration>]",
+        ),
+        (
+            CommandKind::EnvDown,
+            "env down [env]",
+            "env down <env>",
+            "env down env:<env>",
+        ),
+        (
+            CommandKind::EnvList,
+            "env list [--all]",
+            "env list [--all]",
+            "env list [all:True]",
+        ),
+        (
+            CommandKind::EnvLogs,
+            "env logs [env] [service:<service>] [tail:<lines>]",
+            "env logs <env> [--service <service>] [--tail <lines>]",
+            "env logs env:<env> [service:<service>] [tail:<lines>]",
+        ),
+        (
+            CommandKind::EnvExtend,
+            "env extend [env] by:<duration>",
+            "env extend <env> --by <duration>",
+            "env extend env:<env> by:<duration>",
+        ),
+        (
+            CommandKind::Test,
+            "test [env] [--failed]",
+            "test <env> [--failed]",
+            "test env:<env> [failed:True]",
+        ),
+        (
+            CommandKind::Help,
+            "help [command]",
+            "help [<command>]",
+            "help [topic:<command>]",
+        ),
+    ];
+    for (kind, comment, cli, discord) in cases {
+        assert_eq!(kind.usage_on(Syntax::Comment), comment);
+        assert_eq!(kind.usage_on(Syntax::Cli), cli);
+        assert_eq!(kind.usage_on(Syntax::Discord), discord);
+    }
+    assert_eq!(Syntax::for_prefix("/"), Syntax::Discord);
+    assert_eq!(Syntax::for_prefix("slipway "), Syntax::Cli);
+    assert_eq!(Syntax::for_prefix(COMMENT_PREFIX), Syntax::Comment);
+    assert_eq!(Syntax::for_prefix("@slipway "), Syntax::Comment);
+}
+
+#[test]
+fn discord_help_never_shows_another_surfaces_syntax() {
+    let help = help_text_for("/");
+    assert!(
+        help.contains("`/env up branch:<branch> [repo:<repo>] [ttl:<duration>]`"),
+        "{help}"
+    );
+    assert!(help.contains("`/env list [all:True]`"), "{help}");
+    for cli_only in [
+        "[--all]", "[branch]", "[env]", "--failed", "/slipway", "approve",
+    ] {
+        assert!(
+            !help.contains(cli_only),
+            "{cli_only} in Discord help:\n{help}"
+        );
+    }
+    for topic in ["env", "env up", "env list", "test", "help"] {
+        let text = help_reply(Some(topic), "/");
+        for foreign in ["[--all]", "[branch]", "[env]", "--failed", "/slipway"] {
+            assert!(
+                !text.contains(foreign),
+                "{foreign} in /help {topic}:\n{text}"
+            );
+        }
+    }
+    // Errors carry the same syntax.
+    let reply = Command::from_options("env up", &[("ttll", "2h")])
+        .unwrap_err()
+        .reply_for("/");
+    assert!(reply.contains("`/env up branch:<branch>"), "{reply}");
+
+    let cli = help_text_for("slipway ");
+    assert!(
+        cli.contains("`slipway env up <branch> [--repo <repo>] [--ttl <duration>]`"),
+        "{cli}"
+    );
+    assert!(!cli.contains("approve"), "{cli}");
+    let comment = help_text_for(COMMENT_PREFIX);
+    assert!(comment.contains("`/slipway approve`"), "{comment}");
+    assert!(comment.contains("`/slipway env up [branch] [repo:<repo>] [ttl:<duration>]`"));
+}
+
+#[test]
+fn arguments_only_a_pull_request_can_default_are_required_elsewhere() {
+    for kind in CommandKind::ALL {
+        for arg in kind.args() {
+            if arg.pr_default {
+                assert!(!arg.required_on(Syntax::Comment), "{kind:?} {}", arg.name);
+                assert!(arg.required_on(Syntax::Cli), "{kind:?} {}", arg.name);
+                assert!(arg.required_on(Syntax::Discord), "{kind:?} {}", arg.name);
+            } else {
+                for syntax in [Syntax::Comment, Syntax::Cli, Syntax::Discord] {
+                    assert_eq!(
+                        arg.required_on(syntax),
+                        arg.required,
+                        "{kind:?} {}",
+                        arg.name
+                    );
+                }
+            }
+        }
+    }
+    let pr_defaulted: Vec<(CommandKind, &str)> = CommandKind::ALL
+        .into_iter()
+        .flat_map(|k| {
+            k.args()
+                .iter()
+                .filter(|a| a.pr_default)
+                .map(move |a| (k, a.name))
+        })
+        .collect();
+    assert_eq!(
+        pr_defaulted,
+        [
+            (CommandKind::EnvUp, "branch"),
+            (CommandKind::EnvDown, "env"),
+            (CommandKind::EnvStatus, "env"),
+            (CommandKind::EnvLogs, "env"),
+            (CommandKind::EnvExtend, "env"),
+            (CommandKind::Test, "env"),
+        ]
+    );
+    assert!(!CommandKind::Approve.available_on(Syntax::Discord));
+    assert!(!CommandKind::Approve.available_on(Syntax::Cli));
+    assert!(CommandKind::Approve.available_on(Syntax::Comment));
 }

@@ -13,7 +13,7 @@ use serenity::all::{
     ResolvedOption, ResolvedValue,
 };
 
-use crate::commands::{ArgKind, Command, CommandKind, ParseError, ENV_GROUP};
+use crate::commands::{ArgKind, Command, CommandKind, ParseError, Syntax, ENV_GROUP};
 use crate::executor::Outcome;
 use envmgr::snippet::fence_safe;
 
@@ -109,9 +109,14 @@ pub fn definitions() -> Vec<CreateCommand> {
         .description("Ephemeral environments: up, down, list, status, logs, extend");
     let mut top = Vec::new();
     for kind in CommandKind::ALL {
-        // Discord wants required options before optional ones.
+        // Only what means something here: `approve` needs a pull request, Discord has none.
+        if !kind.available_on(Syntax::Discord) {
+            continue;
+        }
+        // Discord wants required options before optional ones. An argument only a pull
+        // request could default is required here, so Discord's client prompts for it.
         let mut args: Vec<_> = kind.args().iter().collect();
-        args.sort_by_key(|arg| !arg.required);
+        args.sort_by_key(|arg| !arg.required_on(Syntax::Discord));
         let options: Vec<CreateCommandOption> = args
             .into_iter()
             .map(|arg| {
@@ -120,7 +125,8 @@ pub fn definitions() -> Vec<CreateCommand> {
                     ArgKind::Flag => CommandOptionType::Boolean,
                     ArgKind::Text | ArgKind::Duration | ArgKind::Topic => CommandOptionType::String,
                 };
-                CreateCommandOption::new(kind, arg.name, short(arg.about)).required(arg.required)
+                CreateCommandOption::new(kind, arg.name, short(arg.about_on(Syntax::Discord)))
+                    .required(arg.required_on(Syntax::Discord))
             })
             .collect();
         match kind.env_subcommand() {
@@ -244,9 +250,10 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
             fence_safe(crate::text::last_chars(&logs.text, 1800))
         )),
         Outcome::EnvExtend { env } => Reply::text(format!(
-            "⏱ `{}` now expires in {}.",
+            "⏱ `{}` now expires in {}{}.",
             env.name,
-            crate::executor::time_left(&env)
+            crate::executor::time_left(&env),
+            envmgr::engine::extend_cap_note(env.expires_at)
         )),
         Outcome::Test { run } => Reply::with_follow(
             format!("🧪 `{}`: test run {} queued…", run.env, run.id),

@@ -47,6 +47,7 @@ impl WebhookEvent {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PullRequestEvent {
     pub action: String,
+    #[serde(deserialize_with = "pr_number")]
     pub number: u64,
     pub pull_request: PullRequest,
     pub repository: Repository,
@@ -55,6 +56,7 @@ pub struct PullRequestEvent {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PullRequest {
+    #[serde(deserialize_with = "pr_number")]
     pub number: u64,
     pub state: String,
     #[serde(default)]
@@ -107,6 +109,7 @@ pub struct IssueCommentEvent {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Issue {
+    #[serde(deserialize_with = "pr_number")]
     pub number: u64,
     /// Present when the issue is a pull request.
     pub pull_request: Option<serde_json::Value>,
@@ -118,6 +121,23 @@ pub struct Comment {
     /// `null` for an empty comment.
     pub body: Option<String>,
     pub user: User,
+}
+
+/// The largest pull-request number Slipway accepts: GitHub's own numbers are positive
+/// 32-bit integers, and the store keeps them as such.
+pub const MAX_PR_NUMBER: u64 = i32::MAX as u64;
+
+/// A pull-request (or issue) number in `1..=2^31-1`. Anything else is refused as a malformed
+/// payload, so no later `as` conversion can wrap or truncate it.
+fn pr_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = u64::deserialize(deserializer)?;
+    if (1..=MAX_PR_NUMBER).contains(&number) {
+        Ok(number)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "pull request number {number} is outside 1..={MAX_PR_NUMBER}"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +181,173 @@ mod tests {
         assert!(WebhookEvent::parse("pull_request", b"{\"action\": \"opened\"}").is_err());
         assert!(WebhookEvent::parse("push", b"{not json").is_err());
         assert!(WebhookEvent::parse("push", b"{}").is_ok());
+    }
+}
+
+/// Property ("fuzz") tests of the webhook parser, run with many cases in CI: arbitrary bytes
+/// and mutated real payloads (the fixtures GitHub sent) always give a typed event or a typed
+/// error, never a panic, and no accepted event carries a PR number outside 1..=2^31-1.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    const EVENTS: [&str; 5] = ["pull_request", "issue_comment", "ping", "push", ""];
+
+    /// (event, body) of every fixture, read once.
+    fn fixtures() -> &'static [(String, Vec<u8>)] {
+        static FIXTURES: std::sync::OnceLock<Vec<(String, Vec<u8>)>> = std::sync::OnceLock::new();
+        FIXTURES.get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/fixtures/github-webhooks");
+            let mut all = Vec::new();
+            for dir in std::fs::read_dir(&root).expect("fixtures folder").flatten() {
+                if !dir.path().is_dir() {
+                    continue;
+                }
+                let event = dir.file_name().to_string_lossy().into_owned();
+                for file in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                    all.push((event.clone(), std::fs::read(file.path()).unwrap()));
+                }
+            }
+            assert!(!all.is_empty(), "no fixtures under {}", root.display());
+            all
+        })
+    }
+
+    /// Whatever parsed, its numbers are in range.
+    fn check(event: &str, body: &[u8]) {
+        let in_range = |n: u64| (1..=MAX_PR_NUMBER).contains(&n);
+        match WebhookEvent::parse(event, body) {
+            Ok(WebhookEvent::PullRequest(e)) => {
+                assert!(
+                    in_range(e.number) && in_range(e.pull_request.number),
+                    "{e:?}"
+                );
+            }
+            Ok(WebhookEvent::IssueComment(e)) => assert!(in_range(e.issue.number), "{e:?}"),
+            Ok(WebhookEvent::Ping | WebhookEvent::Ignored { .. }) => {}
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    /// Replaces the value at a pseudo-random path of `value` (chosen by `seed`) with `with`.
+    fn replace_somewhere(node: &mut Value, seed: u64, with: Value) {
+        let next_seed = seed.rotate_left(7) ^ 0x9e37_79b9_7f4a_7c15;
+        match node {
+            Value::Object(map) if !map.is_empty() && !seed.is_multiple_of(4) => {
+                let i = (seed as usize / 4) % map.len();
+                let child = map.values_mut().nth(i).expect("in range");
+                replace_somewhere(child, next_seed, with);
+            }
+            Value::Array(items) if !items.is_empty() && !seed.is_multiple_of(4) => {
+                let i = (seed as usize / 4) % items.len();
+                replace_somewhere(&mut items[i], next_seed, with);
+            }
+            _ => *node = with,
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)),
+            prop::sample::select(vec![
+                0i64,
+                -1,
+                1,
+                2_147_483_647,
+                2_147_483_648,
+                4_294_967_297
+            ])
+            .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            Just(Value::Array(vec![])),
+            Just(Value::Object(Default::default())),
+        ]
+    }
+
+    /// Deep nesting and large bodies are refused or parsed without exhausting the stack.
+    #[test]
+    fn deep_and_large_bodies_are_bounded() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_object = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        for event in EVENTS {
+            // Valid JSON, so an ignored event may accept it (serde_json skips it without
+            // recursing); a handled one is refused. Either way, no stack overflow.
+            check(event, deep.as_bytes());
+            check(event, deep_object.as_bytes());
+        }
+        for event in ["pull_request", "issue_comment"] {
+            assert!(WebhookEvent::parse(event, deep_object.as_bytes()).is_err());
+        }
+        // A real payload with a 5 MB comment still parses.
+        let (_, body) = fixtures()
+            .iter()
+            .find(|(event, _)| event == "issue_comment")
+            .expect("an issue_comment fixture");
+        let mut value: Value = serde_json::from_slice(body).unwrap();
+        value["comment"]["body"] = Value::from("x".repeat(5 * 1024 * 1024));
+        check("issue_comment", &serde_json::to_vec(&value).unwrap());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            event in prop::sample::select(EVENTS.to_vec()),
+            body in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            check(event, &body);
+        }
+
+        #[test]
+        fn mutated_fixture_bytes_never_panic(
+            index in any::<prop::sample::Index>(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let (event, body) = index.get(fixtures());
+            let mut body = body.clone();
+            for (at, byte) in flips {
+                let i = at.index(body.len());
+                body[i] = byte;
+            }
+            if truncate {
+                body.truncate(cut.index(body.len() + 1));
+            }
+            check(event, &body);
+        }
+
+        #[test]
+        fn mutated_fixture_values_never_panic(
+            index in any::<prop::sample::Index>(),
+            edits in prop::collection::vec((any::<u64>(), json_value()), 1..4),
+            number in json_value(),
+        ) {
+            let (event, body) = index.get(fixtures());
+            let mut value: Value = serde_json::from_slice(body).unwrap();
+            for (seed, with) in edits {
+                replace_somewhere(&mut value, seed, with);
+            }
+            check(event, &serde_json::to_vec(&value).unwrap());
+            // The numbers Slipway keys on, set to anything.
+            let mut value: Value = serde_json::from_slice(body).unwrap();
+            for pointer in ["/number", "/pull_request/number", "/issue/number"] {
+                if let Some(slot) = value.pointer_mut(pointer) {
+                    *slot = number.clone();
+                }
+            }
+            check(event, &serde_json::to_vec(&value).unwrap());
+        }
     }
 }

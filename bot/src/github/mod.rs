@@ -61,7 +61,11 @@ pub fn start(
     let wake = Arc::new(Notify::new());
     tokio::spawn(surface.clone().process_deliveries(wake.clone()));
     tokio::spawn(surface.clone().report_changes());
-    tokio::spawn(surface.clone().heal_periodically(settings.resync_interval));
+    tokio::spawn(
+        surface
+            .clone()
+            .heal_periodically(settings.resync_interval, settings.delivery_retention),
+    );
     let state = webhook::WebhookState {
         secret: Arc::new(settings.webhook_secret),
         store,
@@ -105,12 +109,20 @@ impl GitHubSurface {
 
     /// Lists open PRs of every linked repo now and then, so an env exists for every open PR
     /// and none for a closed one even when webhooks were lost.
-    async fn heal_periodically(self: Arc<Self>, interval: Duration) {
+    /// The same loop bounds the stored webhook bodies (`delivery_retention`).
+    async fn heal_periodically(self: Arc<Self>, interval: Duration, delivery_retention: Duration) {
         loop {
             for link in self.links.clone() {
                 if let Err(e) = self.heal(&link).await {
                     tracing::warn!(repo = %link.github, error = %format!("{e:#}"), "could not list open pull requests");
                 }
+            }
+            match self.store.prune_deliveries(delivery_retention).await {
+                Ok((0, 0)) => {}
+                Ok((cleared, removed)) => {
+                    tracing::info!(cleared, removed, "pruned old webhook deliveries")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not prune old webhook deliveries"),
             }
             tokio::time::sleep(interval).await;
         }

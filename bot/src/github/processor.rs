@@ -583,9 +583,10 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
             fence_safe(crate::text::last_chars(&logs.text, 20_000))
         )),
         Outcome::EnvExtend { env } => Some(format!(
-            "@{user} `{}` now expires in {}.",
+            "@{user} `{}` now expires in {}{}.",
             env.name,
-            executor::time_left(&env)
+            executor::time_left(&env),
+            envmgr::engine::extend_cap_note(env.expires_at)
         )),
     }
 }

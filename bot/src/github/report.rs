@@ -423,6 +423,7 @@ pub fn render_comment(
     };
     let (icon, state) = match env.phase {
         Phase::Ready => ("✅", "Ready"),
+        Phase::Degraded => ("⚠️", "Degraded"),
         Phase::Failed => ("❌", "Failed"),
         Phase::Deleting | Phase::Deleted => ("🗑", "Deleted"),
         Phase::Pending => ("⏳", "Pending"),

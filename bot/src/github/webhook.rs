@@ -126,8 +126,15 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// A refusal has the API's error shape (`error`); `message` stays for GitHub's delivery log
+/// and existing clients.
 fn answer(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "message": message }))).into_response()
+    let body = if status.is_client_error() || status.is_server_error() {
+        json!({ "error": message, "message": message })
+    } else {
+        json!({ "message": message })
+    };
+    (status, Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -62,6 +62,65 @@ pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
         .with_state(state)
 }
 
+/// The one mapping of every rejection to the API's error shape. axum's extractors (Json,
+/// Path, Query, Bytes, the body limit) and its router (405) answer in plain text, and a
+/// JSON body that does not fit its type with 422: this layer, around every route including
+/// the webhooks, turns any error answer that is not already JSON into `{"error": "..."}`
+/// with the same status, except 422, which becomes 400 (a bad body is a bad request here).
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json && status != StatusCode::UNPROCESSABLE_ENTITY {
+        return response;
+    }
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    let (parts, body) = response.into_parts();
+    // Rejection texts are short; anything larger is not one of them.
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = if is_json {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(text)
+    } else if text.is_empty() {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                "this endpoint does not accept that method; see the HTTP API in the README".into()
+            }
+            StatusCode::NOT_FOUND => "no such endpoint; the API lives under /api/v1".into(),
+            other => other
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_lowercase(),
+        }
+    } else {
+        text
+    };
+    let mut answer = ApiError(status, message).into_response();
+    // Keep `Allow` (405) and `WWW-Authenticate`-style headers the rejection carried.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 /// Bearer-token check, constant time. Without a configured token (loopback only) every
 /// local caller is trusted.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -382,11 +441,22 @@ async fn start_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(env): Path<String>,
-    body: Option<Json<RunBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // The body is optional: none (or only whitespace) means the defaults.
+    let body: RunBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RunBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("bad request body: {e}; send {{\"failed_only\": true}} or nothing"),
+            )
+        })?
+    };
     let command = Command::Test {
         env: Some(env),
-        failed_only: body.map(|Json(b)| b.failed_only).unwrap_or(false),
+        failed_only: body.failed_only,
     };
     match execute(&state, &headers, command).await? {
         Outcome::Test { run } => Ok((StatusCode::ACCEPTED, Json(run)).into_response()),
@@ -469,11 +539,14 @@ impl IntoResponse for ApiError {
 }
 
 impl From<JsonRejection> for ApiError {
+    /// Keeps the rejection's own status (413 too large, 415 not JSON), but a body that is
+    /// JSON of the wrong shape is a 400 like any other bad request, not axum's 422.
     fn from(e: JsonRejection) -> Self {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bad request body: {}", e.body_text()),
-        )
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        ApiError(status, format!("bad request body: {}", e.body_text()))
     }
 }
 
@@ -506,6 +579,7 @@ impl From<EngineError> for ApiError {
             EngineError::Runtime(RuntimeError::NoSuchService(_)) => StatusCode::NOT_FOUND,
             EngineError::Runtime(RuntimeError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Store(StoreError::Database(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Store(StoreError::NameTaken { .. }) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -28,6 +28,11 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let github = config.github_settings()?;
     let discord = config.discord_settings()?;
     let subnets = config.subnet_pool()?;
+    let publish_address = config.publish_address()?;
+    let image_retention = config
+        .docker_config()?
+        .image_retention
+        .unwrap_or(envmgr::runtime::docker::DEFAULT_IMAGE_RETENTION);
     let mut settings = config.engine_settings()?;
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -69,11 +74,17 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect(&instance)
         .await
         .context("Slipway needs a running Docker engine; start it or set DOCKER_HOST")?
-        .with_subnet_pool(subnets);
+        .with_subnet_pool(subnets)
+        .with_publish_address(&publish_address)
+        .with_image_retention(image_retention);
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);
-    ensure_demo_image(runtime.as_ref())
-        .await
-        .context("cannot prepare the demo image")?;
+    // Only demo mode runs the bundled image; a configured server must not spend its start
+    // (or a Docker build) on it. `slipway demo-image` builds it on demand.
+    if config_path.is_none() {
+        ensure_demo_image(runtime.as_ref())
+            .await
+            .context("cannot prepare the demo image")?;
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -107,6 +118,8 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         app = app.merge(github::start(github, links, engine, public_url)?);
     }
 
+    // Last, so the webhook routes get the same error shape as the API.
+    let app = app.layer(axum::middleware::from_fn(api::json_errors));
     info!(%addr, instance, "Slipway is serving");
     eprintln!(
         "Slipway is serving on http://{addr} (data in {})",
@@ -119,9 +132,25 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `slipway demo-image`: builds the bundled demo image without starting a server.
+pub async fn build_demo_image() -> anyhow::Result<()> {
+    let runtime = DockerRuntime::connect("demo-image").await.context(
+        "building the demo image needs a running Docker engine; start it or set DOCKER_HOST",
+    )?;
+    ensure_demo_image(&runtime)
+        .await
+        .context("cannot prepare the demo image")?;
+    eprintln!("{} is ready", demo::DEMO_IMAGE);
+    Ok(())
+}
+
+/// Log line written whenever the demo image is checked or built (tests look for it).
+const DEMO_IMAGE_LOG: &str = "preparing the bundled demo image";
+
 /// Builds the demo app image when it is missing or stale (its content label differs).
 /// Cheap when it is current: one image lookup.
 async fn ensure_demo_image(runtime: &dyn Runtime) -> anyhow::Result<()> {
+    info!(image = demo::DEMO_IMAGE, "{DEMO_IMAGE_LOG}");
     let request = BuildRequest {
         service: ServiceName::parse("demo-app")?,
         tag: demo::DEMO_IMAGE.to_string(),

@@ -73,10 +73,7 @@ pub(super) fn resources(
     }
     if let Some((value, key)) = cpu {
         let text = scalar_string(&value);
-        let asked: f64 = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{key}` `{text}` is not a number"))?;
+        let asked = yaml_float(&text).ok_or_else(|| format!("`{key}` `{text}` is not a number"))?;
         // A tiny positive value is a (too small) limit, not "no limit": keep it positive.
         let nanos = (asked > 0.0).then(|| ((asked * 1e9) as i64).max(1));
         out.nano_cpus = Some(clamp(
@@ -98,10 +95,10 @@ pub(super) fn resources(
         let asked = match text.trim().parse::<i64>() {
             Ok(n) => n,
             // Beyond i64, or written as a float: still a number, saturated.
-            Err(_) => match text.trim().parse::<f64>() {
-                Ok(f) if f.is_nan() => 0,
-                Ok(f) => f as i64,
-                Err(_) => return Err(format!("`{key}` `{text}` is not a whole number")),
+            Err(_) => match yaml_float(&text) {
+                Some(f) if f.is_nan() => 0,
+                Some(f) => f as i64,
+                None => return Err(format!("`{key}` `{text}` is not a whole number")),
             },
         };
         out.pids = Some(clamp(
@@ -119,6 +116,17 @@ pub(super) fn resources(
         ));
     }
     Ok(out)
+}
+
+/// A number as Rust or YAML writes it (`.nan`, `.inf`, `-.inf` are YAML's).
+fn yaml_float(text: &str) -> Option<f64> {
+    let t = text.trim();
+    match t.to_ascii_lowercase().as_str() {
+        ".nan" => Some(f64::NAN),
+        ".inf" | "+.inf" => Some(f64::INFINITY),
+        "-.inf" => Some(f64::NEG_INFINITY),
+        _ => t.parse().ok(),
+    }
 }
 
 #[derive(Default)]

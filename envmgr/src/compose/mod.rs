@@ -55,6 +55,8 @@ pub enum ComposeError {
     },
     #[error("the compose file expands to more than {budget} YAML nodes (anchors and aliases repeated too often?); it was not read")]
     TooManyNodes { budget: usize },
+    #[error("the compose file has {count} `[`/`{{` (flow collections); a file of its size may have at most {allowed}: write it in block style, or make it smaller")]
+    TooManyFlowOpeners { count: usize, allowed: usize },
 }
 
 /// A compose file reduced to what Slipway applies, plus what it does not.
@@ -219,6 +221,9 @@ impl ComposeFile {
         let root = yaml::load(text).map_err(|e| match e {
             yaml::LoadError::Syntax(message) => ComposeError::Yaml(message),
             yaml::LoadError::TooManyNodes { budget } => ComposeError::TooManyNodes { budget },
+            yaml::LoadError::TooManyFlowOpeners { count, allowed } => {
+                ComposeError::TooManyFlowOpeners { count, allowed }
+            }
         })?;
         let root = root
             .as_mapping()

@@ -41,7 +41,7 @@ pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<A
     if env.observed_generation < env.generation || env.phase.in_progress() {
         return deploy(ctx, &env, None).await;
     }
-    if env.phase == Phase::Ready {
+    if matches!(env.phase, Phase::Ready | Phase::Degraded) {
         return verify(ctx, &env).await;
     }
     Ok(Action::Done)
@@ -107,9 +107,56 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
             ctx.store
                 .record_services(&env.name, &statuses(ctx, &observed))
                 .await?;
+            // A service whose restart policy keeps bringing it back is up but not working:
+            // Degraded while any is restarting, Ready again once none is (checked on every
+            // resync, so a service that becomes stable clears it by itself).
+            let restarting = observed
+                .services
+                .iter()
+                .find(|s| s.state == ServiceState::Restarting);
+            match (restarting, env.phase) {
+                (Some(service), _) => {
+                    let reason = format!(
+                        "service `{}` keeps exiting and being restarted; see `slipway env logs`",
+                        service.name
+                    );
+                    if env.phase != Phase::Degraded || env.reason.as_deref() != Some(&reason) {
+                        info!(env = %env.name, %reason, "env degraded");
+                        ctx.store
+                            .set_phase(&env.name, Phase::Degraded, Some(&reason), "degraded")
+                            .await?;
+                    }
+                }
+                (None, Phase::Degraded) => {
+                    info!(env = %env.name, "no service restarting any more: ready again");
+                    ctx.store
+                        .set_phase(&env.name, Phase::Ready, None, "services stable again")
+                        .await?;
+                }
+                (None, _) => {}
+            }
             Ok(Action::Done)
         }
     }
+}
+
+/// Prepares one service's image, reporting it as preparing, then waiting for its start.
+async fn prepare_one(
+    ctx: &Context,
+    service: &ServiceName,
+    source: &crate::runtime::ImageSource,
+    sink: crate::runtime::ProgressSink,
+) -> Result<String, crate::runtime::RuntimeError> {
+    sink(Progress::Service {
+        service: service.clone(),
+        state: ServiceState::Preparing,
+    });
+    let prepared = ctx.runtime.prepare_image(source, sink.clone()).await?;
+    sink(Progress::Service {
+        service: service.clone(),
+        state: ServiceState::Waiting,
+    });
+    Ok(prepared)
 }
 
 /// The step failed in a way only a change to the env can fix.
@@ -249,20 +296,24 @@ async fn deploy(
             &format!("preparing images for {}", commit.short()),
         )
         .await?;
-    for (service, source) in &plan.images {
-        (tracker.sink)(Progress::Service {
-            service: service.clone(),
-            state: ServiceState::Preparing,
-        });
-        let prepared = ctx.runtime.prepare_image(source, tracker.sink.clone());
-        match until_superseded(ctx, env, prepared).await? {
-            None => return Ok(Action::Requeue(Duration::ZERO)),
-            Some(Ok(_)) => (tracker.sink)(Progress::Service {
-                service: service.clone(),
-                state: ServiceState::Waiting,
-            }),
-            Some(Err(e)) => return runtime_failure(ctx, env, Phase::Building, e).await,
-        }
+    // Independent images build at once, at most `parallel_builds` of them (the engine and
+    // the CPUs are shared); the first failure stops the rest.
+    let parallel = ctx.settings.env_limits.parallel_builds.max(1);
+    let builds = {
+        use futures_util::{StreamExt as _, TryStreamExt as _};
+        let jobs: Vec<_> = plan
+            .images
+            .iter()
+            .map(|(service, source)| prepare_one(ctx, service, source, tracker.sink.clone()))
+            .collect();
+        futures_util::stream::iter(jobs)
+            .buffer_unordered(parallel)
+            .try_collect::<Vec<_>>()
+    };
+    match until_superseded(ctx, env, builds).await? {
+        None => return Ok(Action::Requeue(Duration::ZERO)),
+        Some(Ok(_)) => {}
+        Some(Err(e)) => return runtime_failure(ctx, env, Phase::Building, e).await,
     }
 
     ctx.store
@@ -303,6 +354,10 @@ async fn deploy(
         .record_observed_generation(&env.name, env.generation)
         .await?;
     info!(env = %env.name, commit = %commit.short(), "ready");
+    // Old built images go once the new ones run; a failure here never fails the env.
+    if let Err(e) = ctx.runtime.prune_images().await {
+        tracing::warn!(env = %env.name, error = %e, "removing old built images failed");
+    }
     if fresh && !file.test_services().is_empty() {
         let commit = commit.to_string();
         ctx.store

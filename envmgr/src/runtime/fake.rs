@@ -79,6 +79,19 @@ impl FakeRuntime {
         }
     }
 
+    /// Simulates a service changing state on its own (e.g. a restart loop: `Restarting`).
+    pub fn set_service_state(&self, env: &EnvName, service: &str, state: ServiceState) {
+        if let Some(observed) = self.envs.lock().unwrap().get_mut(env) {
+            for s in observed
+                .services
+                .iter_mut()
+                .filter(|s| s.name.as_str() == service)
+            {
+                s.state = state.clone();
+            }
+        }
+    }
+
     fn record(&self, call: String) {
         self.calls.lock().unwrap().push(call);
     }

@@ -330,6 +330,10 @@ pub enum RuntimeError {
     Conflict(String),
     #[error("the container runtime is unavailable: {0}")]
     Unavailable(String),
+    /// The engine refused a request as invalid (a Docker 4xx other than 409): retrying the
+    /// same request cannot succeed, so this is never transient.
+    #[error("the Docker engine refused the request: {0}")]
+    Rejected(String),
     #[error("no service `{0}` in this environment")]
     NoSuchService(String),
 }
@@ -368,6 +372,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Remove every container, network and volume of `env`. Nothing there is success.
     async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError>;
+
+    /// Removes this instance's built images beyond the runtime's retention (the newest N per
+    /// image name, i.e. per repo and service), never one a container uses. Returns how many
+    /// went. Runtimes without built images have nothing to do.
+    async fn prune_images(&self) -> Result<usize, RuntimeError> {
+        Ok(0)
+    }
 
     /// Output of one service, or of all services (each line prefixed by its service name).
     async fn logs(

@@ -73,6 +73,11 @@ impl PullRow {
     }
 }
 
+/// How long a handled delivery's id is kept (for redelivery dedup) after its body is gone:
+/// ids are small, and GitHub redelivers only recent deliveries.
+pub const DELIVERY_ID_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+
 const PULL_COLUMNS: &str = "repo, number, github_repo, env, state, head_sha, head_ref, is_fork, is_draft, skip, \
      approved_sha, approved_by, comment_id, comment_body, deployment_id, deployment_sha, deployment_state, \
      status_sha, status_state";
@@ -127,6 +132,45 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Bounds what deliveries keep: the body (up to 10 MB) of a delivery handled and received
+    /// before `keep_bodies_for` ago is cleared, and the whole row (its id, kept for
+    /// redelivery dedup) goes after [`DELIVERY_ID_RETENTION`]. Unhandled deliveries keep
+    /// everything: the processor still needs them. Returns (bodies cleared, rows removed).
+    pub async fn prune_deliveries(
+        &self,
+        keep_bodies_for: std::time::Duration,
+    ) -> Result<(u64, u64), StoreError> {
+        let now = now_ms();
+        let ago = |d: std::time::Duration| {
+            now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        let cleared = sqlx::query(
+            "UPDATE webhook_deliveries SET payload = '' \
+             WHERE processed_at IS NOT NULL AND received_at < $1 AND payload <> ''",
+        )
+        .bind(ago(keep_bodies_for))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let removed = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE processed_at IS NOT NULL AND received_at < $1",
+        )
+        .bind(ago(DELIVERY_ID_RETENTION.max(keep_bodies_for)))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((cleared, removed))
+    }
+
+    /// The body of a stored delivery (`""` once pruned), `None` when the id is not kept.
+    pub async fn delivery_payload(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT payload FROM webhook_deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| column(&r, "payload")).transpose()
     }
 
     /// How many deliveries are stored, and how many of them were processed.

@@ -31,6 +31,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    /// `env up` for a name another (repo, branch or PR) owns: names are never moved.
+    #[error("env `{name}` belongs to {owner}; ask for that one by its own repo and branch, or `env down {name}` first and wait until it is deleted")]
+    NameTaken { name: String, owner: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +74,7 @@ pub struct PullRequestSource {
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
 
@@ -175,21 +178,30 @@ impl Store {
     /// for one env each bump the generation exactly once.
     pub async fn request_up(&self, req: &UpRequest) -> Result<EnvRecord, StoreError> {
         let now = now_ms();
-        let ttl_ms = req.ttl.as_millis() as i64;
+        let ttl_ms = i64::try_from(req.ttl.as_millis())
+            .ok()
+            .filter(|ms| now.checked_add(*ms).is_some())
+            .ok_or_else(|| StoreError::Corrupt(format!("ttl {:?} is out of range", req.ttl)))?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        // The owner check is the upsert's own WHERE, so it is atomic on both dialects: an
+        // existing row is only updated when it has the same owner (repo and branch for a
+        // branch env, repo and PR number for a PR env) or is Deleted (then it is re-owned).
+        let changed = sqlx::query(
             "INSERT INTO envs (name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
                  expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, \
                  git_ref, pr_number, want_commit) \
              VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]', $8, $9, $10) \
              ON CONFLICT (name) DO UPDATE SET \
-                 branch = excluded.branch, requested_by = excluded.requested_by, desired = 'running', \
+                 repo = excluded.repo, branch = excluded.branch, requested_by = excluded.requested_by, desired = 'running', \
                  generation = envs.generation + 1, ttl_ms = excluded.ttl_ms, expires_at = excluded.expires_at, \
                  updated_at = excluded.updated_at, phase = 'Pending', reason = NULL, \
                  created_at = CASE WHEN envs.phase = 'Deleted' THEN excluded.created_at ELSE envs.created_at END, \
                  services = CASE WHEN envs.phase = 'Deleted' THEN '[]' ELSE envs.services END, \
                  commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END, \
-                 git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit",
+                 git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit \
+             WHERE envs.phase = 'Deleted' OR (envs.repo = excluded.repo AND ( \
+                 (envs.pr_number IS NULL AND excluded.pr_number IS NULL AND envs.branch = excluded.branch) \
+                 OR envs.pr_number = excluded.pr_number))",
         )
         .bind(req.name.as_str())
         .bind(req.repo.as_str())
@@ -202,7 +214,22 @@ impl Store {
         .bind(req.pull_request.as_ref().map(|pr| pr.number))
         .bind(req.pull_request.as_ref().map(|pr| pr.head.to_string()))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            drop(tx);
+            let owner = match self.get(&req.name).await? {
+                Some(env) => match env.pull_request {
+                    Some(pr) => format!("repo `{}` pull request #{}", env.repo, pr.number),
+                    None => format!("repo `{}` branch `{}`", env.repo, env.branch),
+                },
+                None => "someone else".to_string(),
+            };
+            return Err(StoreError::NameTaken {
+                name: req.name.to_string(),
+                owner,
+            });
+        }
         let what = match &req.pull_request {
             Some(pr) => format!("pull request #{} at {}", pr.number, pr.head.short()),
             None => format!("branch {}", req.branch),
@@ -268,7 +295,12 @@ impl Store {
         actor: &str,
     ) -> Result<Option<EnvRecord>, StoreError> {
         let now = now_ms();
-        let (by, cap) = (by.as_millis() as i64, now + max.as_millis() as i64);
+        // Checked: `by` past `max` cannot matter (the expiry is capped at now + max), and
+        // clamping it first keeps `expires_at + by` far from i64's end.
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let max_ms = millis(max);
+        let by = millis(by).min(max_ms);
+        let cap = now.saturating_add(max_ms);
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
             "UPDATE envs SET expires_at = CASE WHEN expires_at + $1 > $2 THEN $2 ELSE expires_at + $1 END, updated_at = $3 \
@@ -283,8 +315,9 @@ impl Store {
         .rows_affected();
         if changed > 0 {
             let message = format!(
-                "extended by {}",
-                humantime::format_duration(Duration::from_millis(by as u64))
+                "extended by {} (the expiry is capped at {} from now)",
+                humantime::format_duration(Duration::from_millis(by.unsigned_abs())),
+                humantime::format_duration(max)
             );
             insert_event(
                 &mut tx,

@@ -17,18 +17,23 @@ pub enum Phase {
     Building,
     Starting,
     Ready,
+    /// Was Ready, but a service keeps restarting (its restart policy at work). Not in
+    /// progress: the reconciler keeps checking on resync and goes back to Ready once no
+    /// service is restarting any more.
+    Degraded,
     Failed,
     Deleting,
     Deleted,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Pending,
         Phase::Fetching,
         Phase::Building,
         Phase::Starting,
         Phase::Ready,
+        Phase::Degraded,
         Phase::Failed,
         Phase::Deleting,
         Phase::Deleted,
@@ -41,6 +46,7 @@ impl Phase {
             Phase::Building => "Building",
             Phase::Starting => "Starting",
             Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
             Phase::Failed => "Failed",
             Phase::Deleting => "Deleting",
             Phase::Deleted => "Deleted",

@@ -33,6 +33,11 @@ const FAILURE_LOG_LINES: u64 = 20;
 /// see it running) and, as services settle in parallel, adds at most this much to `apply`.
 const SETTLE_TIME: Duration = Duration::from_millis(300);
 
+/// Restarts tolerated while a service starts. A service with a restart policy that exits in
+/// a loop is `Running` or `Restarting` most of the time and never `Exited`; past this many
+/// restarts it is failed with its exit code instead of being waited for (or called ready).
+const MAX_START_RESTARTS: i64 = 2;
+
 impl DockerRuntime {
     pub(super) async fn apply_spec(
         &self,
@@ -79,7 +84,8 @@ impl DockerRuntime {
                 }
             }
         }
-        try_join_all(doomed.iter().map(|id| self.remove_container(id))).await?;
+        // Graceful, in parallel: a replaced service gets its stop signal and grace period.
+        try_join_all(doomed.iter().map(|id| self.stop_and_remove(id))).await?;
         Ok(kept)
     }
 }
@@ -330,6 +336,7 @@ impl ServiceTask {
         let goal = Goal::of(&self.ctx.spec, service);
         let deadline = Instant::now() + self.ctx.ready_timeout;
         let mut running_since = None;
+        let mut restarts_seen: Option<i64> = None;
         loop {
             let Some(info) = self.ctx.runtime.inspect_container(id).await? else {
                 return Err(RuntimeError::ServiceFailed {
@@ -338,8 +345,23 @@ impl ServiceTask {
                 });
             };
             let state = service_state(&info);
+            let restarts = restart_count(&info);
+            if restarts > MAX_START_RESTARTS {
+                let reason = self.restart_loop_reason(id, &info, restarts).await;
+                self.publish(state);
+                return Err(RuntimeError::ServiceFailed {
+                    service: service.name.clone(),
+                    reason,
+                });
+            }
+            // A restart since the last poll means the process died: settle again from zero.
+            let restarted = restarts_seen.is_some_and(|seen| restarts > seen);
+            restarts_seen = Some(restarts);
             running_since = match state {
-                ServiceState::Running => running_since.or_else(|| Some(Instant::now())),
+                ServiceState::Running if !restarted => {
+                    running_since.or_else(|| Some(Instant::now()))
+                }
+                ServiceState::Running => Some(Instant::now()),
                 _ => None,
             };
             let settling =
@@ -373,6 +395,26 @@ impl ServiceTask {
         }
     }
 
+    /// "it keeps exiting (exit code 3, restarted 4 times)" with the last log lines.
+    async fn restart_loop_reason(
+        &self,
+        id: &str,
+        info: &bollard::models::ContainerInspectResponse,
+        restarts: i64,
+    ) -> String {
+        let code = info
+            .state
+            .as_ref()
+            .and_then(|s| s.exit_code)
+            .unwrap_or_default();
+        let mut reason = format!("it keeps exiting (exit code {code}, restarted {restarts} times)");
+        let logs = self.ctx.runtime.log_tail(id, FAILURE_LOG_LINES).await;
+        if !logs.trim().is_empty() {
+            reason.push_str(&format!("; last lines:\n{}", logs.trim_end()));
+        }
+        reason
+    }
+
     async fn failure_reason(
         &self,
         id: &str,
@@ -404,6 +446,11 @@ impl ServiceTask {
         }
         reason
     }
+}
+
+/// How many times Docker restarted the container (its restart policy at work).
+fn restart_count(info: &bollard::models::ContainerInspectResponse) -> i64 {
+    info.restart_count.unwrap_or_default()
 }
 
 /// Waits until `dep` is met by its service's published state.

@@ -168,7 +168,7 @@ impl DockerRuntime {
     ) -> Result<String, RuntimeError> {
         let name = container_name(&spec.env, &service.name);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let body = container_config(&self.instance, spec, service);
+        let body = container_config(&self.instance, &self.publish_address, spec, service);
         let mut removed_leftover = false;
         loop {
             let err = match self
@@ -264,13 +264,34 @@ impl DockerRuntime {
         }
     }
 
+    /// Stops a container gracefully (its own StopSignal, then SIGKILL after its StopTimeout,
+    /// both set at create from the service's `stop_signal`/`stop_grace`), then removes it.
+    pub(super) async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
+            .await
+        {
+            // 304: already stopped; 404: already gone. Anything else: the forced remove
+            // below still gets rid of it, so only log.
+            Ok(()) => {}
+            Err(e) if matches!(errors::status(&e), Some(304 | 404)) => {}
+            Err(e) if errors::is_connection(&e) => {
+                return Err(errors::unavailable(&format!("stopping container {id}"), &e))
+            }
+            Err(e) => tracing::warn!(%id, error = %errors::describe(&e), "stopping failed"),
+        }
+        self.remove_container(id).await
+    }
+
     pub(super) async fn destroy_env(&self, env: &EnvName) -> Result<(), RuntimeError> {
         let containers = self.env_containers(env).await?;
+        // In parallel: tearing down many services takes about one grace period, not the sum.
         try_join_all(
             containers
                 .iter()
                 .filter_map(|c| c.id.as_deref())
-                .map(|id| self.remove_container(id)),
+                .map(|id| self.stop_and_remove(id)),
         )
         .await?;
         // Networks and volumes can only go once no container uses them.
@@ -303,6 +324,7 @@ impl DockerRuntime {
 /// The full container definition of one service.
 pub(super) fn container_config(
     instance: &str,
+    publish_address: &str,
     spec: &EnvSpec,
     service: &ServiceSpec,
 ) -> ContainerCreateBody {
@@ -327,7 +349,11 @@ pub(super) fn container_config(
         labels: Some(container_labels(instance, spec, service)),
         working_dir: service.working_dir.clone(),
         user: service.user.clone(),
-        host_config: Some(host_config(spec, service)),
+        host_config: Some(host_config(publish_address, spec, service)),
+        // Set on the container so every stop (ours, `docker stop`, engine shutdown) sends
+        // the service's signal and waits its grace before killing.
+        stop_signal: service.stop_signal.clone(),
+        stop_timeout: Some(service.stop_grace.as_secs().max(1) as i64),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(network, endpoint)])),
         }),
@@ -362,11 +388,12 @@ fn exposed_ports(service: &ServiceSpec) -> HashMap<String, HashMap<(), ()>> {
         .collect()
 }
 
-fn host_config(spec: &EnvSpec, service: &ServiceSpec) -> HostConfig {
-    // An empty host port lets Docker pick a free one, so envs never collide on ports.
+fn host_config(publish_address: &str, spec: &EnvSpec, service: &ServiceSpec) -> HostConfig {
+    // An empty host port lets Docker pick a free one, so envs never collide on ports. The
+    // host IP is explicit: an empty one would listen on 0.0.0.0 and [::].
     let any_port = || {
         Some(vec![PortBinding {
-            host_ip: Some(String::new()),
+            host_ip: Some(publish_address.to_string()),
             host_port: Some(String::new()),
         }])
     };
@@ -499,7 +526,7 @@ mod tests {
     #[test]
     fn container_config_maps_the_service_spec() {
         let spec = spec();
-        let config = container_config("inst", &spec, &spec.services[0]);
+        let config = container_config("inst", "127.0.0.1", &spec, &spec.services[0]);
         assert_eq!(config.env, Some(vec!["A=1".to_string()]));
         let exposed = config.exposed_ports.unwrap();
         assert!(exposed.contains_key("8080/tcp") && exposed.contains_key("9000/tcp"));
@@ -517,6 +544,11 @@ mod tests {
                 .as_deref(),
             Some("")
         );
+        assert_eq!(
+            bindings["8080/tcp"].as_ref().unwrap()[0].host_ip.as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(config.stop_timeout, Some(5));
         let mount = &host.mounts.unwrap()[0];
         assert_eq!(mount.source.as_deref(), Some("slipway-demo-main-data"));
         assert_eq!(mount.typ, Some(MountTypeEnum::VOLUME));

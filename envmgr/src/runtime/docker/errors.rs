@@ -63,14 +63,33 @@ pub(super) fn unavailable(action: &str, err: &Error) -> RuntimeError {
     RuntimeError::Unavailable(format!("{action} failed: {}", describe(err)))
 }
 
-/// The fallback mapping for requests whose failure is not the env's fault: conflicts are
-/// reported as such, everything else (engine down, engine errors) is worth retrying.
+/// Whether retrying the same request later may succeed: the engine could not be reached,
+/// timed out, or failed internally (5xx). A 4xx is the engine refusing this request (bad
+/// parameter, missing object, conflict): retrying it forever would only hide the message.
+pub(super) fn is_transient(err: &Error) -> bool {
+    if is_connection(err) {
+        return true;
+    }
+    match status(err) {
+        Some(code) => code >= 500,
+        // Stream errors, JSON errors etc. are the engine answering, not being unreachable.
+        None => false,
+    }
+}
+
+/// The fallback mapping for a failed `action`: conflicts are reported as such, connection
+/// errors, timeouts and 5xx as `Unavailable` (worth retrying), any other refusal (4xx) as
+/// `Rejected` with the engine's message, so the env fails with it instead of retrying.
 pub(super) fn other(action: &str, err: &Error) -> RuntimeError {
     if is_conflict(err) {
         return RuntimeError::Conflict(format!("{action} failed: {}", describe(err)));
     }
     tracing::warn!(action, error = %describe(err), "Docker request failed");
-    unavailable(action, err)
+    if is_transient(err) {
+        unavailable(action, err)
+    } else {
+        RuntimeError::Rejected(format!("{action} failed: {}", describe(err)))
+    }
 }
 
 /// Keeps the end of `text` (where build errors and the last log lines are) within `max`
@@ -110,7 +129,7 @@ mod tests {
         assert_eq!(describe(&err), "No such container: x");
         assert!(matches!(
             other("removing", &err),
-            RuntimeError::Unavailable(_)
+            RuntimeError::Rejected(m) if m.contains("No such container")
         ));
         let conflict = Error::DockerResponseServerError {
             status_code: 409,
@@ -121,5 +140,29 @@ mod tests {
             RuntimeError::Conflict(_)
         ));
         assert!(is_connection(&Error::RequestTimeoutError));
+    }
+
+    #[test]
+    fn only_connection_errors_timeouts_and_5xx_are_transient() {
+        for code in [400u16, 401, 403, 404, 406, 409, 410, 413, 422, 499] {
+            let err = Error::DockerResponseServerError {
+                status_code: code,
+                message: "bad".into(),
+            };
+            assert!(!is_transient(&err), "{code} must not be transient");
+            assert!(!other("creating volume", &err).is_transient(), "{code}");
+        }
+        for code in [500u16, 502, 503, 504] {
+            let err = Error::DockerResponseServerError {
+                status_code: code,
+                message: "engine broke".into(),
+            };
+            assert!(other("creating volume", &err).is_transient(), "{code}");
+        }
+        assert!(other("listing", &Error::RequestTimeoutError).is_transient());
+        let stream = Error::DockerStreamError {
+            error: "invalid reference format".into(),
+        };
+        assert!(!other("pulling", &stream).is_transient());
     }
 }

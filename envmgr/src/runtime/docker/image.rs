@@ -21,6 +21,85 @@ const MAX_BUILD_ERROR: usize = 2000;
 const BUILD_TAIL_LINES: usize = 30;
 
 impl DockerRuntime {
+    /// Image retention: groups this instance's built images (instance label) by image name
+    /// (`slipway/<repo>-<service>`), keeps the newest `image_retention` of each and every
+    /// image a container (of anyone) uses, and removes the rest without force, so an image
+    /// that became used meanwhile is refused by Docker and kept.
+    pub(super) async fn prune_built_images(&self) -> Result<usize, RuntimeError> {
+        use std::collections::{BTreeMap, HashSet};
+
+        use bollard::query_parameters::{
+            ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+        };
+
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={}", labels::INSTANCE, self.instance)],
+        )]);
+        let images = self
+            .docker
+            .list_images(Some(
+                ListImagesOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await
+            .map_err(|e| errors::other("listing built images", &e))?;
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).build()))
+            .await
+            .map_err(|e| errors::other("listing containers", &e))?;
+        let in_use: HashSet<String> = containers.into_iter().filter_map(|c| c.image_id).collect();
+        // Image name -> (created, id, tag); `Created` in seconds ties for quick rebuilds, so
+        // the inspect's nanosecond timestamp orders them.
+        let mut by_name: BTreeMap<String, Vec<(std::time::SystemTime, String, String)>> =
+            BTreeMap::new();
+        for image in images {
+            for tag in &image.repo_tags {
+                let Some((name, _)) = tag.rsplit_once(':') else {
+                    continue;
+                };
+                let created = match self.local_image(&image.id).await? {
+                    Some(info) => info
+                        .created
+                        .as_deref()
+                        .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok()),
+                    None => continue,
+                }
+                .unwrap_or(std::time::UNIX_EPOCH);
+                by_name.entry(name.to_string()).or_default().push((
+                    created,
+                    image.id.clone(),
+                    tag.clone(),
+                ));
+            }
+        }
+        let mut removed = 0;
+        for (name, mut versions) in by_name {
+            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+            for (_, id, tag) in versions.into_iter().skip(self.image_retention) {
+                if in_use.contains(&id) {
+                    continue;
+                }
+                let options = RemoveImageOptionsBuilder::new().force(false).build();
+                match self.docker.remove_image(&tag, Some(options), None).await {
+                    Ok(_) => {
+                        removed += 1;
+                        tracing::info!(image = %tag, "removed an old built image");
+                    }
+                    // Gone already, or in use (409): keeping it is right.
+                    Err(e) if errors::is_not_found(&e) || errors::is_conflict(&e) => {}
+                    Err(e) => {
+                        return Err(errors::other(
+                            &format!("removing image `{tag}` ({name})"),
+                            &e,
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The image if present locally; `None` if not.
     async fn local_image(&self, reference: &str) -> Result<Option<ImageInspect>, RuntimeError> {
         match self.docker.inspect_image(reference).await {

@@ -26,7 +26,7 @@ impl DockerRuntime {
         output: mpsc::Sender<Bytes>,
     ) -> Result<JobOutcome, RuntimeError> {
         let name = format!("slipway-{}-{}", env.env, job.id);
-        let mut config = container_config(&self.instance, env, &job.service);
+        let mut config = container_config(&self.instance, &self.publish_address, env, &job.service);
         if let Some(labels) = config.labels.as_mut() {
             labels.insert(labels::JOB.to_string(), job.id.clone());
         }

@@ -42,7 +42,18 @@ pub struct DockerRuntime {
     network_lock: Arc<Mutex<()>>,
     /// Where env networks get their subnets.
     subnets: subnet::SubnetPool,
+    /// Host address published ports listen on (`[runtime.docker] publish_address`);
+    /// loopback by default so envs are not reachable from the network unless asked for.
+    publish_address: String,
+    /// Built images kept per image name beside those in use (`image_retention`).
+    image_retention: usize,
 }
+
+/// Default of `[runtime.docker] image_retention`.
+pub const DEFAULT_IMAGE_RETENTION: usize = 3;
+
+/// Default of `[runtime.docker] publish_address`.
+pub const DEFAULT_PUBLISH_ADDRESS: &str = "127.0.0.1";
 
 impl DockerRuntime {
     /// Connects to the local engine (`/var/run/docker.sock`, or a `unix://` `DOCKER_HOST`)
@@ -66,12 +77,27 @@ impl DockerRuntime {
             instance: instance.to_string(),
             network_lock: Arc::default(),
             subnets: subnet::SubnetPool::default(),
+            publish_address: DEFAULT_PUBLISH_ADDRESS.to_string(),
+            image_retention: DEFAULT_IMAGE_RETENTION,
         })
+    }
+
+    /// Published ports listen on `address` (an IP; `0.0.0.0` for every interface) instead
+    /// of loopback.
+    pub fn with_publish_address(mut self, address: &str) -> Self {
+        self.publish_address = address.to_string();
+        self
     }
 
     /// Env networks get `/prefix` subnets of `pool` instead of the default ones.
     pub fn with_subnet_pool(mut self, pool: subnet::SubnetPool) -> Self {
         self.subnets = pool;
+        self
+    }
+
+    /// Keep the newest `retention` built images per repo and service (plus those in use).
+    pub fn with_image_retention(mut self, retention: usize) -> Self {
+        self.image_retention = retention;
         self
     }
 
@@ -184,6 +210,10 @@ impl Runtime for DockerRuntime {
 
     async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError> {
         self.destroy_env(env).await
+    }
+
+    async fn prune_images(&self) -> Result<usize, RuntimeError> {
+        self.prune_built_images().await
     }
 
     async fn logs(
