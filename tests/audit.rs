@@ -188,7 +188,7 @@ fn the_http_api_runs_any_command_of_the_grammar() {
         missing["error"]
             .as_str()
             .unwrap()
-            .contains("`env status` needs the environment here: `slipway env status [env]`"),
+            .contains("`env status` needs the environment here: `slipway env status <env>`"),
         "{missing:#}"
     );
     let (status, both) = post(json!({ "command": "env list", "args": ["env", "list"] }));

@@ -20,12 +20,14 @@ mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|teardown|rebuild|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
   teardown      time `slipway env down --wait` of compose/demo.yml (containers stopped
                 gracefully, in parallel) against `docker-compose down -v` (default 5 rounds)
+  rebuild       redeploy after a commit changing one build context, then two, against
+                `docker-compose up -d --build` plus healthy (default 5 rounds per case)
   serve-memory  resident memory of `slipway serve` idle and with N envs Ready (default 50)
   webhooks      N signed pull_request deliveries (default 5000): acknowledgements per second
                 and latency beside the server's /healthz, and stored-exactly-once
@@ -53,6 +55,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("env-up") => env_up(rounds),
         Some("teardown") => teardown(rounds),
+        Some("rebuild") => rebuild(rounds),
         Some("serve-memory") => serve_memory(envs),
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
@@ -221,6 +224,143 @@ fn teardown(rounds: usize) -> Result<()> {
     }
     let ratio = summary(&ours).0 / summary(&theirs).0;
     println!("ratio slipway/compose (medians): {ratio:.2}x (goal: <= 1.0x)");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// rebuild
+
+/// The demo file with a second built service: `worker` gets its own context, so a change can
+/// touch one context or both.
+const REBUILD_COMPOSE: &str = r#"services:
+  migrate:
+    image: slipway/demo-app:latest
+    command: ["migrate"]
+    restart: "no"
+  web:
+    build:
+      context: demo/web
+    ports:
+      - "8080"
+    environment:
+      PORT: "8080"
+    healthcheck:
+      test: ["CMD", "/demo-app", "probe", "http://127.0.0.1:8080/healthz"]
+      interval: 1s
+      timeout: 2s
+      retries: 30
+    depends_on:
+      migrate:
+        condition: service_completed_successfully
+  worker:
+    build:
+      context: demo/worker
+    command: ["worker"]
+    environment:
+      TARGET_URL: http://web:8080/
+    depends_on:
+      web:
+        condition: service_healthy
+"#;
+
+/// A context's Dockerfile: a file copied in, so changing the file invalidates that step.
+const REBUILD_DOCKERFILE: &str = "FROM slipway/demo-app:latest\nCOPY greeting.txt /greeting.txt\n";
+
+/// Both sides keep one env running; each round commits a change to one context (then to
+/// both) and times the redeploy to Ready: `slipway env up` at the new commit against
+/// `docker-compose up -d --build` plus healthy, on the same files.
+fn rebuild(rounds: usize) -> Result<()> {
+    println!(
+        "== rebuild: two built services, {rounds} rounds per case, {} cores",
+        cores()
+    );
+    let slipway = slipway_binary()?;
+    let repo = Repo::new()?;
+    repo.write("compose/rebuild.yml", REBUILD_COMPOSE)?;
+    for service in ["web", "worker"] {
+        repo.write(
+            &format!("compose/demo/{service}/Dockerfile"),
+            REBUILD_DOCKERFILE,
+        )?;
+        repo.write(&format!("compose/demo/{service}/greeting.txt"), "0\n")?;
+    }
+    repo.commit()?;
+    let repo_name = format!("benchrb{}", std::process::id());
+    let env = format!("{repo_name}-main");
+    let _leftovers = EnvCleanup {
+        repo: repo_name.clone(),
+        envs: vec![env.clone()],
+    };
+    let compose = Compose {
+        project: format!("slipwaybenchrb{}", std::process::id()),
+        file: repo.path().join("compose/rebuild.yml"),
+    };
+    let server = Server::start(
+        &slipway,
+        &repo,
+        &repo_name,
+        "compose/rebuild.yml",
+        "rebuild",
+    )?;
+    println!("warm-up: both sides build and start once");
+    server.up(&repo_name, "main")?;
+    compose.run(&["up", "-d", "--build"])?;
+    compose.wait_ready(Duration::from_secs(180))?;
+
+    let mut results = Vec::new();
+    let mut change = 0;
+    for (case, touched) in [
+        ("one file, one context", &["web"][..]),
+        ("two contexts", &["web", "worker"][..]),
+    ] {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            // A fresh change per side, so neither finds the other's build in a cache.
+            for slipway_turn in [round % 2 == 1, round % 2 == 0] {
+                change += 1;
+                for service in touched {
+                    repo.write(
+                        &format!("compose/demo/{service}/greeting.txt"),
+                        &format!("{change}\n"),
+                    )?;
+                }
+                repo.commit()?;
+                if slipway_turn {
+                    let took = server.up(&repo_name, "main")?;
+                    println!(
+                        "{case}, round {round}/{rounds}: slipway        {:>6.2} s",
+                        secs(took)
+                    );
+                    ours.push(took);
+                } else {
+                    let start = Instant::now();
+                    compose.run(&["up", "-d", "--build"])?;
+                    compose.wait_ready(Duration::from_secs(180))?;
+                    let took = start.elapsed();
+                    println!(
+                        "{case}, round {round}/{rounds}: docker-compose {:>6.2} s",
+                        secs(took)
+                    );
+                    theirs.push(took);
+                }
+            }
+        }
+        results.push((case, ours, theirs));
+    }
+    println!();
+    println!("redeploy to Ready after a commit, {rounds} rounds per case");
+    println!("{:<52} {:>8} {:>8} {:>8}", "", "median", "min", "max");
+    for (case, ours, theirs) in &results {
+        for (label, times) in [
+            (format!("{case}: slipway env up --wait"), ours),
+            (format!("{case}: docker-compose up -d --build"), theirs),
+        ] {
+            let (median, min, max) = summary(times);
+            println!("{label:<52} {median:>6.2} s {min:>6.2} s {max:>6.2} s");
+        }
+        let ratio = summary(ours).0 / summary(theirs).0;
+        println!("{case}: ratio slipway/compose (medians): {ratio:.2}x (goal: <= 1.0x)");
+    }
     Ok(())
 }
 

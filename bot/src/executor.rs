@@ -97,7 +97,11 @@ pub enum CommandError {
     #[error("{0} Nothing was done.")]
     Refused(Refusal),
     /// An argument this surface has no default for.
-    #[error("`{}` needs {what} here: `{prefix}{}`.", .command.name(), .command.usage())]
+    #[error(
+        "`{}` needs {what} here: `{prefix}{}`.",
+        .command.name(),
+        .command.usage_on(crate::commands::Syntax::for_prefix(prefix))
+    )]
     Missing {
         command: CommandKind,
         what: String,

@@ -18,9 +18,9 @@ use bytes::Bytes;
 use envmgr::names::{EnvName, RepoName, ServiceName};
 use envmgr::runtime::docker::DockerRuntime;
 use envmgr::runtime::{
-    labels, BuildRequest, Dependency, DependencyCondition, EnvSpec, HealthcheckSpec, ImageSource,
-    LogOptions, ObservedEnv, PortSpec, Progress, ProgressSink, Protocol, ResourceLimits,
-    RestartPolicy, Runtime, RuntimeError, ServiceSpec, ServiceState, VolumeMount,
+    labels, BuildContext, BuildRequest, Dependency, DependencyCondition, EnvSpec, HealthcheckSpec,
+    ImageSource, LogOptions, ObservedEnv, PortSpec, Progress, ProgressSink, Protocol,
+    ResourceLimits, RestartPolicy, Runtime, RuntimeError, ServiceSpec, ServiceState, VolumeMount,
 };
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,7 +71,9 @@ async fn busybox_image(rt: &DockerRuntime) -> String {
     static IMAGE_READY: OnceCell<String> = OnceCell::const_new();
     IMAGE_READY
         .get_or_init(|| async {
+            // The label is what `build_request` requires of an image it reuses.
             let dockerfile = "FROM scratch\n\
+                LABEL dev.slipway.test=busybox-1\n\
                 COPY busybox /bin/busybox\n\
                 RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
                 RUN mkdir -p /www && echo hello-slipway > /www/index.html\n";
@@ -95,10 +97,13 @@ fn build_request(tag: &str, context: Bytes) -> BuildRequest {
         service: service_name("web"),
         tag: tag.to_string(),
         dockerfile: "Dockerfile".into(),
-        context_tar: context,
+        context: BuildContext::bytes(context),
         args: BTreeMap::new(),
         target: None,
-        labels: BTreeMap::from([("dev.slipway.test".to_string(), "busybox-1".to_string())]),
+        required_labels: BTreeMap::from([(
+            "dev.slipway.test".to_string(),
+            "busybox-1".to_string(),
+        )]),
     }
 }
 
@@ -551,12 +556,15 @@ async fn image_failures_are_reported_with_their_cause() {
     let rt = runtime("images").await;
     let image = busybox_image(&rt).await;
 
-    // Building again with the same tag and labels is skipped.
+    // Building again with the same tag and labels is skipped without reading the context.
     let (progress, events) = recorder();
-    let again = build_request(
-        IMAGE,
-        context_tar(&[("Dockerfile", b"FROM scratch\n", 0o644)]),
-    );
+    let again = BuildRequest {
+        context: BuildContext::lazy(|| async { Err("the context must not be read".to_string()) }),
+        ..build_request(
+            IMAGE,
+            context_tar(&[("Dockerfile", b"FROM scratch\n", 0o644)]),
+        )
+    };
     assert_eq!(
         rt.prepare_image(&ImageSource::Build(again), progress)
             .await
@@ -791,8 +799,9 @@ async fn services_restarting_in_a_loop_fail_with_their_exit_code() {
 async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
     with_env("retention", |rt, env| async move {
         let base = busybox_image(&rt).await;
-        // Its own instance so other tests' images are not counted (or pruned).
-        let rt = rt.with_image_retention(3);
+        // Its own image name, so other tests' images are not counted; no grace, so images
+        // built a moment ago count as old.
+        let rt = rt.with_image_retention(3).with_image_grace(Duration::ZERO);
         let name = format!("slipway/retention{}-web", std::process::id());
         let mut tags = Vec::new();
         for version in 0..5 {

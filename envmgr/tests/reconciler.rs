@@ -416,3 +416,30 @@ async fn runs_of_a_deleted_env_end_with_a_reason() {
         .iter()
         .all(|r| r.status.is_finished() || r.status == RunStatus::Queued));
 }
+
+/// A build whose context did not change between two commits keeps its content tag: the
+/// second env reuses the image (the runtime then never reads the context).
+#[tokio::test]
+async fn an_unchanged_build_context_is_reused_not_rebuilt() {
+    let fake = Arc::new(FakeRuntime::new());
+    let w = world(fake.clone()).await;
+    w.engine.up("app", "main", None, "tester").await.unwrap();
+    wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    git(&w.repo, &["checkout", "-q", "-b", "docs"]);
+    std::fs::write(w.repo.join("README.md"), "outside the web context\n").unwrap();
+    git(&w.repo, &["add", "-A"]);
+    git(&w.repo, &["commit", "-q", "-m", "docs"]);
+    w.engine.up("app", "docs", None, "tester").await.unwrap();
+    wait_for(&w.engine, "app-docs", "Ready", ready_at(1)).await;
+    let images: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("build ") || c.starts_with("reuse "))
+        .collect();
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(
+        images[0].starts_with("build slipway/app-web:"),
+        "{images:?}"
+    );
+    assert_eq!(images[1], images[0].replacen("build", "reuse", 1));
+}

@@ -239,7 +239,9 @@ impl CommandKind {
         self.info().name
     }
 
-    /// Usage without a prefix, e.g. `"env down [env]"`.
+    /// The spec's usage line, in PR-comment syntax, e.g. `"env down [env]"`; surfaces
+    /// show [`CommandKind::usage_on`], and tests check the two agree.
+    #[cfg(test)]
     pub const fn usage(self) -> &'static str {
         self.info().usage
     }

@@ -7,10 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use envmgr::compose::plan::CONTENT_LABEL;
 use envmgr::names::ServiceName;
 use envmgr::runtime::docker::DockerRuntime;
-use envmgr::runtime::{BuildRequest, ImageSource, Runtime};
+use envmgr::runtime::{BuildContext, BuildRequest, ImageSource, Runtime};
 use envmgr::store::Store;
 use envmgr::{Engine, RepoSettings};
 use tracing::info;
@@ -155,10 +154,15 @@ async fn ensure_demo_image(runtime: &dyn Runtime) -> anyhow::Result<()> {
         service: ServiceName::parse("demo-app")?,
         tag: demo::DEMO_IMAGE.to_string(),
         dockerfile: "Dockerfile".into(),
-        context_tar: demo::demo_image_context()?.into(),
+        context: BuildContext::bytes(demo::demo_image_context()?),
         args: Default::default(),
         target: None,
-        labels: [(CONTENT_LABEL.to_string(), demo::demo_image_content_label())].into(),
+        // Set by the demo Dockerfile itself: a stale image (older binary) is rebuilt.
+        required_labels: [(
+            demo::CONTENT_LABEL.to_string(),
+            demo::demo_image_content_label(),
+        )]
+        .into(),
     };
     runtime
         .prepare_image(&ImageSource::Build(request), Arc::new(|_| {}))

@@ -11,11 +11,8 @@ use super::{parse_env_file, ComposeFile, ComposeService};
 use crate::git::{GitError, GitMirrors, RepoPath};
 use crate::names::{CommitSha, EnvName, RepoName, ServiceName};
 use crate::runtime::{
-    labels, BuildRequest, EnvSpec, ImageSource, ResourceLimits, ServiceSpec, VolumeMount,
+    BuildContext, BuildRequest, EnvSpec, ImageSource, ResourceLimits, ServiceSpec, VolumeMount,
 };
-
-/// Label on built images naming the content they were built from.
-pub const CONTENT_LABEL: &str = "dev.slipway.content";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PlanError {
@@ -105,20 +102,29 @@ async fn image_source(
     }
     let content = hex::encode(hasher.finalize());
     // A compose `image:` next to `build:` names the result; Slipway keeps its own content tag
-    // so two branches never overwrite each other's image.
-    let tag = format!("slipway/{}-{}:{}", input.repo, service.name, &content[..16]);
-    let context_tar = git.archive(input.repo, input.commit, &context).await?;
+    // so two branches never overwrite each other's image, and an image under the tag is
+    // what this content builds (128 bits of the hash: no labels to compare, see BuildRequest).
+    let tag = format!("slipway/{}-{}:{}", input.repo, service.name, &content[..32]);
+    let context = {
+        let (git, repo, commit) = (git.clone(), input.repo.clone(), input.commit.clone());
+        BuildContext::lazy(move || {
+            let (git, repo, commit, context) =
+                (git.clone(), repo.clone(), commit.clone(), context.clone());
+            async move {
+                git.archive(&repo, &commit, &context)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+    };
     Ok(ImageSource::Build(BuildRequest {
         service: service.name.clone(),
         tag,
         dockerfile: dockerfile.as_str().to_string(),
-        context_tar,
+        context,
         args: build.args.clone(),
         target: build.target.clone(),
-        labels: BTreeMap::from([
-            (CONTENT_LABEL.to_string(), content),
-            (labels::REPO.to_string(), input.repo.to_string()),
-        ]),
+        required_labels: BTreeMap::new(),
     }))
 }
 

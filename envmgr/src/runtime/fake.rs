@@ -31,6 +31,8 @@ pub struct FakeRuntime {
     /// Applies running right now, and the most ever seen at once.
     applying: AtomicU64,
     max_applying: AtomicU64,
+    /// Tags of the images built so far.
+    images: Mutex<BTreeSet<String>>,
 }
 
 impl FakeRuntime {
@@ -115,6 +117,18 @@ impl Runtime for FakeRuntime {
         match source {
             ImageSource::Pull { reference } => Ok(reference.clone()),
             ImageSource::Build(req) => {
+                // Like Docker: an image under the tag is reused without reading the context.
+                if self.images.lock().unwrap().contains(&req.tag) {
+                    self.record(format!("reuse {}", req.tag));
+                    return Ok(req.tag.clone());
+                }
+                req.context
+                    .read()
+                    .await
+                    .map_err(|message| RuntimeError::Build {
+                        service: req.service.clone(),
+                        message: format!("reading the build context: {message}"),
+                    })?;
                 self.record(format!("build {}", req.tag));
                 progress(Progress::Output {
                     service: req.service.clone(),
@@ -127,6 +141,7 @@ impl Runtime for FakeRuntime {
                             .into(),
                     });
                 }
+                self.images.lock().unwrap().insert(req.tag.clone());
                 Ok(req.tag.clone())
             }
         }

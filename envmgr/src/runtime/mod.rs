@@ -241,14 +241,57 @@ pub enum ImageSource {
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub service: ServiceName,
-    /// The tag to give the built image; builds with an existing tag are skipped.
+    /// The tag to give the built image. Compose builds are tagged by the hash of what goes
+    /// into them, so an image under the tag is reused without reading the context.
     pub tag: String,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: String,
-    pub context_tar: Bytes,
+    /// The context tar, read only when the image has to be built.
+    pub context: BuildContext,
     pub args: BTreeMap<String, String>,
     pub target: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    /// Labels an existing image under `tag` must carry to be reused (the demo image's
+    /// Dockerfile sets its content label). Never added by the build: the classic builder
+    /// turns each label into a build step of its own (about a second each).
+    pub required_labels: BTreeMap<String, String>,
+}
+
+/// What a build reads its context from: a `git archive` in the engine, bytes in tests and
+/// for the bundled demo image. Lazy, so a build that is skipped never reads it.
+#[derive(Clone)]
+pub struct BuildContext(Arc<dyn Fn() -> ContextFuture + Send + Sync>);
+
+type ContextFuture = Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send>>;
+
+impl BuildContext {
+    /// A context already in memory.
+    pub fn bytes(tar: impl Into<Bytes>) -> Self {
+        let tar: Bytes = tar.into();
+        Self(Arc::new(move || {
+            let tar = tar.clone();
+            Box::pin(async move { Ok(tar) })
+        }))
+    }
+
+    /// A context produced on demand; the error says why it could not be read.
+    pub fn lazy<F, Fut>(read: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Bytes, String>> + Send + 'static,
+    {
+        Self(Arc::new(move || Box::pin(read())))
+    }
+
+    /// Reads the context tar.
+    pub async fn read(&self) -> Result<Bytes, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuildContext(..)")
+    }
 }
 
 /// A one-shot job on an env's network, such as an integration test run.

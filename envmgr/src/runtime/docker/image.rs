@@ -13,7 +13,10 @@ use futures_util::StreamExt;
 
 use super::{errors, DockerRuntime};
 use crate::names::ServiceName;
-use crate::runtime::{labels, BuildRequest, Progress, ProgressSink, RuntimeError};
+use crate::runtime::{BuildRequest, Progress, ProgressSink, RuntimeError};
+
+/// Name prefix of the images built from compose files (see `compose::plan`).
+const BUILT_IMAGE_PREFIX: &str = "slipway/";
 
 /// Longest build error message kept (its end, where the failing step is).
 const MAX_BUILD_ERROR: usize = 2000;
@@ -21,10 +24,13 @@ const MAX_BUILD_ERROR: usize = 2000;
 const BUILD_TAIL_LINES: usize = 30;
 
 impl DockerRuntime {
-    /// Image retention: groups this instance's built images (instance label) by image name
-    /// (`slipway/<repo>-<service>`), keeps the newest `image_retention` of each and every
-    /// image a container (of anyone) uses, and removes the rest without force, so an image
-    /// that became used meanwhile is refused by Docker and kept.
+    /// Image retention over the images Slipway builds (`slipway/<repo>-<service>:<content>`):
+    /// per image name, keeps every image a container (of anyone) uses, every image used
+    /// within `image_grace` (an env between build and start, possibly of another instance
+    /// sharing the engine: content tags make built images shareable), and the
+    /// `image_retention` most recently used; the rest are removed without force, so an image
+    /// that became used meanwhile is refused by Docker and kept. "Used" is the later of the
+    /// build and the last reuse, which re-tags the image.
     pub(super) async fn prune_built_images(&self) -> Result<usize, RuntimeError> {
         use std::collections::{BTreeMap, HashSet};
 
@@ -33,8 +39,8 @@ impl DockerRuntime {
         };
 
         let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={}", labels::INSTANCE, self.instance)],
+            "reference".to_string(),
+            vec![format!("{BUILT_IMAGE_PREFIX}*")],
         )]);
         let images = self
             .docker
@@ -49,8 +55,8 @@ impl DockerRuntime {
             .await
             .map_err(|e| errors::other("listing containers", &e))?;
         let in_use: HashSet<String> = containers.into_iter().filter_map(|c| c.image_id).collect();
-        // Image name -> (created, id, tag); `Created` in seconds ties for quick rebuilds, so
-        // the inspect's nanosecond timestamp orders them.
+        let now = std::time::SystemTime::now();
+        // Image name -> (last used, id, tag).
         let mut by_name: BTreeMap<String, Vec<(std::time::SystemTime, String, String)>> =
             BTreeMap::new();
         for image in images {
@@ -58,16 +64,11 @@ impl DockerRuntime {
                 let Some((name, _)) = tag.rsplit_once(':') else {
                     continue;
                 };
-                let created = match self.local_image(&image.id).await? {
-                    Some(info) => info
-                        .created
-                        .as_deref()
-                        .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok()),
-                    None => continue,
-                }
-                .unwrap_or(std::time::UNIX_EPOCH);
+                let Some(info) = self.local_image(&image.id).await? else {
+                    continue;
+                };
                 by_name.entry(name.to_string()).or_default().push((
-                    created,
+                    last_used(&info),
                     image.id.clone(),
                     tag.clone(),
                 ));
@@ -76,8 +77,9 @@ impl DockerRuntime {
         let mut removed = 0;
         for (name, mut versions) in by_name {
             versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-            for (_, id, tag) in versions.into_iter().skip(self.image_retention) {
-                if in_use.contains(&id) {
+            for (used, id, tag) in versions.into_iter().skip(self.image_retention.max(1)) {
+                let recent = now.duration_since(used).unwrap_or_default() < self.image_grace;
+                if in_use.contains(&id) || recent {
                     continue;
                 }
                 let options = RemoveImageOptionsBuilder::new().force(false).build();
@@ -166,8 +168,9 @@ impl DockerRuntime {
         progress: &ProgressSink,
     ) -> Result<String, RuntimeError> {
         if let Some(existing) = self.local_image(&request.tag).await? {
-            if labels_match(&existing, &request.labels) {
+            if labels_match(&existing, &request.required_labels) {
                 tracing::debug!(tag = %request.tag, "image already built");
+                self.mark_used(&request.tag).await;
                 let line = format!("using existing image {}", request.tag);
                 progress(Progress::Output {
                     service: request.service.clone(),
@@ -181,28 +184,46 @@ impl DockerRuntime {
         Ok(request.tag.clone())
     }
 
+    /// Re-tags a reused image so retention sees it as recently used. Best effort: a failure
+    /// only makes the image a little likelier to be pruned (and rebuilt when next needed).
+    async fn mark_used(&self, tag: &str) {
+        use bollard::query_parameters::TagImageOptionsBuilder;
+        let Some((repo, version)) = tag.rsplit_once(':') else {
+            return;
+        };
+        let options = TagImageOptionsBuilder::new()
+            .repo(repo)
+            .tag(version)
+            .build();
+        if let Err(e) = self.docker.tag_image(tag, Some(options)).await {
+            tracing::debug!(tag, error = %e, "could not re-tag a reused image");
+        }
+    }
+
     async fn build(
         &self,
         request: &BuildRequest,
         progress: &ProgressSink,
     ) -> Result<(), RuntimeError> {
         let service = &request.service;
-        let mut image_labels: HashMap<&str, &str> = request
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        image_labels.insert(labels::INSTANCE, &self.instance);
+        let context = request
+            .context
+            .read()
+            .await
+            .map_err(|message| RuntimeError::Build {
+                service: service.clone(),
+                message: format!("reading the build context: {message}"),
+            })?;
         let build_args: HashMap<&str, &str> = request
             .args
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // No `labels`: the classic builder adds a step per label; the tag says what it is.
         let mut options = BuildImageOptionsBuilder::new()
             .dockerfile(&request.dockerfile)
             .t(&request.tag)
             .buildargs(&build_args)
-            .labels(&image_labels)
             .rm(true)
             .forcerm(true)
             .version(BuilderVersion::BuilderV1);
@@ -210,7 +231,7 @@ impl DockerRuntime {
             options = options.target(target);
         }
 
-        let body = body_full(request.context_tar.clone());
+        let body = body_full(context);
         let mut stream = self.docker.build_image(options.build(), None, Some(body));
         // The failing step's output comes as ordinary lines before the error itself.
         let mut tail = VecDeque::with_capacity(BUILD_TAIL_LINES);
@@ -279,6 +300,21 @@ fn pull_line(info: &CreateImageInfo) -> Option<String> {
         Some(id) => format!("{id}: {status}"),
         None => status.to_string(),
     })
+}
+
+/// When an image was last built or re-tagged (the epoch when neither is known).
+fn last_used(image: &ImageInspect) -> std::time::SystemTime {
+    let parse = |date: Option<&String>| {
+        date.and_then(|d| humantime::parse_rfc3339_weak(d.trim_end_matches('Z')).ok())
+    };
+    let created = parse(image.created.as_ref());
+    let tagged = parse(
+        image
+            .metadata
+            .as_ref()
+            .and_then(|m| m.last_tag_time.as_ref()),
+    );
+    created.max(tagged).unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Whether the image carries every label the request asks for (a changed label, such as a

@@ -47,10 +47,16 @@ pub struct DockerRuntime {
     publish_address: String,
     /// Built images kept per image name beside those in use (`image_retention`).
     image_retention: usize,
+    /// Built images used more recently than this are never pruned (see `prune_images`).
+    image_grace: Duration,
 }
 
 /// Default of `[runtime.docker] image_retention`.
 pub const DEFAULT_IMAGE_RETENTION: usize = 3;
+
+/// How long a built image stays safe from pruning after its last use: longer than an env
+/// spends between preparing its images and starting its containers.
+pub const DEFAULT_IMAGE_GRACE: Duration = Duration::from_secs(3600);
 
 /// Default of `[runtime.docker] publish_address`.
 pub const DEFAULT_PUBLISH_ADDRESS: &str = "127.0.0.1";
@@ -79,6 +85,7 @@ impl DockerRuntime {
             subnets: subnet::SubnetPool::default(),
             publish_address: DEFAULT_PUBLISH_ADDRESS.to_string(),
             image_retention: DEFAULT_IMAGE_RETENTION,
+            image_grace: DEFAULT_IMAGE_GRACE,
         })
     }
 
@@ -98,6 +105,12 @@ impl DockerRuntime {
     /// Keep the newest `retention` built images per repo and service (plus those in use).
     pub fn with_image_retention(mut self, retention: usize) -> Self {
         self.image_retention = retention;
+        self
+    }
+
+    /// Built images used within `grace` are kept whatever their number (tests use zero).
+    pub fn with_image_grace(mut self, grace: Duration) -> Self {
+        self.image_grace = grace;
         self
     }
 
