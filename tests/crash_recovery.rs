@@ -32,12 +32,14 @@ services:
       web: { condition: service_healthy }
 ";
 
-fn slow_repo(build_sleep_ms: u32) -> TestRepo {
+/// `name` goes into the Dockerfile: the image's content tag is then new to this Docker
+/// engine, so the build really runs (an image left by an earlier run would be reused).
+fn slow_repo(build_sleep_ms: u32, name: &str) -> TestRepo {
     let repo = TestRepo::new();
     repo.write("compose.yml", SLOW_COMPOSE)
         .write(
             "web/Dockerfile",
-            &format!("FROM slipway/demo-app:latest\nENV MIGRATE_SLEEP_MS={build_sleep_ms}\nRUN [\"/demo-app\", \"migrate\"]\nENV GREETING=crash-test\n"),
+            &format!("FROM slipway/demo-app:latest\nENV RUN_NAME={name} MIGRATE_SLEEP_MS={build_sleep_ms}\nRUN [\"/demo-app\", \"migrate\"]\nENV GREETING=crash-test\n"),
         )
         .commit("slow env");
     repo
@@ -45,7 +47,7 @@ fn slow_repo(build_sleep_ms: u32) -> TestRepo {
 
 fn kill_during(phase: &str, build_sleep_ms: u32) {
     let name = unique_name("crash");
-    let repo = slow_repo(build_sleep_ms);
+    let repo = slow_repo(build_sleep_ms, &name);
     let mut server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
     let _cleanup = EnvCleanup(env.clone());

@@ -31,6 +31,10 @@ pub struct Config {
     pub resync_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub ready_timeout: Option<Duration>,
+    /// How long a replica's claim on an env, test queue or delivery lasts unrenewed: the
+    /// longest work waits after the replica doing it dies (default 15 s).
+    #[serde(default, with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
     /// How long handled webhook deliveries keep their bodies (default 7 days); their ids
     /// are kept longer for redelivery dedup.
     #[serde(default, with = "humantime_serde")]
@@ -835,7 +839,17 @@ impl Config {
             });
         }
         let (default_limits, env_limits) = self.limits.settings()?;
+        let lease_ttl = self
+            .lease_ttl
+            .unwrap_or(envmgr::controller::DEFAULT_LEASE_TTL);
+        if lease_ttl < Duration::from_secs(1) {
+            anyhow::bail!(
+                "lease_ttl = {} is too short: leases are renewed every third of it, so give at least 1s (default 15s)",
+                humantime::format_duration(lease_ttl)
+            );
+        }
         Ok(EngineSettings {
+            lease_ttl,
             data_dir: self.data_dir(),
             public_host: self.public_host.clone(),
             repos,

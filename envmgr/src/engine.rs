@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controller::{self, ControllerMetrics, ControllerSettings, NudgeBus, Nudger};
 use crate::names::{BranchName, CommitSha, EnvName, NameError, RepoName, ServiceName};
-use crate::reconciler::{self, ReconcilerHandle};
+use crate::reconciler::EnvReconciler;
 use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
 use crate::secrets::Redactors;
 use crate::settings::EngineSettings;
 use crate::snippet::{LineRedactor, Redactor};
 use crate::store::{EnvRecord, Event, PullRequestSource, Store, StoreError, TestRun, UpRequest};
+use crate::testrun::TestRunner;
 
 /// Longest TTL anyone may ask for, so forgotten envs always end.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -53,25 +55,66 @@ pub struct Engine {
     settings: Arc<EngineSettings>,
     store: Store,
     runtime: Arc<dyn Runtime>,
-    reconciler: ReconcilerHandle,
+    /// Nudges the env controller (on whichever replica holds the env).
+    envs: Nudger,
+    /// Nudges the test-run controller.
+    test_runs: Nudger,
+    metrics: Arc<ControllerMetrics>,
     /// Every text this engine hands out about an env passes through these.
     redactors: Arc<Redactors>,
 }
 
 impl Engine {
-    /// Starts the reconciler; envs left mid-way by a previous process are picked up at once.
-    pub fn start(settings: EngineSettings, store: Store, runtime: Arc<dyn Runtime>) -> Self {
+    /// Starts the controllers (envs, test runs); work left mid-way by a previous process, or
+    /// by a replica that died, is picked up at once. On Postgres, several replicas may run
+    /// an engine on one store: each key is worked by one of them at a time.
+    pub async fn start(
+        settings: EngineSettings,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Self, crate::store::StoreError> {
         let settings = Arc::new(settings);
-        let reconciler = reconciler::spawn(settings.clone(), store.clone(), runtime.clone());
-        crate::testrun::spawn(settings.clone(), store.clone(), runtime.clone());
+        let controllers = ControllerSettings {
+            holder: ControllerSettings::holder_name(),
+            lease_ttl: settings.lease_ttl,
+            resync_interval: settings.resync_interval,
+        };
+        let bus = NudgeBus::for_store(&store, &controllers.holder).await?;
+        let metrics = Arc::new(ControllerMetrics::new());
+        let test_runs = controller::spawn(
+            TestRunner::new(settings.clone(), store.clone(), runtime.clone()),
+            store.clone(),
+            controllers.clone(),
+            bus.clone(),
+            metrics.clone(),
+        );
+        let envs = controller::spawn(
+            EnvReconciler::new(
+                settings.clone(),
+                store.clone(),
+                runtime.clone(),
+                test_runs.clone(),
+            ),
+            store.clone(),
+            controllers,
+            bus,
+            metrics.clone(),
+        );
         let redactors = Arc::new(Redactors::new(&settings));
-        Self {
+        Ok(Self {
             settings,
             store,
             runtime,
-            reconciler,
+            envs,
+            test_runs,
+            metrics,
             redactors,
-        }
+        })
+    }
+
+    /// The controllers' figures, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<ControllerMetrics> {
+        &self.metrics
     }
 
     /// The redaction every text about an env goes through before it leaves Slipway.
@@ -151,7 +194,7 @@ impl Engine {
 
     async fn request_up(&self, request: UpRequest) -> Result<EnvRecord, EngineError> {
         let record = self.store.request_up(&request).await?;
-        self.reconciler.nudge(&request.name);
+        self.envs.nudge(request.name.as_str());
         Ok(record)
     }
 
@@ -163,7 +206,7 @@ impl Engine {
             .request_down(&name, actor, &format!("asked by {actor}"))
             .await?;
         let record = record.ok_or_else(|| EngineError::NotFound(env.to_string()))?;
-        self.reconciler.nudge(&name);
+        self.envs.nudge(name.as_str());
         Ok(record)
     }
 
@@ -180,7 +223,7 @@ impl Engine {
         let by = by.min(MAX_TTL);
         match self.store.extend(&name, by, MAX_TTL, actor).await? {
             Some(record) => {
-                self.reconciler.nudge(&name);
+                self.envs.nudge(name.as_str());
                 Ok(record)
             }
             None => match self.store.get(&name).await? {
@@ -265,7 +308,7 @@ impl Engine {
             return Err(EngineError::Deleted(env.to_string()));
         }
         let commit = record.commit.as_ref().map(|c| c.to_string());
-        Ok(self
+        let run = self
             .store
             .insert_run(
                 &record.name,
@@ -274,7 +317,9 @@ impl Engine {
                 actor,
                 failed_only,
             )
-            .await?)
+            .await?;
+        self.test_runs.nudge(record.name.as_str());
+        Ok(run)
     }
 
     /// The env's test runs, newest first, their texts redacted.

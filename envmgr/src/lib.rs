@@ -4,6 +4,7 @@
 //! event timeline, and is the only state shared between processes.
 
 pub mod compose;
+pub mod controller;
 pub mod engine;
 pub mod git;
 pub mod junit;

@@ -18,6 +18,9 @@ pub struct EngineSettings {
     pub default_limits: ResourceLimits,
     /// How often every env is compared with the world even without a request.
     pub resync_interval: Duration,
+    /// How long a replica's claim on a key lasts without renewal: the longest a key waits
+    /// after the replica working on it dies (`lease_ttl`, default 15 s).
+    pub lease_ttl: Duration,
     /// How long one service may take to become ready before the env fails.
     pub ready_timeout: Duration,
     /// Base URL of the Slipway server, for links to full logs.

@@ -4,10 +4,9 @@
 //! stays bounded whatever the tests print; a JUnit report, when a test writes one, becomes
 //! per-test results; the run's outcome and snippets go to the store for every surface.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::compose::plan::{plan, PlanInput};
 use crate::compose::{ComposeFile, DEFAULT_REPORT_PATH};
+use crate::controller::{Action, Reconciler, Work};
 use crate::git::{GitMirrors, RepoPath};
 use crate::junit;
 use crate::names::{CommitSha, EnvName};
@@ -26,73 +26,72 @@ use crate::settings::EngineSettings;
 use crate::snippet::{self, ExitInfo, FailedTest, LogScanner, SnippetInput, Target};
 use crate::store::{Desired, EnvRecord, Phase, RunOutcome, RunStatus, Store, TestResult, TestRun};
 
-/// How often queued runs are looked for.
-const POLL: Duration = Duration::from_secs(1);
+/// How often an env's queued run looks again at an env still on its way to Ready.
+const WAIT_FOR_ENV: Duration = Duration::from_secs(1);
 
+/// The lease kind and metrics label of test runs; keys are env names.
+pub const KIND: &str = "tests";
+
+/// Runs each env's queued test runs one after another (envs in parallel), on the shared
+/// controller: one replica at a time runs an env's tests, under the env's `tests` lease.
 pub(crate) struct TestRunner {
     settings: Arc<EngineSettings>,
     store: Store,
     runtime: Arc<dyn Runtime>,
     git: GitMirrors,
-    /// Envs with a run in progress: one run per env at a time, envs in parallel.
-    busy: Mutex<HashSet<String>>,
-}
-
-pub(crate) fn spawn(settings: Arc<EngineSettings>, store: Store, runtime: Arc<dyn Runtime>) {
-    let git = GitMirrors::new(&settings.data_dir);
-    let runner = Arc::new(TestRunner {
-        settings,
-        store,
-        runtime,
-        git,
-        busy: Mutex::default(),
-    });
-    tokio::spawn(runner.run());
 }
 
 impl TestRunner {
-    async fn run(self: Arc<Self>) {
-        // Runs a dead process left running start again from the beginning.
-        match self.store.requeue_interrupted_runs().await {
-            Ok(0) => {}
-            Ok(n) => info!(runs = n, "requeued test runs interrupted by a restart"),
-            Err(e) => warn!(error = %e, "cannot requeue interrupted test runs"),
-        }
-        loop {
-            match self.store.queued_runs().await {
-                Ok(runs) => {
-                    for run in runs {
-                        if self
-                            .busy
-                            .lock()
-                            .expect("busy poisoned")
-                            .insert(run.env.clone())
-                        {
-                            let this = self.clone();
-                            tokio::spawn(async move {
-                                let env = run.env.clone();
-                                if let Err(e) = this.execute(run).await {
-                                    warn!(env, error = %format!("{e:#}"), "test run failed to run");
-                                }
-                                this.busy.lock().expect("busy poisoned").remove(&env);
-                            });
-                        }
-                    }
-                }
-                Err(e) => warn!(error = %e, "cannot read queued test runs"),
-            }
-            tokio::time::sleep(POLL).await;
+    pub fn new(settings: Arc<EngineSettings>, store: Store, runtime: Arc<dyn Runtime>) -> Self {
+        let git = GitMirrors::new(&settings.data_dir);
+        TestRunner {
+            settings,
+            store,
+            runtime,
+            git,
         }
     }
+}
 
-    /// Carries out one run, or leaves it queued while its env is still on its way.
-    async fn execute(&self, run: TestRun) -> anyhow::Result<()> {
+#[async_trait::async_trait]
+impl Reconciler for TestRunner {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    /// Envs with a run queued, or one marked running (its runner may have died).
+    async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.store.envs_with_open_runs().await?)
+    }
+
+    async fn reconcile(&self, key: &str, _work: &Work) -> anyhow::Result<Action> {
+        let env = EnvName::parse(key)?;
+        // Under this env's lease nothing else runs its tests: a run still marked running
+        // was cut off (its replica died or lost the lease) and starts again from the top.
+        let interrupted = self.store.requeue_interrupted_runs(&env).await?;
+        if interrupted > 0 {
+            info!(env = %env, runs = interrupted, "requeued test runs that were cut off");
+        }
+        let Some(run) = self.store.queued_runs(&env).await?.into_iter().next() else {
+            return Ok(Action::AwaitChange);
+        };
+        match self.execute(run).await {
+            Ok(true) => Ok(Action::Requeue(Duration::ZERO)),
+            Ok(false) => Ok(Action::Requeue(WAIT_FOR_ENV)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl TestRunner {
+    /// Carries out one run (`true`), or leaves it queued while its env is still on its way.
+    async fn execute(&self, run: TestRun) -> anyhow::Result<bool> {
         let name = EnvName::parse(&run.env)?;
         let env = self.store.get(&name).await?;
         let env = match env {
             Some(env) if env.desired == Desired::Running && env.phase == Phase::Ready => env,
             Some(env) if env.desired == Desired::Running && env.phase.in_progress() => {
-                return Ok(())
+                return Ok(false)
             }
             Some(env) => {
                 let why = match env.phase {
@@ -101,17 +100,23 @@ impl TestRunner {
                     }
                     _ => "the environment is deleted".to_string(),
                 };
-                return self.give_up(&run, &why).await;
+                return self.give_up(&run, &why).await.map(|()| true);
             }
-            None => return self.give_up(&run, "the environment does not exist").await,
+            None => {
+                return self
+                    .give_up(&run, "the environment does not exist")
+                    .await
+                    .map(|()| true)
+            }
         };
         let Some(commit) = env.commit.clone() else {
             return self
                 .give_up(&run, "the environment has no commit yet")
-                .await;
+                .await
+                .map(|()| true);
         };
         if !self.store.start_run(run.id, Some(commit.as_str())).await? {
-            return Ok(());
+            return Ok(true);
         }
         info!(env = %name, run = run.id, commit = %commit.short(), "running tests");
         let outcome = match self.run_tests(&run, &env, &commit).await {
@@ -125,7 +130,7 @@ impl TestRunner {
         self.store.finish_run(run.id, &outcome).await?;
         info!(env = %name, run = run.id, status = ?outcome.status, headline = %outcome.headline, "tests finished");
         self.apply_retention(&name).await;
-        Ok(())
+        Ok(true)
     }
 
     async fn give_up(&self, run: &TestRun, why: &str) -> anyhow::Result<()> {

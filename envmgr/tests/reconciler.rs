@@ -89,12 +89,13 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
         }],
         default_limits: Default::default(),
         resync_interval: Duration::from_millis(300),
+        lease_ttl: Duration::from_secs(15),
         ready_timeout: Duration::from_secs(10),
         public_url: "http://slipway.example.com".into(),
         test_log_retention: 3,
         env_limits: Default::default(),
     };
-    let engine = Engine::start(settings, store, fake.clone());
+    let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
     World {
         _dir: dir,
         repo,

@@ -52,6 +52,7 @@ async fn run_suite(url: &str, backend: Backend) {
     events_are_paged_in_order(store.clone()).await;
     list_hides_deleted_envs(store.clone()).await;
     expiry(store.clone()).await;
+    leases_are_exclusive_and_fence_stale_writes(store.clone()).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -928,4 +929,92 @@ async fn expiry(store: Store) {
     assert_eq!(back.desired, Desired::Running);
     assert!(store.expire_due().await.unwrap().is_empty());
     assert_eq!(store.next_expiry().await.unwrap(), Some(back.expires_at));
+}
+
+/// One holder at a time; a new holder gets a larger token; a write fenced by an older token
+/// changes nothing and says why, while the current holder's writes go through.
+async fn leases_are_exclusive_and_fence_stale_writes(store: Store) {
+    let ttl = Duration::from_secs(30);
+    let a = store
+        .acquire_lease("env", "lease-x", "replica-a", ttl)
+        .await
+        .unwrap()
+        .expect("free lease");
+    let held = store
+        .acquire_lease("env", "lease-x", "replica-b", ttl)
+        .await
+        .unwrap()
+        .expect_err("held by a");
+    assert_eq!(held.holder, "replica-a");
+    assert!(held.until >= a.expires_at - 1000, "{held:?} {a:?}");
+    // Other keys and kinds are independent.
+    store
+        .acquire_lease("tests", "lease-x", "replica-b", ttl)
+        .await
+        .unwrap()
+        .expect("another kind");
+
+    // a's writes go through while it holds the lease.
+    store
+        .request_up(&up("lease-x", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    let name = env("lease-x");
+    let fenced_a = store.fenced(a.fence());
+    fenced_a
+        .set_phase(&name, Phase::Building, None, "building")
+        .await
+        .unwrap();
+
+    // a pauses past its lease (here: the lease is cut short); b takes over.
+    let mut stale = a.clone();
+    assert!(store.renew_lease(&mut stale, Duration::ZERO).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b = store
+        .acquire_lease("env", "lease-x", "replica-b", ttl)
+        .await
+        .unwrap()
+        .expect("expired lease is free");
+    assert!(b.token > a.token, "{} > {}", b.token, a.token);
+    assert!(
+        !store.renew_lease(&mut stale, ttl).await.unwrap(),
+        "a cannot renew"
+    );
+
+    let err = fenced_a
+        .set_phase(&name, Phase::Failed, Some("stale"), "stale")
+        .await
+        .expect_err("a's token is stale");
+    assert!(err.to_string().contains("no longer held"), "{err}");
+    fenced_a
+        .record_observed_generation(&name, 99)
+        .await
+        .expect_err("every fenced write is checked");
+    let record = get(&store, "lease-x").await;
+    assert_eq!(
+        record.phase,
+        Phase::Building,
+        "the stale write changed nothing"
+    );
+
+    store
+        .fenced(b.fence())
+        .set_phase(&name, Phase::Ready, None, "ready")
+        .await
+        .unwrap();
+    assert_eq!(get(&store, "lease-x").await.phase, Phase::Ready);
+
+    // Released: free for anyone at once, and the token still grows.
+    store.release_lease(&b).await.unwrap();
+    let c = store
+        .acquire_lease("env", "lease-x", "replica-a", ttl)
+        .await
+        .unwrap()
+        .expect("released lease is free");
+    assert!(c.token > b.token);
+    assert_eq!(
+        store.live_leases("env").await.unwrap(),
+        vec![("lease-x".to_string(), "replica-a".to_string())]
+    );
+    store.release_lease(&c).await.unwrap();
 }

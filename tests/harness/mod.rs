@@ -18,8 +18,17 @@ pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 /// A unique lowercase name for this test process and call, usable as a repo name.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
+    // The pid alone repeats across runs on a fresh machine, and Docker keeps images (and a
+    // killed run's leftovers) between runs: the start time tells runs apart.
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        (micros ^ u64::from(std::process::id())) % 1_000_000
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+    format!("{prefix}{run}x{n}")
 }
 
 /// A git repository on disk with helpers to commit files.

@@ -106,7 +106,9 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     notify::start(notify_routes, store.clone(), public_url.clone(), redactors)
         .await
         .context("cannot start notifications")?;
-    let engine = Engine::start(settings, store, runtime);
+    let engine = Engine::start(settings, store, runtime)
+        .await
+        .context("cannot start the engine's controllers")?;
     if let Some(discord) = discord {
         crate::discord::start(discord, engine.clone()).await?;
     }

@@ -29,7 +29,7 @@ pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<A
             info!(env = %name, "removing orphaned resources");
             ctx.runtime.destroy(name).await?;
         }
-        return Ok(Action::Done);
+        return Ok(Action::AwaitChange);
     };
     if env.desired == Desired::Deleted {
         return delete(ctx, &env).await;
@@ -44,7 +44,7 @@ pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<A
     if matches!(env.phase, Phase::Ready | Phase::Degraded) {
         return verify(ctx, &env).await;
     }
-    Ok(Action::Done)
+    Ok(Action::AwaitChange)
 }
 
 async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
@@ -53,7 +53,7 @@ async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         if !ctx.runtime.fetch(&env.name).await?.is_empty() {
             ctx.runtime.destroy(&env.name).await?;
         }
-        return Ok(Action::Done);
+        return Ok(Action::AwaitChange);
     }
     ctx.store
         .set_phase(
@@ -72,7 +72,7 @@ async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         .record_observed_generation(&env.name, env.generation)
         .await?;
     info!(env = %env.name, "deleted");
-    Ok(Action::Done)
+    Ok(Action::AwaitChange)
 }
 
 /// Ready envs are compared with the world: a service that vanished or died is brought back
@@ -135,7 +135,7 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
                 }
                 (None, _) => {}
             }
-            Ok(Action::Done)
+            Ok(Action::AwaitChange)
         }
     }
 }
@@ -173,7 +173,7 @@ async fn fail(ctx: &Context, env: &EnvRecord, reason: String) -> anyhow::Result<
     ctx.store
         .record_observed_generation(&env.name, env.generation)
         .await?;
-    Ok(Action::Done)
+    Ok(Action::AwaitChange)
 }
 
 /// Whether the generation being worked on is still the one wanted.
@@ -363,8 +363,9 @@ async fn deploy(
         ctx.store
             .insert_run(&env.name, Some(&commit), "auto", "slipway", false)
             .await?;
+        ctx.test_runs.nudge(env.name.as_str());
     }
-    Ok(Action::Done)
+    Ok(Action::AwaitChange)
 }
 
 /// Transient runtime trouble is retried with backoff (the env keeps its phase and says

@@ -5,6 +5,7 @@
 
 mod audit;
 mod github;
+mod leases;
 mod outbox;
 mod record;
 mod testruns;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Row};
 use crate::names::{BranchName, CommitSha, EnvName, RepoName};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use github::{Delivery, PullRow};
+pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
 pub use testruns::{RunOutcome, RunStatus, TestResult, TestRun};
@@ -34,6 +36,13 @@ pub enum StoreError {
     /// `env up` for a name another (repo, branch or PR) owns: names are never moved.
     #[error("env `{name}` belongs to {owner}; ask for that one by its own repo and branch, or `env down {name}` first and wait until it is deleted")]
     NameTaken { name: String, owner: String },
+    /// A write under a lease this replica no longer holds: another replica took the key.
+    #[error("the lease on {kind} `{key}` (token {token}) is no longer held by this replica; its work was handed to another")]
+    StaleLease {
+        kind: String,
+        key: String,
+        token: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +57,11 @@ pub struct Store {
     backend: Backend,
     /// Names of envs whose observed state changed in this process, for reporters.
     changes: tokio::sync::broadcast::Sender<EnvName>,
+    /// Set on the store a reconciler writes through while it holds a lease (see `fenced`).
+    fence: Option<std::sync::Arc<Fence>>,
+    /// The database URL, for connections outside the pool (Postgres `LISTEN`). May hold a
+    /// password: never logged.
+    url: std::sync::Arc<str>,
 }
 
 /// What a surface asks for with `env up`.
@@ -121,11 +135,18 @@ impl Store {
             pool,
             backend,
             changes,
+            fence: None,
+            url: url.as_str().into(),
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database URL (it may carry a password: do not log it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Env names as their phase or services change (best effort: a slow receiver may miss
@@ -417,17 +438,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
+        let sql = format!(
             "UPDATE envs SET phase = $1, reason = $2, updated_at = $3 \
-             WHERE name = $4 AND (phase <> $1 OR COALESCE(reason, '') <> COALESCE($2, ''))",
-        )
-        .bind(phase.as_str())
-        .bind(reason)
-        .bind(now)
-        .bind(name.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+             WHERE name = $4 AND (phase <> $1 OR COALESCE(reason, '') <> COALESCE($2, '')) AND {}",
+            self.fence_clause(5)
+        );
+        let query = sqlx::query(&sql)
+            .bind(phase.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(name.as_str());
+        let changed = self
+            .bind_fence(query)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if changed > 0 {
             let message = match reason {
                 Some(reason) => format!("{cause}: {reason}"),
@@ -445,6 +470,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.check_fence(changed).await?;
         if changed > 0 {
             self.changed(name);
         }
@@ -456,13 +482,16 @@ impl Store {
         name: &EnvName,
         commit: &CommitSha,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE envs SET commit_sha = $1, updated_at = $2 WHERE name = $3")
+        let sql = format!(
+            "UPDATE envs SET commit_sha = $1, updated_at = $2 WHERE name = $3 AND {}",
+            self.fence_clause(4)
+        );
+        let query = sqlx::query(&sql)
             .bind(commit.as_str())
             .bind(now_ms())
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .bind(name.as_str());
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 
     /// The services as last seen, with their state and URLs.
@@ -473,11 +502,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(services).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("UPDATE envs SET services = $1 WHERE name = $2")
-            .bind(json)
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
+        let sql = format!(
+            "UPDATE envs SET services = $1 WHERE name = $2 AND {}",
+            self.fence_clause(3)
+        );
+        let query = sqlx::query(&sql).bind(json).bind(name.as_str());
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await?;
         self.changed(name);
         Ok(())
     }
@@ -489,12 +520,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("UPDATE envs SET warnings = $1 WHERE name = $2")
-            .bind(json)
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let sql = format!(
+            "UPDATE envs SET warnings = $1 WHERE name = $2 AND {}",
+            self.fence_clause(3)
+        );
+        let query = sqlx::query(&sql).bind(json).bind(name.as_str());
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 
     /// Records that `generation` has been fully acted on (Ready, Failed or Deleted).
@@ -503,14 +535,13 @@ impl Store {
         name: &EnvName,
         generation: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE envs SET observed_generation = $1 WHERE name = $2 AND observed_generation < $1",
-        )
-        .bind(generation)
-        .bind(name.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let sql = format!(
+            "UPDATE envs SET observed_generation = $1 WHERE name = $2 AND observed_generation < $1 AND {}",
+            self.fence_clause(3)
+        );
+        let query = sqlx::query(&sql).bind(generation).bind(name.as_str());
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 
     /// The env's timeline, oldest first, after event `after` (0 for all).
@@ -574,7 +605,7 @@ async fn insert_event(
 }
 
 /// Random enough for an instance id, without another dependency.
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = RandomState::new().build_hasher();

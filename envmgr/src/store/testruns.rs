@@ -210,13 +210,27 @@ impl Store {
     }
 
     /// Queued runs, oldest first.
-    pub async fn queued_runs(&self) -> Result<Vec<TestRun>, StoreError> {
+    /// The env's queued runs, oldest first.
+    pub async fn queued_runs(&self, env: &EnvName) -> Result<Vec<TestRun>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM test_runs WHERE status = 'queued' ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM test_runs WHERE status = 'queued' AND env = $1 ORDER BY id"
         ))
+        .bind(env.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(TestRun::from_row).collect()
+    }
+
+    /// Envs with a run queued or marked running.
+    pub async fn envs_with_open_runs(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT env FROM test_runs WHERE status IN ('queued', 'running') ORDER BY env",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| sqlx::Row::try_get(r, "env").map_err(StoreError::from))
+            .collect()
     }
 
     /// Marks a queued run running; `false` if it was not queued any more.
@@ -275,11 +289,13 @@ impl Store {
         Ok(())
     }
 
-    /// Runs left `running` by a process that died: queued again, to be run from the start.
-    pub async fn requeue_interrupted_runs(&self) -> Result<u64, StoreError> {
+    /// Puts the env's runs marked running back in the queue: called under the env's
+    /// `tests` lease, when nothing can be running them any more.
+    pub async fn requeue_interrupted_runs(&self, env: &EnvName) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE test_runs SET status = 'queued', started_at = NULL WHERE status = 'running'",
+            "UPDATE test_runs SET status = 'queued', started_at = NULL WHERE status = 'running' AND env = $1",
         )
+        .bind(env.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected())
