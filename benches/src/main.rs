@@ -3,6 +3,9 @@
 //!
 //!   cargo run --release -p slipway-benches -- env-up [--rounds N]
 //!   cargo run --release -p slipway-benches -- teardown [--rounds N]
+//!   cargo run --release -p slipway-benches -- rebuild [--rounds N]
+//!   cargo run --release -p slipway-benches -- failover [--rounds N]
+//!   cargo run --release -p slipway-benches -- throughput [--envs N]
 //!   cargo run --release -p slipway-benches -- serve-memory [--envs N]
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
@@ -16,11 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 mod chatops;
+mod replicas;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -28,6 +32,10 @@ const USAGE: &str =
                 gracefully, in parallel) against `docker-compose down -v` (default 5 rounds)
   rebuild       redeploy after a commit changing one build context, then two, against
                 `docker-compose up -d --build` plus healthy (default 5 rounds per case)
+  failover      two replicas on one Postgres: kill -9 of the one starting an env, time until
+                the other has it Ready, beside the undisturbed start and lease_ttl (3 rounds)
+  throughput    N envs (default 200) asked at once of one replica, then of two on one
+                Postgres: time to all Ready, container creations per env
   serve-memory  resident memory of `slipway serve` idle and with N envs Ready (default 50)
   webhooks      N signed pull_request deliveries (default 5000): acknowledgements per second
                 and latency beside the server's /healthz, and stored-exactly-once
@@ -56,6 +64,8 @@ fn main() {
         Some("env-up") => env_up(rounds),
         Some("teardown") => teardown(rounds),
         Some("rebuild") => rebuild(rounds),
+        Some("failover") => replicas::failover(number("--rounds", 3)),
+        Some("throughput") => replicas::throughput(number("--envs", 200)),
         Some("serve-memory") => serve_memory(envs),
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
@@ -636,12 +646,25 @@ impl Server {
         bench: &str,
         tables: &str,
     ) -> Result<Self> {
+        Self::start_full(binary, repo, name, env_file, bench, "", tables)
+    }
+
+    /// `start_with`, with `top` holding top-level keys (e.g. `database_url`).
+    fn start_full(
+        binary: &Path,
+        repo: &Repo,
+        name: &str,
+        env_file: &str,
+        bench: &str,
+        top: &str,
+        tables: &str,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("slipway.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nready_timeout = \"3m\"\n\n\
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nready_timeout = \"3m\"\n{top}\n\
                  [[repo]]\nname = \"{name}\"\nurl = \"{}\"\nenv_file = \"{env_file}\"\n\
                  default_ttl = \"1h\"\n\n{tables}",
                 dir.path().display(),
@@ -720,6 +743,21 @@ impl Server {
             );
         }
         Ok(())
+    }
+
+    /// Stdout of `slipway env <args> --json`.
+    fn cli_output(&self, args: &[&str]) -> Result<String> {
+        let out = self.spawn_cli(args)?.wait_with_output()?;
+        if !out.status.success() {
+            bail!("slipway env {args:?}: {}", stderr(&out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Kills the server with SIGKILL: no shutdown, no lease released.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// `env up --wait`, timed from the CLI's start to its exit.

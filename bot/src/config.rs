@@ -397,6 +397,8 @@ impl LimitsConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
+    /// Which runtime runs the envs: `docker` (the default, and the only one today).
+    pub kind: Option<String>,
     pub docker: Option<DockerConfig>,
 }
 
@@ -723,6 +725,16 @@ impl Config {
 
     /// The Docker runtime settings: `[runtime.docker]`, or the deprecated `[docker]`.
     pub fn docker_config(&self) -> anyhow::Result<DockerConfig> {
+        match self.runtime.kind.as_deref().map(str::trim) {
+            None | Some("docker") => {}
+            Some(other) => bail!(
+                "[runtime] kind = \"{other}\" is not a runtime this Slipway has: use \"docker\" \
+                 (the default; its options go under [runtime.docker])"
+            ),
+        }
+        if self.docker.is_some() && self.runtime.docker.is_none() {
+            tracing::warn!("the [docker] table is deprecated: rename it to [runtime.docker]");
+        }
         match (&self.runtime.docker, &self.docker) {
             (Some(_), Some(_)) => bail!(
                 "both [runtime.docker] and [docker] are set: move the [docker] keys into \

@@ -31,6 +31,8 @@ pub struct TestPostgres {
     _owner: Owner,
 }
 
+// Held for their `Drop` only (stop the cluster, drop the database).
+#[allow(dead_code)]
 enum Owner {
     Cluster(Cluster),
     External(ExternalDatabase),
