@@ -6,6 +6,7 @@
 //!   cargo run --release -p slipway-benches -- rebuild [--rounds N]
 //!   cargo run --release -p slipway-benches -- failover [--rounds N]
 //!   cargo run --release -p slipway-benches -- throughput [--envs N]
+//!   cargo run --release -p slipway-benches -- scheduler-idle [--envs N]
 //!   cargo run --release -p slipway-benches -- serve-memory [--envs N]
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
@@ -20,11 +21,12 @@ use anyhow::{bail, Context as _, Result};
 
 mod chatops;
 mod replicas;
+mod scheduler;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -36,6 +38,9 @@ const USAGE: &str =
                 the other has it Ready, beside the undisturbed start and lease_ttl (3 rounds)
   throughput    N envs (default 200) asked at once of one replica, then of two on one
                 Postgres: time to all Ready, container creations per env
+  scheduler-idle
+                N idle envs in the store (default 10000): server CPU and RSS while nothing
+                happens, beside the same server with none
   serve-memory  resident memory of `slipway serve` idle and with N envs Ready (default 50)
   webhooks      N signed pull_request deliveries (default 5000): acknowledgements per second
                 and latency beside the server's /healthz, and stored-exactly-once
@@ -66,6 +71,7 @@ fn main() {
         Some("rebuild") => rebuild(rounds),
         Some("failover") => replicas::failover(number("--rounds", 3)),
         Some("throughput") => replicas::throughput(number("--envs", 200)),
+        Some("scheduler-idle") => scheduler::scheduler_idle(number("--envs", 10_000)),
         Some("serve-memory") => serve_memory(envs),
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
@@ -752,6 +758,10 @@ impl Server {
             bail!("slipway env {args:?}: {}", stderr(&out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the server with SIGKILL: no shutdown, no lease released.

@@ -129,9 +129,13 @@ pub fn failover(rounds: usize) -> Result<()> {
         println!("{label:<52} {median:>6.2} s {min:>6.2} s {max:>6.2} s");
     }
     println!(
-        "takeover after the kill ≈ {:.2} s beyond a full restart of the start; lease_ttl {:.2} s (goal: within lease_ttl)",
-        summary(&failovers).0 - summary(&undisturbed).0,
-        secs(LEASE_TTL)
+        "kill -9 → Ready {:.2} s; bound: lease_ttl {:.2} s + the undisturbed start {:.2} s = {:.2} s \
+         (the other replica takes the env within lease_ttl of the holder's last renewal, then \
+         finishes what the killed one left)",
+        summary(&failovers).0,
+        secs(LEASE_TTL),
+        summary(&undisturbed).0,
+        secs(LEASE_TTL) + summary(&undisturbed).0
     );
     Ok(())
 }

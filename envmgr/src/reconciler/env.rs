@@ -104,9 +104,11 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
             deploy(ctx, env, env.commit.clone()).await
         }
         None => {
-            ctx.store
-                .record_services(&env.name, &statuses(ctx, &observed))
-                .await?;
+            // Written only when something changed: a resync of an idle env costs reads only.
+            let now = statuses(ctx, &observed);
+            if now != env.services {
+                ctx.store.record_services(&env.name, &now).await?;
+            }
             // A service whose restart policy keeps bringing it back is up but not working:
             // Degraded while any is restarting, Ready again once none is (checked on every
             // resync, so a service that becomes stable clears it by itself).

@@ -72,11 +72,20 @@ impl Reconciler for EnvReconciler {
     /// Every env the store knows, and every env the runtime has resources of (the store
     /// may no longer want them: reconciling deletes them).
     async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let now = crate::store::now_ms();
         let mut keys: Vec<String> = self
             .store
             .list(false)
             .await?
             .into_iter()
+            // A failed env stays failed until someone asks again (a nudge) or its TTL
+            // passes (expiry turns it into a deletion): resyncs have nothing to do for it.
+            .filter(|env| {
+                !(env.phase == crate::store::Phase::Failed
+                    && env.observed_generation >= env.generation
+                    && env.desired == crate::store::Desired::Running
+                    && env.expires_at > now)
+            })
             .map(|env| env.name.to_string())
             .collect();
         keys.extend(
