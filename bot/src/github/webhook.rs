@@ -81,7 +81,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
             return answer(
                 StatusCode::BAD_REQUEST,
                 &format!("malformed {event} payload: {e}"),
-            )
+            );
         }
     };
     match parsed {

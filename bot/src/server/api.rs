@@ -171,7 +171,11 @@ impl Access {
 }
 
 /// The [`Access`] check as a route layer.
-pub async fn require_access(State(access): State<Access>, request: Request, next: Next) -> Response {
+pub async fn require_access(
+    State(access): State<Access>,
+    request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -655,10 +659,20 @@ mod tests {
     fn without_a_token_only_loopback_callers_get_in() {
         let open = Access::new(None);
         let none = HeaderMap::new();
-        for local in ["127.0.0.1:5000", "127.8.9.10:1", "[::1]:5000", "[::ffff:127.0.0.1]:80"] {
+        for local in [
+            "127.0.0.1:5000",
+            "127.8.9.10:1",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:80",
+        ] {
             assert!(open.check(&none, peer(local)).is_ok(), "{local}");
         }
-        for remote in ["10.0.0.5:5000", "192.168.1.2:80", "[2001:db8::1]:443", "[::ffff:10.0.0.1]:80"] {
+        for remote in [
+            "10.0.0.5:5000",
+            "192.168.1.2:80",
+            "[2001:db8::1]:443",
+            "[::ffff:10.0.0.1]:80",
+        ] {
             let Err(ApiError(status, message)) = open.check(&none, peer(remote)) else {
                 panic!("{remote} got in");
             };

@@ -45,7 +45,11 @@ async fn readyz(State(probes): State<Probes>) -> Response {
         "runtime": outcome(&runtime),
     });
     if failed.is_empty() {
-        (StatusCode::OK, Json(json!({ "ready": true, "checks": checks }))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({ "ready": true, "checks": checks })),
+        )
+            .into_response()
     } else {
         let error = format!("not ready: {}", failed.join("; "));
         tracing::warn!(%error, "readiness check failed");
@@ -115,7 +119,10 @@ mod tests {
         assert_eq!(body["checks"]["store"]["ok"], true, "{body}");
         assert_eq!(body["checks"]["runtime"]["ok"], false, "{body}");
         let why = body["checks"]["runtime"]["error"].as_str().unwrap();
-        assert!(why.contains("Cannot connect to the Docker daemon"), "{body}");
+        assert!(
+            why.contains("Cannot connect to the Docker daemon"),
+            "{body}"
+        );
         let error = body["error"].as_str().unwrap();
         assert!(error.starts_with("not ready: runtime: "), "{body}");
         assert!(!error.contains("store"), "{body}");
