@@ -8,6 +8,7 @@ mod demo;
 mod discord;
 mod executor;
 mod github;
+mod logging;
 mod notify;
 mod server;
 mod text;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +26,7 @@ use tracing_subscriber::EnvFilter;
     about = "Slipway: branches become ephemeral environments, tested, merged and rolled out",
     arg_required_else_help = true,
     disable_help_subcommand = true,
-    override_usage = "slipway serve [--config <CONFIG>]\n       slipway <COMMAND> [ARGS]..."
+    override_usage = "slipway serve [--config <CONFIG>] [--log-format <text|json>]\n       slipway <COMMAND> [ARGS]..."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +40,10 @@ enum Command {
         /// The TOML config file (see slipway.example.toml).
         #[arg(long, env = "SLIPWAY_CONFIG")]
         config: Option<PathBuf>,
+        /// How the server logs on stderr: `text` for people, `json` for one JSON object per
+        /// line (log shippers).
+        #[arg(long, env = "SLIPWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Build the bundled demo app image (`slipway/demo-app:latest`) and exit. `slipway
     /// serve` without --config does this itself; with a config the server never builds it,
@@ -69,14 +74,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // With JSON logs, the last word of a failed server is a JSON line too.
+    let json_logs = matches!(
+        cli.command,
+        Command::Serve {
+            log_format: LogFormat::Json,
+            ..
+        }
+    );
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => {
-                init_logging();
-                server::serve(config.as_deref()).await
+            Command::Serve { config, log_format } => {
+                logging::init(log_format);
+                server::serve(config.as_deref(), log_format).await
             }
             Command::DemoImage => {
-                init_logging();
+                logging::init(LogFormat::Text);
                 server::build_demo_image().await
             }
             Command::Client(words) => cli::run(&words).await,
@@ -85,7 +98,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if json_logs {
+                tracing::error!(error = %format!("{e:#}"), "slipway serve stopped on an error");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             if e.is::<cli::UsageError>() {
                 ExitCode::from(2)
             } else {
@@ -95,12 +112,40 @@ fn main() -> ExitCode {
     }
 }
 
-/// Structured logs on stderr; `RUST_LOG` adjusts levels.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,bollard=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn log_format_is_text_unless_asked() {
+        let Command::Serve { log_format, .. } = parse(&["slipway", "serve"]).unwrap().command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(log_format, LogFormat::Text);
+        let Command::Serve { log_format, .. } =
+            parse(&["slipway", "serve", "--log-format", "json"])
+                .unwrap()
+                .command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_a_clear_error() {
+        let Err(e) = parse(&["slipway", "serve", "--log-format", "yaml"]) else {
+            panic!("yaml accepted");
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = e.to_string();
+        assert!(text.contains("'yaml'"), "{text}");
+        assert!(text.contains("--log-format"), "{text}");
+        assert!(text.contains("[possible values: text, json]"), "{text}");
+    }
 }

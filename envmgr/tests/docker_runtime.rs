@@ -853,3 +853,11 @@ async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_answers_without_touching_any_object() {
+    let rt = runtime("ping").await;
+    rt.ping().await.expect("a running engine answers a ping");
+    // The trait's default (listing envs) agrees that the engine is there.
+    rt.list_envs().await.expect("the engine lists containers");
+}

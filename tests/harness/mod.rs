@@ -119,6 +119,8 @@ pub struct Server {
     pub url: String,
     pub repo: String,
     log_path: PathBuf,
+    /// Environment variables given to `slipway serve` (e.g. `SLIPWAY_LOG_FORMAT`).
+    serve_env: Vec<(String, String)>,
 }
 
 pub struct ServerOptions<'a> {
@@ -149,6 +151,11 @@ impl<'a> ServerOptions<'a> {
 
 impl Server {
     pub fn start(options: ServerOptions) -> Self {
+        Self::start_with_env(options, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set for `slipway serve`.
+    pub fn start_with_env(options: ServerOptions, serve_env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config_path = data_dir.path().join("slipway.toml");
         let config = format!(
@@ -172,6 +179,10 @@ impl Server {
             url: String::new(),
             repo: options.repo_name.to_string(),
             log_path,
+            serve_env: serve_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -193,6 +204,8 @@ impl Server {
             .arg(&self.config_path)
             .env("RUST_LOG", "info,envmgr=debug")
             .env_remove("SLIPWAY_API_TOKEN")
+            .env_remove("SLIPWAY_LOG_FORMAT")
+            .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -201,16 +214,11 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            if let Some(line) = text[start_offset.min(text.len())..]
+            if let Some(url) = text[start_offset.min(text.len())..]
                 .lines()
-                .find(|l| l.starts_with("Slipway is serving on "))
+                .find_map(serving_url)
             {
-                let url = line
-                    .trim_start_matches("Slipway is serving on ")
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                self.url = url.to_string();
+                self.url = url;
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -326,6 +334,19 @@ impl Drop for Server {
         self.kill9();
         remove_labelled(&format!("label=dev.slipway.repo={}", self.repo));
     }
+}
+
+/// The URL in the line a server writes when it serves: the plain line for people, or the
+/// event's `url` field when it logs JSON (`--log-format json`).
+fn serving_url(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("Slipway is serving on ") {
+        return rest.split_whitespace().next().map(str::to_string);
+    }
+    let event: Value = serde_json::from_str(line).ok()?;
+    if event["message"] != "Slipway is serving" {
+        return None;
+    }
+    event["url"].as_str().map(str::to_string)
 }
 
 /// Removes every Docker object of an env, whatever state a failed test left.

@@ -19,6 +19,7 @@ use envmgr::Engine;
 use tokio::sync::Notify;
 
 use crate::config::{GitHubLink, GitHubSettings};
+use crate::server::metrics::WebhookMetrics;
 use forge::{Forge, GitHubForge, Permission};
 
 /// How long a user's permission on a repo is trusted before asking GitHub again.
@@ -44,6 +45,7 @@ pub fn start(
     links: Vec<GitHubLink>,
     engine: Engine,
     public_url: String,
+    metrics: WebhookMetrics,
 ) -> anyhow::Result<Router> {
     let forge: Arc<dyn Forge> = Arc::new(GitHubForge::new(&settings)?);
     let store = engine.store().clone();
@@ -70,6 +72,7 @@ pub fn start(
         secret: Arc::new(settings.webhook_secret),
         store,
         wake,
+        metrics,
     };
     Ok(webhook::routes(state))
 }

@@ -19,6 +19,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use super::events::WebhookEvent;
+use crate::server::metrics::{DeliveryOutcome, WebhookMetrics};
 
 /// GitHub caps payloads at 25 MB; pull-request events are far smaller than this.
 pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -29,9 +30,12 @@ pub struct WebhookState {
     pub store: Store,
     /// Wakes the processor when a new delivery is stored.
     pub wake: Arc<Notify>,
+    /// Counts each delivery's outcome, where it is decided.
+    pub metrics: WebhookMetrics,
 }
 
 pub fn routes(state: WebhookState) -> Router {
+    state.metrics.start_counting();
     Router::new()
         .route("/webhooks/github", post(receive))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -39,6 +43,7 @@ pub fn routes(state: WebhookState) -> Router {
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let count = |outcome| state.metrics.count(outcome);
     let header = |name: &str| {
         headers
             .get(name)
@@ -47,6 +52,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     };
     let signature = header("x-hub-signature-256");
     if signature.is_empty() {
+        count(DeliveryOutcome::BadSignature);
         return answer(
             StatusCode::UNAUTHORIZED,
             "missing X-Hub-Signature-256: configure the webhook's secret",
@@ -54,6 +60,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     }
     if !signature_matches(state.secret.expose_secret().as_bytes(), signature, &body) {
         tracing::warn!("webhook refused: signature does not match");
+        count(DeliveryOutcome::BadSignature);
         return answer(
             StatusCode::UNAUTHORIZED,
             "signature does not match the configured webhook secret",
@@ -61,6 +68,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     }
     let (event, delivery) = (header("x-github-event"), header("x-github-delivery"));
     if event.is_empty() || delivery.is_empty() || delivery.len() > 100 {
+        count(DeliveryOutcome::Malformed);
         return answer(
             StatusCode::BAD_REQUEST,
             "missing X-GitHub-Event or X-GitHub-Delivery header",
@@ -69,29 +77,41 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     let parsed = match WebhookEvent::parse(event, &body) {
         Ok(parsed) => parsed,
         Err(e) => {
+            count(DeliveryOutcome::Malformed);
             return answer(
                 StatusCode::BAD_REQUEST,
                 &format!("malformed {event} payload: {e}"),
-            )
+            );
         }
     };
     match parsed {
-        WebhookEvent::Ping => answer(StatusCode::OK, "pong"),
-        WebhookEvent::Ignored { event } => answer(
-            StatusCode::ACCEPTED,
-            &format!("ignored: Slipway does not act on {event} events"),
-        ),
+        WebhookEvent::Ping => {
+            count(DeliveryOutcome::Ignored);
+            answer(StatusCode::OK, "pong")
+        }
+        WebhookEvent::Ignored { event } => {
+            count(DeliveryOutcome::Ignored);
+            answer(
+                StatusCode::ACCEPTED,
+                &format!("ignored: Slipway does not act on {event} events"),
+            )
+        }
         handled => {
             debug_assert!(handled.is_handled());
             // Parsed above, so the body is valid JSON and valid UTF-8.
             let payload = String::from_utf8_lossy(&body);
             match state.store.insert_delivery(delivery, event, &payload).await {
                 Ok(true) => {
+                    count(DeliveryOutcome::Accepted);
                     state.wake.notify_one();
                     answer(StatusCode::ACCEPTED, "accepted")
                 }
-                Ok(false) => answer(StatusCode::OK, "duplicate delivery: already accepted"),
+                Ok(false) => {
+                    count(DeliveryOutcome::Duplicate);
+                    answer(StatusCode::OK, "duplicate delivery: already accepted")
+                }
                 Err(e) => {
+                    count(DeliveryOutcome::StoreFailed);
                     tracing::error!(error = %e, delivery, "could not store a webhook delivery");
                     answer(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -2,11 +2,12 @@
 //! calls the engine (which records intent and nudges the reconciler) and answers at once.
 //! Errors are JSON `{"error": "..."}` with a status code a client can branch on.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,14 +30,10 @@ use crate::executor::{self, CommandError, Invocation, Outcome};
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
-    token: Option<Arc<SecretString>>,
 }
 
-pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
-    let state = AppState {
-        engine,
-        token: token.map(Arc::new),
-    };
+pub fn router(engine: Engine, access: Access) -> Router {
+    let state = AppState { engine };
     let api = Router::new()
         .route("/envs", get(list_envs).post(env_up))
         .route("/envs/{env}", get(env_status).delete(env_down))
@@ -49,7 +46,7 @@ pub fn router(engine: Engine, token: Option<SecretString>) -> Router {
         .route("/repos", get(list_repos))
         .route("/audit", get(audit_log))
         .route("/commands", post(run_command))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(access, require_access));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api/v1", api)
@@ -121,29 +118,81 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     answer
 }
 
-/// Bearer-token check, constant time. Without a configured token (loopback only) every
-/// local caller is trusted.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(expected) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        let ok: bool = given
-            .as_bytes()
-            .ct_eq(expected.expose_secret().as_bytes())
-            .into();
-        if !ok {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API token; set SLIPWAY_TOKEN".into(),
-            )
-            .into_response();
+/// Who may call the API (and read `/metrics`): whoever sends the configured bearer token;
+/// without one, callers on loopback only. The config refuses to listen beyond loopback
+/// without a token, so the peer check is the second line of defence, not the first.
+#[derive(Clone)]
+pub struct Access {
+    token: Option<Arc<SecretString>>,
+}
+
+impl Access {
+    pub fn new(token: Option<SecretString>) -> Self {
+        Self {
+            token: token.map(Arc::new),
         }
     }
-    next.run(request).await
+
+    /// The decision for one request: its `Authorization` header and the peer's address
+    /// (`None` when unknown, which is refused unless the token is given).
+    fn check(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), ApiError> {
+        match &self.token {
+            Some(expected) => {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or_default();
+                // Constant time, so the answer's timing says nothing about the token.
+                let ok: bool = given
+                    .as_bytes()
+                    .ct_eq(expected.expose_secret().as_bytes())
+                    .into();
+                if ok {
+                    Ok(())
+                } else {
+                    Err(ApiError(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong API token: send `Authorization: Bearer <api_token>` \
+                         (the CLI reads it from SLIPWAY_TOKEN)"
+                            .into(),
+                    ))
+                }
+            }
+            None if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) => Ok(()),
+            None => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "without an api_token only callers on this machine (loopback) may use the API; \
+                 set api_token (or SLIPWAY_API_TOKEN) to let others in with it"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The [`Access`] check as a route layer.
+pub async fn require_access(
+    State(access): State<Access>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    match access.check(request.headers(), peer) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let mut answer = refusal.into_response();
+            if answer.status() == StatusCode::UNAUTHORIZED {
+                answer.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            answer
+        }
+    }
 }
 
 /// Who is asking, for the audit trail: the CLI sends the local user name.
@@ -530,7 +579,7 @@ async fn list_repos(State(state): State<AppState>) -> Response {
     Json(repos).into_response()
 }
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -586,5 +635,73 @@ impl From<EngineError> for ApiError {
             tracing::error!(error = %e, "request failed");
         }
         ApiError(status, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(addr: &str) -> Option<SocketAddr> {
+        Some(addr.parse().unwrap())
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_callers_get_in() {
+        let open = Access::new(None);
+        let none = HeaderMap::new();
+        for local in [
+            "127.0.0.1:5000",
+            "127.8.9.10:1",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(open.check(&none, peer(local)).is_ok(), "{local}");
+        }
+        for remote in [
+            "10.0.0.5:5000",
+            "192.168.1.2:80",
+            "[2001:db8::1]:443",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            let Err(ApiError(status, message)) = open.check(&none, peer(remote)) else {
+                panic!("{remote} got in");
+            };
+            assert_eq!(status, StatusCode::FORBIDDEN, "{remote}");
+            assert!(message.contains("api_token"), "{message}");
+        }
+        // An unknown peer is not trusted.
+        assert!(open.check(&none, None).is_err());
+    }
+
+    #[test]
+    fn with_a_token_everyone_needs_it_and_nobody_else_matters() {
+        let guarded = Access::new(Some(SecretString::from("0123456789abcdef-token")));
+        for from in [peer("127.0.0.1:1"), peer("10.0.0.5:5000"), None] {
+            assert!(guarded
+                .check(&bearer("0123456789abcdef-token"), from)
+                .is_ok());
+            for headers in [
+                HeaderMap::new(),
+                bearer("0123456789abcdef-toke"),
+                bearer("wrong"),
+                bearer(""),
+            ] {
+                let Err(ApiError(status, message)) = guarded.check(&headers, from) else {
+                    panic!("{headers:?} from {from:?} got in");
+                };
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+                assert!(message.contains("Authorization: Bearer"), "{message}");
+            }
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! serves the HTTP API until Ctrl-C or SIGTERM.
 
 mod api;
+pub mod metrics;
+mod ready;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,9 +18,10 @@ use envmgr::{Engine, RepoSettings};
 use tracing::info;
 
 use crate::config::Config;
+use crate::logging::LogFormat;
 use crate::{demo, github, notify};
 
-pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::Result<()> {
     let config = match config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_defaults(),
@@ -106,29 +110,57 @@ pub async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     notify::start(notify_routes, store.clone(), public_url.clone(), redactors)
         .await
         .context("cannot start notifications")?;
+    let probes = ready::Probes {
+        store: store.clone(),
+        runtime: runtime.clone(),
+    };
     let engine = Engine::start(settings, store, runtime)
         .await
         .context("cannot start the engine's controllers")?;
     if let Some(discord) = discord {
         crate::discord::start(discord, engine.clone()).await?;
     }
-    let mut app = api::router(engine.clone(), token);
+    let metrics = Arc::new(metrics::ServerMetrics::new(engine.metrics()));
+    let access = api::Access::new(token);
+    let mut app = api::router(engine.clone(), access.clone())
+        .merge(metrics::routes(metrics.clone(), access))
+        .merge(ready::routes(probes));
     if let Some(github) = github {
         let links = config.github_links();
         info!(repos = links.len(), api = %github.api_url, "GitHub surface on: webhooks at /webhooks/github");
-        app = app.merge(github::start(github, links, engine, public_url)?);
+        app = app.merge(github::start(
+            github,
+            links,
+            engine,
+            public_url,
+            metrics.webhooks(),
+        )?);
     }
 
-    // Last, so the webhook routes get the same error shape as the API.
-    let app = app.layer(axum::middleware::from_fn(api::json_errors));
-    info!(%addr, instance, "Slipway is serving");
-    eprintln!(
-        "Slipway is serving on http://{addr} (data in {})",
-        data_dir.display()
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // After the routes, so the webhook routes get the same error shape as the API; the
+    // request counter outermost, so it sees the status that really went out.
+    let app = app
+        .layer(axum::middleware::from_fn(api::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.http(),
+            metrics::track_requests,
+        ));
+    let url = format!("http://{addr}");
+    info!(%addr, %url, instance, "Slipway is serving");
+    // For people reading a terminal; JSON logs carry the same as the event above.
+    if log_format == LogFormat::Text {
+        eprintln!(
+            "Slipway is serving on {url} (data in {})",
+            data_dir.display()
+        );
+    }
+    // The peer address feeds the API's loopback check.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     info!("stopped");
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct FakeRuntime {
     max_applying: AtomicU64,
     /// Tags of the images built so far.
     images: Mutex<BTreeSet<String>>,
+    /// When set, `ping` fails with this message (an engine that stopped answering).
+    ping_failure: Mutex<Option<String>>,
 }
 
 impl FakeRuntime {
@@ -45,6 +47,11 @@ impl FakeRuntime {
             .lock()
             .unwrap()
             .insert(service.to_string());
+    }
+
+    /// Makes `ping` fail with `message` (`None`: answer again).
+    pub fn fail_ping(&self, message: Option<&str>) {
+        *self.ping_failure.lock().unwrap() = message.map(str::to_string);
     }
 
     pub fn set_apply_delay(&self, delay: Duration) {
@@ -250,6 +257,13 @@ impl Runtime for FakeRuntime {
 
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
         Ok(self.envs.lock().unwrap().keys().cloned().collect())
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        match self.ping_failure.lock().unwrap().clone() {
+            Some(message) => Err(RuntimeError::Unavailable(message)),
+            None => Ok(()),
+        }
     }
 
     async fn run_job(

@@ -434,6 +434,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every env this instance has resources for, to find orphans.
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError>;
 
+    /// Whether the runtime answers at all, for readiness checks. Runtimes with a cheaper
+    /// probe than listing their envs override this.
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.list_envs().await.map(|_| ())
+    }
+
     /// Runs `job` on `env`'s network to completion (or its timeout), sending its output to
     /// `output` as it comes, then removes its container. An env's jobs are not services:
     /// `fetch` and `apply` leave them alone, `destroy` removes them.

@@ -140,6 +140,13 @@ impl Store {
         })
     }
 
+    /// One trivial query, for readiness checks: the database answers and the pool has (or
+    /// can open) a connection.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

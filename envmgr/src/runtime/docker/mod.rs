@@ -242,6 +242,15 @@ impl Runtime for DockerRuntime {
         self.instance_envs().await
     }
 
+    /// `GET /_ping`: answers without touching any object.
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| errors::unavailable("pinging the Docker engine", &e))
+    }
+
     async fn run_job(
         &self,
         env: &EnvSpec,
