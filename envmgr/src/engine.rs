@@ -59,6 +59,11 @@ pub struct Engine {
     envs: Nudger,
     /// Nudges the test-run controller.
     test_runs: Nudger,
+    /// How this process's controllers take part among the replicas; a surface's own
+    /// controllers (deliveries, pull requests) run with the same.
+    controllers: ControllerSettings,
+    /// This process's one nudge bus, shared by every controller in it.
+    bus: NudgeBus,
     metrics: Arc<ControllerMetrics>,
     /// Every text this engine hands out about an env passes through these.
     redactors: Arc<Redactors>,
@@ -96,8 +101,8 @@ impl Engine {
                 test_runs.clone(),
             ),
             store.clone(),
-            controllers,
-            bus,
+            controllers.clone(),
+            bus.clone(),
             metrics.clone(),
         );
         let redactors = Arc::new(Redactors::new(&settings));
@@ -107,14 +112,28 @@ impl Engine {
             runtime,
             envs,
             test_runs,
+            controllers,
+            bus,
             metrics,
             redactors,
         })
     }
 
-    /// The controllers' figures, for `/metrics`.
+    /// The controllers' figures, for `/metrics`; a surface's controllers add theirs.
     pub fn metrics(&self) -> &Arc<ControllerMetrics> {
         &self.metrics
+    }
+
+    /// The holder name, lease TTL and resync interval this process's controllers use, for
+    /// a surface spawning its own (see [`controller::spawn`]).
+    pub fn controller_settings(&self) -> &ControllerSettings {
+        &self.controllers
+    }
+
+    /// The process's nudge bus (across replicas on Postgres), for a surface's controllers:
+    /// one bus per process, so one `LISTEN` connection.
+    pub fn nudge_bus(&self) -> &NudgeBus {
+        &self.bus
     }
 
     /// The redaction every text about an env goes through before it leaves Slipway.

@@ -1,22 +1,29 @@
 //! The GitHub surface. Webhooks are verified, stored and acknowledged (`webhook`); the
-//! processor turns stored deliveries into intent for the engine (`processor`); the reporter
-//! mirrors each PR env's state back to GitHub as one sticky comment, a deployment and a
-//! commit status (`report`); a periodic sweep lists open PRs to heal missed webhooks.
+//! deliveries controller turns stored deliveries into intent for the engine (`deliveries`,
+//! `processor`); the reports controller mirrors each PR env's state back to GitHub as one
+//! sticky comment, a deployment and a commit status (`report`); the sweep controller lists
+//! open PRs to heal missed webhooks (`sweep`).
+//!
+//! All three run on the engine's controller (see `envmgr::controller`), so with several
+//! replicas on one store each delivery and each PR is worked by one replica at a time, under
+//! a lease: a delivery is handled once, and one PR's deliveries in the order they came.
 
+mod deliveries;
 pub mod events;
 pub mod forge;
 mod processor;
 mod report;
+mod sweep;
 pub mod webhook;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use envmgr::store::Store;
+use envmgr::controller::{self, Nudger, Reconciler, Work};
+use envmgr::store::{Store, StoreError};
 use envmgr::Engine;
-use tokio::sync::Notify;
 
 use crate::config::{GitHubLink, GitHubSettings};
 use crate::server::metrics::WebhookMetrics;
@@ -34,12 +41,11 @@ pub struct GitHubSurface {
     /// Base URL of this server, for links in comments.
     public_url: String,
     permissions: Mutex<HashMap<(String, String), (Permission, Instant)>>,
-    /// One report at a time per PR, so two never both create the sticky comment.
-    reporting: tokio::sync::Mutex<HashSet<String>>,
-    report_done: Notify,
+    /// Nudges the report of a PR (on whichever replica holds it); set once at the start.
+    reports: OnceLock<Nudger>,
 }
 
-/// Starts the GitHub surface's background work and returns its webhook routes.
+/// Starts the GitHub surface's controllers and returns its webhook routes.
 pub fn start(
     settings: GitHubSettings,
     links: Vec<GitHubLink>,
@@ -50,31 +56,72 @@ pub fn start(
     let forge: Arc<dyn Forge> = Arc::new(GitHubForge::new(&settings)?);
     let store = engine.store().clone();
     let surface = Arc::new(GitHubSurface {
-        engine,
+        engine: engine.clone(),
         store: store.clone(),
         forge,
         links,
         skip_label: settings.skip_label.clone(),
         public_url,
         permissions: Mutex::default(),
-        reporting: tokio::sync::Mutex::default(),
-        report_done: Notify::new(),
+        reports: OnceLock::new(),
     });
-    let wake = Arc::new(Notify::new());
-    tokio::spawn(surface.clone().process_deliveries(wake.clone()));
-    tokio::spawn(surface.clone().report_changes());
-    tokio::spawn(
-        surface
-            .clone()
-            .heal_periodically(settings.resync_interval, settings.delivery_retention),
+    let reports = spawn(&engine, report::PullReports::new(surface.clone()));
+    // Set before anything can handle a delivery: the deliveries controller starts below.
+    let _ = surface.reports.set(reports.clone());
+    tokio::spawn(report::nudge_on_env_changes(surface.clone(), reports));
+    let lease_ttl = engine.controller_settings().lease_ttl;
+    let deliveries = spawn(
+        &engine,
+        deliveries::Deliveries::new(
+            surface.clone(),
+            lease_ttl,
+            settings.delivery_retention,
+            settings.resync_interval,
+        ),
+    );
+    spawn(
+        &engine,
+        sweep::Sweeps::new(
+            surface,
+            engine.controller_settings().holder.clone(),
+            settings.resync_interval,
+        ),
     );
     let state = webhook::WebhookState {
         secret: Arc::new(settings.webhook_secret),
         store,
-        wake,
+        deliveries,
         metrics,
     };
     Ok(webhook::routes(state))
+}
+
+/// Starts the controller of `reconciler` beside the engine's: same store, settings, nudge
+/// bus and metrics.
+fn spawn<R: Reconciler>(engine: &Engine, reconciler: R) -> Nudger {
+    controller::spawn(
+        reconciler,
+        engine.store().clone(),
+        engine.controller_settings().clone(),
+        engine.nudge_bus().clone(),
+        engine.metrics().clone(),
+    )
+}
+
+/// Fails with [`StoreError::StaleLease`] unless `work` still holds its lease, which this
+/// extends: checked before something that cannot be taken back (a comment posted), so a
+/// replica that stalled past its lease stops instead of doing the new holder's work again.
+async fn still_held(work: &Work, lease_ttl: Duration) -> Result<(), StoreError> {
+    let mut lease = work.lease().clone();
+    if work.store().renew_lease(&mut lease, lease_ttl).await? {
+        Ok(())
+    } else {
+        Err(StoreError::StaleLease {
+            kind: lease.kind,
+            key: lease.key,
+            token: lease.token,
+        })
+    }
 }
 
 impl GitHubSurface {
@@ -87,6 +134,13 @@ impl GitHubSurface {
 
     fn link_for_repo(&self, repo: &str) -> Option<&GitHubLink> {
         self.links.iter().find(|l| l.repo.as_str() == repo)
+    }
+
+    /// Asks for the PR's comment, deployment and statuses to be brought in line with it.
+    fn nudge_report(&self, repo: &str, number: i64) {
+        if let Some(reports) = self.reports.get() {
+            reports.nudge(&report::key(repo, number));
+        }
     }
 
     /// The user's permission on `repo`, cached briefly.
@@ -108,26 +162,5 @@ impl GitHubSurface {
             .expect("permissions poisoned")
             .insert(key, (permission, Instant::now()));
         Ok(permission)
-    }
-
-    /// Lists open PRs of every linked repo now and then, so an env exists for every open PR
-    /// and none for a closed one even when webhooks were lost.
-    /// The same loop bounds the stored webhook bodies (`delivery_retention`).
-    async fn heal_periodically(self: Arc<Self>, interval: Duration, delivery_retention: Duration) {
-        loop {
-            for link in self.links.clone() {
-                if let Err(e) = self.heal(&link).await {
-                    tracing::warn!(repo = %link.github, error = %format!("{e:#}"), "could not list open pull requests");
-                }
-            }
-            match self.store.prune_deliveries(delivery_retention).await {
-                Ok((0, 0)) => {}
-                Ok((cleared, removed)) => {
-                    tracing::info!(cleared, removed, "pruned old webhook deliveries")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not prune old webhook deliveries"),
-            }
-            tokio::time::sleep(interval).await;
-        }
     }
 }

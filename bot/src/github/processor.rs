@@ -1,16 +1,13 @@
 //! From stored webhook deliveries (and the periodic sweep) to intent: which PR should have an
-//! env at which commit. Deliveries are handled one at a time in arrival order and marked
-//! done afterwards, so a crash in between means handling one again, never losing one.
+//! env at which commit, and the answers to commands in comments. When and where a delivery
+//! is handled is the deliveries controller's business (`deliveries`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use envmgr::names::{CommitSha, EnvName};
 use envmgr::snippet::fence_safe;
 use envmgr::store::{Delivery, Desired, PullRow};
-use tokio::sync::Notify;
 
 use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
 use super::forge::PullInfo;
@@ -20,64 +17,13 @@ use crate::commands::{self, Command};
 use crate::config::GitHubLink;
 use crate::executor::{self, CommandError, Invocation, Outcome};
 
-/// Attempts before a delivery that keeps failing is put aside.
-const MAX_ATTEMPTS: u32 = 5;
 const MAX_COMMANDS_PER_COMMENT: usize = 5;
 /// Who acts when the periodic sweep of open PRs changes something.
 const SWEEP_ACTOR: &str = "github:resync";
 
 impl GitHubSurface {
-    /// Handles stored deliveries as they arrive; also picks up what a previous process left.
-    pub(super) async fn process_deliveries(self: Arc<Self>, wake: Arc<Notify>) {
-        let mut attempts: HashMap<String, u32> = HashMap::new();
-        loop {
-            let pending = match self.store.pending_deliveries(100).await {
-                Ok(pending) => pending,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read webhook deliveries");
-                    Vec::new()
-                }
-            };
-            let mut retry_soon = false;
-            for delivery in &pending {
-                match self.process(delivery).await {
-                    Ok(outcome) => {
-                        tracing::info!(delivery = %delivery.id, event = %delivery.event, %outcome, "webhook handled");
-                        self.finish(&delivery.id, &outcome).await;
-                        attempts.remove(&delivery.id);
-                    }
-                    Err(e) => {
-                        let tries = attempts.entry(delivery.id.clone()).or_default();
-                        *tries += 1;
-                        tracing::warn!(delivery = %delivery.id, error = %format!("{e:#}"), attempt = *tries, "webhook handling failed");
-                        if *tries >= MAX_ATTEMPTS {
-                            self.finish(&delivery.id, &format!("failed: {e:#}")).await;
-                            attempts.remove(&delivery.id);
-                        } else {
-                            retry_soon = true;
-                        }
-                    }
-                }
-            }
-            if pending.len() == 100 {
-                continue;
-            }
-            let pause = if retry_soon {
-                Duration::from_secs(2)
-            } else {
-                Duration::from_secs(30)
-            };
-            let _ = tokio::time::timeout(pause, wake.notified()).await;
-        }
-    }
-
-    async fn finish(&self, id: &str, outcome: &str) {
-        if let Err(e) = self.store.finish_delivery(id, outcome).await {
-            tracing::warn!(delivery = id, error = %e, "cannot mark a delivery handled");
-        }
-    }
-
-    async fn process(&self, delivery: &Delivery) -> anyhow::Result<String> {
+    /// Acts on one stored delivery; returns what was done, for the log and the store.
+    pub(super) async fn process(&self, delivery: &Delivery) -> anyhow::Result<String> {
         match WebhookEvent::parse(&delivery.event, delivery.payload.as_bytes())? {
             WebhookEvent::PullRequest(event) => self.on_pull_request(event).await,
             WebhookEvent::IssueComment(event) => self.on_comment(event).await,
@@ -161,9 +107,10 @@ impl GitHubSurface {
             status_state: None,
         };
         let row = self.store.upsert_pull(&row).await?;
-        let outcome = self.ensure_env(link, &row, actor, force).await?;
-        self.report_pull(&row.repo, row.number).await?;
-        Ok(outcome)
+        let outcome = self.ensure_env(link, &row, actor, force).await;
+        // Also after an error: the comment shows what the PR is waiting for.
+        self.nudge_report(&row.repo, row.number);
+        outcome
     }
 
     /// Up or down the PR's env according to its state, labels, draft flag and approval.
@@ -441,7 +388,7 @@ impl GitHubSurface {
         )))
     }
 
-    /// One sweep of a repo's open PRs (see `heal_periodically`).
+    /// One sweep of a repo's open PRs (see `sweep`).
     pub(super) async fn heal(&self, link: &GitHubLink) -> anyhow::Result<()> {
         let open = self.forge.open_pull_requests(&link.github).await?;
         for info in &open {

@@ -1,12 +1,15 @@
 //! Mirrors each PR env's state to GitHub: one sticky comment (found again by a hidden
 //! marker, edited in place), a deployment per env commit with statuses, and the commit
 //! status `slipway/env`. Level-triggered and idempotent: what was last posted is stored, and
-//! only differences are sent, so a repeated report never duplicates anything.
+//! only differences are sent, so a repeated report never duplicates anything; one replica
+//! at a time reports a PR (the `pr` controller), so two never both create its comment.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use envmgr::store::{now_ms, EnvRecord, Phase, PullRow, RunStatus, TestResult, TestRun};
+use anyhow::Context as _;
+use envmgr::controller::{Action, Nudger, Reconciler, Work};
+use envmgr::store::{now_ms, EnvRecord, Phase, PullRow, RunStatus, Store, TestResult, TestRun};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::forge::{truncate, CheckRun, DeploymentState, ForgeError, StatusState};
@@ -17,73 +20,118 @@ pub const MARKER: &str = "<!-- slipway:env -->";
 pub const STATUS_CONTEXT: &str = "slipway/env";
 pub const TESTS_CONTEXT: &str = "slipway/tests";
 
-impl GitHubSurface {
-    /// Reports every PR env whose state changes.
-    pub(super) async fn report_changes(self: Arc<Self>) {
-        let mut changes = self.store.subscribe();
-        loop {
-            let env = match changes.recv().await {
-                Ok(env) => env,
-                Err(RecvError::Lagged(_)) => {
-                    self.report_all().await;
-                    continue;
-                }
-                Err(RecvError::Closed) => return,
-            };
-            // Coalesce a burst of changes (a deploy's progress) into one report per env.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut envs = vec![env];
-            while let Ok(more) = changes.try_recv() {
-                if !envs.contains(&more) {
-                    envs.push(more);
+/// The lease kind and metrics label of PR reports; keys are `repo#number` (see [`key`]).
+pub const KIND: &str = "pr";
+/// How long a burst of env changes (a deploy's progress) is gathered before nudging.
+const COALESCE: Duration = Duration::from_millis(100);
+
+/// The key of a PR's report: `<repo>#<number>`, with the configured repo's name.
+pub fn key(repo: &str, number: i64) -> String {
+    format!("{repo}#{number}")
+}
+
+fn parse_key(key: &str) -> Option<(&str, i64)> {
+    let (repo, number) = key.rsplit_once('#')?;
+    Some((repo, number.parse().ok()?))
+}
+
+/// The reports controller: one replica at a time brings a PR's comment, deployment, commit
+/// status and check run in line with its env, under the PR's lease, writing what it posted
+/// through the fenced store. Nudged when a delivery or the sweep touches the PR and when
+/// its env changes; the resync revisits every open PR and every live PR env.
+pub(super) struct PullReports {
+    surface: Arc<GitHubSurface>,
+}
+
+impl PullReports {
+    pub fn new(surface: Arc<GitHubSurface>) -> Self {
+        PullReports { surface }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for PullReports {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let surface = &self.surface;
+        let mut keys = Vec::new();
+        for link in &surface.links {
+            for pull in surface.store.open_pulls(link.repo.as_str()).await? {
+                keys.push(key(&pull.repo, pull.number));
+            }
+        }
+        // A closed PR's env still going away is reported until it is gone.
+        for env in surface.store.list(false).await? {
+            if let Some(pr) = &env.pull_request {
+                if surface.link_for_repo(env.repo.as_str()).is_some() {
+                    keys.push(key(env.repo.as_str(), pr.number));
                 }
             }
-            for env in envs {
-                match self.store.pull_for_env(env.as_str()).await {
-                    Ok(Some(pull)) => {
-                        if let Err(e) = self.report_pull(&pull.repo, pull.number).await {
-                            tracing::warn!(env = %env, error = %format!("{e:#}"), "could not report to GitHub");
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn reconcile(&self, key: &str, work: &Work) -> anyhow::Result<Action> {
+        let Some((repo, number)) = parse_key(key) else {
+            tracing::warn!(key, "ignoring a malformed pull request key");
+            return Ok(Action::AwaitChange);
+        };
+        self.surface
+            .report_pull(work.store(), repo, number)
+            .await
+            .with_context(|| format!("could not report pull request {key} to GitHub"))?;
+        Ok(Action::AwaitChange)
+    }
+}
+
+/// Nudges the report of every PR whose env changed in this process (the env controller
+/// runs here); the nudge reaches the replica that holds the PR, wherever it is.
+pub(super) async fn nudge_on_env_changes(surface: Arc<GitHubSurface>, reports: Nudger) {
+    let mut changes = surface.store.subscribe();
+    loop {
+        let env = match changes.recv().await {
+            Ok(env) => env,
+            Err(RecvError::Lagged(_)) => {
+                // Missed some: every open PR is looked at (the resync would, later).
+                for link in &surface.links {
+                    if let Ok(pulls) = surface.store.open_pulls(link.repo.as_str()).await {
+                        for pull in pulls {
+                            reports.nudge(&key(&pull.repo, pull.number));
                         }
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot read pull requests"),
                 }
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        // Coalesce a burst of changes (a deploy's progress) into one nudge per env.
+        tokio::time::sleep(COALESCE).await;
+        let mut envs = vec![env];
+        while let Ok(more) = changes.try_recv() {
+            if !envs.contains(&more) {
+                envs.push(more);
+            }
+        }
+        for env in envs {
+            match surface.store.pull_for_env(env.as_str()).await {
+                Ok(Some(pull)) => reports.nudge(&key(&pull.repo, pull.number)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(env = %env, error = %e, "cannot read pull requests"),
             }
         }
     }
+}
 
-    async fn report_all(&self) {
-        for link in &self.links {
-            if let Ok(pulls) = self.store.open_pulls(link.repo.as_str()).await {
-                for pull in pulls {
-                    let _ = self.report_pull(&pull.repo, pull.number).await;
-                }
-            }
-        }
-    }
-
-    /// Brings the PR's comment, deployment and commit status in line with its env.
-    pub(super) async fn report_pull(&self, repo: &str, number: i64) -> anyhow::Result<()> {
-        let key = format!("{repo}#{number}");
-        loop {
-            let mut busy = self.reporting.lock().await;
-            if busy.insert(key.clone()) {
-                break;
-            }
-            drop(busy);
-            // Another report of this PR is running; wait for it, then report again (the
-            // state may have moved on since it started).
-            let _ =
-                tokio::time::timeout(Duration::from_millis(200), self.report_done.notified()).await;
-        }
-        let result = self.report_pull_now(repo, number).await;
-        self.reporting.lock().await.remove(&key);
-        self.report_done.notify_waiters();
-        result
-    }
-
-    async fn report_pull_now(&self, repo: &str, number: i64) -> anyhow::Result<()> {
-        let Some(pull) = self.store.get_pull(repo, number).await? else {
+impl GitHubSurface {
+    /// Brings the PR's comment, deployment and commit status in line with its env; what
+    /// was posted is recorded through `store` (fenced by the PR's lease).
+    async fn report_pull(&self, store: &Store, repo: &str, number: i64) -> anyhow::Result<()> {
+        let Some(pull) = store.get_pull(repo, number).await? else {
             return Ok(());
         };
         let Some(link) = self.link_for_repo(repo) else {
@@ -97,7 +145,7 @@ impl GitHubSurface {
         // (which `engine.get` redacts): comment, status, deployment and check run are all
         // made from these two.
         let run = match &env {
-            Some(env) => match self.store.runs(&env.name, 1).await?.into_iter().next() {
+            Some(env) => match store.runs(&env.name, 1).await?.into_iter().next() {
                 Some(run) => Some(self.engine.redactors().run(env, run).await),
                 None => None,
             },
@@ -111,22 +159,27 @@ impl GitHubSurface {
             &self.public_url,
             link.draft_envs,
         );
-        if pull.comment_body.as_deref() != Some(body.as_str()) {
-            self.post_comment(&pull, &body).await?;
+        // The countdown to the expiry alone does not make an edit: it changes every minute.
+        if pull
+            .comment_body
+            .as_deref()
+            .is_none_or(|posted| without_countdown(posted) != without_countdown(&body))
+        {
+            self.post_comment(store, &pull, &body).await?;
         }
         if let Some(env) = &env {
-            self.report_deployment(&pull, env).await?;
+            self.report_deployment(store, &pull, env).await?;
         }
-        self.report_status(&pull, env.as_ref()).await?;
+        self.report_status(store, &pull, env.as_ref()).await?;
         if let Some(run) = &run {
-            self.report_tests(&pull, run).await?;
+            self.report_tests(store, &pull, run).await?;
         }
         Ok(())
     }
 
     /// Edits the sticky comment, finding it by its marker when its id is not known yet, and
     /// creating it only when there is none.
-    async fn post_comment(&self, pull: &PullRow, body: &str) -> anyhow::Result<()> {
+    async fn post_comment(&self, store: &Store, pull: &PullRow, body: &str) -> anyhow::Result<()> {
         let github = &pull.github_repo;
         let number = pull.number as u64;
         let known = match pull.comment_id {
@@ -144,14 +197,19 @@ impl GitHubSurface {
             },
             None => self.forge.create_comment(github, number, body).await?,
         };
-        self.store
+        store
             .record_pull_comment(&pull.repo, pull.number, id as i64, body)
             .await?;
         Ok(())
     }
 
     /// One deployment per env commit; its status follows the env's phase.
-    async fn report_deployment(&self, pull: &PullRow, env: &EnvRecord) -> anyhow::Result<()> {
+    async fn report_deployment(
+        &self,
+        store: &Store,
+        pull: &PullRow,
+        env: &EnvRecord,
+    ) -> anyhow::Result<()> {
         let Some(sha) = env.pull_request.as_ref().map(|pr| pr.head.to_string()) else {
             return Ok(());
         };
@@ -164,7 +222,7 @@ impl GitHubSurface {
                 .forge
                 .create_deployment(&pull.github_repo, &sha, env.name.as_str())
                 .await?;
-            self.store
+            store
                 .record_pull_deployment(
                     &pull.repo,
                     pull.number,
@@ -211,7 +269,7 @@ impl GitHubSurface {
                 &description,
             )
             .await?;
-        self.store
+        store
             .record_pull_deployment(
                 &pull.repo,
                 pull.number,
@@ -224,7 +282,12 @@ impl GitHubSurface {
     }
 
     /// The `slipway/env` commit status on the PR's head.
-    async fn report_status(&self, pull: &PullRow, env: Option<&EnvRecord>) -> anyhow::Result<()> {
+    async fn report_status(
+        &self,
+        store: &Store,
+        pull: &PullRow,
+        env: Option<&EnvRecord>,
+    ) -> anyhow::Result<()> {
         let at_head = env.filter(|e| {
             e.pull_request
                 .as_ref()
@@ -273,7 +336,7 @@ impl GitHubSurface {
                 target.as_deref(),
             )
             .await?;
-        self.store
+        store
             .record_pull_status(&pull.repo, pull.number, &pull.head_sha, &recorded)
             .await?;
         Ok(())
@@ -281,7 +344,12 @@ impl GitHubSurface {
 
     /// The `slipway/tests` check run of the PR head's latest run. Tokens that may not
     /// create check runs (only GitHub Apps may) get a commit status of that name instead.
-    async fn report_tests(&self, pull: &PullRow, run: &TestRun) -> anyhow::Result<()> {
+    async fn report_tests(
+        &self,
+        store: &Store,
+        pull: &PullRow,
+        run: &TestRun,
+    ) -> anyhow::Result<()> {
         let log_url = format!(
             "{}/api/v1/envs/{}/runs/{}/log",
             self.public_url, run.env, run.id
@@ -373,7 +441,7 @@ impl GitHubSurface {
             }
             Err(e) => return Err(e.into()),
         };
-        self.store.record_check_run(run.id, id, &state).await?;
+        store.record_check_run(run.id, id, &state).await?;
         Ok(())
     }
 
@@ -450,7 +518,7 @@ pub fn render_comment(
         }
     }
     if !matches!(env.phase, Phase::Deleting | Phase::Deleted) {
-        out.push_str(&format!("| **Expires** | {} |\n", expiry(env.expires_at)));
+        out.push_str(&format!("{EXPIRES_ROW}{} |\n", expiry(env.expires_at)));
         out.push_str(&format!(
             "| **Logs** | [all services]({public_url}/api/v1/envs/{}/logs) |\n",
             env.name
@@ -512,6 +580,32 @@ fn footer() -> String {
     "<sub>Commands: `/slipway env up` · `/slipway env down` · `/slipway env status` · `/slipway help`</sub>".into()
 }
 
+/// The sticky comment without the time left in its `Expires` row, which changes every
+/// minute while nothing else does.
+fn without_countdown(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    for line in body.split_inclusive('\n') {
+        let countdown = line
+            .starts_with(EXPIRES_ROW)
+            .then(|| {
+                let start = line.find(" (in ")?;
+                let end = start + line[start..].find(')')? + 1;
+                Some((start, end))
+            })
+            .flatten();
+        match countdown {
+            Some((start, end)) => {
+                out.push_str(&line[..start]);
+                out.push_str(&line[end..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+const EXPIRES_ROW: &str = "| **Expires** | ";
+
 /// "2026-11-22 13:00 UTC (in 7h 59m)".
 fn expiry(expires_at: i64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(expires_at.max(0) as u64);
@@ -526,4 +620,44 @@ fn expiry(expires_at: i64) -> String {
         &when[..16.min(when.len())],
         humantime::format_duration(left)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_countdown_to_the_expiry_is_ignored_when_comparing_comments() {
+        let body = |stamp: &str, left: &str, state: &str| {
+            format!(
+                "{MARKER}\n| | |\n|---|---|\n| **State** | {state} |\n\
+                 {EXPIRES_ROW}{stamp} UTC (in {left}) |\n| **Logs** | [all services](x) |\n"
+            )
+        };
+        let posted = body("2026-11-22 13:00", "7h 59m", "✅ Ready");
+        assert_eq!(
+            without_countdown(&posted),
+            without_countdown(&body("2026-11-22 13:00", "7h 58m", "✅ Ready"))
+        );
+        // A new expiry (an extend) or anything else is a change.
+        assert_ne!(
+            without_countdown(&posted),
+            without_countdown(&body("2026-11-22 14:00", "8h 58m", "✅ Ready"))
+        );
+        assert_ne!(
+            without_countdown(&posted),
+            without_countdown(&body("2026-11-22 13:00", "7h 59m", "❌ Failed"))
+        );
+        // "(in" elsewhere is kept.
+        let text = "Why (in short): it failed\n";
+        assert_eq!(without_countdown(text), text);
+    }
+
+    #[test]
+    fn report_keys_name_the_repo_and_the_number() {
+        assert_eq!(key("shop", 7), "shop#7");
+        assert_eq!(parse_key("shop#7"), Some(("shop", 7)));
+        assert_eq!(parse_key("shop"), None);
+        assert_eq!(parse_key("shop#x"), None);
+    }
 }

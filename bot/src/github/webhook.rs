@@ -1,24 +1,26 @@
 //! `POST /webhooks/github`: verify the signature over the raw body before reading anything,
 //! parse, store the delivery durably under its `X-GitHub-Delivery` id, acknowledge at once,
-//! and let the processor act on it asynchronously. GitHub waits 10 s at most; this answers
+//! and nudge the deliveries controller (on whichever replica holds the delivery's PR) to
+//! act on it asynchronously. GitHub waits 10 s at most; this answers
 //! in about a database write.
 
 use std::sync::Arc;
 
+use super::deliveries::DeliveryKey;
+use super::events::WebhookEvent;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use envmgr::controller::Nudger;
 use envmgr::store::Store;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::Notify;
 
-use super::events::WebhookEvent;
 use crate::server::metrics::{DeliveryOutcome, WebhookMetrics};
 
 /// GitHub caps payloads at 25 MB; pull-request events are far smaller than this.
@@ -28,8 +30,8 @@ pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
 pub struct WebhookState {
     pub secret: Arc<SecretString>,
     pub store: Store,
-    /// Wakes the processor when a new delivery is stored.
-    pub wake: Arc<Notify>,
+    /// Nudges the deliveries controller when a new delivery is stored.
+    pub deliveries: Nudger,
     /// Counts each delivery's outcome, where it is decided.
     pub metrics: WebhookMetrics,
 }
@@ -103,7 +105,9 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
             match state.store.insert_delivery(delivery, event, &payload).await {
                 Ok(true) => {
                     count(DeliveryOutcome::Accepted);
-                    state.wake.notify_one();
+                    state
+                        .deliveries
+                        .nudge(&DeliveryKey::of(delivery, &handled).to_string());
                     answer(StatusCode::ACCEPTED, "accepted")
                 }
                 Ok(false) => {

@@ -104,34 +104,49 @@ impl Store {
         Ok(inserted > 0)
     }
 
-    /// Deliveries not yet acted on, oldest first.
-    pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+    /// Ids of the deliveries not yet acted on, oldest first: cheap to list often, the bodies
+    /// are read one by one with [`Store::pending_delivery`].
+    pub async fn pending_delivery_ids(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, event, payload FROM webhook_deliveries WHERE processed_at IS NULL \
+            "SELECT id FROM webhook_deliveries WHERE processed_at IS NULL \
              ORDER BY received_at, id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: column(r, "id")?,
-                    event: column(r, "event")?,
-                    payload: column(r, "payload")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| column(r, "id")).collect()
     }
 
+    /// A delivery not yet acted on; `None` once it is handled (or when the id is unknown).
+    pub async fn pending_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, event, payload FROM webhook_deliveries WHERE id = $1 AND processed_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Delivery {
+                id: column(&r, "id")?,
+                event: column(&r, "event")?,
+                payload: column(&r, "payload")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks a delivery handled, once. Through a store fenced by a lease (see
+    /// [`Store::fenced`]), a holder whose lease is gone changes nothing and gets
+    /// [`StoreError::StaleLease`].
     pub async fn finish_delivery(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_deliveries SET processed_at = $1, outcome = $2 WHERE id = $3")
-            .bind(now_ms())
-            .bind(outcome)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let sql = format!(
+            "UPDATE webhook_deliveries SET processed_at = $1, outcome = $2 \
+             WHERE id = $3 AND processed_at IS NULL AND {}",
+            self.fence_clause(4)
+        );
+        let query = sqlx::query(&sql).bind(now_ms()).bind(outcome).bind(id);
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 
     /// Bounds what deliveries keep: the body (up to 10 MB) of a delivery handled and received
@@ -268,6 +283,8 @@ impl Store {
         Ok(())
     }
 
+    /// What Slipway last posted to a PR: its sticky comment. This and the other
+    /// `record_pull_*` writes are fenced when the store is (see [`Store::fenced`]).
     pub async fn record_pull_comment(
         &self,
         repo: &str,
@@ -275,14 +292,18 @@ impl Store {
         id: i64,
         body: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE pull_requests SET comment_id = $1, comment_body = $2 WHERE repo = $3 AND number = $4")
+        let sql = format!(
+            "UPDATE pull_requests SET comment_id = $1, comment_body = $2 \
+             WHERE repo = $3 AND number = $4 AND {}",
+            self.fence_clause(5)
+        );
+        let query = sqlx::query(&sql)
             .bind(id)
             .bind(body)
             .bind(repo)
-            .bind(number)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .bind(number);
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 
     pub async fn record_pull_deployment(
@@ -293,18 +314,19 @@ impl Store {
         sha: Option<&str>,
         state: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let sql = format!(
             "UPDATE pull_requests SET deployment_id = $1, deployment_sha = $2, deployment_state = $3 \
-             WHERE repo = $4 AND number = $5",
-        )
-        .bind(id)
-        .bind(sha)
-        .bind(state)
-        .bind(repo)
-        .bind(number)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+             WHERE repo = $4 AND number = $5 AND {}",
+            self.fence_clause(6)
+        );
+        let query = sqlx::query(&sql)
+            .bind(id)
+            .bind(sha)
+            .bind(state)
+            .bind(repo)
+            .bind(number);
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 
     pub async fn record_pull_status(
@@ -314,13 +336,17 @@ impl Store {
         sha: &str,
         state: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE pull_requests SET status_sha = $1, status_state = $2 WHERE repo = $3 AND number = $4")
+        let sql = format!(
+            "UPDATE pull_requests SET status_sha = $1, status_state = $2 \
+             WHERE repo = $3 AND number = $4 AND {}",
+            self.fence_clause(5)
+        );
+        let query = sqlx::query(&sql)
             .bind(sha)
             .bind(state)
             .bind(repo)
-            .bind(number)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .bind(number);
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
     }
 }
