@@ -326,8 +326,27 @@ async fn env_starts_in_dependency_order_serves_http_and_is_destroyed() {
         );
 
         assert!(rt.list_envs().await.unwrap().contains(&env));
+        // The one-listing glance tells what the full fetch tells: names, states, ports.
+        let fetched = rt.fetch(&env).await.unwrap().services;
+        let glance = rt.glance().await.unwrap();
+        let glanced = glance.get(&env).expect("the env is in the glance");
+        let summary = |services: &[envmgr::runtime::ObservedService]| {
+            services
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.to_string(),
+                        s.state.clone(),
+                        s.ports.clone(),
+                        s.spec_hash.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(summary(glanced), summary(&fetched));
         rt.destroy(&env).await.expect("destroy");
         assert_eq!(rt.fetch(&env).await.unwrap(), ObservedEnv::default());
+        assert!(!rt.glance().await.unwrap().contains_key(&env));
         assert_eq!(
             leftovers(&rt, &env).await,
             0,

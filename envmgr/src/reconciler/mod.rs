@@ -5,6 +5,7 @@
 
 mod env;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,9 +15,9 @@ pub use crate::controller::Action;
 use crate::controller::{Nudger, Reconciler, Work};
 use crate::git::GitMirrors;
 use crate::names::EnvName;
-use crate::runtime::Runtime;
+use crate::runtime::{ObservedService, PublishedPort, Runtime, ServiceState};
 use crate::settings::EngineSettings;
-use crate::store::Store;
+use crate::store::{Desired, EnvRecord, Phase, Store};
 
 /// The lease kind and metrics label of env work.
 pub const KIND: &str = "env";
@@ -69,32 +70,29 @@ impl Reconciler for EnvReconciler {
         KIND
     }
 
-    /// Every env the store knows, and every env the runtime has resources of (the store
-    /// may no longer want them: reconciling deletes them).
+    /// The envs worth a look: every env the store wants that is not quietly converged, and
+    /// every env the runtime has resources of that the store does not want (orphans). What
+    /// "quietly converged" means is decided from one listing of the runtime, so a resync of
+    /// thousands of idle envs costs three queries, not a lease and a fetch per env.
     async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let (envs, glance, resources) = tokio::try_join!(
+            async { anyhow::Ok(self.store.list(false).await?) },
+            async { anyhow::Ok(self.runtime.glance().await?) },
+            async { anyhow::Ok(self.runtime.list_envs().await?) },
+        )?;
         let now = crate::store::now_ms();
-        let mut keys: Vec<String> = self
-            .store
-            .list(false)
-            .await?
-            .into_iter()
-            // A failed env stays failed until someone asks again (a nudge) or its TTL
-            // passes (expiry turns it into a deletion): resyncs have nothing to do for it.
-            .filter(|env| {
-                !(env.phase == crate::store::Phase::Failed
-                    && env.observed_generation >= env.generation
-                    && env.desired == crate::store::Desired::Running
-                    && env.expires_at > now)
-            })
+        let wanted: HashSet<&EnvName> = envs.iter().map(|env| &env.name).collect();
+        let mut keys: Vec<String> = envs
+            .iter()
+            .filter(|env| !quiet(env, glance.get(&env.name), now))
             .map(|env| env.name.to_string())
+            .chain(
+                resources
+                    .iter()
+                    .filter(|name| !wanted.contains(name))
+                    .map(|name| name.to_string()),
+            )
             .collect();
-        keys.extend(
-            self.runtime
-                .list_envs()
-                .await?
-                .into_iter()
-                .map(|name| name.to_string()),
-        );
         keys.sort();
         keys.dedup();
         Ok(keys)
@@ -136,4 +134,49 @@ impl Reconciler for EnvReconciler {
         };
         env::reconcile(&ctx, &name).await
     }
+}
+
+/// Whether a resync has nothing to do for `env`: converged, not expiring, and either failed
+/// (it stays so until asked again) or Ready with the runtime showing exactly the services,
+/// states and ports last recorded, none restarting or exited with an error (what `verify`
+/// would otherwise act on).
+fn quiet(env: &EnvRecord, services: Option<&Vec<ObservedService>>, now: i64) -> bool {
+    let converged = env.desired == Desired::Running
+        && env.observed_generation >= env.generation
+        && env.expires_at > now;
+    if !converged {
+        return false;
+    }
+    match env.phase {
+        Phase::Failed => true,
+        Phase::Ready => {
+            let services = services.map(Vec::as_slice).unwrap_or_default();
+            let troubled = services.iter().any(|s| {
+                matches!(
+                    s.state,
+                    ServiceState::Restarting | ServiceState::Exited { code: 1.., .. }
+                ) || matches!(s.state, ServiceState::Exited { code: ..=-1, .. })
+            });
+            let mut seen: Vec<(String, String, Vec<PublishedPort>)> = services
+                .iter()
+                .map(|s| (s.name.to_string(), s.state.label(), sorted(&s.ports)))
+                .collect();
+            let mut recorded: Vec<(String, String, Vec<PublishedPort>)> = env
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.state.clone(), sorted(&s.ports)))
+                .collect();
+            seen.sort_by(|a, b| a.0.cmp(&b.0));
+            recorded.sort_by(|a, b| a.0.cmp(&b.0));
+            !troubled && seen == recorded
+        }
+        _ => false,
+    }
+}
+
+fn sorted(ports: &[PublishedPort]) -> Vec<PublishedPort> {
+    let mut ports = ports.to_vec();
+    ports.sort_by_key(|p| (p.container_port, p.host_port, p.protocol.as_str()));
+    ports.dedup();
+    ports
 }

@@ -434,6 +434,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every env this instance has resources for, to find orphans.
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError>;
 
+    /// Every env's services from one cheap listing (no per-container detail): what a resync
+    /// compares with the store to find the envs worth a closer look. States are as a listing
+    /// can tell them (an out-of-memory kill reads as a plain exit); ports may be missing.
+    /// The default fetches each env.
+    async fn glance(&self) -> Result<BTreeMap<EnvName, Vec<ObservedService>>, RuntimeError> {
+        let mut all = BTreeMap::new();
+        for env in self.list_envs().await? {
+            let observed = self.fetch(&env).await?;
+            all.insert(env, observed.services);
+        }
+        Ok(all)
+    }
+
     /// Whether the runtime answers at all, for readiness checks. Runtimes with a cheaper
     /// probe than listing their envs override this.
     async fn ping(&self) -> Result<(), RuntimeError> {

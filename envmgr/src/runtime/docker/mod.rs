@@ -25,8 +25,8 @@ use bollard::Docker;
 use tokio::sync::Mutex;
 
 use super::{
-    labels, EnvSpec, ImageSource, LogOptions, LogStream, ObservedEnv, ProgressSink, Runtime,
-    RuntimeError,
+    labels, EnvSpec, ImageSource, LogOptions, LogStream, ObservedEnv, ObservedService,
+    ProgressSink, Runtime, RuntimeError,
 };
 use crate::names::{EnvName, ServiceName};
 
@@ -240,6 +240,13 @@ impl Runtime for DockerRuntime {
 
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
         self.instance_envs().await
+    }
+
+    /// One container listing for the whole instance.
+    async fn glance(
+        &self,
+    ) -> Result<std::collections::BTreeMap<EnvName, Vec<ObservedService>>, RuntimeError> {
+        self.glance_services().await
     }
 
     /// `GET /_ping`: answers without touching any object.

@@ -1,7 +1,7 @@
 //! Reading what exists: containers and their states, the network, volumes, and which envs
 //! this instance has anything for.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, HealthStatusEnum,
@@ -169,6 +169,99 @@ impl DockerRuntime {
             );
         let envs: BTreeSet<EnvName> = label_sets.filter_map(|labels| env_label(&labels)).collect();
         Ok(envs.into_iter().collect())
+    }
+}
+
+impl DockerRuntime {
+    /// Every service container of this instance, grouped by env, from one listing: state
+    /// from the listing's state and status text (health in parentheses, the exit code of
+    /// "Exited (N) …"), ports from its port list.
+    pub(super) async fn glance_services(
+        &self,
+    ) -> Result<BTreeMap<EnvName, Vec<ObservedService>>, RuntimeError> {
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&self.instance_filters())
+                    .build(),
+            ))
+            .await
+            .map_err(|e| errors::other("listing this instance's containers", &e))?;
+        let mut all: BTreeMap<EnvName, Vec<ObservedService>> = BTreeMap::new();
+        for container in containers {
+            let Some(container_labels) = container.labels.as_ref() else {
+                continue;
+            };
+            if super::job::is_job(Some(container_labels)) {
+                continue;
+            }
+            let (Some(env), Some(name)) = (
+                env_label(container_labels),
+                container_labels
+                    .get(labels::SERVICE)
+                    .and_then(|s| ServiceName::parse(s).ok()),
+            ) else {
+                continue;
+            };
+            let mut ports: Vec<PublishedPort> = container
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(PublishedPort {
+                        container_port: p.private_port,
+                        host_port: p.public_port?,
+                        protocol: match p.typ {
+                            Some(bollard::models::PortTypeEnum::UDP) => Protocol::Udp,
+                            _ => Protocol::Tcp,
+                        },
+                    })
+                })
+                .collect();
+            ports.sort_by_key(|p| (p.container_port, p.host_port, p.protocol.as_str()));
+            ports.dedup();
+            all.entry(env).or_default().push(ObservedService {
+                name,
+                container_id: container.id.clone().unwrap_or_default(),
+                spec_hash: container_labels
+                    .get(labels::SPEC_HASH)
+                    .cloned()
+                    .unwrap_or_default(),
+                state: listed_state(
+                    container.state.as_ref().map(|s| s.to_string()).as_deref(),
+                    container.status.as_deref().unwrap_or_default(),
+                ),
+                ports,
+            });
+        }
+        for services in all.values_mut() {
+            services.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(all)
+    }
+}
+
+/// A container's state as a listing tells it: `state` is Docker's word ("running",
+/// "exited", …), `status` its text ("Up 2 minutes (healthy)", "Exited (3) 5 seconds ago").
+fn listed_state(state: Option<&str>, status: &str) -> ServiceState {
+    match state.unwrap_or_default() {
+        "running" if status.contains("(healthy)") => ServiceState::Healthy,
+        "running" if status.contains("(unhealthy)") => ServiceState::Unhealthy,
+        "running" if status.contains("(health: starting)") => ServiceState::Starting,
+        "running" => ServiceState::Running,
+        "restarting" => ServiceState::Restarting,
+        "paused" => ServiceState::Unhealthy,
+        "exited" | "dead" | "removing" => ServiceState::Exited {
+            code: status
+                .strip_prefix("Exited (")
+                .and_then(|rest| rest.split(')').next())
+                .and_then(|code| code.trim().parse().ok())
+                .unwrap_or(-1),
+            oom_killed: false,
+        },
+        _ => ServiceState::Created,
     }
 }
 
@@ -381,5 +474,38 @@ mod tests {
                 },
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn listed_states_read_health_and_exit_codes() {
+        assert_eq!(
+            listed_state(Some("running"), "Up 2 minutes (healthy)"),
+            ServiceState::Healthy
+        );
+        assert_eq!(
+            listed_state(Some("running"), "Up 2 seconds (health: starting)"),
+            ServiceState::Starting
+        );
+        assert_eq!(
+            listed_state(Some("running"), "Up 1 hour"),
+            ServiceState::Running
+        );
+        assert_eq!(
+            listed_state(Some("exited"), "Exited (3) 5 seconds ago"),
+            ServiceState::Exited {
+                code: 3,
+                oom_killed: false
+            }
+        );
+        assert_eq!(
+            listed_state(Some("restarting"), "Restarting (1) 2 seconds ago"),
+            ServiceState::Restarting
+        );
+        assert_eq!(listed_state(None, ""), ServiceState::Created);
     }
 }
