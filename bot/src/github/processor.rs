@@ -79,7 +79,7 @@ impl GitHubSurface {
         info: &PullInfo,
         actor: &str,
         force: Option<Redeploy>,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<EnvDecision> {
         CommitSha::parse(&info.head_sha).context("the pull request's head is not a commit id")?;
         let env = EnvName::for_pull_request(&link.repo, info.number);
         let row = PullRow {
@@ -120,34 +120,33 @@ impl GitHubSurface {
         row: &PullRow,
         actor: &str,
         force: Option<Redeploy>,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<EnvDecision> {
         let current = self.engine.get(&row.env).await.ok();
         let running = current
             .as_ref()
             .is_some_and(|e| e.desired == Desired::Running);
-        let why_not = if row.state != "open" {
-            Some("closed")
+        let not_wanted = if row.state != "open" {
+            Some(NoEnvReason::Closed)
         } else if row.skip {
-            Some("skip label")
+            Some(NoEnvReason::SkipLabel)
         } else if row.is_draft && !link.draft_envs {
-            Some("draft")
-        } else if !row.approved() {
-            Some("fork awaiting approval")
+            Some(NoEnvReason::Draft)
         } else {
             None
         };
-        match why_not {
-            // An unapproved new head of a fork keeps the approved commit running: it is
-            // trusted code, and the comment says the new commits wait for approval.
-            Some("fork awaiting approval") => Ok("waiting for /slipway approve".into()),
+        match not_wanted {
             Some(reason) => {
                 if running {
                     self.engine.down(&row.env, actor).await?;
-                    Ok(format!("env deleted ({reason})"))
-                } else {
-                    Ok(format!("no env ({reason})"))
                 }
+                Ok(EnvDecision::NotWanted {
+                    reason,
+                    deleted: running,
+                })
             }
+            // An unapproved new head of a fork keeps the approved commit running: it is
+            // trusted code, and the comment says the new commits wait for approval.
+            None if !row.approved() => Ok(EnvDecision::AwaitingApproval),
             None => {
                 let head = CommitSha::parse(&row.head_sha)?;
                 let at_head = current.as_ref().is_some_and(|e| {
@@ -155,28 +154,25 @@ impl GitHubSurface {
                         && e.phase != envmgr::store::Phase::Failed
                 });
                 if running && at_head && force.is_none() {
-                    return Ok("env already at this head".into());
+                    return Ok(EnvDecision::AlreadyAtHead);
                 }
                 // The sweep only heals missed webhooks: an env of this head that was deleted
                 // (its TTL ran out, or someone took it down) stays deleted until a push, a
                 // webhook or `/slipway env up` asks again.
                 if !running && at_head && actor == SWEEP_ACTOR {
-                    return Ok("env of this head was deleted; left so".into());
+                    return Ok(EnvDecision::LeftDeleted);
                 }
                 self.engine
                     .up_pull_request(
                         &link.repo,
                         row.number as u64,
-                        head,
+                        head.clone(),
                         &row.head_ref,
                         force.and_then(|f| f.ttl),
                         actor,
                     )
                     .await?;
-                Ok(format!(
-                    "env up at {}",
-                    &row.head_sha[..12.min(row.head_sha.len())]
-                ))
+                Ok(EnvDecision::Up { head })
             }
         }
     }
@@ -344,11 +340,10 @@ impl GitHubSurface {
             .sync_pull(link, &info, &invocation.caller.id, Some(Redeploy { ttl }))
             .await
             .map_err(CommandError::failed)?;
-        if outcome.starts_with("env up") {
+        match outcome {
             // The sticky comment shows the env from here.
-            Ok(None)
-        } else {
-            Err(CommandError::NotHere(format!("no environment: {outcome}.")))
+            EnvDecision::Up { .. } => Ok(None),
+            other => Err(CommandError::NotHere(format!("no environment: {other}."))),
         }
     }
 
@@ -545,4 +540,53 @@ fn pr_place(link: &GitHubLink, number: u64) -> String {
 
 fn short(sha: &str) -> &str {
     &sha[..12.min(sha.len())]
+}
+
+/// What `sync_pull` did with a pull request's env, and why: decided on these values, shown
+/// (in logs and replies) through `Display`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum EnvDecision {
+    /// The env was asked for at this head.
+    Up { head: CommitSha },
+    /// It already runs this head.
+    AlreadyAtHead,
+    /// The env of this head was deleted (TTL, `env down`); the sweep leaves it so.
+    LeftDeleted,
+    /// A fork's new head waits for `/slipway approve`; an approved commit keeps running.
+    AwaitingApproval,
+    /// No env is wanted; `deleted` when one was running and is now being deleted.
+    NotWanted { reason: NoEnvReason, deleted: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoEnvReason {
+    Closed,
+    SkipLabel,
+    Draft,
+}
+
+impl std::fmt::Display for NoEnvReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoEnvReason::Closed => "closed",
+            NoEnvReason::SkipLabel => "skip label",
+            NoEnvReason::Draft => "draft",
+        })
+    }
+}
+
+impl std::fmt::Display for EnvDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvDecision::Up { head } => write!(f, "env up at {}", head.short()),
+            EnvDecision::AlreadyAtHead => f.write_str("env already at this head"),
+            EnvDecision::LeftDeleted => f.write_str("env of this head was deleted; left so"),
+            EnvDecision::AwaitingApproval => f.write_str("waiting for /slipway approve"),
+            EnvDecision::NotWanted {
+                reason,
+                deleted: true,
+            } => write!(f, "env deleted ({reason})"),
+            EnvDecision::NotWanted { reason, .. } => write!(f, "no env ({reason})"),
+        }
+    }
 }
