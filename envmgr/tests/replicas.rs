@@ -153,8 +153,10 @@ impl Runtime for Counting {
     }
 }
 
+/// What a replica is asked, and where it says it has recorded it (as an HTTP answer would).
 enum Request {
-    Up(String),
+    Up(String, tokio::sync::oneshot::Sender<()>),
+    Down(String, tokio::sync::oneshot::Sender<()>),
 }
 
 /// One replica: an engine on its own runtime and thread, driven through a channel.
@@ -210,8 +212,17 @@ impl Replica {
                     .await
                     .unwrap();
                 ready_tx.send(()).unwrap();
-                while let Some(Request::Up(branch)) = incoming.recv().await {
-                    engine.up("app", &branch, None, "tester").await.unwrap();
+                while let Some(request) = incoming.recv().await {
+                    match request {
+                        Request::Up(branch, done) => {
+                            engine.up("app", &branch, None, "tester").await.unwrap();
+                            let _ = done.send(());
+                        }
+                        Request::Down(env, done) => {
+                            engine.down(&env, "tester").await.unwrap();
+                            let _ = done.send(());
+                        }
+                    }
                 }
             });
             // Until told to stop (or the test drops the replica), then the runtime is
@@ -229,8 +240,21 @@ impl Replica {
         }
     }
 
-    fn up(&self, branch: &str) {
-        self.requests.send(Request::Up(branch.to_string())).unwrap();
+    /// Asks for an env; returns once the replica has recorded the request.
+    async fn up(&self, branch: &str) {
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Request::Up(branch.to_string(), done))
+            .unwrap();
+        recorded.await.expect("the replica answers");
+    }
+
+    async fn down(&self, env: &str) {
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Request::Down(env.to_string(), done))
+            .unwrap();
+        recorded.await.expect("the replica answers");
     }
 
     /// Like kill -9: the runtime stops mid-call; leases stay until they run out.
@@ -307,7 +331,7 @@ async fn two_replicas_start_each_env_exactly_once() {
         })
         .collect();
     for i in 0..8 {
-        replicas[i % 2].up(&format!("b{i}"));
+        replicas[i % 2].up(&format!("b{i}")).await;
     }
     let store = Store::connect(pg.url()).await.unwrap();
     for i in 0..8 {
@@ -359,7 +383,7 @@ async fn a_killed_replicas_env_is_carried_on_by_another_after_the_lease_ttl() {
     };
     let mut a = start("a");
     let store = Store::connect(pg.url()).await.unwrap();
-    a.up("b0");
+    a.up("b0").await;
     // Wait for a to be inside apply, then start b and kill a.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ledger.lock().unwrap().applies.iter().any(|(r, _)| r == "a") {
@@ -383,4 +407,129 @@ async fn a_killed_replicas_env_is_carried_on_by_another_after_the_lease_ttl() {
         "took {took:?}"
     );
     drop(b);
+}
+
+/// A small deterministic random source (seeded from the clock and printed, so a failure can
+/// be replayed by setting `SLIPWAY_CHAOS_SEED`).
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Self {
+        let seed = std::env::var("SLIPWAY_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("chaos seed: {seed} (SLIPWAY_CHAOS_SEED={seed} replays it)");
+        Dice(seed | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+/// Three replicas, 30 env lifecycles asked of random replicas while replicas are killed
+/// (like kill -9) and restarted at random: at the end every env is in its desired state,
+/// no env was ever acted on by two replicas at once, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_three_replicas_killed_at_random_converge_with_no_overlap() {
+    let Some(pg) = TestPostgres::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path(), 30);
+    let fake = Arc::new(FakeRuntime::new());
+    fake.set_apply_delay(Duration::from_millis(150));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let lease_ttl = Duration::from_secs(1);
+    let mut restarts = 0;
+    let start = |name: String| {
+        let runtime = Counting {
+            replica: name.clone(),
+            fake: fake.clone(),
+            ledger: ledger.clone(),
+        };
+        Replica::start(&name, pg.url(), &repo, dir.path(), runtime, lease_ttl)
+    };
+    let mut replicas: Vec<Replica> = (0..3).map(|i| start(format!("r{i}-0"))).collect();
+    let mut dice = Dice::new();
+    let mut wanted: HashMap<String, bool> = HashMap::new();
+    for step in 0..60 {
+        let env_index = step % 30;
+        let env = format!("app-b{env_index}");
+        let who = dice.below(replicas.len());
+        if step < 30 || dice.below(2) == 0 {
+            replicas[who].up(&format!("b{env_index}")).await;
+            wanted.insert(env, true);
+        } else {
+            replicas[who].down(&env).await;
+            wanted.insert(env, false);
+        }
+        if dice.below(5) == 0 {
+            let victim = dice.below(replicas.len());
+            restarts += 1;
+            replicas[victim].kill();
+            replicas[victim] = start(format!("r{victim}-{restarts}"));
+        }
+        tokio::time::sleep(Duration::from_millis(dice.below(120) as u64)).await;
+    }
+    let store = Store::connect(pg.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut pending = Vec::new();
+        for (env, up) in &wanted {
+            let record = store
+                .get(&EnvName::parse(env).unwrap())
+                .await
+                .unwrap()
+                .expect("every env asked for has a row");
+            let done = if *up {
+                record.phase == Phase::Ready && record.observed_generation >= record.generation
+            } else {
+                record.phase == Phase::Deleted
+            };
+            if !done {
+                pending.push(format!(
+                    "{env}: {:?} (wanted {})",
+                    record.phase,
+                    if *up { "Ready" } else { "Deleted" }
+                ));
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not converged: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let overlaps = ledger.lock().unwrap().overlaps;
+    assert_eq!(overlaps, 0, "two replicas acted on one env at once");
+    let mut left: Vec<String> = fake
+        .list_envs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = wanted
+        .iter()
+        .filter(|(_, up)| **up)
+        .map(|(env, _)| env.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "exactly the wanted envs have resources ({restarts} restarts)"
+    );
+    drop(replicas);
 }
