@@ -84,12 +84,28 @@ impl Redactor {
     /// not know the secrets).
     pub fn redact_cut_line(&self, line: &str) -> String {
         let mut text = self.redact_line(line);
-        let partial = self
-            .secrets
+        if let Some(len) = self.secret_start_at_end(&text) {
+            text.truncate(text.len() - len);
+            text.push_str(REDACTED);
+        }
+        text
+    }
+
+    /// Drops from the end of already redacted `text` what could be the start of a secret,
+    /// for text about to be cut there: nothing of a secret is left at a cut, even text that
+    /// only looks like its first characters.
+    pub fn trim_secret_start(&self, text: &mut String) {
+        if let Some(len) = self.secret_start_at_end(text) {
+            text.truncate(text.len() - len);
+        }
+    }
+
+    /// The length of the longest end of `text` that begins a secret (a proper prefix: a
+    /// whole secret is already redacted).
+    fn secret_start_at_end(&self, text: &str) -> Option<usize> {
+        self.secrets
             .iter()
             .filter_map(|secret| {
-                // The longest end of `text` that begins `secret` (a proper prefix: a whole
-                // secret is already redacted).
                 secret
                     .char_indices()
                     .skip(1)
@@ -97,12 +113,7 @@ impl Redactor {
                     .filter(|&i| text.ends_with(&secret[..i]))
                     .max()
             })
-            .max();
-        if let Some(len) = partial {
-            text.truncate(text.len() - len);
-            text.push_str(REDACTED);
-        }
-        text
+            .max()
     }
 
     /// Redacts text of several lines (a test's message or stack trace), hiding whole

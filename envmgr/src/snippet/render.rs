@@ -267,6 +267,7 @@ fn log_lines(lines: &[Line], redactor: &Redactor, max_chars: usize) -> Vec<Strin
         let mut cut = line.cut;
         if let Some((end, _)) = text.char_indices().nth(max_chars) {
             text.truncate(end);
+            redactor.trim_secret_start(&mut text);
             cut = cut.or(Some(line.text.len() as u64));
         }
         if let Some(bytes) = cut {
