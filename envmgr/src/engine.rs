@@ -84,6 +84,16 @@ impl Engine {
             lease_ttl: settings.lease_ttl,
             resync_interval: settings.resync_interval,
         };
+        // One process per SQLite store: leases of a killed predecessor need not run out.
+        if store.backend() == crate::store::Backend::Sqlite {
+            let released = store.release_all_leases().await?;
+            if released > 0 {
+                tracing::info!(
+                    leases = released,
+                    "released leases left by the previous process"
+                );
+            }
+        }
         let bus = NudgeBus::for_store(&store, &controllers.holder).await?;
         let metrics = Arc::new(ControllerMetrics::new());
         let test_runs = controller::spawn(

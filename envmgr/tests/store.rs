@@ -1016,5 +1016,14 @@ async fn leases_are_exclusive_and_fence_stale_writes(store: Store) {
         store.live_leases("env").await.unwrap(),
         vec![("lease-x".to_string(), "replica-a".to_string())]
     );
-    store.release_lease(&c).await.unwrap();
+    // A lone process on its store (SQLite) ends its killed predecessor's leases at start.
+    // c, and the `tests` lease taken above.
+    assert_eq!(store.release_all_leases().await.unwrap(), 2);
+    let d = store
+        .acquire_lease("env", "lease-x", "restarted", ttl)
+        .await
+        .unwrap()
+        .expect("free after release_all_leases");
+    assert!(d.token > c.token);
+    store.release_lease(&d).await.unwrap();
 }

@@ -145,6 +145,16 @@ impl Store {
         Ok(())
     }
 
+    /// Ends every lease, whoever holds it: for a process that knows it is the only one on
+    /// this store (SQLite), so work a killed predecessor held resumes at once instead of
+    /// after `lease_ttl`. Tokens keep growing.
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE leases SET expires_at = 0 WHERE expires_at > 0")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Live leases of one kind: (key, holder), for `/metrics` and operators.
     pub async fn live_leases(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
