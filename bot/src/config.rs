@@ -25,8 +25,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub api_token: Option<SecretString>,
-    #[serde(default = "default_public_host")]
-    pub public_host: String,
+    /// The host name (or IP) people reach envs' published ports at, in the URLs Slipway
+    /// reports. Default: `[runtime.docker] publish_address` (loopback when that is every
+    /// interface).
+    pub public_host: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub resync_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -479,9 +481,6 @@ pub enum ApiTokenError {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
-fn default_public_host() -> String {
-    "127.0.0.1".into()
-}
 fn default_env_file() -> String {
     "compose.yml".into()
 }
@@ -863,7 +862,6 @@ impl Config {
         Ok(EngineSettings {
             lease_ttl,
             data_dir: self.data_dir(),
-            public_host: self.public_host.clone(),
             repos,
             default_limits,
             resync_interval: self.resync_interval.unwrap_or(Duration::from_secs(30)),

@@ -80,6 +80,10 @@ pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow:
         .with_subnet_pool(subnets)
         .with_publish_address(&publish_address)
         .with_image_retention(image_retention);
+    let runtime = match &config.public_host {
+        Some(host) => runtime.with_public_host(host),
+        None => runtime,
+    };
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);
     // Only demo mode runs the bundled image; a configured server must not spend its start
     // (or a Docker build) on it. `slipway demo-image` builds it on demand.
