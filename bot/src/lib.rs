@@ -6,6 +6,7 @@
 //! it to each surface: the HTTP API, GitHub, Discord, the notifier and the executor.
 
 mod access;
+mod app;
 mod cli;
 pub mod commands;
 pub mod config;
@@ -15,6 +16,7 @@ mod executor;
 mod github;
 mod logging;
 mod notify;
+mod runtime;
 mod server;
 mod text;
 
