@@ -47,6 +47,8 @@ pub struct Surfaces {
     pub github: Option<GitHubSettings>,
     pub github_links: Vec<GitHubLink>,
     pub discord: Option<DiscordSettings>,
+    /// The notification sinks and what each wants (`[[notify]]`, `[discord.channels]`).
+    pub notify: Vec<notify::Route>,
 }
 
 /// Whether `slipway serve` got a config file, or serves the bundled demo repo.
@@ -113,8 +115,7 @@ impl App {
         };
         settings.public_url = public_url.clone();
         // Before the engine starts, so the notifier sees every event from here on.
-        let redactors = Arc::new(envmgr::secrets::Redactors::new(&settings));
-        notify::start(notify_routes, store.clone(), public_url.clone(), redactors)
+        notify::prepare(&store, &notify_routes)
             .await
             .context("cannot start notifications")?;
         let engine = Engine::start(settings, store, runtime.clone())
@@ -132,6 +133,7 @@ impl App {
             github,
             github_links: GitHubLink::all(config),
             discord,
+            notify: notify_routes,
         };
         Ok((app, surfaces))
     }

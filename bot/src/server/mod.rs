@@ -1,5 +1,5 @@
 //! `slipway serve`: builds the application context ([`App`]) from the config, starts the
-//! surfaces on it (Discord, GitHub) and serves the HTTP API until Ctrl-C or
+//! surfaces on it (notifier, Discord, GitHub) and serves the HTTP API until Ctrl-C or
 //! SIGTERM.
 
 mod api;
@@ -17,7 +17,7 @@ use tracing::info;
 use crate::app::{App, Mode};
 use crate::config::Config;
 use crate::logging::LogFormat;
-use crate::{discord, github};
+use crate::{discord, github, notify};
 
 pub use crate::demo::build_demo_image;
 
@@ -38,6 +38,7 @@ pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow:
     let addr = listener.local_addr()?;
     let (app, surfaces) = App::start(&config, mode, addr).await?;
 
+    notify::start(&app, surfaces.notify);
     if let Some(settings) = surfaces.discord {
         discord::start(app.clone(), settings).await?;
     }
