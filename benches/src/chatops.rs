@@ -8,19 +8,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use slipway::commands::{self, Command};
 
 use crate::{cores, slipway_binary, Repo, Server};
 
-// The grammar is the bot's own module (it depends on nothing else of the bot), compiled in
-// here; the bench uses only part of it.
-#[path = "../../bot/src/commands/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod commands;
 #[path = "../../tests/harness/discord.rs"]
 #[allow(dead_code)]
 mod discord;
 
-use commands::Command;
 use discord::{DiscordWorld, SlashCommand, APPLICATION_ID, BOT_TOKEN, INTERACTION_DEADLINE};
 
 const GUILD: u64 = 910_000_000_000_000_001;

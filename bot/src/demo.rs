@@ -10,9 +10,13 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use envmgr::names::ServiceName;
+use envmgr::runtime::docker::DockerRuntime;
+use envmgr::runtime::{BuildContext, BuildRequest, ImageSource, Runtime};
 use sha2::{Digest, Sha256};
 
 /// Tag of the base image every demo service uses.
@@ -186,6 +190,41 @@ fn git(repo: &Path, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    Ok(())
+}
+
+/// Log line written whenever the demo image is checked or built (tests look for it).
+const DEMO_IMAGE_LOG: &str = "preparing the bundled demo image";
+
+/// Builds the demo app image when it is missing or stale (its content label differs).
+/// Cheap when it is current: one image lookup.
+pub async fn ensure_demo_image(runtime: &dyn Runtime) -> Result<()> {
+    tracing::info!(image = DEMO_IMAGE, "{DEMO_IMAGE_LOG}");
+    let request = BuildRequest {
+        service: ServiceName::parse("demo-app")?,
+        tag: DEMO_IMAGE.to_string(),
+        dockerfile: "Dockerfile".into(),
+        context: BuildContext::bytes(demo_image_context()?),
+        args: Default::default(),
+        target: None,
+        // Set by the demo Dockerfile itself: a stale image (older binary) is rebuilt.
+        required_labels: [(CONTENT_LABEL.to_string(), demo_image_content_label())].into(),
+    };
+    runtime
+        .prepare_image(&ImageSource::Build(request), Arc::new(|_| {}))
+        .await?;
+    Ok(())
+}
+
+/// `slipway demo-image`: builds the bundled demo image without starting a server.
+pub async fn build_demo_image() -> Result<()> {
+    let runtime = DockerRuntime::connect("demo-image").await.context(
+        "building the demo image needs a running Docker engine; start it or set DOCKER_HOST",
+    )?;
+    ensure_demo_image(&runtime)
+        .await
+        .context("cannot prepare the demo image")?;
+    eprintln!("{DEMO_IMAGE} is ready");
     Ok(())
 }
 

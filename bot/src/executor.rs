@@ -1,6 +1,7 @@
 //! The one executor behind every surface. A surface parses what was typed into a
 //! [`Command`] (the grammar), says who typed it, with which role and where
-//! ([`Invocation`]), and calls [`run`]: the role is checked, the command is carried out
+//! ([`Invocation`]), and calls [`run`] with the application context: the role is checked
+//! against the context's access policy, the command is carried out
 //! through the engine, and both are written to the audit log. The surface then renders the
 //! typed [`Outcome`] in its own way (a chat message, a PR comment, JSON, terminal output).
 //!
@@ -17,6 +18,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Caller, Outcome as AuditOutcome, Refusal, Role};
+use crate::app::App;
 use crate::commands::{help_reply, Command, CommandKind, ParseError};
 
 /// Lines of output `env logs` shows when no `tail` is given.
@@ -126,27 +128,26 @@ impl CommandError {
 
 /// Checks the role, runs the command and writes the audit log entry.
 pub async fn run(
-    engine: &Engine,
+    app: &App,
     invocation: &Invocation,
     command: Command,
 ) -> Result<Outcome, CommandError> {
-    authorize(engine, invocation, &command).await?;
+    authorize(app, invocation, &command).await?;
     let text = command.to_string();
-    let result = execute(engine, invocation, command).await;
-    record(engine, invocation, &text, result.as_ref().err()).await;
+    let result = execute(app, invocation, command).await;
+    record(&app.engine, invocation, &text, result.as_ref().err()).await;
     result
 }
 
 /// Refuses a command the caller's role does not allow, writing the refusal to the audit log.
 pub async fn authorize(
-    engine: &Engine,
+    app: &App,
     invocation: &Invocation,
     command: &Command,
 ) -> Result<(), CommandError> {
-    let policy = access::policy();
-    if let Err(refusal) = policy.check(invocation.role, command.kind()) {
+    if let Err(refusal) = app.policy.check(invocation.role, command.kind()) {
         audit(
-            engine,
+            &app.engine,
             invocation,
             &command.to_string(),
             &AuditOutcome::refused(&refusal),
@@ -200,10 +201,11 @@ async fn audit(engine: &Engine, invocation: &Invocation, command: &str, outcome:
 
 /// Carries out an allowed command.
 async fn execute(
-    engine: &Engine,
+    app: &App,
     invocation: &Invocation,
     command: Command,
 ) -> Result<Outcome, CommandError> {
+    let engine = &app.engine;
     let kind = command.kind();
     let actor = invocation.caller.id.as_str();
     // Engine reads (`list`, `status`, `logs`) come redacted; records a write hands back are
@@ -224,7 +226,8 @@ async fn execute(
         Command::WhoAmI => Outcome::WhoAmI(WhoAmI {
             who: invocation.caller.display.clone(),
             role: invocation.role.as_str().to_string(),
-            may_run: access::policy()
+            may_run: app
+                .policy
                 .allowed_commands(invocation.role)
                 .into_iter()
                 .map(|kind| kind.name().to_string())

@@ -1,23 +1,11 @@
-//! The `slipway` binary: the server (`slipway serve`) and its command-line client.
-
-mod access;
-mod cli;
-mod commands;
-mod config;
-mod demo;
-mod discord;
-mod executor;
-mod github;
-mod logging;
-mod notify;
-mod server;
-mod text;
+//! The `slipway` binary: parses its arguments and hands them to the library (`slipway::run`),
+//! which runs the server (`slipway serve`) or the command-line client.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use logging::LogFormat;
+use slipway::{LogFormat, Run};
 
 #[derive(Parser)]
 #[command(
@@ -58,58 +46,17 @@ enum Command {
 fn main() -> ExitCode {
     // Every command but `serve` is the grammar's, and so is the help that lists them.
     let matches = Cli::command()
-        .after_help(cli::help_text(None))
+        .after_help(slipway::help_text())
         .get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // With JSON logs, the last word of a failed server is a JSON line too.
-    let json_logs = matches!(
-        cli.command,
-        Command::Serve {
-            log_format: LogFormat::Json,
-            ..
-        }
-    );
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve { config, log_format } => {
-                logging::init(log_format);
-                server::serve(config.as_deref(), log_format).await
-            }
-            Command::DemoImage => {
-                logging::init(LogFormat::Text);
-                server::build_demo_image().await
-            }
-            Command::Client(words) => cli::run(&words).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if json_logs {
-                tracing::error!(error = %format!("{e:#}"), "slipway serve stopped on an error");
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            if e.is::<cli::UsageError>() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    slipway::run(match cli.command {
+        Command::Serve { config, log_format } => Run::Serve { config, log_format },
+        Command::DemoImage => Run::DemoImage,
+        Command::Client(words) => Run::Client(words),
+    })
 }
 
 #[cfg(test)]

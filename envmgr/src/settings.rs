@@ -11,8 +11,6 @@ use crate::runtime::ResourceLimits;
 pub struct EngineSettings {
     /// Where git mirrors and other files live; nothing from a branch is written elsewhere.
     pub data_dir: PathBuf,
-    /// Host name used in the URLs reported for published ports.
-    pub public_host: String,
     pub repos: Vec<RepoSettings>,
     /// Limits applied to services whose compose file sets none.
     pub default_limits: ResourceLimits,

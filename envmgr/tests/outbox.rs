@@ -36,6 +36,7 @@ async fn run_suite(url: &str) {
     rows_are_made_once_whatever_is_re_read(&store).await;
     rows_and_cursor_commit_together(&store, url).await;
     pending_sent_and_failed(&store).await;
+    a_sink_knows_when_its_next_row_is_due(&store).await;
     only_one_concurrent_claim_wins(&store).await;
     finished_test_runs_are_recognised(&store).await;
 }
@@ -268,6 +269,54 @@ async fn pending_sent_and_failed(store: &Store) {
     assert!(!due_ids(store, "log", i64::MAX / 2).await.contains(&id));
     store.notification_sent(id, "log").await.unwrap();
     assert_eq!(rows_of(store, id).await[1].status, OutboxStatus::Failed);
+}
+
+/// What the notifier waits for between passes: the earliest due time of the sink's pending
+/// rows, and nothing once none is pending.
+async fn a_sink_knows_when_its_next_row_is_due(store: &Store) {
+    assert_eq!(store.next_notification_due("later").await.unwrap(), None);
+    let mut ids = Vec::new();
+    for name in ["later-a", "later-b"] {
+        up(store, name).await;
+        let id = last_event_id(store).await;
+        let cursor = store.notify_cursor().await.unwrap().unwrap();
+        store
+            .enqueue_notifications(&[row(id, "later"), row(id, "other")], cursor)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let now = now_ms();
+    for (id, retry_at) in ids.iter().zip([now + 9_000, now + 4_000]) {
+        store
+            .notification_failed(*id, "later", "HTTP 503", Some(retry_at))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.next_notification_due("later").await.unwrap(),
+        Some(now + 4_000)
+    );
+    store.notification_sent(ids[1], "later").await.unwrap();
+    assert_eq!(
+        store.next_notification_due("later").await.unwrap(),
+        Some(now + 9_000),
+        "a sent row is not waited for"
+    );
+    store
+        .notification_failed(ids[0], "later", "HTTP 404", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_notification_due("later").await.unwrap(),
+        None,
+        "nor one given up on"
+    );
+    assert!(store
+        .next_notification_due("other")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn due_ids(store: &Store, sink: &str, now: i64) -> Vec<i64> {

@@ -77,7 +77,6 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
     .unwrap();
     let settings = EngineSettings {
         data_dir: dir.path().join("data"),
-        public_host: "envs.example.com".into(),
         repos: vec![RepoSettings {
             name: RepoName::parse("app").unwrap(),
             url: repo.display().to_string(),

@@ -17,7 +17,7 @@ use envmgr::names::{EnvName, RepoName, ServiceName};
 use envmgr::runtime::fake::FakeRuntime;
 use envmgr::runtime::{
     EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ProgressSink,
-    Runtime, RuntimeError,
+    PublishedPort, Runtime, RuntimeError,
 };
 use envmgr::store::{Phase, Store};
 use envmgr::{Engine, EngineSettings, RepoSettings};
@@ -100,6 +100,9 @@ impl Drop for InFlight<'_> {
 impl Runtime for Counting {
     fn name(&self) -> &'static str {
         "counting"
+    }
+    fn endpoint(&self, port: &PublishedPort) -> String {
+        self.fake.endpoint(port)
     }
     async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError> {
         self.fake.fetch(env).await
@@ -190,7 +193,6 @@ impl Replica {
                 let store = Store::connect(&url).await.unwrap();
                 let settings = EngineSettings {
                     data_dir,
-                    public_host: "envs.example.com".into(),
                     repos: vec![RepoSettings {
                         name: RepoName::parse("app").unwrap(),
                         url: repo,

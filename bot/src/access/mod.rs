@@ -12,18 +12,17 @@
 //! [`audit`]: who ([`Caller`]), where (a place such as `pr acme/shop#7`), what (the
 //! command's canonical text) and the [`Outcome`].
 //!
-//! The policy is built from the config once at start ([`install`]) and read anywhere with
-//! [`policy`].
+//! The policy is built from the config once at start ([`AccessPolicy::from_config`]) and
+//! travels in the application context (`crate::app::App`) to every surface and the executor.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use envmgr::store::{NewAuditEntry, Store};
 
 use crate::commands::CommandKind;
-use crate::config::PermissionsConfig;
+use crate::config::Config;
 
 /// What someone may do, weakest first. `NoAccess` (written `none`) is below every role: it
 /// may run only the commands open to everyone (`help` and `whoami` by default).
@@ -254,10 +253,11 @@ pub const fn default_required_role(kind: CommandKind) -> Role {
 }
 
 impl AccessPolicy {
-    /// The policy of a `[permissions]` table, validated: every role one of `none`, `viewer`,
-    /// `developer`, `deployer`, `admin`; every command a known one; every Discord id a
-    /// number; every GitHub level one of GitHub's.
-    pub fn from_config(config: &PermissionsConfig) -> anyhow::Result<Self> {
+    /// The policy of the `[permissions]` table, validated: every role one of `none`,
+    /// `viewer`, `developer`, `deployer`, `admin`; every command a known one; every Discord
+    /// id a number; every GitHub level one of GitHub's.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let config = &config.permissions;
         let mut policy = AccessPolicy::default();
         if let Some(name) = &config.default_role {
             policy.default_role = role_named(name).context("[permissions] default_role")?;
@@ -393,22 +393,6 @@ fn github_level_index(level: &str) -> Option<usize> {
         other => other.to_string(),
     };
     GITHUB_LEVELS.iter().position(|l| *l == level)
-}
-
-static POLICY: OnceLock<AccessPolicy> = OnceLock::new();
-
-/// Makes `policy` the one [`policy`] returns. Called once, at start; later calls are
-/// refused.
-pub fn install(policy: AccessPolicy) -> anyhow::Result<()> {
-    if POLICY.set(policy).is_err() {
-        bail!("the access policy is already installed");
-    }
-    Ok(())
-}
-
-/// The installed policy, or the defaults when none was installed.
-pub fn policy() -> &'static AccessPolicy {
-    POLICY.get_or_init(AccessPolicy::default)
 }
 
 /// Writes one command to the audit log (and the server log). Never fails the command: a

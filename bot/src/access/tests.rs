@@ -3,7 +3,7 @@ use crate::config::Config;
 
 fn policy_of(toml_text: &str) -> anyhow::Result<AccessPolicy> {
     let config: Config = toml::from_str(toml_text)?;
-    config.access_policy()
+    AccessPolicy::from_config(&config)
 }
 
 fn error_of(toml_text: &str) -> String {
@@ -217,7 +217,7 @@ maintain = "admin"
 fn no_permissions_table_means_the_defaults() {
     assert_eq!(policy_of("").unwrap(), AccessPolicy::default());
     assert_eq!(
-        Config::embedded_defaults().access_policy().unwrap(),
+        AccessPolicy::from_config(&Config::embedded_defaults()).unwrap(),
         AccessPolicy::default()
     );
     let policy = AccessPolicy::default();
@@ -287,7 +287,7 @@ fn callers_name_their_surface() {
 #[test]
 fn the_example_config_shows_the_defaults() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../slipway.example.toml");
-    let policy = Config::load(&path).unwrap().access_policy().unwrap();
+    let policy = AccessPolicy::from_config(&Config::load(&path).unwrap()).unwrap();
     let defaults = AccessPolicy::default();
     for kind in CommandKind::ALL {
         assert_eq!(

@@ -5,9 +5,8 @@
 
 mod commands;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use envmgr::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
     Context, CreateMessage, EditInteractionResponse, EditMessage, EventHandler, GatewayIntents,
@@ -16,7 +15,9 @@ use serenity::all::{
 use serenity::async_trait;
 
 use crate::access;
+use crate::app::App;
 use crate::commands::{Command, ParseError};
+use crate::config::{env_secret, Config};
 use crate::executor::{CommandError, Invocation};
 
 /// `[discord]`, validated.
@@ -30,8 +31,32 @@ pub struct DiscordSettings {
     pub api_url: Option<String>,
 }
 
+impl DiscordSettings {
+    /// The Discord settings, or `None` when the `[discord]` section is absent.
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
+        let Some(discord) = &config.discord else {
+            return Ok(None);
+        };
+        let token = env_secret("SLIPWAY_DISCORD_TOKEN").or_else(|| discord.token.clone());
+        let Some(token) = token.filter(|t| !t.expose_secret().is_empty()) else {
+            anyhow::bail!("[discord] needs token (or SLIPWAY_DISCORD_TOKEN)");
+        };
+        if discord.guilds.is_empty() {
+            tracing::warn!(
+                "[discord] lists no guilds: slash commands will not be registered anywhere"
+            );
+        }
+        Ok(Some(DiscordSettings {
+            token,
+            application_id: discord.application_id.get(),
+            guilds: discord.guilds.iter().map(|g| g.get()).collect(),
+            api_url: discord.api_url.clone(),
+        }))
+    }
+}
+
 struct Handler {
-    engine: Engine,
+    app: Arc<App>,
     settings: DiscordSettings,
     /// Our own user id, learnt at READY, to recognise mentions.
     me: OnceLock<UserId>,
@@ -39,11 +64,11 @@ struct Handler {
 
 /// Connects to Discord and serves commands until the process ends; serenity reconnects the
 /// gateway on its own when the connection drops.
-pub async fn start(settings: DiscordSettings, engine: Engine) -> anyhow::Result<()> {
+pub async fn start(app: Arc<App>, settings: DiscordSettings) -> anyhow::Result<()> {
     let intents =
         GatewayIntents::GUILDS | GatewayIntents::GUILD_MESSAGES | GatewayIntents::MESSAGE_CONTENT;
     let handler = Handler {
-        engine,
+        app,
         settings: settings.clone(),
         me: OnceLock::new(),
     };
@@ -110,7 +135,7 @@ impl EventHandler for Handler {
             return;
         }
         if let Some(follow) = reply.follow {
-            let (http, engine) = (ctx.http.clone(), self.engine.clone());
+            let (http, engine) = (ctx.http.clone(), self.app.engine.clone());
             tokio::spawn(async move {
                 commands::follow_progress(engine, follow, |text| {
                     let (http, call) = (http.clone(), call.clone());
@@ -147,7 +172,7 @@ impl EventHandler for Handler {
             .await;
         match (sent, reply.follow) {
             (Ok(sent), Some(follow)) => {
-                let (http, engine) = (ctx.http.clone(), self.engine.clone());
+                let (http, engine) = (ctx.http.clone(), self.app.engine.clone());
                 tokio::spawn(async move {
                     commands::follow_progress(engine, follow, |text| {
                         let (http, channel, id) = (http.clone(), sent.channel_id, sent.id);
@@ -173,7 +198,10 @@ impl Handler {
         parsed: Result<Command, ParseError>,
         caller: &commands::Caller,
     ) -> commands::Reply {
-        let role = access::policy().role_for_discord(caller.user_id, &caller.role_ids);
+        let role = self
+            .app
+            .policy
+            .role_for_discord(caller.user_id, &caller.role_ids);
         let invocation = Invocation {
             caller: access::Caller::discord(caller.user_id, &caller.name),
             role,
@@ -186,7 +214,7 @@ impl Handler {
             Ok(command) => command,
             Err(e) => {
                 crate::executor::record_unparsed(
-                    self.engine.store(),
+                    self.app.store(),
                     &invocation.caller,
                     &invocation.place,
                     &e,
@@ -195,7 +223,7 @@ impl Handler {
                 return commands::Reply::text(e.reply_for(PREFIX));
             }
         };
-        match crate::executor::run(&self.engine, &invocation, command).await {
+        match crate::executor::run(&self.app, &invocation, command).await {
             Ok(outcome) => commands::render(outcome, caller),
             Err(CommandError::Refused(refusal)) => {
                 commands::Reply::text(format!("⛔ {refusal} Nothing was done."))

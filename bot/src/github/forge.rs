@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::{GitHubAuth, GitHubSettings};
+use super::settings::{GitHubAuth, GitHubSettings};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ForgeError {

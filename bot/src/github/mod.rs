@@ -13,6 +13,7 @@ pub mod events;
 pub mod forge;
 mod processor;
 mod report;
+mod settings;
 mod sweep;
 pub mod webhook;
 
@@ -20,26 +21,27 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use axum::Router;
 use envmgr::controller::{self, Nudger, Reconciler, Work};
 use envmgr::store::{Store, StoreError};
 use envmgr::Engine;
 
-use crate::config::{GitHubLink, GitHubSettings};
+pub use settings::{GitHubLink, GitHubSettings};
+
+use crate::app::App;
 use crate::server::metrics::WebhookMetrics;
-use forge::{Forge, GitHubForge, Permission};
+use forge::{Forge, Permission};
 
 /// How long a user's permission on a repo is trusted before asking GitHub again.
 const PERMISSION_TTL: Duration = Duration::from_secs(60);
 
 pub struct GitHubSurface {
-    engine: Engine,
+    app: Arc<App>,
     store: Store,
     forge: Arc<dyn Forge>,
     links: Vec<GitHubLink>,
     skip_label: String,
-    /// Base URL of this server, for links in comments.
-    public_url: String,
     permissions: Mutex<HashMap<(String, String), (Permission, Instant)>>,
     /// Nudges the report of a PR (on whichever replica holds it); set once at the start.
     reports: OnceLock<Nudger>,
@@ -47,21 +49,23 @@ pub struct GitHubSurface {
 
 /// Starts the GitHub surface's controllers and returns its webhook routes.
 pub fn start(
+    app: Arc<App>,
     settings: GitHubSettings,
     links: Vec<GitHubLink>,
-    engine: Engine,
-    public_url: String,
     metrics: WebhookMetrics,
 ) -> anyhow::Result<Router> {
-    let forge: Arc<dyn Forge> = Arc::new(GitHubForge::new(&settings)?);
+    let forge = app
+        .forge
+        .clone()
+        .context("the GitHub surface needs the forge the application context makes for [github]")?;
+    let engine = app.engine.clone();
     let store = engine.store().clone();
     let surface = Arc::new(GitHubSurface {
-        engine: engine.clone(),
+        app,
         store: store.clone(),
         forge,
         links,
         skip_label: settings.skip_label.clone(),
-        public_url,
         permissions: Mutex::default(),
         reports: OnceLock::new(),
     });

@@ -11,10 +11,10 @@ use envmgr::store::{Delivery, Desired, PullRow};
 
 use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
 use super::forge::PullInfo;
+use super::GitHubLink;
 use super::GitHubSurface;
-use crate::access::{self, Caller};
+use crate::access::Caller;
 use crate::commands::{self, Command};
-use crate::config::GitHubLink;
 use crate::executor::{self, CommandError, Invocation, Outcome};
 
 const MAX_COMMANDS_PER_COMMENT: usize = 5;
@@ -121,7 +121,7 @@ impl GitHubSurface {
         actor: &str,
         force: Option<Redeploy>,
     ) -> anyhow::Result<EnvDecision> {
-        let current = self.engine.get(&row.env).await.ok();
+        let current = self.app.engine.get(&row.env).await.ok();
         let running = current
             .as_ref()
             .is_some_and(|e| e.desired == Desired::Running);
@@ -137,7 +137,7 @@ impl GitHubSurface {
         match not_wanted {
             Some(reason) => {
                 if running {
-                    self.engine.down(&row.env, actor).await?;
+                    self.app.engine.down(&row.env, actor).await?;
                 }
                 Ok(EnvDecision::NotWanted {
                     reason,
@@ -162,7 +162,8 @@ impl GitHubSurface {
                 if !running && at_head && actor == SWEEP_ACTOR {
                     return Ok(EnvDecision::LeftDeleted);
                 }
-                self.engine
+                self.app
+                    .engine
                     .up_pull_request(
                         &link.repo,
                         row.number as u64,
@@ -239,7 +240,7 @@ impl GitHubSurface {
         user: &str,
         command: Command,
     ) -> anyhow::Result<Option<String>> {
-        let policy = access::policy();
+        let policy = &self.app.policy;
         let permission = self.permission(&link.github, user).await?;
         let invocation = Invocation {
             caller: Caller::github(user),
@@ -250,7 +251,7 @@ impl GitHubSurface {
             default_env: Some(EnvName::for_pull_request(&link.repo, number).to_string()),
         };
         let result = match pull_request_only(&command) {
-            None => executor::run(&self.engine, &invocation, command)
+            None => executor::run(&self.app, &invocation, command)
                 .await
                 .map(|outcome| {
                     let commenter = Commenter {
@@ -295,13 +296,13 @@ impl GitHubSurface {
         command: &Command,
         action: PullAction,
     ) -> Result<Option<String>, CommandError> {
-        executor::authorize(&self.engine, invocation, command).await?;
+        executor::authorize(&self.app, invocation, command).await?;
         let result = match action {
             PullAction::DeployHead { ttl } => self.deploy_head(link, number, ttl, invocation).await,
             PullAction::Approve => self.approve(link, number, invocation).await,
         };
         executor::record(
-            &self.engine,
+            &self.app.engine,
             invocation,
             &command.to_string(),
             result.as_ref().err(),
@@ -452,7 +453,7 @@ struct Commenter<'a> {
     /// Their GitHub permission on the repository, and the role it gives.
     permission: &'a str,
     github: &'a str,
-    role: access::Role,
+    role: crate::access::Role,
 }
 
 fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {

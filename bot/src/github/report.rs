@@ -137,7 +137,7 @@ impl GitHubSurface {
         let Some(link) = self.link_for_repo(repo) else {
             return Ok(());
         };
-        let env = self.engine.get(&pull.env).await.ok();
+        let env = self.app.engine.get(&pull.env).await.ok();
         // The env of this PR only: an env left from another source with this name is not ours.
         let env = env.filter(|e| e.pull_request.is_some());
 
@@ -146,7 +146,7 @@ impl GitHubSurface {
         // made from these two.
         let run = match &env {
             Some(env) => match store.runs(&env.name, 1).await?.into_iter().next() {
-                Some(run) => Some(self.engine.redactors().run(env, run).await),
+                Some(run) => Some(self.app.engine.redactors().run(env, run).await),
                 None => None,
             },
             None => None,
@@ -156,7 +156,7 @@ impl GitHubSurface {
             &pull,
             env.as_ref(),
             run.as_ref(),
-            &self.public_url,
+            &self.app.public_url,
             link.draft_envs,
         );
         // The countdown to the expiry alone does not make an edit: it changes every minute.
@@ -352,7 +352,7 @@ impl GitHubSurface {
     ) -> anyhow::Result<()> {
         let log_url = format!(
             "{}/api/v1/envs/{}/runs/{}/log",
-            self.public_url, run.env, run.id
+            self.app.public_url, run.env, run.id
         );
         let (status, conclusion) = match run.status {
             RunStatus::Queued => ("queued", None),
@@ -446,7 +446,7 @@ impl GitHubSurface {
     }
 
     fn logs_url(&self, env: &EnvRecord) -> String {
-        format!("{}/api/v1/envs/{}/logs", self.public_url, env.name)
+        format!("{}/api/v1/envs/{}/logs", self.app.public_url, env.name)
     }
 }
 

@@ -1,44 +1,62 @@
 //! Notifications: one notifier, fed by the store's event timeline, delivering to sinks (the
-//! server log, JSON webhooks; chat later) per the `[[notify]]` routes.
+//! server log, JSON webhooks, Discord channels) per the `[[notify]]` routes.
 //!
-//! Exactly one outbox row is ever made per (event, sink): a collector reads the timeline
-//! after a cursor, renders each notifying event once, and inserts the rows of the sinks
-//! that want it together with the cursor's move, in one transaction, with `ON CONFLICT DO
-//! NOTHING`. Re-reading events (a restart, a second replica, a crash between the read and
-//! the commit) therefore never makes a second row, and a sent row is never sent again.
+//! The notifier runs on the engine's controller (see `envmgr::controller`), kind `notify`,
+//! with two sorts of keys: `timeline`, the cursor over the event timeline, and
+//! `sink:<name>`, one per sink. With several replicas on one store, each key is worked by
+//! one replica at a time under its lease.
 //!
-//! Each sink has a delivery loop that claims its due rows one by one (the claim counts the
-//! attempt and leases the row for `LEASE`), sends, and marks the row sent, or due again with
-//! exponential backoff, or failed after `MAX_ATTEMPTS`. What remains is the sink boundary
-//! itself: if the process dies after the sink accepted a notification and before the row is
-//! marked sent, the row comes due again when its lease ends and the sink gets it a second
-//! time (at-least-once there; a receiver can drop repeats by `slipway.event_id`).
+//! Exactly one outbox row is ever made per (event, sink): the `timeline` pass reads the
+//! timeline after the cursor, renders each notifying event once, and inserts the rows of the
+//! sinks that want it together with the cursor's move, in one transaction, with `ON
+//! CONFLICT DO NOTHING`. Re-reading events (a restart, a second replica, a crash between the
+//! read and the commit) therefore never makes a second row, and a sent row is never sent
+//! again. The pass is nudged whenever the store says an env changed, and it nudges the sinks
+//! it queued rows for.
+//!
+//! A sink's pass claims its due rows one by one (the claim counts the attempt and leases the
+//! row for `LEASE`), sends, and marks the row sent, or due again with exponential backoff, or
+//! failed after `MAX_ATTEMPTS`; then it asks to be looked at again when its next row falls
+//! due. What remains is the sink boundary itself: if the process dies (or loses the sink's
+//! lease) after the sink accepted a notification and before the row is marked sent, the row
+//! comes due again when its claim ends and the sink gets it a second time (at-least-once
+//! there; a receiver can drop repeats by `slipway.event_id`).
 
 mod discord;
 mod message;
 mod settings;
 mod sink;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use envmgr::controller::{self, Action, Nudger, Reconciler, Work};
 use envmgr::names::EnvName;
 use envmgr::secrets::Redactors;
 use envmgr::snippet::Redactor;
 use envmgr::store::{now_ms, EnvRecord, Event, NewNotification, OutboxEntry, Store, StoreError};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 pub use message::{Notification, NotificationKind};
 pub use settings::{routes, Route, SinkDeps};
 pub use sink::{Sink, SinkError};
 
+use crate::app::App;
 use message::Trigger;
 
-/// How often the timeline and the outbox are looked at without a nudge.
-const TICK: Duration = Duration::from_secs(1);
+/// The controller kind: the lease kind in the store and the metrics' `kind` label.
+const KIND: &str = "notify";
+/// The key of the pass over the event timeline.
+const TIMELINE: &str = "timeline";
+/// Sink keys are this and the sink's name (which has no `:`, so no sink is `timeline`).
+const SINK_PREFIX: &str = "sink:";
+/// While the cursor waits at a hole in the event ids, how often the timeline is read again.
+const HOLE_RECHECK: Duration = Duration::from_secs(5);
+/// A burst of env changes (a deploy's progress) is one nudge of the timeline.
+const COALESCE: Duration = Duration::from_millis(50);
 /// Events read per query.
 const BATCH: i64 = 200;
 /// Due rows a sink takes per query.
@@ -60,6 +78,12 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 /// The delay before attempt `attempts + 1`, after `attempts` (1 or more) failed:
 /// 1 s, 2 s, 4 s, ... at most 5 min.
+///
+/// This is the notifier's own backoff, per outbox row, not the controller's one backoff per
+/// key: a sink's key stands for all its rows, while each row keeps its own attempt count,
+/// due time and give-up after [`MAX_ATTEMPTS`], in the store, so they hold across restarts
+/// and replicas. The controller only learns when the sink's next row is due
+/// ([`Action::Requeue`]); its backoff is left to errors of the store.
 pub fn backoff(attempts: i64) -> Duration {
     let exponent = attempts.clamp(1, 20) - 1;
     FIRST_RETRY.saturating_mul(1u32 << exponent).min(MAX_RETRY)
@@ -81,81 +105,158 @@ fn settled_cursor(cursor: i64, events: &[Event], now: i64) -> i64 {
     settled
 }
 
-struct Notifier {
-    store: Store,
-    routes: Vec<Route>,
-    /// Wakes each route's delivery loop, by route name.
-    wake: HashMap<String, Arc<Notify>>,
-    public_url: String,
-    /// Every notification's text is redacted with its env's secrets before it is queued.
-    redactors: Arc<Redactors>,
-}
-
-/// Starts the notifier when any sink is configured. The cursor is set up before this
-/// returns, so every event from then on is seen.
-pub async fn start(
-    routes: Vec<Route>,
-    store: Store,
-    public_url: String,
-    redactors: Arc<Redactors>,
-) -> anyhow::Result<()> {
+/// Sets the timeline cursor up when any sink is configured (on first use, at the newest
+/// event). Called before the engine starts, so every event from then on is seen.
+pub async fn prepare(store: &Store, routes: &[Route]) -> Result<(), StoreError> {
     if routes.is_empty() {
         return Ok(());
     }
     let cursor = store.init_notify_cursor().await?;
     let names: Vec<&str> = routes.iter().map(|r| r.name()).collect();
     info!(sinks = %names.join(", "), cursor, "notifications on");
-    let wake = routes
-        .iter()
-        .map(|r| (r.name().to_string(), Arc::new(Notify::new())))
-        .collect();
-    let notifier = Arc::new(Notifier {
-        store,
-        routes,
-        wake,
-        public_url,
-        redactors,
-    });
-    for index in 0..notifier.routes.len() {
-        tokio::spawn(notifier.clone().deliver_loop(index));
-    }
-    tokio::spawn(notifier.collect_loop(cursor));
     Ok(())
 }
 
-impl Notifier {
-    /// Turns new timeline events into outbox rows, every `TICK` and whenever the store says
-    /// an env changed.
-    async fn collect_loop(self: Arc<Self>, mut cursor: i64) {
-        let mut changes = self.store.subscribe();
-        loop {
-            match self.collect(cursor).await {
-                Ok(next) => cursor = cursor.max(next),
-                Err(e) => warn!(error = %e, "cannot turn events into notifications; will retry"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                changed = changes.recv() => {
-                    if let Err(RecvError::Closed) = changed {
-                        tokio::time::sleep(TICK).await;
-                    }
-                    // A burst of changes (a deploy's progress) is read in one go.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while changes.try_recv().is_ok() {}
-                }
-            }
+/// Starts the notifier's controller beside the engine's (same store, controller settings,
+/// nudge bus and metrics) when any sink is configured.
+pub fn start(app: &App, routes: Vec<Route>) {
+    if routes.is_empty() {
+        return;
+    }
+    let engine = &app.engine;
+    let notifier = Arc::new(Notifier {
+        store: engine.store().clone(),
+        routes,
+        public_url: app.public_url.clone(),
+        redactors: engine.redactors().clone(),
+        nudges: OnceLock::new(),
+    });
+    let nudges = controller::spawn(
+        Notifications(notifier.clone()),
+        engine.store().clone(),
+        engine.controller_settings().clone(),
+        engine.nudge_bus().clone(),
+        engine.metrics().clone(),
+    );
+    // Set before any pass can queue rows: the first pass waits for the spawned task.
+    let _ = notifier.nudges.set(nudges.clone());
+    tokio::spawn(nudge_on_env_changes(engine.store().clone(), nudges));
+}
+
+/// Nudges the timeline whenever the store says an env changed (its phase, its services, a
+/// test run): that is when events that notify are written.
+async fn nudge_on_env_changes(store: Store, nudges: Nudger) {
+    let mut changes = store.subscribe();
+    loop {
+        match changes.recv().await {
+            // Missed some: the timeline is read from the cursor anyway.
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
         }
+        tokio::time::sleep(COALESCE).await;
+        while changes.try_recv().is_ok() {}
+        nudges.nudge(TIMELINE);
+    }
+}
+
+struct Notifier {
+    store: Store,
+    routes: Vec<Route>,
+    public_url: String,
+    /// Every notification's text is redacted with its env's secrets before it is queued.
+    redactors: Arc<Redactors>,
+    /// Nudges the notifier's own keys (a sink that got rows); set once at the start.
+    nudges: OnceLock<Nudger>,
+}
+
+/// The notifier as the controller sees it.
+struct Notifications(Arc<Notifier>);
+
+#[async_trait]
+impl Reconciler for Notifications {
+    fn kind(&self) -> &'static str {
+        KIND
     }
 
-    /// One pass over the timeline after `cursor`; returns the new cursor.
-    async fn collect(&self, mut cursor: i64) -> Result<i64, StoreError> {
+    async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let sinks = self.0.routes.iter().map(|r| sink_key(r.name()));
+        Ok(std::iter::once(TIMELINE.to_string()).chain(sinks).collect())
+    }
+
+    async fn reconcile(&self, key: &str, work: &Work) -> anyhow::Result<Action> {
+        let notifier = &self.0;
+        if key == TIMELINE {
+            return notifier.collect_pass(work.store()).await;
+        }
+        let route = key
+            .strip_prefix(SINK_PREFIX)
+            .and_then(|name| notifier.routes.iter().find(|r| r.name() == name));
+        match route {
+            Some(route) => notifier.deliver_pass(work.store(), route).await,
+            // A key of a sink no longer configured (nudged by another replica's config).
+            None => Ok(Action::AwaitChange),
+        }
+    }
+}
+
+fn sink_key(name: &str) -> String {
+    format!("{SINK_PREFIX}{name}")
+}
+
+impl Notifier {
+    /// Turns new timeline events into outbox rows and nudges the sinks that got some.
+    async fn collect_pass(&self, store: &Store) -> anyhow::Result<Action> {
+        let cursor = store.init_notify_cursor().await?;
+        let (next, holding, sinks) = self.collect(store, cursor).await?;
+        if let Some(nudges) = self.nudges.get() {
+            for sink in &sinks {
+                nudges.nudge(&sink_key(sink));
+            }
+        }
+        if holding {
+            debug!(cursor = next, "waiting for a hole in the event ids to fill");
+            return Ok(Action::Requeue(HOLE_RECHECK));
+        }
+        Ok(Action::AwaitChange)
+    }
+
+    /// Delivers the sink's due rows; then waits until its next row is due, if any.
+    async fn deliver_pass(&self, store: &Store, route: &Route) -> anyhow::Result<Action> {
+        loop {
+            let due = store
+                .due_notifications(route.name(), now_ms(), DELIVERY_BATCH)
+                .await?;
+            for entry in &due {
+                self.deliver(store, route, entry).await?;
+            }
+            if (due.len() as i64) < DELIVERY_BATCH {
+                break;
+            }
+        }
+        Ok(match store.next_notification_due(route.name()).await? {
+            Some(at) => {
+                let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+                Action::Requeue(wait.max(Duration::from_millis(50)))
+            }
+            None => Action::AwaitChange,
+        })
+    }
+
+    /// One pass over the timeline after `cursor`: returns the new cursor, whether it waits
+    /// at a hole, and the sinks that got new rows.
+    async fn collect(
+        &self,
+        store: &Store,
+        mut cursor: i64,
+    ) -> Result<(i64, bool, BTreeSet<String>), StoreError> {
         let now = now_ms();
         let mut read_to = cursor;
         let mut holding = false;
+        let mut sinks = BTreeSet::new();
         loop {
-            let events = self.store.events_after(read_to, BATCH).await?;
+            let events = store.events_after(read_to, BATCH).await?;
             let Some(last) = events.last() else {
-                return Ok(cursor);
+                return Ok((cursor, holding, sinks));
             };
             read_to = last.id;
             let mut rows = Vec::new();
@@ -181,17 +282,13 @@ impl Notifier {
                 holding = next < read_to;
                 cursor = next;
             }
-            let inserted = self.store.enqueue_notifications(&rows, cursor).await?;
+            let inserted = store.enqueue_notifications(&rows, cursor).await?;
             if inserted > 0 {
                 debug!(rows = inserted, cursor, "notifications queued");
-                for row in &rows {
-                    if let Some(wake) = self.wake.get(&row.sink) {
-                        wake.notify_one();
-                    }
-                }
+                sinks.extend(rows.into_iter().map(|row| row.sink));
             }
             if (events.len() as i64) < BATCH {
-                return Ok(cursor);
+                return Ok((cursor, holding, sinks));
             }
         }
     }
@@ -264,38 +361,12 @@ impl Notifier {
         }
     }
 
-    /// Delivers the route's due rows, every `TICK` and whenever rows are queued for it.
-    async fn deliver_loop(self: Arc<Self>, index: usize) {
-        let route = &self.routes[index];
-        let wake = self.wake[route.name()].clone();
-        loop {
-            match self.deliver_due(route).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(sink = route.name(), error = %e, "cannot read the notification outbox; will retry")
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = wake.notified() => {}
-            }
-        }
-    }
-
-    /// Delivers what is due now; `true` when there may be more.
-    async fn deliver_due(&self, route: &Route) -> Result<bool, StoreError> {
-        let due = self
-            .store
-            .due_notifications(route.name(), now_ms(), DELIVERY_BATCH)
-            .await?;
-        for entry in &due {
-            self.deliver(route, entry).await?;
-        }
-        Ok(due.len() as i64 == DELIVERY_BATCH)
-    }
-
-    async fn deliver(&self, route: &Route, entry: &OutboxEntry) -> Result<(), StoreError> {
+    async fn deliver(
+        &self,
+        store: &Store,
+        route: &Route,
+        entry: &OutboxEntry,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let (event_id, sink) = (entry.event_id, route.name());
         if entry.created_at < now - MAX_AGE.as_millis() as i64 {
@@ -310,10 +381,7 @@ impl Notifier {
                 last_error = entry.last_error.as_deref().unwrap_or(""),
                 "notification {why}"
             );
-            return self
-                .store
-                .notification_failed(event_id, sink, &why, None)
-                .await;
+            return store.notification_failed(event_id, sink, &why, None).await;
         }
         if !self
             .store
@@ -344,7 +412,7 @@ impl Notifier {
         match sent {
             Ok(()) => {
                 debug!(sink, event_id, event = notification.kind.as_str(), env = %notification.env, attempt, "notification delivered");
-                self.mark_sent(event_id, sink).await
+                self.mark_sent(store, event_id, sink).await
             }
             Err(e) => {
                 let text = e.to_string();
@@ -364,7 +432,7 @@ impl Notifier {
                 } else {
                     warn!(sink, event_id, event = kind, env, attempt, error = %text, retry_in = %retry, "notification not delivered; will retry");
                 }
-                self.store
+                store
                     .notification_failed(
                         event_id,
                         sink,
@@ -377,10 +445,10 @@ impl Notifier {
     }
 
     /// Marks a delivered row sent, trying hard: until it is, a crash would send it again.
-    async fn mark_sent(&self, event_id: i64, sink: &str) -> Result<(), StoreError> {
+    async fn mark_sent(&self, store: &Store, event_id: i64, sink: &str) -> Result<(), StoreError> {
         let mut tries = 0;
         loop {
-            match self.store.notification_sent(event_id, sink).await {
+            match store.notification_sent(event_id, sink).await {
                 Ok(()) => return Ok(()),
                 Err(e) if tries < 5 => {
                     tries += 1;

@@ -333,7 +333,9 @@ mod tests {
         ))
         .await
         .unwrap();
-        let discord = config.discord_settings().unwrap().unwrap();
+        let discord = crate::discord::DiscordSettings::from_config(config)
+            .unwrap()
+            .unwrap();
         let deps = SinkDeps {
             store: Some(store),
             discord: Some(Arc::new(crate::discord::http(&discord))),

@@ -16,24 +16,21 @@ use axum::{Json, Router};
 use envmgr::engine::EngineError;
 use envmgr::runtime::{LogOptions, RuntimeError};
 use envmgr::store::StoreError;
-use envmgr::Engine;
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::access::{self, Caller, Surface};
+use crate::access::{Caller, Surface};
+use crate::app::App;
 use crate::commands::{Command, CommandKind};
 use crate::executor::{self, CommandError, Invocation, Outcome};
 
-#[derive(Clone)]
-struct AppState {
-    engine: Engine,
-}
+/// The handlers' state: the application context.
+type AppState = Arc<App>;
 
-pub fn router(engine: Engine, access: Access) -> Router {
-    let state = AppState { engine };
+pub fn router(state: Arc<App>, access: Access) -> Router {
     let api = Router::new()
         .route("/envs", get(list_envs).post(env_up))
         .route("/envs/{env}", get(env_status).delete(env_down))
@@ -211,7 +208,7 @@ fn actor(headers: &HeaderMap) -> String {
 
 /// A command from the API: the CLI names its user in `x-slipway-user`; other clients count
 /// as the API. Everyone holding the token has `api_token_role`.
-fn invocation(headers: &HeaderMap) -> Invocation {
+fn invocation(app: &App, headers: &HeaderMap) -> Invocation {
     let surface = if headers.contains_key("x-slipway-user") {
         Surface::Cli
     } else {
@@ -219,7 +216,7 @@ fn invocation(headers: &HeaderMap) -> Invocation {
     };
     Invocation {
         caller: Caller::api(surface, &actor(headers)),
-        role: access::policy().role_for_api_token(),
+        role: app.policy.role_for_api_token(),
         place: "api".into(),
         prefix: CLI_PREFIX,
         default_repo: None,
@@ -236,15 +233,15 @@ async fn execute(
     headers: &HeaderMap,
     command: Command,
 ) -> Result<Outcome, ApiError> {
-    executor::run(&state.engine, &invocation(headers), command)
+    executor::run(state, &invocation(state, headers), command)
         .await
         .map_err(ApiError::from)
 }
 
 /// Reads (polling a status, streaming logs) are not commands and are not audited, but the
 /// token's role must still allow them.
-fn allow_read(kind: CommandKind) -> Result<(), ApiError> {
-    let policy = access::policy();
+fn allow_read(app: &App, kind: CommandKind) -> Result<(), ApiError> {
+    let policy = &app.policy;
     policy
         .check(policy.role_for_api_token(), kind)
         .map_err(|refusal| ApiError(StatusCode::FORBIDDEN, refusal.to_string()))
@@ -302,7 +299,7 @@ async fn run_command(
             ))
         }
     };
-    let invocation = invocation(&headers);
+    let invocation = invocation(&state, &headers);
     let command = match parsed {
         Ok(command) => command,
         Err(e) => {
@@ -318,7 +315,7 @@ async fn run_command(
         }
     };
     let canonical = command.to_string();
-    let outcome = executor::run(&state.engine, &invocation, command)
+    let outcome = executor::run(&state, &invocation, command)
         .await
         .map_err(ApiError::from)?;
     let status = match outcome {
@@ -390,7 +387,7 @@ async fn list_envs(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvList)?;
+    allow_read(&state, CommandKind::EnvList)?;
     Ok(Json(state.engine.list(q.all).await?).into_response())
 }
 
@@ -398,7 +395,7 @@ async fn env_status(
     State(state): State<AppState>,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvStatus)?;
+    allow_read(&state, CommandKind::EnvStatus)?;
     Ok(Json(state.engine.status(&env).await?).into_response())
 }
 
@@ -448,7 +445,7 @@ async fn env_events(
     Path(env): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvStatus)?;
+    allow_read(&state, CommandKind::EnvStatus)?;
     Ok(Json(state.engine.events(&env, q.after).await?).into_response())
 }
 
@@ -466,7 +463,7 @@ async fn env_logs(
     Path(env): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvLogs)?;
+    allow_read(&state, CommandKind::EnvLogs)?;
     let options = LogOptions {
         tail: q.tail,
         follow: q.follow,
@@ -517,7 +514,7 @@ async fn list_runs(
     State(state): State<AppState>,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvStatus)?;
+    allow_read(&state, CommandKind::EnvStatus)?;
     Ok(Json(state.engine.runs(&env, 50).await?).into_response())
 }
 
@@ -525,7 +522,7 @@ async fn get_run(
     State(state): State<AppState>,
     Path((env, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvStatus)?;
+    allow_read(&state, CommandKind::EnvStatus)?;
     Ok(Json(state.engine.run(&env, id).await?).into_response())
 }
 
@@ -534,7 +531,7 @@ async fn run_log(
     State(state): State<AppState>,
     Path((env, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    allow_read(CommandKind::EnvLogs)?;
+    allow_read(&state, CommandKind::EnvLogs)?;
     // Redacted by the engine as it is read, like the env's own logs.
     let stream = state.engine.run_log_stream(&env, id).await?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));

@@ -16,7 +16,7 @@ use crate::compose::plan::{plan, PlanInput};
 use crate::compose::ComposeFile;
 use crate::git::{GitError, RepoPath};
 use crate::names::{CommitSha, EnvName, ServiceName};
-use crate::runtime::{ObservedEnv, Progress, ProgressSink, Protocol, RuntimeError, ServiceState};
+use crate::runtime::{ObservedEnv, Progress, ProgressSink, RuntimeError, ServiceState};
 use crate::store::{now_ms, Desired, EnvRecord, Phase, ServiceStatus};
 
 /// How often a long step checks whether its work was superseded.
@@ -418,14 +418,7 @@ fn statuses(ctx: &Context, observed: &ObservedEnv) -> Vec<ServiceStatus> {
             name: s.name.to_string(),
             state: s.state.label(),
             ports: s.ports.clone(),
-            urls: s
-                .ports
-                .iter()
-                .map(|p| match p.protocol {
-                    Protocol::Tcp => format!("http://{}:{}", ctx.settings.public_host, p.host_port),
-                    Protocol::Udp => format!("udp://{}:{}", ctx.settings.public_host, p.host_port),
-                })
-                .collect(),
+            urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
         })
         .collect()
 }

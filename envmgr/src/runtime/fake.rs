@@ -14,6 +14,10 @@ use super::{
     EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ObservedService,
     Progress, ProgressSink, PublishedPort, Runtime, RuntimeError, ServiceState,
 };
+
+/// The host the twin reports its published ports on unless told another
+/// ([`FakeRuntime::with_public_host`]).
+pub const FAKE_PUBLIC_HOST: &str = "envs.example.com";
 use crate::names::{EnvName, ServiceName};
 
 #[derive(Default)]
@@ -35,11 +39,19 @@ pub struct FakeRuntime {
     images: Mutex<BTreeSet<String>>,
     /// When set, `ping` fails with this message (an engine that stopped answering).
     ping_failure: Mutex<Option<String>>,
+    /// Where published ports are reported; [`FAKE_PUBLIC_HOST`] when `None`.
+    public_host: Option<String>,
 }
 
 impl FakeRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reports published ports on `host` instead of [`FAKE_PUBLIC_HOST`].
+    pub fn with_public_host(mut self, host: &str) -> Self {
+        self.public_host = Some(host.to_string());
+        self
     }
 
     pub fn fail_service(&self, service: &str) {
@@ -110,6 +122,10 @@ impl FakeRuntime {
 impl Runtime for FakeRuntime {
     fn name(&self) -> &'static str {
         "fake"
+    }
+
+    fn endpoint(&self, port: &PublishedPort) -> String {
+        port.url_on(self.public_host.as_deref().unwrap_or(FAKE_PUBLIC_HOST))
     }
 
     async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError> {

@@ -229,6 +229,22 @@ pub struct PublishedPort {
     pub protocol: Protocol,
 }
 
+impl PublishedPort {
+    /// The port's URL on `host`: `http://host:port` for TCP, `udp://host:port` for UDP (an
+    /// IPv6 address in brackets).
+    pub fn url_on(&self, host: &str) -> String {
+        let scheme = match self.protocol {
+            Protocol::Tcp => "http",
+            Protocol::Udp => "udp",
+        };
+        if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("{scheme}://[{host}]:{}", self.host_port)
+        } else {
+            format!("{scheme}://{host}:{}", self.host_port)
+        }
+    }
+}
+
 /// How to get one service's image.
 #[derive(Debug, Clone)]
 pub enum ImageSource {
@@ -392,6 +408,11 @@ impl RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// Short name for logs and status ("docker", "fake").
     fn name(&self) -> &'static str;
+
+    /// Where people reach a service's published `port`: the URL reported for it (env
+    /// status, PR comments, notifications). Only the runtime knows: Docker publishes on a
+    /// host address, a cluster would answer with its ingress or a front-door proxy.
+    fn endpoint(&self, port: &PublishedPort) -> String;
 
     /// What exists for `env`. An env with nothing is `ObservedEnv::default()`, not an error.
     async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError>;

@@ -202,6 +202,18 @@ impl Store {
         rows.iter().map(OutboxEntry::from_row).collect()
     }
 
+    /// When the sink's next pending row falls due (unix milliseconds), if it has any.
+    pub async fn next_notification_due(&self, sink: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(next_attempt_at) AS due FROM notification_outbox \
+             WHERE sink = $1 AND status = 'pending'",
+        )
+        .bind(sink)
+        .fetch_one(&self.pool)
+        .await?;
+        column::<Option<i64>>(&row, "due")
+    }
+
     /// Claims a due row for one delivery attempt: counts the attempt and makes the row due
     /// again only at `lease_until`. `false` when someone else claimed it first (or it is no
     /// longer pending or due): then it must not be sent.

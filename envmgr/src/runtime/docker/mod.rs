@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 
 use super::{
     labels, EnvSpec, ImageSource, LogOptions, LogStream, ObservedEnv, ObservedService,
-    ProgressSink, Runtime, RuntimeError,
+    ProgressSink, PublishedPort, Runtime, RuntimeError,
 };
 use crate::names::{EnvName, ServiceName};
 
@@ -45,6 +45,9 @@ pub struct DockerRuntime {
     /// Host address published ports listen on (`[runtime.docker] publish_address`);
     /// loopback by default so envs are not reachable from the network unless asked for.
     publish_address: String,
+    /// The host name people reach published ports at (`public_host`); the publish address
+    /// when `None`.
+    public_host: Option<String>,
     /// Built images kept per image name beside those in use (`image_retention`).
     image_retention: usize,
     /// Built images used more recently than this are never pruned (see `prune_images`).
@@ -84,6 +87,7 @@ impl DockerRuntime {
             network_lock: Arc::default(),
             subnets: subnet::SubnetPool::default(),
             publish_address: DEFAULT_PUBLISH_ADDRESS.to_string(),
+            public_host: None,
             image_retention: DEFAULT_IMAGE_RETENTION,
             image_grace: DEFAULT_IMAGE_GRACE,
         })
@@ -93,6 +97,13 @@ impl DockerRuntime {
     /// of loopback.
     pub fn with_publish_address(mut self, address: &str) -> Self {
         self.publish_address = address.to_string();
+        self
+    }
+
+    /// Published ports are reported as URLs on `host` (a name or address people reach this
+    /// machine at) instead of the publish address.
+    pub fn with_public_host(mut self, host: &str) -> Self {
+        self.public_host = Some(host.to_string());
         self
     }
 
@@ -197,6 +208,13 @@ impl Runtime for DockerRuntime {
         "docker"
     }
 
+    fn endpoint(&self, port: &PublishedPort) -> String {
+        port.url_on(reported_host(
+            self.public_host.as_deref(),
+            &self.publish_address,
+        ))
+    }
+
     async fn fetch(&self, env: &EnvName) -> Result<ObservedEnv, RuntimeError> {
         self.observe_env(env).await
     }
@@ -265,5 +283,48 @@ impl Runtime for DockerRuntime {
         output: tokio::sync::mpsc::Sender<bytes::Bytes>,
     ) -> Result<crate::runtime::JobOutcome, RuntimeError> {
         self.run_job_container(env, job, output).await
+    }
+}
+
+/// The host in the URLs of published ports: the public host, else the publish address, else
+/// (published on every interface) loopback, which always reaches them.
+fn reported_host<'a>(public_host: Option<&'a str>, publish_address: &'a str) -> &'a str {
+    if let Some(host) = public_host {
+        return host;
+    }
+    match publish_address.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => DEFAULT_PUBLISH_ADDRESS,
+        _ => publish_address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Protocol;
+
+    #[test]
+    fn published_ports_are_reported_on_the_public_host_or_the_publish_address() {
+        let web = PublishedPort {
+            container_port: 8080,
+            host_port: 40001,
+            protocol: Protocol::Tcp,
+        };
+        let dns = PublishedPort {
+            protocol: Protocol::Udp,
+            ..web
+        };
+        let url = |public: Option<&str>, publish: &str, port: &PublishedPort| {
+            port.url_on(reported_host(public, publish))
+        };
+        assert_eq!(url(None, "127.0.0.1", &web), "http://127.0.0.1:40001");
+        assert_eq!(url(None, "10.1.2.3", &dns), "udp://10.1.2.3:40001");
+        assert_eq!(url(None, "0.0.0.0", &web), "http://127.0.0.1:40001");
+        assert_eq!(url(None, "::", &web), "http://127.0.0.1:40001");
+        assert_eq!(url(None, "fd00::5", &web), "http://[fd00::5]:40001");
+        assert_eq!(
+            url(Some("envs.example.com"), "0.0.0.0", &web),
+            "http://envs.example.com:40001"
+        );
     }
 }

@@ -1,0 +1,206 @@
+//! Where envs run, chosen by `[runtime]`: the one place a runtime is built from the config.
+//! `kind = "docker"` (the default, and the only kind today) takes its options from
+//! `[runtime.docker]` (or the deprecated `[docker]`).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use envmgr::runtime::docker::subnet::SubnetPool;
+use envmgr::runtime::docker::{DockerRuntime, DEFAULT_IMAGE_RETENTION, DEFAULT_PUBLISH_ADDRESS};
+use envmgr::runtime::Runtime;
+
+use crate::config::{Config, DockerConfig};
+
+/// The runtime `[runtime]` names, connected; `instance` labels everything it creates.
+pub async fn from_config(config: &Config, instance: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+    let docker = DockerSettings::from_config(config)?;
+    if config.docker.is_some() {
+        tracing::warn!("the [docker] table is deprecated: rename it to [runtime.docker]");
+    }
+    let runtime = DockerRuntime::connect(instance)
+        .await
+        .context("Slipway needs a running Docker engine; start it or set DOCKER_HOST")?
+        .with_subnet_pool(docker.subnets)
+        .with_publish_address(&docker.publish_address)
+        .with_image_retention(docker.image_retention);
+    let runtime = match &docker.public_host {
+        Some(host) => runtime.with_public_host(host),
+        None => runtime,
+    };
+    Ok(Arc::new(runtime))
+}
+
+/// `[runtime.docker]`, validated.
+#[derive(Debug)]
+pub struct DockerSettings {
+    /// Where env networks get their subnets.
+    pub subnets: SubnetPool,
+    /// The host IP published ports listen on.
+    pub publish_address: String,
+    /// Built images kept per (repo, service) beside those in use.
+    pub image_retention: usize,
+    /// The host in the URLs of published ports (`public_host`); the publish address when
+    /// `None`.
+    pub public_host: Option<String>,
+}
+
+impl DockerSettings {
+    /// Checks the whole `[runtime]` section; called before anything starts, so a mistake
+    /// there stops the start.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let docker = docker_config(config)?;
+        Ok(Self {
+            subnets: subnet_pool(&docker)?,
+            publish_address: publish_address(&docker)?,
+            image_retention: docker.image_retention.unwrap_or(DEFAULT_IMAGE_RETENTION),
+            public_host: public_host(config)?,
+        })
+    }
+}
+
+/// The Docker runtime settings: `[runtime.docker]`, or the deprecated `[docker]`.
+fn docker_config(config: &Config) -> anyhow::Result<DockerConfig> {
+    match config.runtime.kind.as_deref().map(str::trim) {
+        None | Some("docker") => {}
+        Some(other) => bail!(
+            "[runtime] kind = \"{other}\" is not a runtime this Slipway has: use \"docker\" \
+             (the default; its options go under [runtime.docker])"
+        ),
+    }
+    match (&config.runtime.docker, &config.docker) {
+        (Some(_), Some(_)) => bail!(
+            "both [runtime.docker] and [docker] are set: move the [docker] keys into \
+             [runtime.docker] ([docker] is a deprecated alias)"
+        ),
+        (Some(docker), None) | (None, Some(docker)) => Ok(DockerConfig {
+            network_pool: docker.network_pool.clone(),
+            subnet_prefix: docker.subnet_prefix,
+            publish_address: docker.publish_address.clone(),
+            image_retention: docker.image_retention,
+        }),
+        (None, None) => Ok(DockerConfig::default()),
+    }
+}
+
+/// The host IP published ports listen on (`[runtime.docker] publish_address`).
+fn publish_address(docker: &DockerConfig) -> anyhow::Result<String> {
+    let Some(address) = &docker.publish_address else {
+        return Ok(DEFAULT_PUBLISH_ADDRESS.to_string());
+    };
+    let ip: std::net::IpAddr = address.trim().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "[runtime.docker] publish_address `{address}` is not an IP address: use e.g. \
+             127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        )
+    })?;
+    Ok(ip.to_string())
+}
+
+/// `public_host`, checked: it goes into every URL Slipway reports for an env.
+fn public_host(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(host) = &config.public_host else {
+        return Ok(None);
+    };
+    let host = host.trim();
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host = bracketed.unwrap_or(host);
+    let valid = host.parse::<std::net::IpAddr>().is_ok()
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if !valid {
+        bail!(
+            "public_host `{host}` is not a host name or IP address: give the name people reach \
+             published ports at, like envs.example.com (no scheme, port or path)"
+        );
+    }
+    Ok(Some(host.to_string()))
+}
+
+/// Where env networks get their subnets.
+fn subnet_pool(docker: &DockerConfig) -> anyhow::Result<SubnetPool> {
+    let mut pool = SubnetPool::default();
+    if let Some(range) = &docker.network_pool {
+        pool.range = range
+            .parse()
+            .map_err(|e| anyhow::anyhow!("[runtime.docker] network_pool: {e}"))?;
+    }
+    if let Some(prefix) = docker.subnet_prefix {
+        pool.prefix = prefix;
+    }
+    if pool.prefix > 29 || pool.range.subnet_count(pool.prefix) == 0 {
+        bail!("[runtime.docker] subnet_prefix /{} does not fit in network_pool {}: use a prefix at least as long as the pool's and at most /29", pool.prefix, pool.range);
+    }
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docker(text: &str) -> anyhow::Result<DockerSettings> {
+        DockerSettings::from_config(&toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn runtime_docker_section_and_its_deprecated_alias() {
+        let new = docker("[runtime.docker]\npublish_address = \"0.0.0.0\"\nsubnet_prefix = 26\n")
+            .unwrap();
+        assert_eq!(new.publish_address, "0.0.0.0");
+        assert_eq!(new.subnets.prefix, 26);
+        let old = docker("[docker]\nsubnet_prefix = 25\n").unwrap();
+        assert_eq!(old.subnets.prefix, 25);
+        assert_eq!(old.publish_address, "127.0.0.1");
+        let err = docker("[docker]\nsubnet_prefix = 25\n[runtime.docker]\nsubnet_prefix = 25\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[runtime.docker]") && err.contains("[docker]"),
+            "{err}"
+        );
+        let err = docker("[runtime.docker]\npublish_address = \"localhost:80\"\n").unwrap_err();
+        assert!(err.to_string().contains("publish_address"));
+        assert!(toml::from_str::<Config>("[runtime.docker]\nnope = 1\n").is_err());
+    }
+
+    #[test]
+    fn the_public_host_is_a_bare_host_name_or_address() {
+        assert_eq!(docker("").unwrap().public_host, None);
+        for (given, kept) in [
+            ("envs.example.com", "envs.example.com"),
+            (" 10.0.0.7 ", "10.0.0.7"),
+            ("fd00::7", "fd00::7"),
+            ("[fd00::7]", "fd00::7"),
+        ] {
+            let settings = docker(&format!("public_host = \"{given}\"\n")).unwrap();
+            assert_eq!(settings.public_host.as_deref(), Some(kept), "{given}");
+        }
+        for bad in [
+            "",
+            "https://envs.example.com",
+            "envs.example.com:80",
+            "a b",
+            "h/x",
+        ] {
+            let err = docker(&format!("public_host = \"{bad}\"\n")).unwrap_err();
+            assert!(err.to_string().contains("public_host"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_the_docker_runtime_is_known() {
+        let err = docker("[runtime]\nkind = \"kubernetes\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("kind = \"kubernetes\"") && err.to_string().contains("docker"),
+            "{err}"
+        );
+        assert_eq!(
+            docker("[runtime]\nkind = \"docker\"\n")
+                .unwrap()
+                .image_retention,
+            3
+        );
+    }
+}
