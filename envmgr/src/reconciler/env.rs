@@ -344,6 +344,23 @@ async fn deploy(
     if superseded(ctx, env).await? {
         return Ok(Action::Requeue(Duration::ZERO));
     }
+    // Queued before the env is Ready, so whoever sees it Ready sees its test run too (and a
+    // `slipway test` asked right then comes after it). Once per commit: a pass cut off
+    // between here and Ready does not queue it twice.
+    if fresh && !file.test_services().is_empty() {
+        let newest = ctx.store.runs(&env.name, 1).await?.into_iter().next();
+        let queued = newest.is_some_and(|run| {
+            run.trigger == "auto"
+                && run.commit.as_deref() == Some(commit.as_str())
+                && !run.status.is_finished()
+        });
+        if !queued {
+            ctx.store
+                .insert_run(&env.name, Some(commit.as_str()), "auto", "slipway", false)
+                .await?;
+        }
+        ctx.test_runs.nudge(env.name.as_str());
+    }
     ctx.store
         .set_phase(
             &env.name,
@@ -359,13 +376,6 @@ async fn deploy(
     // Old built images go once the new ones run; a failure here never fails the env.
     if let Err(e) = ctx.runtime.prune_images().await {
         tracing::warn!(env = %env.name, error = %e, "removing old built images failed");
-    }
-    if fresh && !file.test_services().is_empty() {
-        let commit = commit.to_string();
-        ctx.store
-            .insert_run(&env.name, Some(&commit), "auto", "slipway", false)
-            .await?;
-        ctx.test_runs.nudge(env.name.as_str());
     }
     Ok(Action::AwaitChange)
 }
