@@ -56,28 +56,33 @@ impl DockerRuntime {
             .map_err(|e| errors::other("listing containers", &e))?;
         let in_use: HashSet<String> = containers.into_iter().filter_map(|c| c.image_id).collect();
         let now = std::time::SystemTime::now();
-        // Image name -> (last used, id, tag).
-        let mut by_name: BTreeMap<String, Vec<(std::time::SystemTime, String, String)>> =
-            BTreeMap::new();
+        // Image name -> (id, tag) of each version.
+        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for image in images {
             for tag in &image.repo_tags {
-                let Some((name, _)) = tag.rsplit_once(':') else {
-                    continue;
-                };
-                let Some(info) = self.local_image(&image.id).await? else {
-                    continue;
-                };
-                by_name.entry(name.to_string()).or_default().push((
-                    last_used(&info),
-                    image.id.clone(),
-                    tag.clone(),
-                ));
+                if let Some((name, _)) = tag.rsplit_once(':') {
+                    by_name
+                        .entry(name.to_string())
+                        .or_default()
+                        .push((image.id.clone(), tag.clone()));
+                }
             }
         }
+        let keep = self.image_retention.max(1);
         let mut removed = 0;
-        for (name, mut versions) in by_name {
+        for (name, listed) in by_name {
+            // Only names past the retention are inspected (for when each was last used).
+            if listed.len() <= keep {
+                continue;
+            }
+            let mut versions = Vec::with_capacity(listed.len());
+            for (id, tag) in listed {
+                if let Some(info) = self.local_image(&id).await? {
+                    versions.push((last_used(&info), id, tag));
+                }
+            }
             versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-            for (used, id, tag) in versions.into_iter().skip(self.image_retention.max(1)) {
+            for (used, id, tag) in versions.into_iter().skip(keep) {
                 let recent = now.duration_since(used).unwrap_or_default() < self.image_grace;
                 if in_use.contains(&id) || recent {
                     continue;
