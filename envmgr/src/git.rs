@@ -125,10 +125,40 @@ impl GitMirrors {
             .clone()
     }
 
+    /// Serialises changes to one mirror across processes too (replicas sharing a data_dir):
+    /// an exclusive lock on `<mirror>.lock`, held until the returned file is dropped. Taken
+    /// after the in-process lock, so a process waits on it with one task at most.
+    async fn process_lock(&self, repo: &RepoName) -> Result<std::fs::File, GitError> {
+        let failed = |e: std::io::Error| GitError::Failed {
+            action: "lock".into(),
+            detail: e.to_string(),
+        };
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(failed)?;
+        let path = self.root.join(format!("{}.git.lock", repo.as_str()));
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| GitError::Failed {
+            action: "lock".into(),
+            detail: e.to_string(),
+        })?
+        .map_err(failed)
+    }
+
     /// Fetches `branch` (or any ref, e.g. `refs/pull/7/head`) and returns the commit it points to.
     pub async fn fetch(&self, repo: &RepoSettings, git_ref: &str) -> Result<CommitSha, GitError> {
         let lock = self.lock(&repo.name);
         let _guard = lock.lock().await;
+        let _across_processes = self.process_lock(&repo.name).await?;
         let mirror = self.mirror(&repo.name);
         if !mirror.join("HEAD").exists() {
             tokio::fs::create_dir_all(&self.root)
@@ -221,6 +251,7 @@ impl GitMirrors {
         // Servers (GitHub included) hand out reachable commits by id.
         let lock = self.lock(&repo.name);
         let _guard = lock.lock().await;
+        let _across_processes = self.process_lock(&repo.name).await?;
         let refspec = format!("{}:refs/slipway/commits/{}", want.as_str(), want.as_str());
         let fetched = run_remote(
             &self.mirror(&repo.name),
@@ -497,6 +528,63 @@ async fn output(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+    }
+
+    /// Two processes' mirrors on one data dir (replicas sharing it) fetching one repo at
+    /// once, from an empty dir: every fetch succeeds and finds its branch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mirrors_shared_between_processes_fetch_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = dir.path().join("upstream");
+        std::fs::create_dir_all(&upstream).unwrap();
+        git(&upstream, &["init", "-q", "--initial-branch=main"]);
+        std::fs::write(upstream.join("f"), "x").unwrap();
+        git(&upstream, &["add", "-A"]);
+        git(&upstream, &["commit", "-q", "-m", "x"]);
+        for i in 0..8 {
+            git(&upstream, &["branch", &format!("b{i}")]);
+        }
+        let repo = RepoSettings {
+            name: RepoName::parse("shared").unwrap(),
+            url: upstream.display().to_string(),
+            env_file: "compose.yml".into(),
+            default_ttl: std::time::Duration::from_secs(60),
+            test_timeout: std::time::Duration::from_secs(60),
+            secret_env: vec![],
+            credentials: None,
+        };
+        for round in 0..5 {
+            let data = dir.path().join(format!("data{round}"));
+            // Separate instances, nothing shared in memory, as in two processes; each pair
+            // of fetches asks for one branch at the same moment (one ref to update).
+            let mirrors: Vec<GitMirrors> = (0..4).map(|_| GitMirrors::new(&data)).collect();
+            let fetches: Vec<_> = (0..32)
+                .map(|i| {
+                    let mirrors = mirrors[i % 4].clone();
+                    let repo = repo.clone();
+                    tokio::spawn(async move {
+                        let branch = BranchName::from_user(&format!("b{}", i % 2)).unwrap();
+                        mirrors.fetch_branch(&repo, &branch).await
+                    })
+                })
+                .collect();
+            for fetch in fetches {
+                fetch.await.unwrap().expect("every fetch succeeds");
+            }
+        }
+    }
 
     #[test]
     fn credentials_reach_git_through_its_environment_never_its_arguments() {
