@@ -103,11 +103,7 @@ fn env_up(rounds: usize) -> Result<()> {
         cores()
     );
     let slipway = slipway_binary()?;
-    let repo = Repo::new()?;
-    for file in ["compose/demo.yml", "compose/demo/web/Dockerfile"] {
-        repo.write(file, &std::fs::read_to_string(workspace_root().join(file))?)?;
-    }
-    repo.commit()?;
+    let repo = Repo::with_demo_files()?;
     let repo_name = format!("bench{}", std::process::id());
     let env = format!("{repo_name}-main");
     let compose_file = repo.path().join("compose/demo.yml");
@@ -189,11 +185,7 @@ fn teardown(rounds: usize) -> Result<()> {
         cores()
     );
     let slipway = slipway_binary()?;
-    let repo = Repo::new()?;
-    for file in ["compose/demo.yml", "compose/demo/web/Dockerfile"] {
-        repo.write(file, &std::fs::read_to_string(workspace_root().join(file))?)?;
-    }
-    repo.commit()?;
+    let repo = Repo::with_demo_files()?;
     let repo_name = format!("benchtd{}", std::process::id());
     let env = format!("{repo_name}-main");
     let _leftovers = EnvCleanup {
@@ -594,6 +586,16 @@ impl Repo {
     fn new() -> Result<Self> {
         let repo = Self(tempfile::tempdir()?);
         repo.git(&["init", "--quiet", "--initial-branch=main"])?;
+        Ok(repo)
+    }
+
+    /// A repository holding the workspace's demo compose file and web Dockerfile.
+    fn with_demo_files() -> Result<Self> {
+        let repo = Self::new()?;
+        for file in ["compose/demo.yml", "compose/demo/web/Dockerfile"] {
+            repo.write(file, &std::fs::read_to_string(workspace_root().join(file))?)?;
+        }
+        repo.commit()?;
         Ok(repo)
     }
 

@@ -134,16 +134,21 @@ impl Engine {
         &self.metrics
     }
 
-    /// The holder name, lease TTL and resync interval this process's controllers use, for
-    /// a surface spawning its own (see [`controller::spawn`]).
+    /// The holder name, lease TTL and resync interval this process's controllers use.
     pub fn controller_settings(&self) -> &ControllerSettings {
         &self.controllers
     }
 
-    /// The process's nudge bus (across replicas on Postgres), for a surface's controllers:
-    /// one bus per process, so one `LISTEN` connection.
-    pub fn nudge_bus(&self) -> &NudgeBus {
-        &self.bus
+    /// Starts a surface's controller beside the engine's: same store, settings, nudge bus
+    /// (one per process, so one `LISTEN` connection) and metrics.
+    pub fn spawn_controller<R: controller::Reconciler>(&self, reconciler: R) -> Nudger {
+        controller::spawn(
+            reconciler,
+            self.store.clone(),
+            self.controllers.clone(),
+            self.bus.clone(),
+            self.metrics.clone(),
+        )
     }
 
     /// The redaction every text about an env goes through before it leaves Slipway.

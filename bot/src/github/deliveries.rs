@@ -74,7 +74,6 @@ impl fmt::Display for DeliveryKey {
 
 pub(super) struct Deliveries {
     surface: Arc<GitHubSurface>,
-    lease_ttl: Duration,
     /// How long handled deliveries keep their bodies.
     retention: Duration,
     /// How often this replica prunes old deliveries.
@@ -88,15 +87,9 @@ pub(super) struct Deliveries {
 }
 
 impl Deliveries {
-    pub fn new(
-        surface: Arc<GitHubSurface>,
-        lease_ttl: Duration,
-        retention: Duration,
-        prune_every: Duration,
-    ) -> Self {
+    pub fn new(surface: Arc<GitHubSurface>, retention: Duration, prune_every: Duration) -> Self {
         Deliveries {
             surface,
-            lease_ttl,
             retention,
             prune_every,
             last_prune: Mutex::default(),
@@ -143,7 +136,7 @@ impl Deliveries {
         let Some(delivery) = store.pending_delivery(id).await? else {
             return Ok(()); // Handled meanwhile (by the replica that held this key before).
         };
-        super::still_held(work, self.lease_ttl).await?;
+        work.still_held().await?;
         let outcome = match self.surface.process(&delivery).await {
             Ok(outcome) => {
                 tracing::info!(delivery = %delivery.id, event = %delivery.event, %outcome, "webhook handled");

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
-use envmgr::controller::{self, Nudger, Reconciler, Work};
-use envmgr::store::{Store, StoreError};
-use envmgr::Engine;
+use envmgr::controller::Nudger;
+use envmgr::store::Store;
 
 pub use settings::{GitHubLink, GitHubSettings};
 
@@ -69,28 +68,20 @@ pub fn start(
         permissions: Mutex::default(),
         reports: OnceLock::new(),
     });
-    let reports = spawn(&engine, report::PullReports::new(surface.clone()));
+    let reports = engine.spawn_controller(report::PullReports::new(surface.clone()));
     // Set before anything can handle a delivery: the deliveries controller starts below.
     let _ = surface.reports.set(reports.clone());
     tokio::spawn(report::nudge_on_env_changes(surface.clone(), reports));
-    let lease_ttl = engine.controller_settings().lease_ttl;
-    let deliveries = spawn(
-        &engine,
-        deliveries::Deliveries::new(
-            surface.clone(),
-            lease_ttl,
-            settings.delivery_retention,
-            settings.resync_interval,
-        ),
-    );
-    spawn(
-        &engine,
-        sweep::Sweeps::new(
-            surface,
-            engine.controller_settings().holder.clone(),
-            settings.resync_interval,
-        ),
-    );
+    let deliveries = engine.spawn_controller(deliveries::Deliveries::new(
+        surface.clone(),
+        settings.delivery_retention,
+        settings.resync_interval,
+    ));
+    engine.spawn_controller(sweep::Sweeps::new(
+        surface,
+        engine.controller_settings().holder.clone(),
+        settings.resync_interval,
+    ));
     let state = webhook::WebhookState {
         secret: Arc::new(settings.webhook_secret),
         store,
@@ -98,34 +89,6 @@ pub fn start(
         metrics,
     };
     Ok(webhook::routes(state))
-}
-
-/// Starts the controller of `reconciler` beside the engine's: same store, settings, nudge
-/// bus and metrics.
-fn spawn<R: Reconciler>(engine: &Engine, reconciler: R) -> Nudger {
-    controller::spawn(
-        reconciler,
-        engine.store().clone(),
-        engine.controller_settings().clone(),
-        engine.nudge_bus().clone(),
-        engine.metrics().clone(),
-    )
-}
-
-/// Fails with [`StoreError::StaleLease`] unless `work` still holds its lease, which this
-/// extends: checked before something that cannot be taken back (a comment posted), so a
-/// replica that stalled past its lease stops instead of doing the new holder's work again.
-async fn still_held(work: &Work, lease_ttl: Duration) -> Result<(), StoreError> {
-    let mut lease = work.lease().clone();
-    if work.store().renew_lease(&mut lease, lease_ttl).await? {
-        Ok(())
-    } else {
-        Err(StoreError::StaleLease {
-            kind: lease.kind,
-            key: lease.key,
-            token: lease.token,
-        })
-    }
 }
 
 impl GitHubSurface {

@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use envmgr::controller::{self, Action, Nudger, Reconciler, Work};
+use envmgr::controller::{Action, Nudger, Reconciler, Work};
 use envmgr::names::EnvName;
 use envmgr::secrets::Redactors;
 use envmgr::snippet::Redactor;
@@ -131,13 +131,7 @@ pub fn start(app: &App, routes: Vec<Route>) {
         redactors: engine.redactors().clone(),
         nudges: OnceLock::new(),
     });
-    let nudges = controller::spawn(
-        Notifications(notifier.clone()),
-        engine.store().clone(),
-        engine.controller_settings().clone(),
-        engine.nudge_bus().clone(),
-        engine.metrics().clone(),
-    );
+    let nudges = engine.spawn_controller(Notifications(notifier.clone()));
     // Set before any pass can queue rows: the first pass waits for the spawned task.
     let _ = notifier.nudges.set(nudges.clone());
     tokio::spawn(nudge_on_env_changes(engine.store().clone(), nudges));

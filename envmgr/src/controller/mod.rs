@@ -66,6 +66,7 @@ pub trait Reconciler: Send + Sync + 'static {
 pub struct Work {
     lease: Lease,
     store: Store,
+    lease_ttl: Duration,
 }
 
 impl Work {
@@ -76,6 +77,22 @@ impl Work {
 
     pub fn lease(&self) -> &Lease {
         &self.lease
+    }
+
+    /// Fails with [`StoreError::StaleLease`] unless the lease is still held, which this
+    /// extends: for a step that cannot be taken back (a comment posted), so a replica that
+    /// stalled past its lease stops instead of doing the new holder's work again.
+    pub async fn still_held(&self) -> Result<(), StoreError> {
+        let mut lease = self.lease.clone();
+        if self.store.renew_lease(&mut lease, self.lease_ttl).await? {
+            Ok(())
+        } else {
+            Err(StoreError::StaleLease {
+                kind: lease.kind,
+                key: lease.key,
+                token: lease.token,
+            })
+        }
     }
 }
 
@@ -107,16 +124,6 @@ impl ControllerSettings {
             std::process::id(),
             crate::store::rand_u64() as u32
         )
-    }
-}
-
-impl Default for ControllerSettings {
-    fn default() -> Self {
-        ControllerSettings {
-            holder: Self::holder_name(),
-            lease_ttl: DEFAULT_LEASE_TTL,
-            resync_interval: Duration::from_secs(30),
-        }
     }
 }
 
@@ -302,6 +309,7 @@ impl<R: Reconciler> Controller<R> {
         let work = Work {
             store: self.store.fenced(lease.fence()),
             lease,
+            lease_ttl: self.settings.lease_ttl,
         };
         let mut after = None;
         loop {

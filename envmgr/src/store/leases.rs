@@ -155,7 +155,7 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Live leases of one kind: (key, holder), for `/metrics` and operators.
+    /// Live leases of one kind: (key, holder), who works on what right now.
     pub async fn live_leases(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT lease_key, holder FROM leases WHERE kind = $1 AND expires_at > $2 ORDER BY lease_key",
