@@ -272,6 +272,30 @@ pub struct RepoConfig {
     pub token: Option<SecretString>,
     /// A file holding the token (or `username:token`), e.g. a mounted secret.
     pub credentials_file: Option<PathBuf>,
+    /// The submit queue (`[repo.queue]`); every key has a default.
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+/// `[repo.queue]`: how changes land on the target branch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The branch changes land on (default `main`).
+    pub target: Option<String>,
+    /// `merge` (default), `squash` or `rebase`.
+    pub method: Option<String>,
+    /// Candidates tested at once (default 4).
+    pub parallel: Option<usize>,
+    /// Changes that may share one candidate when the queue is long (default 4).
+    pub batch: Option<usize>,
+    /// Re-runs of a failing tree before a change is evicted (default 1).
+    pub retries: Option<u32>,
+    /// Approving reviews a pull request needs to be queued (default 1).
+    pub require_approvals: Option<u32>,
+    /// Check runs or statuses that must have succeeded on a pull request's head.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
 }
 
 fn default_test_timeout() -> Duration {

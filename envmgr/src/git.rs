@@ -564,6 +564,7 @@ mod tests {
             test_timeout: std::time::Duration::from_secs(60),
             secret_env: vec![],
             credentials: None,
+            queue: Default::default(),
         };
         for round in 0..5 {
             let data = dir.path().join(format!("data{round}"));
@@ -676,6 +677,7 @@ mod tests {
                 username: "x-access-token".into(),
                 token: crate::settings::GitToken::Fixed("KEYSECRET456".into()),
             }),
+            queue: Default::default(),
         };
         let mirrors = GitMirrors::new(dir.path());
         let error = mirrors.fetch(&repo, "main").await.unwrap_err().to_string();

@@ -102,6 +102,70 @@ pub struct RepoSettings {
     /// What git authenticates with over HTTP(S), kept off every command line and out of
     /// every message ([`crate::git`] hands it to git through its environment).
     pub credentials: Option<GitCredentials>,
+    /// The submit queue (`[repo.queue]`).
+    pub queue: QueueSettings,
+}
+
+/// How changes land on a repo's target branch.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub target: crate::names::BranchName,
+    pub method: MergeMethod,
+    /// Candidates tested at once.
+    pub parallel: usize,
+    /// Changes that may share one candidate when the queue is longer than `parallel`.
+    pub batch: usize,
+    /// Re-runs of a failing tree before anything is evicted.
+    pub retries: u32,
+    /// Approving reviews a pull request needs before it is queued.
+    pub require_approvals: u32,
+    /// Checks (check runs or commit statuses, by name) that must have succeeded on a pull
+    /// request's head before it is queued.
+    pub required_checks: Vec<String>,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            target: crate::names::BranchName::parse("main").expect("main is a branch name"),
+            method: MergeMethod::Merge,
+            parallel: 4,
+            batch: 4,
+            retries: 1,
+            require_approvals: 1,
+            required_checks: Vec::new(),
+        }
+    }
+}
+
+/// How a change becomes part of the target branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    /// A merge commit whose second parent is the change's head.
+    Merge,
+    /// One commit with the change's effect, on top of the target.
+    Squash,
+    /// The change's own commits replayed on top of the target.
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "merge" => Some(MergeMethod::Merge),
+            "squash" => Some(MergeMethod::Squash),
+            "rebase" => Some(MergeMethod::Rebase),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
 }
 
 /// A user name and token for git over HTTP(S).

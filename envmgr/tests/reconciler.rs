@@ -85,6 +85,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
             test_timeout: Duration::from_secs(60),
             secret_env: vec!["API_TOKEN".into()],
             credentials: None,
+            queue: Default::default(),
         }],
         default_limits: Default::default(),
         resync_interval: Duration::from_millis(300),

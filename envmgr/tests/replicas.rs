@@ -201,6 +201,7 @@ impl Replica {
                         test_timeout: Duration::from_secs(60),
                         secret_env: vec![],
                         credentials: None,
+                        queue: Default::default(),
                     }],
                     default_limits: Default::default(),
                     resync_interval: Duration::from_secs(1),

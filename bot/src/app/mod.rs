@@ -157,6 +157,7 @@ fn demo_repo(data_dir: &Path) -> anyhow::Result<RepoSettings> {
         test_timeout: Duration::from_secs(15 * 60),
         secret_env: Vec::new(),
         credentials: None,
+        queue: Default::default(),
     })
 }
 

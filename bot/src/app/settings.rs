@@ -16,6 +16,51 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::{env_secret, Config, LimitsConfig, RepoConfig};
 use crate::github::GitHubSettings;
 
+/// `[repo.queue]`, checked: a wrong value names the key and what it may be.
+fn queue_settings(
+    repo: &RepoName,
+    config: &crate::config::QueueConfig,
+) -> anyhow::Result<envmgr::settings::QueueSettings> {
+    let defaults = envmgr::settings::QueueSettings::default();
+    let target = match &config.target {
+        Some(t) => envmgr::names::BranchName::from_user(t)
+            .with_context(|| format!("[repo.queue] target of `{repo}`"))?,
+        None => defaults.target.clone(),
+    };
+    let method = match &config.method {
+        Some(m) => envmgr::settings::MergeMethod::parse(m.trim()).with_context(|| {
+            format!("[repo.queue] method of `{repo}` is `{m}`: use \"merge\", \"squash\" or \"rebase\"")
+        })?,
+        None => defaults.method,
+    };
+    let count = |key: &str, value: Option<usize>, default: usize| -> anyhow::Result<usize> {
+        match value {
+            Some(0) => bail!("[repo.queue] {key} of `{repo}` must be at least 1"),
+            Some(n) if n > 64 => bail!("[repo.queue] {key} of `{repo}` is {n}: at most 64"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    let retries = config.retries.unwrap_or(defaults.retries);
+    if retries > 5 {
+        bail!("[repo.queue] retries of `{repo}` is {retries}: at most 5");
+    }
+    Ok(envmgr::settings::QueueSettings {
+        target,
+        method,
+        parallel: count("parallel", config.parallel, defaults.parallel)?,
+        batch: count("batch", config.batch, defaults.batch)?,
+        retries,
+        require_approvals: config.require_approvals.unwrap_or(defaults.require_approvals),
+        required_checks: config
+            .required_checks
+            .iter()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
+    })
+}
+
 /// The engine's settings, every `[[repo]]` and `[limits]` value checked; each error names
 /// the key to fix.
 pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
@@ -31,6 +76,7 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         }
         RepoPath::resolve("", &repo.env_file)
             .with_context(|| format!("[[repo]] `{name}` env_file"))?;
+        let queue = queue_settings(&name, &repo.queue)?;
         repos.push(RepoSettings {
             name,
             url: repo.url.clone(),
@@ -39,6 +85,7 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
             test_timeout: repo.test_timeout,
             secret_env: repo.secret_env.clone(),
             credentials: git_credentials(config, repo)?,
+            queue,
         });
     }
     let (default_limits, env_limits) = limits(&config.limits)?;

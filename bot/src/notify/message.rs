@@ -294,6 +294,7 @@ mod tests {
                 .collect(),
             warnings: vec![],
             pull_request: None,
+            candidate: None,
         }
     }
 

@@ -258,6 +258,7 @@ mod tests {
             branch: None,
             commit: None,
             pull_request: None,
+            candidate: None,
             run_id: None,
         }
     }

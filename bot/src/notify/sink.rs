@@ -178,6 +178,7 @@ mod tests {
             branch: Some("main".into()),
             commit: None,
             pull_request: None,
+            candidate: None,
             run_id: None,
         };
         let body = webhook_body(&n);
@@ -206,6 +207,7 @@ mod tests {
             branch: None,
             commit: None,
             pull_request: None,
+            candidate: None,
             run_id: None,
         };
         let error = sink.send(&n).await.unwrap_err();

@@ -209,6 +209,11 @@ async fn deploy(
         Some(commit) => commit,
         None => {
             let fetched = match &env.pull_request {
+                None if env.candidate.is_some() => {
+                    let commit = env.candidate.clone().expect("checked above");
+                    // Slipway made this commit in the mirror: nothing to fetch, but check.
+                    ctx.git.fetch_commit(&repo, &[], &commit).await
+                }
                 Some(pr) => {
                     let cause = format!(
                         "fetching pull request #{} at {}",

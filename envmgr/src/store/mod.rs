@@ -7,6 +7,7 @@ mod audit;
 mod github;
 mod leases;
 mod outbox;
+mod queue;
 mod record;
 mod testruns;
 
@@ -20,6 +21,7 @@ pub use audit::{AuditEntry, NewAuditEntry};
 pub use github::{Delivery, PullRow};
 pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
+pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
 pub use testruns::{RunOutcome, RunStatus, TestResult, TestRun};
 
@@ -36,6 +38,9 @@ pub enum StoreError {
     /// `env up` for a name another (repo, branch or PR) owns: names are never moved.
     #[error("env `{name}` belongs to {owner}; ask for that one by its own repo and branch, or `env down {name}` first and wait until it is deleted")]
     NameTaken { name: String, owner: String },
+    /// `queue add` for a change that is already in line.
+    #[error("{change} is already in the queue as entry {entry}; `queue status {entry}` shows where it is")]
+    AlreadyQueued { change: String, entry: i64 },
     /// A write under a lease this replica no longer holds: another replica took the key.
     #[error("the lease on {kind} `{key}` (token {token}) is no longer held by this replica; its work was handed to another")]
     StaleLease {
@@ -205,6 +210,24 @@ impl Store {
     /// (which moves it to the branch's newest commit). One statement, so concurrent requests
     /// for one env each bump the generation exactly once.
     pub async fn request_up(&self, req: &UpRequest) -> Result<EnvRecord, StoreError> {
+        self.upsert_env(req, None).await
+    }
+
+    /// Like [`Store::request_up`], for an env that deploys exactly `commit`, a commit Slipway
+    /// made itself (a submit-queue candidate) that is already in the repo's mirror.
+    pub async fn request_candidate_up(
+        &self,
+        req: &UpRequest,
+        commit: &CommitSha,
+    ) -> Result<EnvRecord, StoreError> {
+        self.upsert_env(req, Some(commit)).await
+    }
+
+    async fn upsert_env(
+        &self,
+        req: &UpRequest,
+        candidate: Option<&CommitSha>,
+    ) -> Result<EnvRecord, StoreError> {
         let now = now_ms();
         let ttl_ms = i64::try_from(req.ttl.as_millis())
             .ok()
@@ -240,7 +263,12 @@ impl Store {
         .bind(now)
         .bind(req.pull_request.as_ref().map(|pr| pr.git_ref.clone()))
         .bind(req.pull_request.as_ref().map(|pr| pr.number))
-        .bind(req.pull_request.as_ref().map(|pr| pr.head.to_string()))
+        .bind(
+            req.pull_request
+                .as_ref()
+                .map(|pr| pr.head.to_string())
+                .or(candidate.map(|c| c.to_string())),
+        )
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -258,9 +286,10 @@ impl Store {
                 owner,
             });
         }
-        let what = match &req.pull_request {
-            Some(pr) => format!("pull request #{} at {}", pr.number, pr.head.short()),
-            None => format!("branch {}", req.branch),
+        let what = match (&req.pull_request, candidate) {
+            (Some(pr), _) => format!("pull request #{} at {}", pr.number, pr.head.short()),
+            (None, Some(commit)) => format!("queue candidate {}", commit.short()),
+            (None, None) => format!("branch {}", req.branch),
         };
         let message = format!(
             "up requested for {what} (ttl {})",

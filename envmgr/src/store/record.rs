@@ -108,6 +108,9 @@ pub struct EnvRecord {
     /// Set for a pull request's env: what to fetch and the commit it must be at.
     #[serde(default)]
     pub pull_request: Option<super::PullRequestSource>,
+    /// Set for a submit-queue candidate's env: the commit Slipway built, already in the mirror.
+    #[serde(default)]
+    pub candidate: Option<CommitSha>,
 }
 
 impl EnvRecord {
@@ -144,6 +147,13 @@ impl EnvRecord {
             warnings: serde_json::from_str(&text("warnings")?)
                 .map_err(|e| corrupt("warnings", e.to_string()))?,
             pull_request: pull_request_source(row).map_err(|e| corrupt("pull request", e))?,
+            candidate: match column::<Option<String>>(row, "git_ref")? {
+                Some(_) => None,
+                None => column::<Option<String>>(row, "want_commit")?
+                    .map(|c| CommitSha::parse(&c))
+                    .transpose()
+                    .map_err(|e| corrupt("candidate commit", e.to_string()))?,
+            },
         })
     }
 

@@ -1,0 +1,2 @@
+//! The submit queue.
+pub mod machine;
