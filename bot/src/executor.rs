@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, Caller, Outcome as AuditOutcome, Refusal, Role};
 use crate::app::App;
 use crate::commands::{help_reply, Command, CommandKind, ParseError};
+use crate::queue::{self, EntryView, QueueView};
 
 /// Lines of output `env logs` shows when no `tail` is given.
 pub const DEFAULT_LOG_TAIL: u64 = 200;
@@ -40,6 +41,8 @@ pub struct Invocation {
     /// On a pull request: its repo and env, used when `repo` or `env` is left out.
     pub default_repo: Option<String>,
     pub default_env: Option<String>,
+    /// On a pull request: its number, used when a queue command names no change.
+    pub default_pull: Option<u64>,
 }
 
 /// What a command did, for the surface to show (the API sends it as JSON, the CLI reads it
@@ -72,6 +75,32 @@ pub enum Outcome {
     /// The run is queued; the reconciler runs it.
     Test {
         run: TestRun,
+    },
+    /// The change is in line (`queue add`); the queue reconciler tests and lands it.
+    QueueAdd {
+        entry: EntryView,
+    },
+    /// The change leaves the queue (`queue remove`).
+    QueueRemove {
+        entry: EntryView,
+    },
+    /// `queue status`.
+    QueueStatus {
+        entry: EntryView,
+    },
+    /// The failed change is back in line (`queue retry`).
+    QueueRetry {
+        entry: EntryView,
+    },
+    /// `queue list`: the queues, and their entries (live ones in landing order, then those
+    /// finished in the last day, newest last).
+    QueueList {
+        queues: Vec<QueueView>,
+        entries: Vec<EntryView>,
+    },
+    /// `queue pause` / `queue resume`.
+    QueuePaused {
+        queue: QueueView,
     },
 }
 
@@ -278,6 +307,42 @@ async fn execute(
             run: engine
                 .request_test(&env_or_default(env)?, failed_only, actor)
                 .await?,
+        },
+        Command::QueueAdd {
+            change,
+            repo,
+            priority,
+        } => Outcome::QueueAdd {
+            entry: queue::add(app, invocation, change, repo, priority).await?,
+        },
+        Command::QueueRemove { entry, repo } => Outcome::QueueRemove {
+            entry: queue::remove(app, invocation, entry, repo).await?,
+        },
+        Command::QueueRetry { entry, repo } => Outcome::QueueRetry {
+            entry: queue::retry(app, invocation, entry, repo).await?,
+        },
+        Command::QueueStatus { entry, repo } => {
+            let (repo, found) = queue::find_entry(app, invocation, kind, entry, repo).await?;
+            Outcome::QueueStatus {
+                entry: queue::entry_view(app, repo, found.id).await?,
+            }
+        }
+        Command::QueueList { repo } => {
+            let (queues, entries) = queue::list(app, invocation, repo).await?;
+            Outcome::QueueList { queues, entries }
+        }
+        Command::QueuePause { reason, repo } => Outcome::QueuePaused {
+            queue: queue::set_paused(
+                app,
+                invocation,
+                kind,
+                repo,
+                Some(reason.unwrap_or_default()),
+            )
+            .await?,
+        },
+        Command::QueueResume { repo } => Outcome::QueuePaused {
+            queue: queue::set_paused(app, invocation, kind, repo, None).await?,
         },
         Command::Approve => {
             return Err(CommandError::NotHere(

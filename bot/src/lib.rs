@@ -16,6 +16,7 @@ mod executor;
 mod github;
 mod logging;
 mod notify;
+mod queue;
 mod runtime;
 mod server;
 mod text;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::controller::{self, ControllerMetrics, ControllerSettings, NudgeBus, Nudger};
+use crate::git::GitMirrors;
 use crate::names::{BranchName, CommitSha, EnvName, NameError, RepoName, ServiceName};
 use crate::reconciler::EnvReconciler;
 use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
@@ -149,6 +150,47 @@ impl Engine {
             self.bus.clone(),
             self.metrics.clone(),
         )
+    }
+
+    /// Nudges a key of the controller of `kind`, wherever it runs.
+    pub fn nudge(&self, kind: &str, key: &str) {
+        self.bus.nudge(kind, key);
+    }
+
+    /// Nudges the submit queue `key` (`<repo>/<target>`).
+    pub fn nudge_queue(&self, key: &str) {
+        self.nudge(crate::queue::QUEUE_KIND, key);
+    }
+
+    /// The repos' git mirrors (operations on one mirror are serialised, across processes too).
+    pub fn git(&self) -> GitMirrors {
+        GitMirrors::new(&self.settings.data_dir)
+    }
+
+    /// Asks for the env of a submit-queue candidate: exactly `commit`, a commit Slipway built
+    /// in the mirror, under `name` and a branch of Slipway's own (`slipway-queue/<id>`).
+    pub async fn up_candidate(
+        &self,
+        repo: &RepoName,
+        name: EnvName,
+        branch: BranchName,
+        commit: &CommitSha,
+        actor: &str,
+    ) -> Result<EnvRecord, EngineError> {
+        let repo = self.known_repo(repo.as_str())?;
+        let request = UpRequest {
+            name,
+            repo: repo.name.clone(),
+            branch,
+            // Candidates are deleted as soon as the queue is done with them; the TTL is a
+            // backstop against a queue that stopped caring.
+            ttl: Duration::from_secs(24 * 3600),
+            actor: actor.to_string(),
+            pull_request: None,
+        };
+        let record = self.store.request_candidate_up(&request, commit).await?;
+        self.envs.nudge(request.name.as_str());
+        Ok(record)
     }
 
     /// The redaction every text about an env goes through before it leaves Slipway.

@@ -239,7 +239,15 @@ impl Default for AccessPolicy {
 pub const fn default_required_role(kind: CommandKind) -> Role {
     match kind {
         CommandKind::Help | CommandKind::WhoAmI => Role::NoAccess,
-        CommandKind::EnvList | CommandKind::EnvStatus => Role::Viewer,
+        CommandKind::EnvList
+        | CommandKind::EnvStatus
+        | CommandKind::QueueList
+        | CommandKind::QueueStatus => Role::Viewer,
+        // Closing the tree holds everyone's changes: for who decides what ships.
+        CommandKind::QueuePause | CommandKind::QueueResume => Role::Deployer,
+        CommandKind::QueueAdd | CommandKind::QueueRemove | CommandKind::QueueRetry => {
+            Role::Developer
+        }
         // A service's output is whatever its code prints, secrets included (redaction only
         // hides the values it knows): as much as running code, so it needs the same role.
         CommandKind::EnvLogs

@@ -39,6 +39,8 @@ pub struct App {
     pub public_url: String,
     /// This installation's id (kept in the store); the runtime labels its objects with it.
     pub instance: String,
+    /// Which configured repos are GitHub repositories (their changes are pull requests).
+    pub github_links: Vec<GitHubLink>,
 }
 
 /// The surfaces' own sections, read from the config before anything started; each surface
@@ -128,6 +130,7 @@ impl App {
             runtime,
             public_url,
             instance,
+            github_links: GitHubLink::all(config),
         });
         let surfaces = Surfaces {
             github,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::commands::{CommandKind, ENV_GROUP};
+use crate::commands::{CommandKind, GROUPS};
 
 use super::UsageError;
 
@@ -177,7 +177,9 @@ pub fn help_words(words: &[String]) -> Vec<String> {
     let mut help = vec!["help".to_owned()];
     match words {
         [first, ..] if first.eq_ignore_ascii_case("help") => return words.to_vec(),
-        [group, sub, ..] if group.eq_ignore_ascii_case(ENV_GROUP) && !sub.starts_with('-') => {
+        [group, sub, ..]
+            if GROUPS.iter().any(|g| group.eq_ignore_ascii_case(g)) && !sub.starts_with('-') =>
+        {
             help.extend([group.clone(), sub.clone()]);
         }
         [first, ..] => help.push(first.clone()),

@@ -165,6 +165,40 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Outcome::Test { run } => test(&client, run, &flags).await?,
+        Outcome::QueueAdd { entry }
+        | Outcome::QueueRemove { entry }
+        | Outcome::QueueRetry { entry }
+        | Outcome::QueueStatus { entry } => {
+            if flags.json {
+                print_json(&entry)?;
+            } else {
+                let outcome = Outcome::QueueStatus { entry };
+                let text = crate::queue::render::markdown(&outcome).unwrap_or_default();
+                println!("{}", terminal(&text));
+            }
+        }
+        Outcome::QueueList {
+            queues,
+            mut entries,
+        } => {
+            if flags.json {
+                // Newest state last.
+                entries.sort_by_key(|e| (e.since, e.id));
+                print_json(&entries)?;
+            } else {
+                print!("{}", crate::queue::render::table(&queues, &entries));
+            }
+        }
+        Outcome::QueuePaused { queue } => {
+            if flags.json {
+                print_json(&queue)?;
+            } else {
+                println!(
+                    "{}",
+                    terminal(&crate::queue::render::queue_line(&queue))
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Typed parse errors, each with a one-line `Display` and a Markdown [`ParseError::reply`].
 
 use super::{
-    command_list, help_text_for, help_topic, usage_block, CommandKind, COMMENT_PREFIX, ENV_GROUP,
+    command_list, help_text_for, help_topic, usage_block, CommandKind, COMMENT_PREFIX,
 };
 
 /// Why a command did not parse. `Display` is one helpful line (user-supplied text is shown
@@ -123,12 +123,9 @@ fn did_you_mean(suggestion: &Option<&'static str>) -> String {
 }
 
 fn subcommands(group: &str) -> String {
-    if group != ENV_GROUP {
-        return String::new();
-    }
     let words: Vec<String> = CommandKind::ALL
         .into_iter()
-        .filter_map(CommandKind::env_subcommand)
+        .filter_map(|kind| kind.subcommand_of(group))
         .map(|sub| format!("`{sub}`"))
         .collect();
     words.join(", ")
@@ -141,6 +138,7 @@ fn example(argument: &str) -> &'static str {
         "tail" => "100",
         "failed" => "true",
         "topic" => "env up",
+        "priority" | "pr" => "1",
         _ => "<value>",
     }
 }

@@ -97,10 +97,75 @@ pub enum Command {
     },
     /// `approve`: approve a fork pull request's current head commit.
     Approve,
+    /// `queue add [change] [pr:<n>] [branch:<b>] [repo:<repo>] [priority:<n>]`; on a pull
+    /// request no change means the pull request (`/slipway merge` is the same).
+    QueueAdd {
+        change: Option<QueueRef>,
+        repo: Option<String>,
+        priority: Option<u64>,
+    },
+    /// `queue remove [entry] [repo:<repo>]`
+    QueueRemove {
+        entry: Option<QueueRef>,
+        repo: Option<String>,
+    },
+    /// `queue list [repo:<repo>]`
+    QueueList { repo: Option<String> },
+    /// `queue status [entry] [repo:<repo>]`
+    QueueStatus {
+        entry: Option<QueueRef>,
+        repo: Option<String>,
+    },
+    /// `queue pause [reason...] [repo:<repo>]`
+    QueuePause {
+        reason: Option<String>,
+        repo: Option<String>,
+    },
+    /// `queue resume [repo:<repo>]`
+    QueueResume { repo: Option<String> },
+    /// `queue retry [entry] [repo:<repo>]`
+    QueueRetry {
+        entry: Option<QueueRef>,
+        repo: Option<String>,
+    },
     /// `help [command]`; the topic is a canonical command name (`"env up"`) or `"env"`.
     Help { topic: Option<String> },
     /// `whoami`
     WhoAmI,
+}
+
+/// A change (or its queue entry) as someone named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueRef {
+    /// A bare number: a pull request, or else an entry's number (`queue status 7`).
+    Number(u64),
+    /// `#42` or `pr:42`: a pull request.
+    Pull(u64),
+    /// Anything else: a branch.
+    Branch(String),
+}
+
+impl QueueRef {
+    /// `42`, `#42`, or a branch name.
+    pub fn parse(text: &str) -> QueueRef {
+        if let Some(n) = text.strip_prefix('#').and_then(|n| n.parse().ok()) {
+            return QueueRef::Pull(n);
+        }
+        match text.parse() {
+            Ok(n) => QueueRef::Number(n),
+            Err(_) => QueueRef::Branch(text.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for QueueRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueRef::Number(n) => write!(f, "{n}"),
+            QueueRef::Pull(n) => write!(f, "#{n}"),
+            QueueRef::Branch(b) => f.write_str(b),
+        }
+    }
 }
 
 /// The commands without their arguments: the unit that help, usage and argument specs
@@ -115,6 +180,13 @@ pub enum CommandKind {
     EnvExtend,
     Test,
     Approve,
+    QueueAdd,
+    QueueRemove,
+    QueueList,
+    QueueStatus,
+    QueuePause,
+    QueueResume,
+    QueueRetry,
     Help,
     WhoAmI,
 }
@@ -132,12 +204,16 @@ pub struct CommandInfo {
 
 /// The group of the two-word commands (`env up`, `env down`, ...).
 pub const ENV_GROUP: &str = "env";
+/// The submit queue's commands (`queue add`, `queue list`, ...).
+pub const QUEUE_GROUP: &str = "queue";
+/// Every group of two-word commands.
+pub const GROUPS: [&str; 2] = [ENV_GROUP, QUEUE_GROUP];
 
 impl CommandKind {
     /// Every kind, in help order. When adding a variant, add it here too: `index` (an
     /// exhaustive match) will not compile until it has a place, and a const check below
     /// keeps the two in step.
-    pub const ALL: [CommandKind; 10] = [
+    pub const ALL: [CommandKind; 17] = [
         CommandKind::EnvUp,
         CommandKind::EnvDown,
         CommandKind::EnvList,
@@ -146,6 +222,13 @@ impl CommandKind {
         CommandKind::EnvExtend,
         CommandKind::Test,
         CommandKind::Approve,
+        CommandKind::QueueAdd,
+        CommandKind::QueueRemove,
+        CommandKind::QueueList,
+        CommandKind::QueueStatus,
+        CommandKind::QueuePause,
+        CommandKind::QueueResume,
+        CommandKind::QueueRetry,
         CommandKind::Help,
         CommandKind::WhoAmI,
     ];
@@ -161,8 +244,15 @@ impl CommandKind {
             CommandKind::EnvExtend => 5,
             CommandKind::Test => 6,
             CommandKind::Approve => 7,
-            CommandKind::Help => 8,
-            CommandKind::WhoAmI => 9,
+            CommandKind::QueueAdd => 8,
+            CommandKind::QueueRemove => 9,
+            CommandKind::QueueList => 10,
+            CommandKind::QueueStatus => 11,
+            CommandKind::QueuePause => 12,
+            CommandKind::QueueResume => 13,
+            CommandKind::QueueRetry => 14,
+            CommandKind::Help => 15,
+            CommandKind::WhoAmI => 16,
         }
     }
 
@@ -221,6 +311,42 @@ impl CommandKind {
                 "approve",
                 "Allow CI and environments for this fork pull request's current head commit.",
             ),
+            CommandKind::QueueAdd => info(
+                "queue add",
+                "queue add [change] [pr:<pr>] [branch:<branch>] [repo:<repo>] [priority:<priority>]",
+                "Put a change in the submit queue: it lands on the target branch once the exact \
+                 merged tree passed the tests (on a pull request: `/slipway merge` does the same).",
+            ),
+            CommandKind::QueueRemove => info(
+                "queue remove",
+                "queue remove [entry] [repo:<repo>]",
+                "Take a change out of the submit queue.",
+            ),
+            CommandKind::QueueList => info(
+                "queue list",
+                "queue list [repo:<repo>]",
+                "Show the submit queue: position, change, state, since when and ETA.",
+            ),
+            CommandKind::QueueStatus => info(
+                "queue status",
+                "queue status [entry] [repo:<repo>]",
+                "Show one change in the submit queue: where it is, its candidate, why it failed.",
+            ),
+            CommandKind::QueuePause => info(
+                "queue pause",
+                "queue pause [reason] [repo:<repo>]",
+                "Close the tree: nothing lands until `queue resume` (tests may still run).",
+            ),
+            CommandKind::QueueResume => info(
+                "queue resume",
+                "queue resume [repo:<repo>]",
+                "Open the tree again after `queue pause`.",
+            ),
+            CommandKind::QueueRetry => info(
+                "queue retry",
+                "queue retry [entry] [repo:<repo>]",
+                "Put a change that failed in the submit queue back in line.",
+            ),
             CommandKind::Help => info(
                 "help",
                 "help [command]",
@@ -261,7 +387,14 @@ impl CommandKind {
             // Approves a fork pull request's head: only a comment on that pull request says
             // which one.
             CommandKind::Approve => matches!(syntax, Syntax::Comment),
-            CommandKind::EnvUp
+            CommandKind::QueueAdd
+            | CommandKind::QueueRemove
+            | CommandKind::QueueList
+            | CommandKind::QueueStatus
+            | CommandKind::QueuePause
+            | CommandKind::QueueResume
+            | CommandKind::QueueRetry
+            | CommandKind::EnvUp
             | CommandKind::EnvDown
             | CommandKind::EnvList
             | CommandKind::EnvStatus
@@ -286,9 +419,10 @@ impl CommandKind {
         for arg in args {
             let placeholder = match arg.kind {
                 ArgKind::Duration => "duration".to_owned(),
-                ArgKind::Count => "lines".to_owned(),
+                ArgKind::Count if arg.name == "tail" => "lines".to_owned(),
                 ArgKind::Topic => "command".to_owned(),
-                ArgKind::Text | ArgKind::Flag => arg.name.to_owned(),
+                ArgKind::Count => arg.name.to_owned(),
+                ArgKind::Text | ArgKind::Flag | ArgKind::Reason => arg.name.to_owned(),
             };
             let word = match (syntax, arg.kind) {
                 (Syntax::Discord, ArgKind::Flag) => format!("{}:True", arg.name),
@@ -296,6 +430,8 @@ impl CommandKind {
                 (Syntax::Discord, _) => format!("{}:<{placeholder}>", arg.name),
                 (Syntax::Cli, ArgKind::Topic) => "<command>".to_owned(),
                 (_, ArgKind::Topic) => "command".to_owned(),
+                (Syntax::Cli, ArgKind::Reason) => "<reason...>".to_owned(),
+                (Syntax::Comment, ArgKind::Reason) => "reason...".to_owned(),
                 (Syntax::Cli, _) if arg.positional => format!("<{}>", arg.name),
                 (Syntax::Comment, _) if arg.positional => arg.name.to_owned(),
                 (Syntax::Cli, _) => format!("--{} <{placeholder}>", arg.name),
@@ -312,11 +448,23 @@ impl CommandKind {
         usage
     }
 
-    /// The `env` subcommand word (`"up"`), or `None` for top-level commands.
+    /// The `env` subcommand word (`"up"`), or `None` for other commands.
     pub fn env_subcommand(self) -> Option<&'static str> {
+        self.subcommand_of(ENV_GROUP)
+    }
+
+    /// The subcommand word of `group` (`"add"` of `queue add`), or `None`.
+    pub fn subcommand_of(self, group: &str) -> Option<&'static str> {
         self.name()
-            .strip_prefix(ENV_GROUP)
+            .strip_prefix(group)
             .and_then(|rest| rest.strip_prefix(' '))
+    }
+
+    /// The group and subcommand (`("queue", "add")`), or `None` for one-word commands.
+    pub fn group(self) -> Option<(&'static str, &'static str)> {
+        GROUPS
+            .into_iter()
+            .find_map(|group| Some((group, self.subcommand_of(group)?)))
     }
 }
 
@@ -341,6 +489,13 @@ impl Command {
             Command::EnvExtend { .. } => CommandKind::EnvExtend,
             Command::Test { .. } => CommandKind::Test,
             Command::Approve => CommandKind::Approve,
+            Command::QueueAdd { .. } => CommandKind::QueueAdd,
+            Command::QueueRemove { .. } => CommandKind::QueueRemove,
+            Command::QueueList { .. } => CommandKind::QueueList,
+            Command::QueueStatus { .. } => CommandKind::QueueStatus,
+            Command::QueuePause { .. } => CommandKind::QueuePause,
+            Command::QueueResume { .. } => CommandKind::QueueResume,
+            Command::QueueRetry { .. } => CommandKind::QueueRetry,
             Command::Help { .. } => CommandKind::Help,
             Command::WhoAmI => CommandKind::WhoAmI,
         }
@@ -390,6 +545,28 @@ impl Command {
                     words.0.extend(topic.split_whitespace().map(str::to_owned));
                 }
             }
+            Command::QueueAdd {
+                change,
+                repo,
+                priority,
+            } => {
+                words.queue_ref("change", change.as_ref());
+                words.keyed("repo", repo.as_deref());
+                words.keyed("priority", priority.map(|p| p.to_string()).as_deref());
+            }
+            Command::QueueRemove { entry, repo }
+            | Command::QueueStatus { entry, repo }
+            | Command::QueueRetry { entry, repo } => {
+                words.queue_ref("entry", entry.as_ref());
+                words.keyed("repo", repo.as_deref());
+            }
+            Command::QueueList { repo } | Command::QueueResume { repo } => {
+                words.keyed("repo", repo.as_deref());
+            }
+            Command::QueuePause { reason, repo } => {
+                words.keyed("reason", reason.as_deref());
+                words.keyed("repo", repo.as_deref());
+            }
         }
         words.0
     }
@@ -428,6 +605,19 @@ impl Words {
     fn keyed(&mut self, key: &str, value: Option<&str>) {
         if let Some(value) = value {
             self.0.push(format!("{key}:{}", quote_if_needed(value)));
+        }
+    }
+
+    /// A change: `pr:42` for a pull request, the plain word otherwise.
+    fn queue_ref(&mut self, key: &str, value: Option<&QueueRef>) {
+        match value {
+            Some(QueueRef::Pull(n)) => self.0.push(format!("pr:{n}")),
+            Some(QueueRef::Number(n)) => self.0.push(n.to_string()),
+            Some(QueueRef::Branch(b)) if b.parse::<u64>().is_ok() || b.starts_with('#') => {
+                self.0.push(format!("branch:{}", quote_if_needed(b)))
+            }
+            Some(QueueRef::Branch(b)) => self.positional(key, Some(b)),
+            None => {}
         }
     }
 
@@ -488,14 +678,19 @@ pub fn help_text_for(prefix: &str) -> String {
 /// Markdown help for one topic: a command name (`"env up"`) or the `"env"` group.
 pub fn help_topic(topic: &str, prefix: &str) -> Option<String> {
     let topic = normalize_name(topic);
-    if topic == ENV_GROUP {
-        let env_commands = CommandKind::ALL
+    if let Some(group) = GROUPS.into_iter().find(|g| *g == topic) {
+        let commands = CommandKind::ALL
             .into_iter()
-            .filter(|kind| kind.env_subcommand().is_some());
+            .filter(|kind| kind.subcommand_of(group).is_some());
+        let title = if group == ENV_GROUP {
+            "Environment commands"
+        } else {
+            "Submit queue commands"
+        };
         // command_list keeps only what this surface has.
         return Some(format!(
-            "**Environment commands**\n\n{}",
-            command_list(prefix, env_commands)
+            "**{title}**\n\n{}",
+            command_list(prefix, commands)
         ));
     }
     let kind = CommandKind::from_name(&topic)?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::ParseError;
 use super::suggest;
-use super::{normalize_name, Command, CommandKind, ENV_GROUP};
+use super::{normalize_name, Command, CommandKind, QueueRef, GROUPS};
 
 /// What an argument's value is parsed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,15 @@ pub enum ArgKind {
     Flag,
     /// The rest of the plain words, naming a command (`help env up`).
     Topic,
+    /// The rest of the plain words, as free text (`queue pause release freeze`).
+    Reason,
+}
+
+impl ArgKind {
+    /// Takes every plain word after the command.
+    pub const fn takes_rest(self) -> bool {
+        matches!(self, ArgKind::Topic | ArgKind::Reason)
+    }
 }
 
 /// One argument of a command.
@@ -150,6 +159,39 @@ const ENV_LIST: &[ArgSpec] = &[optional(
     ArgKind::Flag,
     "include deleted environments",
 )];
+const REPO: ArgSpec = optional(
+    "repo",
+    ArgKind::Text,
+    "the repository, when Slipway serves several",
+);
+const QUEUE_ADD: &[ArgSpec] = &[
+    positional(
+        "change",
+        ArgKind::Text,
+        "a pull request number (`42`) or a branch (on a pull request: defaults to it)",
+    ),
+    optional("pr", ArgKind::Count, "the pull request, by number"),
+    optional("branch", ArgKind::Text, "the branch (teams without pull requests)"),
+    REPO,
+    optional(
+        "priority",
+        ArgKind::Count,
+        "goes ahead of lower priorities (default 0; above 0 needs the deployer role)",
+    ),
+];
+const QUEUE_ENTRY: &[ArgSpec] = &[
+    positional(
+        "entry",
+        ArgKind::Text,
+        "the change: its pull request (`42`), its branch, or its entry number (on a pull request: defaults to it)",
+    ),
+    REPO,
+];
+const QUEUE_PAUSE: &[ArgSpec] = &[
+    positional("reason", ArgKind::Reason, "why, shown to everyone who asks"),
+    REPO,
+];
+const REPO_ONLY: &[ArgSpec] = &[REPO];
 const HELP: &[ArgSpec] = &[positional(
     "topic",
     ArgKind::Topic,
@@ -171,6 +213,12 @@ impl CommandKind {
             CommandKind::Help => HELP,
             CommandKind::EnvList => ENV_LIST,
             CommandKind::Approve | CommandKind::WhoAmI => &[],
+            CommandKind::QueueAdd => QUEUE_ADD,
+            CommandKind::QueueRemove | CommandKind::QueueStatus | CommandKind::QueueRetry => {
+                QUEUE_ENTRY
+            }
+            CommandKind::QueuePause => QUEUE_PAUSE,
+            CommandKind::QueueList | CommandKind::QueueResume => REPO_ONLY,
         }
     }
 
@@ -288,19 +336,24 @@ impl Command {
 /// The command named by the first one or two words, and how many words that took.
 fn resolve(words: &[&str]) -> Result<(CommandKind, usize), ParseError> {
     let first = words[0].to_lowercase();
-    if first == ENV_GROUP {
+    if let Some(group) = GROUPS.into_iter().find(|g| *g == first) {
         let Some(sub) = words.get(1) else {
-            return Err(ParseError::MissingSubcommand { group: ENV_GROUP });
+            return Err(ParseError::MissingSubcommand { group });
         };
-        if let Some(kind) = CommandKind::from_name(&format!("{ENV_GROUP} {sub}")) {
+        if let Some(kind) = CommandKind::from_name(&format!("{group} {sub}")) {
             return Ok((kind, 2));
         }
+    } else if first == MERGE_ALIAS {
+        return Ok((CommandKind::QueueAdd, 1));
     } else if let Some(kind) = CommandKind::from_name(&first) {
         return Ok((kind, 1));
     }
     let (given, suggestion) = suggest::command(words);
     Err(ParseError::UnknownCommand { given, suggestion })
 }
+
+/// `merge`: `queue add` for the pull request it is written on (bors' and GitHub's word).
+pub const MERGE_ALIAS: &str = "merge";
 
 /// `--key` (also with a typographic en or em dash, as phones like to autocorrect).
 fn strip_dashes(word: &str) -> Option<&str> {
@@ -373,14 +426,14 @@ impl Collector {
 
     fn is_set(&self, spec: &ArgSpec) -> bool {
         match spec.kind {
-            ArgKind::Topic => !self.topic.is_empty(),
+            ArgKind::Topic | ArgKind::Reason => !self.topic.is_empty(),
             _ => self.values.iter().any(|(name, _)| *name == spec.name),
         }
     }
 
     fn positional(&mut self, word: &str) -> Result<(), ParseError> {
         let mut positionals = self.kind.args().iter().filter(|arg| arg.positional);
-        if let Some(topic) = positionals.clone().find(|arg| arg.kind == ArgKind::Topic) {
+        if let Some(topic) = positionals.clone().find(|arg| arg.kind.takes_rest()) {
             // `help env up`: the topic takes every plain word.
             if self.positionals == 0 && self.is_set(topic) {
                 return Err(self.duplicate(topic));
@@ -421,7 +474,7 @@ impl Collector {
             why,
         };
         let value = match spec.kind {
-            ArgKind::Topic => {
+            ArgKind::Topic | ArgKind::Reason => {
                 self.topic.push(raw.to_owned());
                 return Ok(());
             }
@@ -516,6 +569,51 @@ impl Collector {
                 topic: resolve_topic(&self.topic)?,
             },
             CommandKind::WhoAmI => Command::WhoAmI,
+            CommandKind::QueueAdd => {
+                let change = self.text("change").map(|c| QueueRef::parse(&c));
+                let pr = self.count("pr").map(QueueRef::Pull);
+                let branch = self.text("branch").map(QueueRef::Branch);
+                let given: Vec<QueueRef> = [change, pr, branch].into_iter().flatten().collect();
+                if given.len() > 1 {
+                    return Err(ParseError::InvalidValue {
+                        command,
+                        argument: "change",
+                        value: given
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        why: "name one change: a pull request or a branch".to_owned(),
+                    });
+                }
+                Command::QueueAdd {
+                    change: given.into_iter().next(),
+                    repo: self.text("repo"),
+                    priority: self.count("priority"),
+                }
+            }
+            CommandKind::QueueRemove => Command::QueueRemove {
+                entry: self.text("entry").map(|e| QueueRef::parse(&e)),
+                repo: self.text("repo"),
+            },
+            CommandKind::QueueStatus => Command::QueueStatus {
+                entry: self.text("entry").map(|e| QueueRef::parse(&e)),
+                repo: self.text("repo"),
+            },
+            CommandKind::QueueRetry => Command::QueueRetry {
+                entry: self.text("entry").map(|e| QueueRef::parse(&e)),
+                repo: self.text("repo"),
+            },
+            CommandKind::QueueList => Command::QueueList {
+                repo: self.text("repo"),
+            },
+            CommandKind::QueueResume => Command::QueueResume {
+                repo: self.text("repo"),
+            },
+            CommandKind::QueuePause => Command::QueuePause {
+                reason: (!self.topic.is_empty()).then(|| self.topic.join(" ")),
+                repo: self.text("repo"),
+            },
         })
     }
 }
@@ -532,7 +630,7 @@ fn resolve_topic(parts: &[String]) -> Result<Option<String>, ParseError> {
             argument: "topic",
         });
     }
-    if topic == ENV_GROUP || CommandKind::from_name(&topic).is_some() {
+    if GROUPS.contains(&topic.as_str()) || CommandKind::from_name(&topic).is_some() {
         return Ok(Some(topic));
     }
     let words: Vec<&str> = parts.iter().flat_map(|p| p.split_whitespace()).collect();

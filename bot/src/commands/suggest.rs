@@ -5,7 +5,7 @@
 //! long, or when the typed word is a prefix of it. A few common synonyms (`env create`,
 //! `up`, `--lines`) are suggested too, though never accepted.
 
-use super::{CommandKind, ENV_GROUP};
+use super::{CommandKind, ENV_GROUP, GROUPS};
 
 const MAX_DISTANCE: usize = 2;
 /// Longer input is not compared at all (it is not a typo of a short name).
@@ -34,6 +34,22 @@ const COMMAND_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// `env <word>` synonyms.
+/// Words people use for the queue's subcommands.
+const QUEUE_ALIASES: &[(&str, &str)] = &[
+    ("enqueue", "queue add"),
+    ("push", "queue add"),
+    ("rm", "queue remove"),
+    ("delete", "queue remove"),
+    ("dequeue", "queue remove"),
+    ("ls", "queue list"),
+    ("show", "queue status"),
+    ("hold", "queue pause"),
+    ("freeze", "queue pause"),
+    ("unpause", "queue resume"),
+    ("unfreeze", "queue resume"),
+    ("requeue", "queue retry"),
+];
+
 const ENV_ALIASES: &[(&str, &str)] = &[
     ("create", "env up"),
     ("start", "env up"),
@@ -134,28 +150,33 @@ pub fn command(words: &[&str]) -> (String, Option<&'static str>) {
     let second = words.get(1).map(|word| word.to_lowercase());
     let both = || words[..2].join(" ");
 
-    if first == ENV_GROUP {
+    if let Some(group) = GROUPS.into_iter().find(|g| *g == first) {
         let Some(second) = second else {
             return (first_word.to_string(), None);
         };
         let subcommands = CommandKind::ALL
             .into_iter()
-            .filter_map(|kind| Some((kind.env_subcommand()?, kind.name())));
-        let suggestion = closest(&second, subcommands.chain(ENV_ALIASES.iter().copied()));
+            .filter_map(|kind| Some((kind.subcommand_of(group)?, kind.name())));
+        let aliases = if group == ENV_GROUP {
+            ENV_ALIASES
+        } else {
+            QUEUE_ALIASES
+        };
+        let suggestion = closest(&second, subcommands.chain(aliases.iter().copied()));
         return (both(), suggestion.map(|(name, _)| name));
     }
 
     let single = CommandKind::ALL
         .into_iter()
-        .filter(|kind| kind.env_subcommand().is_none())
+        .filter(|kind| kind.group().is_none())
         .map(|kind| (kind.name(), kind.name()))
-        .chain([(ENV_GROUP, ENV_GROUP)])
+        .chain(GROUPS.map(|g| (g, g)))
         .chain(COMMAND_ALIASES.iter().copied());
     let one = closest(&first, single);
     let two = second.and_then(|second| {
         let pairs = CommandKind::ALL
             .into_iter()
-            .filter(|kind| kind.env_subcommand().is_some())
+            .filter(|kind| kind.group().is_some())
             .map(|kind| (kind.name(), kind.name()));
         closest(&format!("{first} {second}"), pairs)
     });

@@ -13,7 +13,9 @@ use serenity::all::{
     ResolvedOption, ResolvedValue,
 };
 
-use crate::commands::{ArgKind, Command, CommandKind, ParseError, Syntax, ENV_GROUP};
+use crate::commands::{
+    ArgKind, Command, CommandKind, ParseError, Syntax, ENV_GROUP, QUEUE_GROUP,
+};
 use crate::executor::Outcome;
 use envmgr::snippet::fence_safe;
 
@@ -107,6 +109,9 @@ pub enum Follow {
 pub fn definitions() -> Vec<CreateCommand> {
     let mut env = CreateCommand::new(ENV_GROUP)
         .description("Ephemeral environments: up, down, list, status, logs, extend");
+    let mut queue = CreateCommand::new(QUEUE_GROUP).description(
+        "Submit queue: add, remove, list, status, pause, resume, retry",
+    );
     let mut top = Vec::new();
     for kind in CommandKind::ALL {
         // Only what means something here: `approve` needs a pull request, Discord has none.
@@ -123,14 +128,16 @@ pub fn definitions() -> Vec<CreateCommand> {
                 let kind = match arg.kind {
                     ArgKind::Count => CommandOptionType::Integer,
                     ArgKind::Flag => CommandOptionType::Boolean,
-                    ArgKind::Text | ArgKind::Duration | ArgKind::Topic => CommandOptionType::String,
+                    ArgKind::Text | ArgKind::Duration | ArgKind::Topic | ArgKind::Reason => {
+                        CommandOptionType::String
+                    }
                 };
                 CreateCommandOption::new(kind, arg.name, short(arg.about_on(Syntax::Discord)))
                     .required(arg.required_on(Syntax::Discord))
             })
             .collect();
-        match kind.env_subcommand() {
-            Some(sub) => {
+        match kind.group() {
+            Some((group, sub)) => {
                 let mut option = CreateCommandOption::new(
                     CommandOptionType::SubCommand,
                     sub,
@@ -139,7 +146,11 @@ pub fn definitions() -> Vec<CreateCommand> {
                 for o in options {
                     option = option.add_sub_option(o);
                 }
-                env = env.add_option(option);
+                if group == ENV_GROUP {
+                    env = env.add_option(option);
+                } else {
+                    queue = queue.add_option(option);
+                }
             }
             None => {
                 let mut command =
@@ -151,7 +162,7 @@ pub fn definitions() -> Vec<CreateCommand> {
             }
         }
     }
-    let mut all = vec![env];
+    let mut all = vec![env, queue];
     all.extend(top);
     all
 }
@@ -262,6 +273,15 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
                 id: run.id,
             },
         ),
+        Outcome::QueueAdd { .. }
+        | Outcome::QueueRemove { .. }
+        | Outcome::QueueRetry { .. }
+        | Outcome::QueueStatus { .. }
+        | Outcome::QueueList { .. }
+        | Outcome::QueuePaused { .. } => Reply::text(crate::text::truncate(
+            &crate::queue::render::markdown(&outcome).unwrap_or_default(),
+            1900,
+        )),
     }
 }
 

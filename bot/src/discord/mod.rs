@@ -209,6 +209,7 @@ impl Handler {
             prefix: PREFIX,
             default_repo: None,
             default_env: None,
+            default_pull: None,
         };
         let command = match parsed {
             Ok(command) => command,

@@ -66,6 +66,8 @@ pub struct PullRequest {
     pub head: Head,
     pub base: Base,
     pub user: User,
+    #[serde(default)]
+    pub title: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -86,6 +86,9 @@ pub struct PullInfo {
     /// `owner/name` of the head's repository (`None` if the fork was deleted).
     pub head_repo: Option<String>,
     pub base_repo: String,
+    pub title: String,
+    /// The author's login.
+    pub author: String,
 }
 
 impl PullInfo {
@@ -200,6 +203,12 @@ pub trait Forge: Send + Sync + 'static {
         id: Option<u64>,
         check: &CheckRun,
     ) -> Result<u64, ForgeError>;
+    /// Logins whose latest review of the pull request approves it.
+    async fn approvals(&self, repo: &str, number: u64) -> Result<Vec<String>, ForgeError>;
+    /// Every check run and commit status on `sha`: (name, outcome), where the outcome is
+    /// `success`, `failure`, `pending`, ... as GitHub says it.
+    async fn checks(&self, repo: &str, sha: &str) -> Result<Vec<(String, String)>, ForgeError>;
+    async fn close_pull_request(&self, repo: &str, number: u64) -> Result<(), ForgeError>;
 }
 
 /// The octocrab client of `[github]`, and whether it acts as a GitHub App.
@@ -393,6 +402,45 @@ struct PullBody {
     labels: Vec<NameBody>,
     head: RefBody,
     base: RefBody,
+    #[serde(default)]
+    title: String,
+    user: Option<LoginBody>,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct ReviewBody {
+    user: Option<LoginBody>,
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct CheckRunsBody {
+    #[serde(default)]
+    check_runs: Vec<CheckRunBody>,
+}
+
+#[derive(Deserialize)]
+struct CheckRunBody {
+    name: String,
+    status: String,
+    conclusion: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CombinedStatusBody {
+    #[serde(default)]
+    statuses: Vec<StatusBody>,
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    context: String,
+    state: String,
 }
 
 #[derive(Deserialize)]
@@ -440,6 +488,8 @@ impl PullBody {
             head_ref: self.head.git_ref,
             head_repo: self.head.repo.map(|r| r.full_name),
             base_repo: self.base.repo.map(|r| r.full_name).unwrap_or_default(),
+            title: self.title,
+            author: self.user.map(|u| u.login).unwrap_or_default(),
         }
     }
 }
@@ -450,6 +500,65 @@ const MAX_PAGES: usize = 20;
 
 #[async_trait]
 impl Forge for GitHubForge {
+    async fn approvals(&self, repo: &str, number: u64) -> Result<Vec<String>, ForgeError> {
+        // Reviews come oldest first; a later review (changes requested, dismissed) replaces
+        // a reviewer's earlier approval. Comments alone change nothing.
+        let mut latest: Vec<(String, String)> = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let route = format!("/repos/{repo}/pulls/{number}/reviews?per_page={PAGE}&page={page}");
+            let batch: Vec<ReviewBody> = self.get(repo, &route).await?;
+            let done = batch.len() < PAGE;
+            for review in batch {
+                let Some(user) = review.user else { continue };
+                if review.state.eq_ignore_ascii_case("COMMENTED") {
+                    continue;
+                }
+                latest.retain(|(login, _)| *login != user.login);
+                latest.push((user.login, review.state.to_ascii_uppercase()));
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .filter(|(_, state)| state == "APPROVED")
+            .map(|(login, _)| login)
+            .collect())
+    }
+
+    async fn checks(&self, repo: &str, sha: &str) -> Result<Vec<(String, String)>, ForgeError> {
+        let runs: CheckRunsBody = self
+            .get(repo, &format!("/repos/{repo}/commits/{sha}/check-runs?per_page={PAGE}"))
+            .await?;
+        let statuses: CombinedStatusBody = self
+            .get(repo, &format!("/repos/{repo}/commits/{sha}/status"))
+            .await?;
+        let mut all: Vec<(String, String)> = runs
+            .check_runs
+            .into_iter()
+            .map(|run| {
+                let outcome = match run.conclusion {
+                    Some(conclusion) if run.status == "completed" => conclusion,
+                    _ => "pending".to_string(),
+                };
+                (run.name, outcome)
+            })
+            .collect();
+        all.extend(statuses.statuses.into_iter().map(|s| (s.context, s.state)));
+        Ok(all)
+    }
+
+    async fn close_pull_request(&self, repo: &str, number: u64) -> Result<(), ForgeError> {
+        self.patch::<Ignored>(
+            repo,
+            &format!("/repos/{repo}/pulls/{number}"),
+            serde_json::json!({ "state": "closed" }),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn permission(&self, repo: &str, user: &str) -> Result<Permission, ForgeError> {
         let route = format!(
             "/repos/{repo}/collaborators/{}/permission",

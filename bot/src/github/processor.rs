@@ -62,6 +62,8 @@ impl GitHubSurface {
             head_ref: pr.head.git_ref.clone(),
             head_repo: pr.head.repo.as_ref().map(|r| r.full_name.clone()),
             base_repo: pr.base.repo.full_name.clone(),
+            title: pr.title.clone(),
+            author: pr.user.login.clone(),
         };
         let actor = format!("github:{}", event.sender.login);
         let outcome = self.sync_pull(&link, &info, &actor, None).await?;
@@ -107,10 +109,47 @@ impl GitHubSurface {
             status_state: None,
         };
         let row = self.store.upsert_pull(&row).await?;
+        self.leave_queue_if_changed(link, info).await?;
         let outcome = self.ensure_env(link, &row, actor, force).await;
         // Also after an error: the comment shows what the PR is waiting for.
         self.nudge_report(&row.repo, row.number);
         outcome
+    }
+
+    /// A queued pull request that got new commits (its approval was for another head) or
+    /// was closed leaves the submit queue, saying why.
+    async fn leave_queue_if_changed(
+        &self,
+        link: &GitHubLink,
+        info: &PullInfo,
+    ) -> anyhow::Result<()> {
+        let change = envmgr::store::Change::Pull(info.number);
+        let Some(entry) = self.store.live_entry_of(&link.repo, &change).await? else {
+            return Ok(());
+        };
+        let why = if !info.open {
+            "the pull request was closed".to_string()
+        } else if !entry.head.as_str().eq_ignore_ascii_case(&info.head_sha) {
+            format!(
+                "new commits were pushed ({} → {}); the approval was for the old head, queue it again",
+                entry.head.short(),
+                &info.head_sha[..info.head_sha.len().min(7)]
+            )
+        } else {
+            return Ok(());
+        };
+        if self
+            .store
+            .request_queue_remove(entry.id, "slipway", &why)
+            .await?
+            .is_some()
+        {
+            self.app.engine.nudge_queue(&envmgr::store::queue_key(
+                &entry.repo,
+                &entry.target,
+            ));
+        }
+        Ok(())
     }
 
     /// Up or down the PR's env according to its state, labels, draft flag and approval.
@@ -249,6 +288,7 @@ impl GitHubSurface {
             prefix: commands::COMMENT_PREFIX,
             default_repo: Some(link.repo.to_string()),
             default_env: Some(EnvName::for_pull_request(&link.repo, number).to_string()),
+            default_pull: Some(number),
         };
         let result = match pull_request_only(&command) {
             None => executor::run(&self.app, &invocation, command)
@@ -409,6 +449,8 @@ impl GitHubSurface {
                         head_ref: row.head_ref.clone(),
                         head_repo: None,
                         base_repo: link.github.clone(),
+                        title: String::new(),
+                        author: String::new(),
                     },
                     Err(e) => return Err(e.into()),
                 };
@@ -531,6 +573,13 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
             executor::time_left(&env),
             envmgr::engine::extend_cap_note(env.expires_at)
         )),
+        Outcome::QueueAdd { .. }
+        | Outcome::QueueRemove { .. }
+        | Outcome::QueueRetry { .. }
+        | Outcome::QueueStatus { .. }
+        | Outcome::QueueList { .. }
+        | Outcome::QueuePaused { .. } => crate::queue::render::markdown(&outcome)
+            .map(|text| format!("@{user} {text}")),
     }
 }
 

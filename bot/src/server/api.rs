@@ -221,6 +221,7 @@ fn invocation(app: &App, headers: &HeaderMap) -> Invocation {
         prefix: CLI_PREFIX,
         default_repo: None,
         default_env: None,
+        default_pull: None,
     }
 }
 

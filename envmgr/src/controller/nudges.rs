@@ -108,6 +108,22 @@ impl NudgeBus {
         }
     }
 
+    /// Nudges `key` of the controller of `kind`, in this process and on the other replicas,
+    /// without holding that controller's [`super::Nudger`] (for surfaces that only know
+    /// the kind).
+    pub fn nudge(&self, kind: &str, key: &str) {
+        if let Some(controller) = self
+            .inner
+            .subscribers
+            .lock()
+            .expect("nudge subscribers poisoned")
+            .get(kind)
+        {
+            let _ = controller.send(key.to_string());
+        }
+        self.publish(kind, key);
+    }
+
     fn deliver(&self, payload: &str) {
         let mut parts = payload.splitn(3, SEP);
         let (Some(holder), Some(kind), Some(key)) = (parts.next(), parts.next(), parts.next())

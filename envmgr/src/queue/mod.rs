@@ -1,2 +1,5 @@
 //! The submit queue.
 pub mod machine;
+
+/// The controller kind of submit queues; keys are `<repo>/<target>`.
+pub const QUEUE_KIND: &str = "queue";

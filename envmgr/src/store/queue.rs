@@ -677,4 +677,22 @@ impl Store {
         .await?;
         rows.iter().map(|r| column(r, "tested_ms")).collect()
     }
+
+    /// Durations (ms) of the repo's recent finished test runs, any env, newest first.
+    pub async fn recent_run_durations(
+        &self,
+        repo: &RepoName,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.finished_at - t.started_at AS took FROM test_runs t JOIN envs e ON e.name = t.env \
+             WHERE e.repo = $1 AND t.started_at IS NOT NULL AND t.finished_at IS NOT NULL \
+             ORDER BY t.id DESC LIMIT $2",
+        )
+        .bind(repo.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| column(r, "took")).collect()
+    }
 }

@@ -1,0 +1,1 @@
+//! The submit queue's reconciler (filled in when the scheduler lands).
