@@ -193,6 +193,8 @@ struct Repo {
     deployments: Vec<StoredDeployment>,
     statuses: Vec<StoredStatus>,
     check_runs: Vec<CheckRun>,
+    /// Reviews per pull request, oldest first: (login, state).
+    reviews: BTreeMap<u64, Vec<(String, String)>>,
 }
 
 struct State {
@@ -295,8 +297,48 @@ impl GitHubWorld {
                 deployments: Vec::new(),
                 statuses: Vec::new(),
                 check_runs: Vec::new(),
+                reviews: BTreeMap::new(),
             },
         );
+    }
+
+    /// A review of a pull request: `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`, `DISMISSED`.
+    pub fn add_review(&self, repo: &str, number: u64, login: &str, state: &str) {
+        let mut world = self.lock();
+        let repo = world.repos.get_mut(repo).expect("repo added");
+        repo.reviews
+            .entry(number)
+            .or_default()
+            .push((login.to_string(), state.to_string()));
+    }
+
+    /// A commit status someone else's CI set (`success`, `failure`, `pending`).
+    pub fn add_status(&self, repo: &str, sha: &str, context: &str, state: &str) {
+        let mut world = self.lock();
+        let id = world.next_id();
+        let now = now_secs();
+        world
+            .repos
+            .get_mut(repo)
+            .expect("repo added")
+            .statuses
+            .push(StoredStatus {
+                id,
+                sha: sha.to_string(),
+                status: CommitStatus {
+                    state: state.to_string(),
+                    context: context.to_string(),
+                    description: None,
+                    target_url: None,
+                },
+                created_at: now,
+            });
+    }
+
+    /// The pull request's state as the API reports it (`open`, `closed`).
+    pub fn pull_state(&self, repo: &str, number: u64) -> String {
+        let world = self.lock();
+        world.repos[repo].pulls[&number].spec.state.clone()
     }
 
     /// The clone URL the API reports for a repository (default `https://github.com/<name>.git`).
@@ -663,6 +705,10 @@ fn route(
         ("GET", ["collaborators", _, "permission"])
             | ("GET", ["pulls"])
             | ("GET", ["pulls", _])
+            | ("PATCH", ["pulls", _])
+            | ("GET", ["pulls", _, "reviews"])
+            | ("GET", ["commits", _, "check-runs"])
+            | ("GET", ["commits", _, "status"])
             | ("GET", ["issues", "comments", _])
             | ("PATCH" | "POST", ["issues", "comments", _])
             | ("GET", ["issues", _, "comments"])
@@ -739,12 +785,95 @@ fn route(
             paginate(&base, path, &q, items)
         }
 
+        ["pulls", number] if patch => {
+            let number: u64 = number.parse().ok()?;
+            let body = match parse_body(body) {
+                Ok(b) => b,
+                Err(r) => return Some(r),
+            };
+            let Some(pull) = state.repos.get_mut(&full).unwrap().pulls.get_mut(&number) else {
+                return Some(not_found());
+            };
+            if let Some(new_state) = body["state"].as_str() {
+                if !["open", "closed"].contains(&new_state) {
+                    return Some(validation_failed("PullRequest", "state", "invalid"));
+                }
+                pull.spec.state = new_state.to_string();
+                pull.updated_at = now;
+            }
+            let pull = &state.repos[&full].pulls[&number];
+            reply(200, pull_json(state, &full, pull, true))
+        }
+
         ["pulls", number] => {
             let number: u64 = number.parse().ok()?;
             match state.repos[&full].pulls.get(&number) {
                 Some(p) => reply(200, pull_json(state, &full, p, true)),
                 None => not_found(),
             }
+        }
+
+        ["pulls", number, "reviews"] => {
+            let number: u64 = number.parse().ok()?;
+            if !state.repos[&full].pulls.contains_key(&number) {
+                return Some(not_found());
+            }
+            let reviews = state.repos[&full]
+                .reviews
+                .get(&number)
+                .cloned()
+                .unwrap_or_default();
+            let items: Vec<Value> = reviews
+                .iter()
+                .enumerate()
+                .map(|(i, (login, st))| {
+                    json!({
+                        "id": i + 1,
+                        "user": user_json(&base, login),
+                        "state": st,
+                        "body": "",
+                        "commit_id": state.repos[&full].pulls[&number].spec.head_sha,
+                    })
+                })
+                .collect();
+            paginate(&base, path, &q, items)
+        }
+
+        ["commits", sha, "check-runs"] => {
+            let runs: Vec<Value> = state.repos[&full]
+                .check_runs
+                .iter()
+                .filter(|c| c.head_sha == *sha)
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "head_sha": c.head_sha,
+                        "status": c.status,
+                        "conclusion": c.conclusion,
+                    })
+                })
+                .collect();
+            reply(200, json!({ "total_count": runs.len(), "check_runs": runs }))
+        }
+
+        ["commits", sha, "status"] => {
+            // The newest status per context, as GitHub's combined status.
+            let mut latest: BTreeMap<String, String> = BTreeMap::new();
+            for s in state.repos[&full].statuses.iter().filter(|s| s.sha == *sha) {
+                latest.insert(s.status.context.clone(), s.status.state.clone());
+            }
+            let statuses: Vec<Value> = latest
+                .iter()
+                .map(|(context, st)| json!({ "context": context, "state": st }))
+                .collect();
+            let combined = if latest.values().any(|s| s == "failure" || s == "error") {
+                "failure"
+            } else if latest.values().all(|s| s == "success") && !latest.is_empty() {
+                "success"
+            } else {
+                "pending"
+            };
+            reply(200, json!({ "state": combined, "sha": sha, "statuses": statuses }))
         }
 
         ["issues", number, "comments"] => {

@@ -12,7 +12,7 @@ mod deliveries;
 pub mod events;
 pub mod forge;
 mod processor;
-mod report;
+pub(crate) mod report;
 mod settings;
 mod sweep;
 pub mod webhook;

@@ -152,13 +152,17 @@ impl GitHubSurface {
             None => None,
         }
         .filter(|r| r.commit.as_deref() == Some(pull.head_sha.as_str()));
-        let body = render_comment(
+        let mut body = render_comment(
             &pull,
             env.as_ref(),
             run.as_ref(),
             &self.app.public_url,
             link.draft_envs,
         );
+        if let Some(line) = crate::queue::sticky_line(&self.app, &link.repo, number as u64).await
+        {
+            body.push_str(&format!("\n\n{line}\n"));
+        }
         // The countdown to the expiry alone does not make an edit: it changes every minute.
         if pull
             .comment_body

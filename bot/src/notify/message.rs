@@ -22,15 +22,31 @@ pub enum NotificationKind {
     /// A test run failed, timed out or could not be carried out (with the snippet).
     #[serde(rename = "tests.failed")]
     TestsFailed,
+    /// A change entered the submit queue.
+    #[serde(rename = "queue.added")]
+    QueueAdded,
+    /// The submit queue landed a change (with its commit and timings).
+    #[serde(rename = "queue.merged")]
+    QueueMerged,
+    /// A change left the submit queue failing (with the conflict or the snippet).
+    #[serde(rename = "queue.failed")]
+    QueueFailed,
+    /// The submit queue was paused (tree closed).
+    #[serde(rename = "queue.paused")]
+    QueuePaused,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 5] = [
+    pub const ALL: [NotificationKind; 9] = [
         NotificationKind::EnvReady,
         NotificationKind::EnvFailed,
         NotificationKind::EnvDeleted,
         NotificationKind::TestsPassed,
         NotificationKind::TestsFailed,
+        NotificationKind::QueueAdded,
+        NotificationKind::QueueMerged,
+        NotificationKind::QueueFailed,
+        NotificationKind::QueuePaused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +56,10 @@ impl NotificationKind {
             NotificationKind::EnvDeleted => "env.deleted",
             NotificationKind::TestsPassed => "tests.passed",
             NotificationKind::TestsFailed => "tests.failed",
+            NotificationKind::QueueAdded => "queue.added",
+            NotificationKind::QueueMerged => "queue.merged",
+            NotificationKind::QueueFailed => "queue.failed",
+            NotificationKind::QueuePaused => "queue.paused",
         }
     }
 
@@ -87,6 +107,8 @@ impl Notification {
 pub enum Trigger {
     Env(NotificationKind),
     TestRun(i64),
+    /// A submit-queue event: the event's own message says it all.
+    Queue(NotificationKind),
 }
 
 /// Which events notify; every other event is only on the timeline.
@@ -99,7 +121,31 @@ pub fn trigger_of(event: &Event) -> Option<Trigger> {
             _ => None,
         };
     }
+    if let Some(kind) = NotificationKind::parse(&event.kind)
+        .filter(|k| k.as_str().starts_with("queue."))
+    {
+        return Some(Trigger::Queue(kind));
+    }
     finished_run_of(event).map(Trigger::TestRun)
+}
+
+/// The notification of a submit-queue event: its first line is the title ("shop#42 merged
+/// as 1a2b3c4 (queued 12 min, tested 8 min)"), the rest (conflicting files, the failure
+/// snippet and log link) the body. `repo` is the queue's repo.
+pub fn queue_notification(kind: NotificationKind, event: &Event, repo: &str) -> Notification {
+    let mut n = base(kind, event, None);
+    n.repo = repo.to_string();
+    let (title, rest) = event
+        .message
+        .split_once('\n')
+        .unwrap_or((event.message.as_str(), ""));
+    n.title = crate::text::truncate(title.trim(), TITLE_CHARS);
+    n.text = rest.trim().to_string();
+    n.url = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("Full log: "))
+        .map(str::to_string);
+    n
 }
 
 /// Longest title, in characters.

@@ -130,6 +130,12 @@ pub fn start(app: &App, routes: Vec<Route>) {
         public_url: app.public_url.clone(),
         redactors: engine.redactors().clone(),
         nudges: OnceLock::new(),
+        repos: engine
+            .settings()
+            .repos
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect(),
     });
     let nudges = engine.spawn_controller(Notifications(notifier.clone()));
     // Set before any pass can queue rows: the first pass waits for the spawned task.
@@ -161,6 +167,8 @@ struct Notifier {
     redactors: Arc<Redactors>,
     /// Nudges the notifier's own keys (a sink that got rows); set once at the start.
     nudges: OnceLock<Nudger>,
+    /// The configured repos' names, to tell which repo a queue event is about.
+    repos: Vec<String>,
 }
 
 /// The notifier as the controller sees it.
@@ -337,6 +345,18 @@ impl Notifier {
                     why_deleted.as_deref(),
                     &self.public_url,
                 )))
+            }
+            Trigger::Queue(kind) => {
+                // `<repo>-pr-42`, `<repo>-<branch>` or `<repo>-queue`: the longest
+                // configured repo name it starts with.
+                let repo = self
+                    .repos
+                    .iter()
+                    .filter(|r| event.env.starts_with(&format!("{r}-")))
+                    .max_by_key(|r| r.len())
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(Some(message::queue_notification(kind, event, &repo)))
             }
             Trigger::TestRun(id) => {
                 let Some(run) = self.store.get_run(id).await? else {

@@ -466,6 +466,19 @@ pub async fn entry_view(
     }
 }
 
+/// The submit-queue line of a pull request's sticky comment, while it is in line (or just
+/// left it): its position and ETA, kept current as the queue moves.
+pub async fn sticky_line(app: &App, repo: &RepoName, number: u64) -> Option<String> {
+    let settings = app.engine.settings().repos.iter().find(|r| r.name == *repo)?;
+    let entry = app
+        .store()
+        .latest_entry_of(repo, &Change::Pull(number))
+        .await
+        .ok()??;
+    let view = entry_view(app, settings, entry.id).await.ok()?;
+    Some(format!("🚢 **Submit queue**: {}", render::entry_line(&view)))
+}
+
 /// `queue list`: every queue (or one repo's), its entries with positions and ETAs.
 pub async fn list(
     app: &App,

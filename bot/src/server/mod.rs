@@ -39,6 +39,7 @@ pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow:
     let (app, surfaces) = App::start(&config, mode, addr).await?;
 
     notify::start(&app, surfaces.notify);
+    crate::queue::reconciler::start(&app);
     if let Some(settings) = surfaces.discord {
         discord::start(app.clone(), settings).await?;
     }
