@@ -11,6 +11,7 @@
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
 //!   cargo run --release -p slipway-benches -- chatops [--count N]
+//!   cargo run --release -p slipway-benches -- queue-git [--rounds N] [--commits N] [--files N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+mod candidates;
 mod chatops;
 mod replicas;
 mod scheduler;
@@ -26,7 +28,7 @@ mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-git|all> [--rounds N] [--envs N] [--count N] [--gb N] [--commits N] [--files N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -49,6 +51,10 @@ const USAGE: &str =
   chatops       the command grammar's parse rate, and N slash commands (default 500)
                 through the server against a Discord stand-in: handled/s and the
                 interaction-to-deferred-answer latency beside Discord's 3 s deadline
+  queue-git     a submit-queue candidate merge commit built in a bare mirror of a generated
+                repository (default 10000 commits, 5000 files; cached in the temp dir)
+                beside `git merge --no-edit` of the same two heads in a worktree already at
+                head 1, checkout not timed (default 10 rounds)
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -76,6 +82,11 @@ fn main() {
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
         Some("chatops") => chatops::chatops(number("--count", 500)),
+        Some("queue-git") => candidates::queue_git(
+            number("--rounds", 10),
+            number("--commits", 10_000),
+            number("--files", 5_000),
+        ),
         // The scanner's own process, so its peak memory is measured alone.
         Some("snippets-scan") => snippets::scan_child(args.get(1)),
         Some("all") => env_up(rounds)

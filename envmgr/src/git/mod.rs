@@ -1,14 +1,23 @@
 //! Git access through the `git` program, one bare mirror per repo under the data directory.
 //! Files are read straight from commits (`git cat-file`, `git archive`), so nothing from a
-//! branch is ever checked out onto disk and no path from a branch can escape.
+//! branch is ever checked out onto disk and no path from a branch can escape. The submit
+//! queue's candidates are built and landed from the same mirrors ([`candidate`]).
+
+mod candidate;
+
+pub use candidate::{
+    CandidateBuild, ChangeToMerge, CommitIdentity, MergeMethod, PushOutcome, UnknownMergeMethod,
+};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
 use crate::names::{BranchName, CommitSha, RepoName};
@@ -34,6 +43,16 @@ pub enum GitError {
         size: u64,
         limit: u64,
     },
+    #[error("commit {commit} is not in the mirror of {repo}; fetch it first")]
+    NotInMirror { commit: String, repo: String },
+    #[error("{commit} does not contain {expected}, so moving `{branch}` to it would drop commits")]
+    NotFastForward {
+        branch: String,
+        expected: String,
+        commit: String,
+    },
+    #[error("the remote refused to move `{branch}`: {reason}")]
+    PushRejected { branch: String, reason: String },
     #[error("git {action} failed: {detail}")]
     Failed { action: String, detail: String },
 }
@@ -431,8 +450,21 @@ async fn run_remote(
     args: &[&str],
     action: &str,
 ) -> Result<Vec<u8>, GitError> {
+    run_remote_finished(dir, repo, args, action)
+        .await?
+        .stdout_if_success(action)
+}
+
+/// As [`run_remote`], but a command that ran and failed is not an error: the caller reads
+/// its exit status and output (already scrubbed of credentials).
+async fn run_remote_finished(
+    dir: &Path,
+    repo: &RepoSettings,
+    args: &[&str],
+    action: &str,
+) -> Result<Finished, GitError> {
     let Some(credentials) = &repo.credentials else {
-        return output(git_command(dir, args, None), action, None).await;
+        return finish(git_command(dir, args, None), None, action, None).await;
     };
     let token = credentials
         .token
@@ -449,7 +481,13 @@ async fn run_remote(
         username: &credentials.username,
         token: &token,
     };
-    output(git_command(dir, args, Some(login)), action, Some(login)).await
+    finish(
+        git_command(dir, args, Some(login)),
+        None,
+        action,
+        Some(login),
+    )
+    .await
 }
 
 /// What git authenticates with, for one command.
@@ -497,17 +535,79 @@ fn git_command(dir: &Path, args: &[&str], login: Option<Login<'_>>) -> Command {
 /// Runs `command` and returns its stdout; git's stderr becomes the error, without any
 /// URL userinfo (git quotes the URL it could not reach) and without the token.
 async fn output(
-    mut command: Command,
+    command: Command,
     action: &str,
     login: Option<Login<'_>>,
 ) -> Result<Vec<u8>, GitError> {
-    let output = command.output().await.map_err(|e| GitError::Failed {
+    finish(command, None, action, login)
+        .await?
+        .stdout_if_success(action)
+}
+
+/// How a git command ended. `stderr` is already free of URL userinfo and the token.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Finished {
+    fn stdout_if_success(self, action: &str) -> Result<Vec<u8>, GitError> {
+        if self.status.success() {
+            return Ok(self.stdout);
+        }
+        Err(self.failure(action))
+    }
+
+    /// The error for a command that failed: its stderr, or its exit status when silent.
+    fn failure(&self, action: &str) -> GitError {
+        GitError::Failed {
+            action: action.into(),
+            detail: if self.stderr.is_empty() {
+                self.status.to_string()
+            } else {
+                self.stderr.clone()
+            },
+        }
+    }
+}
+
+/// Runs `command`, feeding it `stdin` when given; an error only when git could not run.
+async fn finish(
+    mut command: Command,
+    stdin: Option<&[u8]>,
+    action: &str,
+    login: Option<Login<'_>>,
+) -> Result<Finished, GitError> {
+    let could_not_run = |e: std::io::Error| GitError::Failed {
         action: action.into(),
         detail: format!("could not run git: {e}"),
-    })?;
-    if output.status.success() {
-        return Ok(output.stdout);
-    }
+    };
+    let output = match stdin {
+        None => command.output().await.map_err(could_not_run)?,
+        Some(input) => {
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(could_not_run)?;
+            let mut pipe = child.stdin.take().expect("stdin is piped");
+            // Fed while the output is read, so neither side can fill a pipe and stall.
+            let feed = async move {
+                let written = pipe.write_all(input).await;
+                drop(pipe); // end of input
+                written
+            };
+            let (written, output) = tokio::join!(feed, child.wait_with_output());
+            let output = output.map_err(could_not_run)?;
+            // A git that stopped reading because it failed explains itself on stderr.
+            if let (Err(e), true) = (written, output.status.success()) {
+                return Err(could_not_run(e));
+            }
+            output
+        }
+    };
     let mut stderr = strip_url_credentials(String::from_utf8_lossy(&output.stderr).trim());
     if let Some(login) = login {
         let token = login.token.expose_secret();
@@ -515,13 +615,10 @@ async fn output(
             stderr = stderr.replace(token, REDACTED);
         }
     }
-    Err(GitError::Failed {
-        action: action.into(),
-        detail: if stderr.is_empty() {
-            output.status.to_string()
-        } else {
-            stderr
-        },
+    Ok(Finished {
+        status: output.status,
+        stdout: output.stdout,
+        stderr,
     })
 }
 
