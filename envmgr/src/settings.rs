@@ -106,6 +106,8 @@ pub struct RepoSettings {
     pub queue: QueueSettings,
 }
 
+pub use crate::git::MergeMethod;
+
 /// How changes land on a repo's target branch.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
@@ -138,35 +140,6 @@ impl Default for QueueSettings {
     }
 }
 
-/// How a change becomes part of the target branch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MergeMethod {
-    /// A merge commit whose second parent is the change's head.
-    Merge,
-    /// One commit with the change's effect, on top of the target.
-    Squash,
-    /// The change's own commits replayed on top of the target.
-    Rebase,
-}
-
-impl MergeMethod {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "merge" => Some(MergeMethod::Merge),
-            "squash" => Some(MergeMethod::Squash),
-            "rebase" => Some(MergeMethod::Rebase),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MergeMethod::Merge => "merge",
-            MergeMethod::Squash => "squash",
-            MergeMethod::Rebase => "rebase",
-        }
-    }
-}
 
 /// A user name and token for git over HTTP(S).
 #[derive(Debug, Clone)]

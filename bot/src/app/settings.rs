@@ -28,9 +28,8 @@ fn queue_settings(
         None => defaults.target.clone(),
     };
     let method = match &config.method {
-        Some(m) => envmgr::settings::MergeMethod::parse(m.trim()).with_context(|| {
-            format!("[repo.queue] method of `{repo}` is `{m}`: use \"merge\", \"squash\" or \"rebase\"")
-        })?,
+        Some(m) => envmgr::settings::MergeMethod::parse(m.trim())
+            .with_context(|| format!("[repo.queue] method of `{repo}`"))?,
         None => defaults.method,
     };
     let count = |key: &str, value: Option<usize>, default: usize| -> anyhow::Result<usize> {

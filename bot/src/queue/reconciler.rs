@@ -895,10 +895,17 @@ impl<'a> Pass<'a> {
             })
             .map(|c| c.id)
             .collect();
+        let git = self.app.engine.git();
         for id in finished {
             self.drop_env(id).await?;
             if let Some(world) = self.doc.candidates.get_mut(&id) {
                 world.env = None;
+                // Its commit may go with the mirror's next gc (a landed one is on the target).
+                if let Some(commit) = world.commit.clone() {
+                    if let Err(e) = git.forget_candidate(&self.repo.name, &commit).await {
+                        warn!(commit = %commit.short(), error = %e, "cannot drop a candidate's ref");
+                    }
+                }
             }
         }
         self.doc.machine.prune();
