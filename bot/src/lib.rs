@@ -18,6 +18,9 @@ mod logging;
 mod notify;
 mod runtime;
 mod server;
+/// Slipway in-process on the runtime's test twin, for the surface tests.
+#[doc(hidden)]
+pub mod testing;
 mod text;
 
 use std::path::PathBuf;
