@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use envmgr::names::PrNumber;
 use octocrab::Octocrab;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -77,7 +78,7 @@ impl Permission {
 /// A pull request as the API reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PullInfo {
-    pub number: u64,
+    pub number: PrNumber,
     pub open: bool,
     pub draft: bool,
     pub labels: Vec<String>,
@@ -153,16 +154,21 @@ pub struct CheckRun {
 #[async_trait]
 pub trait Forge: Send + Sync + 'static {
     async fn permission(&self, repo: &str, user: &str) -> Result<Permission, ForgeError>;
-    async fn pull_request(&self, repo: &str, number: u64) -> Result<PullInfo, ForgeError>;
+    async fn pull_request(&self, repo: &str, number: PrNumber) -> Result<PullInfo, ForgeError>;
     async fn open_pull_requests(&self, repo: &str) -> Result<Vec<PullInfo>, ForgeError>;
     /// The id of the first comment on the issue whose body contains `marker`.
     async fn find_comment(
         &self,
         repo: &str,
-        number: u64,
+        number: PrNumber,
         marker: &str,
     ) -> Result<Option<u64>, ForgeError>;
-    async fn create_comment(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError>;
+    async fn create_comment(
+        &self,
+        repo: &str,
+        number: PrNumber,
+        body: &str,
+    ) -> Result<u64, ForgeError>;
     async fn update_comment(
         &self,
         repo: &str,
@@ -385,7 +391,7 @@ struct PermissionBody {
 
 #[derive(Deserialize)]
 struct PullBody {
-    number: u64,
+    number: PrNumber,
     state: String,
     #[serde(default)]
     draft: bool,
@@ -463,7 +469,7 @@ impl Forge for GitHubForge {
         }
     }
 
-    async fn pull_request(&self, repo: &str, number: u64) -> Result<PullInfo, ForgeError> {
+    async fn pull_request(&self, repo: &str, number: PrNumber) -> Result<PullInfo, ForgeError> {
         Ok(self
             .get::<PullBody>(repo, &format!("/repos/{repo}/pulls/{number}"))
             .await?
@@ -487,7 +493,7 @@ impl Forge for GitHubForge {
     async fn find_comment(
         &self,
         repo: &str,
-        number: u64,
+        number: PrNumber,
         marker: &str,
     ) -> Result<Option<u64>, ForgeError> {
         for page in 1..=MAX_PAGES {
@@ -507,7 +513,12 @@ impl Forge for GitHubForge {
         Ok(None)
     }
 
-    async fn create_comment(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError> {
+    async fn create_comment(
+        &self,
+        repo: &str,
+        number: PrNumber,
+        body: &str,
+    ) -> Result<u64, ForgeError> {
         let route = format!("/repos/{repo}/issues/{number}/comments");
         Ok(self
             .post::<IdBody>(repo, &route, json!({ "body": body }))
