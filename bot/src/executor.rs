@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use envmgr::engine::{EngineError, EnvStatus};
+use envmgr::names::{BranchName, EnvName, RepoName, ServiceName};
 use envmgr::store::{EnvRecord, TestRun};
 use envmgr::Engine;
 use futures_util::StreamExt;
@@ -39,8 +40,8 @@ pub struct Invocation {
     /// How commands are written here, for help and hints: `"/slipway "`, `"/"`, `"slipway "`.
     pub prefix: &'static str,
     /// On a pull request: its repo and env, used when `repo` or `env` is left out.
-    pub default_repo: Option<String>,
-    pub default_env: Option<String>,
+    pub default_repo: Option<RepoName>,
+    pub default_env: Option<EnvName>,
     /// On a pull request: its number, used when a queue command names no change.
     pub default_pull: Option<u64>,
 }
@@ -114,8 +115,8 @@ pub struct WhoAmI {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Logs {
-    pub env: String,
-    pub service: Option<String>,
+    pub env: EnvName,
+    pub service: Option<ServiceName>,
     /// The newest output (at most [`MAX_LOG_BYTES`]).
     pub text: String,
     /// Whether older output was left out to stay within [`MAX_LOG_BYTES`].
@@ -240,13 +241,17 @@ async fn execute(
     // Engine reads (`list`, `status`, `logs`) come redacted; records a write hands back are
     // redacted here, so no outcome carries a secret to any surface.
     let redactors = engine.redactors();
-    let env_or_default = |env: Option<String>| {
-        env.or_else(|| invocation.default_env.clone())
+    // Checked here, once: the engine takes names, not text.
+    let env_or_default = |env: Option<String>| match env {
+        Some(env) => EnvName::parse(&env).map_err(|e| CommandError::from(EngineError::from(e))),
+        None => invocation
+            .default_env
+            .clone()
             .ok_or_else(|| CommandError::Missing {
                 command: kind,
                 what: "the environment".into(),
                 prefix: invocation.prefix,
-            })
+            }),
     };
     Ok(match command {
         Command::Help { topic } => Outcome::Help {
@@ -268,10 +273,12 @@ async fn execute(
                 what: "the branch".into(),
                 prefix: invocation.prefix,
             })?;
-            let repo = match repo.or_else(|| invocation.default_repo.clone()) {
-                Some(repo) => repo,
-                None => only_repo(engine, invocation)?,
+            let repo = match (repo, &invocation.default_repo) {
+                (Some(repo), _) => engine.repo(&repo)?,
+                (None, Some(repo)) => repo.clone(),
+                (None, None) => only_repo(engine, invocation)?,
             };
+            let branch = BranchName::from_user(&branch).map_err(EngineError::from)?;
             let env = engine.up(&repo, &branch, ttl, actor).await?;
             Outcome::EnvUp {
                 env: redactors.env(env).await,
@@ -290,7 +297,12 @@ async fn execute(
         },
         Command::EnvLogs { env, service, tail } => {
             let env = env_or_default(env)?;
-            let (text, truncated) = read_logs(engine, &env, service.as_deref(), tail).await?;
+            let service = service
+                .as_deref()
+                .map(ServiceName::parse)
+                .transpose()
+                .map_err(EngineError::from)?;
+            let (text, truncated) = read_logs(engine, &env, service.as_ref(), tail).await?;
             Outcome::EnvLogs(Logs {
                 env,
                 service,
@@ -355,9 +367,9 @@ async fn execute(
 }
 
 /// With one repo configured, `repo` may be left out.
-fn only_repo(engine: &Engine, invocation: &Invocation) -> Result<String, CommandError> {
+fn only_repo(engine: &Engine, invocation: &Invocation) -> Result<RepoName, CommandError> {
     match engine.settings().repos.as_slice() {
-        [only] => Ok(only.name.to_string()),
+        [only] => Ok(only.name.clone()),
         repos => Err(CommandError::Missing {
             command: CommandKind::EnvUp,
             what: format!(
@@ -376,8 +388,8 @@ fn only_repo(engine: &Engine, invocation: &Invocation) -> Result<String, Command
 /// The newest output of an env (or one service), at most [`MAX_LOG_BYTES`].
 async fn read_logs(
     engine: &Engine,
-    env: &str,
-    service: Option<&str>,
+    env: &EnvName,
+    service: Option<&ServiceName>,
     tail: Option<u64>,
 ) -> Result<(String, bool), EngineError> {
     let options = envmgr::runtime::LogOptions {

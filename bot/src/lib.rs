@@ -19,6 +19,9 @@ mod notify;
 mod queue;
 mod runtime;
 mod server;
+/// Slipway in-process on the runtime's test twin, for the surface tests.
+#[doc(hidden)]
+pub mod testing;
 mod text;
 
 use std::path::PathBuf;

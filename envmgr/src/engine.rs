@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use crate::controller::{self, ControllerMetrics, ControllerSettings, NudgeBus, Nudger};
 use crate::git::GitMirrors;
-use crate::names::{BranchName, CommitSha, EnvName, NameError, RepoName, ServiceName};
+use crate::names::{BranchName, CommitSha, EnvName, NameError, PrNumber, RepoName, ServiceName};
 use crate::reconciler::EnvReconciler;
 use crate::runtime::{LogOptions, LogStream, Runtime, RuntimeError};
 use crate::secrets::Redactors;
 use crate::settings::EngineSettings;
 use crate::snippet::{LineRedactor, Redactor};
-use crate::store::{EnvRecord, Event, PullRequestSource, Store, StoreError, TestRun, UpRequest};
+use crate::store::{
+    EnvRecord, Event, PullRequestSource, RunTrigger, Store, StoreError, TestRun, UpRequest,
+};
 use crate::testrun::TestRunner;
 
 /// Longest TTL anyone may ask for, so forgotten envs always end.
@@ -177,7 +179,7 @@ impl Engine {
         commit: &CommitSha,
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
-        let repo = self.known_repo(repo.as_str())?;
+        let repo = self.known_repo(repo)?;
         let request = UpRequest {
             name,
             repo: repo.name.clone(),
@@ -206,16 +208,25 @@ impl Engine {
         &self.store
     }
 
+    /// A configured repo, by the name people give it.
+    pub fn repo(&self, name: &str) -> Result<RepoName, EngineError> {
+        match RepoName::parse(name) {
+            Ok(repo) => Ok(self.known_repo(&repo)?.name.clone()),
+            // Not even a repo's shape: the answer is the same, with the repos there are.
+            Err(_) => Err(self.unknown_repo(name)),
+        }
+    }
+
     /// Asks for an env of `branch` of `repo` (new, or moved to the branch's newest commit).
     pub async fn up(
         &self,
-        repo: &str,
-        branch: &str,
+        repo: &RepoName,
+        branch: &BranchName,
         ttl: Option<Duration>,
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
         let repo = self.known_repo(repo)?;
-        let branch = BranchName::from_user(branch)?;
+        let branch = branch.clone();
         let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
         let name = EnvName::for_branch(&repo.name, &branch);
         let request = UpRequest {
@@ -234,23 +245,14 @@ impl Engine {
     pub async fn up_pull_request(
         &self,
         repo: &RepoName,
-        number: u64,
+        number: PrNumber,
         head: CommitSha,
         head_ref: &str,
         ttl: Option<Duration>,
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
-        let repo = self.known_repo(repo.as_str())?;
+        let repo = self.known_repo(repo)?;
         let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
-        // Checked, never wrapped: GitHub's PR numbers are 1..=2^31.
-        let pr_number = i64::try_from(number)
-            .ok()
-            .filter(|n| (1..=1 << 31).contains(n))
-            .ok_or_else(|| NameError::Invalid {
-                kind: "pull request number",
-                value: number.to_string(),
-                why: "expected 1 to 2147483648",
-            })?;
         let branch = BranchName::parse(head_ref)
             .or_else(|_| BranchName::parse(&format!("pull/{number}")))?;
         let request = UpRequest {
@@ -260,7 +262,7 @@ impl Engine {
             ttl,
             actor: actor.to_string(),
             pull_request: Some(PullRequestSource {
-                number: pr_number,
+                number,
                 git_ref: format!("refs/pull/{number}/head"),
                 head,
             }),
@@ -275,34 +277,33 @@ impl Engine {
     }
 
     /// Asks for the env to be deleted.
-    pub async fn down(&self, env: &str, actor: &str) -> Result<EnvRecord, EngineError> {
-        let name = EnvName::parse(env)?;
+    pub async fn down(&self, env: &EnvName, actor: &str) -> Result<EnvRecord, EngineError> {
         let record = self
             .store
-            .request_down(&name, actor, &format!("asked by {actor}"))
+            .request_down(env, actor, &format!("asked by {actor}"))
             .await?;
         let record = record.ok_or_else(|| EngineError::NotFound(env.to_string()))?;
-        self.envs.nudge(name.as_str());
+        self.envs.nudge(env.as_str());
         Ok(record)
     }
 
     /// Gives the env more time to live (at most [`MAX_TTL`] from now).
     pub async fn extend(
         &self,
-        env: &str,
+        env: &EnvName,
         by: Duration,
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
-        let name = EnvName::parse(env)?;
+        let name = env;
         // Anything past the cap is the cap: the store clamps the expiry to now + MAX_TTL, so
         // a huge `--by` can neither overflow nor wrap into "expires now".
         let by = by.min(MAX_TTL);
-        match self.store.extend(&name, by, MAX_TTL, actor).await? {
+        match self.store.extend(name, by, MAX_TTL, actor).await? {
             Some(record) => {
                 self.envs.nudge(name.as_str());
                 Ok(record)
             }
-            None => match self.store.get(&name).await? {
+            None => match self.store.get(name).await? {
                 Some(_) => Err(EngineError::Deleted(env.to_string())),
                 None => Err(EngineError::NotFound(env.to_string())),
             },
@@ -319,18 +320,17 @@ impl Engine {
     }
 
     /// The env, its texts (reason, warnings) redacted.
-    pub async fn get(&self, env: &str) -> Result<EnvRecord, EngineError> {
-        let name = EnvName::parse(env)?;
+    pub async fn get(&self, env: &EnvName) -> Result<EnvRecord, EngineError> {
         let record = self
             .store
-            .get(&name)
+            .get(env)
             .await?
             .ok_or_else(|| EngineError::NotFound(env.to_string()))?;
         Ok(self.redactors.env(record).await)
     }
 
     /// The env with its recent events and latest run, every text redacted.
-    pub async fn status(&self, env: &str) -> Result<EnvStatus, EngineError> {
+    pub async fn status(&self, env: &EnvName) -> Result<EnvStatus, EngineError> {
         let record = self.get(env).await?;
         let events = self.store.recent_events(&record.name, 20).await?;
         let events = self.redactors.events(&record, events).await;
@@ -346,7 +346,7 @@ impl Engine {
     }
 
     /// The env's events after id `after`, their messages redacted.
-    pub async fn events(&self, env: &str, after: i64) -> Result<Vec<Event>, EngineError> {
+    pub async fn events(&self, env: &EnvName, after: i64) -> Result<Vec<Event>, EngineError> {
         let record = self.get(env).await?;
         let events = self.store.events(&record.name, after, 500).await?;
         Ok(self.redactors.events(&record, events).await)
@@ -354,19 +354,15 @@ impl Engine {
 
     pub async fn logs(
         &self,
-        env: &str,
-        service: Option<&str>,
+        env: &EnvName,
+        service: Option<&ServiceName>,
         options: LogOptions,
     ) -> Result<LogStream, EngineError> {
         let record = self.get(env).await?;
         if record.phase == crate::store::Phase::Deleted {
             return Err(EngineError::Deleted(env.to_string()));
         }
-        let service = service.map(ServiceName::parse).transpose()?;
-        let stream = self
-            .runtime
-            .logs(&record.name, service.as_ref(), options)
-            .await?;
+        let stream = self.runtime.logs(&record.name, service, options).await?;
         let redactor = self.redactors.for_env(&record).await;
         Ok(redacting(stream, (*redactor).clone()))
     }
@@ -375,7 +371,7 @@ impl Engine {
     /// `failed_only`).
     pub async fn request_test(
         &self,
-        env: &str,
+        env: &EnvName,
         failed_only: bool,
         actor: &str,
     ) -> Result<TestRun, EngineError> {
@@ -383,13 +379,12 @@ impl Engine {
         if record.desired == crate::store::Desired::Deleted {
             return Err(EngineError::Deleted(env.to_string()));
         }
-        let commit = record.commit.as_ref().map(|c| c.to_string());
         let run = self
             .store
             .insert_run(
                 &record.name,
-                commit.as_deref(),
-                "manual",
+                record.commit.as_ref(),
+                RunTrigger::Manual,
                 actor,
                 failed_only,
             )
@@ -399,7 +394,7 @@ impl Engine {
     }
 
     /// The env's test runs, newest first, their texts redacted.
-    pub async fn runs(&self, env: &str, limit: i64) -> Result<Vec<TestRun>, EngineError> {
+    pub async fn runs(&self, env: &EnvName, limit: i64) -> Result<Vec<TestRun>, EngineError> {
         let record = self.get(env).await?;
         let mut runs = Vec::new();
         for run in self.store.runs(&record.name, limit).await? {
@@ -409,26 +404,23 @@ impl Engine {
     }
 
     /// One test run of the env, its texts redacted.
-    pub async fn run(&self, env: &str, id: i64) -> Result<TestRun, EngineError> {
+    pub async fn run(&self, env: &EnvName, id: i64) -> Result<TestRun, EngineError> {
         let record = self.get(env).await?;
         match self.store.get_run(id).await? {
-            Some(run) if run.env == record.name.as_str() => {
-                Ok(self.redactors.run(&record, run).await)
-            }
+            Some(run) if run.env == record.name => Ok(self.redactors.run(&record, run).await),
             _ => Err(EngineError::NoSuchRun(id)),
         }
     }
 
     /// The full log of a run, decompressed and redacted (with the secrets at the run's
     /// commit) as it is read.
-    pub async fn run_log_stream(&self, env: &str, id: i64) -> Result<LogStream, EngineError> {
+    pub async fn run_log_stream(&self, env: &EnvName, id: i64) -> Result<LogStream, EngineError> {
         let record = self.get(env).await?;
         let run = self.run(env, id).await?;
         let path = self.run_log(env, id).await?;
-        let commit = run.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
         let redactor = self
             .redactors
-            .for_commit(&record.repo, commit.as_ref().or(record.commit.as_ref()))
+            .for_commit(&record.repo, run.commit.as_ref().or(record.commit.as_ref()))
             .await;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, RuntimeError>>(8);
         tokio::task::spawn_blocking(move || {
@@ -469,18 +461,23 @@ impl Engine {
 
     /// Where the full log of a run is, if it is still kept. The file is not redacted:
     /// surfaces serve [`Engine::run_log_stream`].
-    pub async fn run_log(&self, env: &str, id: i64) -> Result<std::path::PathBuf, EngineError> {
+    pub async fn run_log(&self, env: &EnvName, id: i64) -> Result<std::path::PathBuf, EngineError> {
         let run = self.run(env, id).await?;
-        let name = EnvName::parse(&run.env)?;
-        let path = crate::testrun::run_log_path(&self.settings, &name, id);
+        let path = crate::testrun::run_log_path(&self.settings, &run.env, id);
         if run.log_path.is_none() || !path.exists() {
             return Err(EngineError::NoLog(id));
         }
         Ok(path)
     }
 
-    fn known_repo(&self, repo: &str) -> Result<&crate::settings::RepoSettings, EngineError> {
-        let unknown = || EngineError::UnknownRepo {
+    fn known_repo(&self, repo: &RepoName) -> Result<&crate::settings::RepoSettings, EngineError> {
+        self.settings
+            .repo(repo)
+            .ok_or_else(|| self.unknown_repo(repo.as_str()))
+    }
+
+    fn unknown_repo(&self, repo: &str) -> EngineError {
+        EngineError::UnknownRepo {
             repo: repo.to_string(),
             known: self
                 .settings
@@ -489,9 +486,7 @@ impl Engine {
                 .map(|r| r.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-        };
-        let name = RepoName::parse(repo).map_err(|_| unknown())?;
-        self.settings.repo(&name).ok_or_else(unknown)
+        }
     }
 }
 

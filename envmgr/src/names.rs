@@ -93,7 +93,7 @@ impl EnvName {
     }
 
     /// The name of the env that serves pull request `number` of `repo`.
-    pub fn for_pull_request(repo: &RepoName, number: u64) -> Self {
+    pub fn for_pull_request(repo: &RepoName, number: PrNumber) -> Self {
         Self(format!("{}-pr-{number}", repo.as_str()))
     }
 
@@ -215,6 +215,67 @@ impl CommitSha {
     }
 }
 
+/// A pull request number. GitHub's are positive 32-bit integers (`1..=2^31-1`), and the store
+/// keeps them as such: anything else is refused here, so no later conversion can wrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct PrNumber(u32);
+
+impl PrNumber {
+    /// The largest number accepted.
+    pub const MAX: u64 = i32::MAX as u64;
+
+    pub fn new(number: u64) -> Result<Self, NameError> {
+        match u32::try_from(number) {
+            Ok(n) if (1..=Self::MAX).contains(&number) => Ok(Self(n)),
+            _ => Err(NameError::Invalid {
+                kind: "pull request number",
+                value: number.to_string(),
+                why: "expected 1 to 2147483647",
+            }),
+        }
+    }
+
+    /// A number as the store keeps it.
+    pub fn from_i64(number: i64) -> Result<Self, NameError> {
+        u64::try_from(number)
+            .map_err(|_| NameError::Invalid {
+                kind: "pull request number",
+                value: number.to_string(),
+                why: "expected 1 to 2147483647",
+            })
+            .and_then(Self::new)
+    }
+
+    pub fn get(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    /// The number as the store keeps it.
+    pub fn as_i64(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+impl fmt::Display for PrNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl TryFrom<u64> for PrNumber {
+    type Error = NameError;
+    fn try_from(number: u64) -> Result<Self, Self::Error> {
+        Self::new(number)
+    }
+}
+
+impl From<PrNumber> for u64 {
+    fn from(number: PrNumber) -> u64 {
+        number.get()
+    }
+}
+
 /// A compose service name, as it appears in Docker object names and labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -329,6 +390,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pull_request_numbers_are_positive_32_bit_integers() {
+        for good in [1, 7, PrNumber::MAX] {
+            let number = PrNumber::new(good).unwrap();
+            assert_eq!(number.get(), good);
+            assert_eq!(PrNumber::from_i64(number.as_i64()), Ok(number));
+        }
+        for bad in [0, PrNumber::MAX + 1, u64::from(u32::MAX) + 8, u64::MAX] {
+            assert!(PrNumber::new(bad).is_err(), "{bad}");
+        }
+        assert!(PrNumber::from_i64(-1).is_err());
+        assert!(serde_json::from_str::<PrNumber>("2147483648").is_err());
+        assert!(serde_json::from_str::<PrNumber>("1.5").is_err());
+        assert_eq!(
+            serde_json::to_string(&PrNumber::new(42).unwrap()).unwrap(),
+            "42"
+        );
+        assert_eq!(
+            EnvName::for_pull_request(&RepoName::parse("shop").unwrap(), PrNumber::new(7).unwrap())
+                .as_str(),
+            "shop-pr-7"
+        );
+    }
+
+    #[test]
     fn branch_names_with_path_tricks_are_refused() {
         for bad in [
             "../etc/passwd",
@@ -398,7 +483,10 @@ mod tests {
         for b in ["pr-4", "PR-4", "pr/4", "x-pr-12", "pr-0"] {
             let n = name(b);
             assert!(!looks_like_pull_request(n.as_str()), "{b} -> {n}");
-            assert_ne!(n, EnvName::for_pull_request(&repo, 4));
+            assert_ne!(
+                n,
+                EnvName::for_pull_request(&repo, PrNumber::new(4).unwrap())
+            );
         }
         let other = RepoName::parse("demo-pr").unwrap();
         let n = EnvName::for_branch(&other, &BranchName::parse("4").unwrap());

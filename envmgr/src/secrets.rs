@@ -120,12 +120,8 @@ impl Redactors {
 
     /// A test run of `env` with its texts redacted (with the secrets at the run's commit).
     pub async fn run(&self, env: &EnvRecord, mut run: TestRun) -> TestRun {
-        let commit = run
-            .commit
-            .as_deref()
-            .and_then(|c| CommitSha::parse(c).ok())
-            .or_else(|| env.commit.clone());
-        let redactor = self.for_commit(&env.repo, commit.as_ref()).await;
+        let commit = run.commit.as_ref().or(env.commit.as_ref());
+        let redactor = self.for_commit(&env.repo, commit).await;
         redact_run(&redactor, &mut run);
         run
     }

@@ -61,7 +61,8 @@ impl Reconciler for TestRunner {
 
     /// Envs with a run queued, or one marked running (its runner may have died).
     async fn keys(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self.store.envs_with_open_runs().await?)
+        let envs = self.store.envs_with_open_runs().await?;
+        Ok(envs.iter().map(EnvName::to_string).collect())
     }
 
     async fn reconcile(&self, key: &str, _work: &Work) -> anyhow::Result<Action> {
@@ -86,7 +87,7 @@ impl Reconciler for TestRunner {
 impl TestRunner {
     /// Carries out one run (`true`), or leaves it queued while its env is still on its way.
     async fn execute(&self, run: TestRun) -> anyhow::Result<bool> {
-        let name = EnvName::parse(&run.env)?;
+        let name = run.env.clone();
         let env = self.store.get(&name).await?;
         let env = match env {
             Some(env) if env.desired == Desired::Running && env.phase == Phase::Ready => env,
@@ -115,7 +116,7 @@ impl TestRunner {
                 .await
                 .map(|()| true);
         };
-        if !self.store.start_run(run.id, Some(commit.as_str())).await? {
+        if !self.store.start_run(run.id, Some(&commit)).await? {
             return Ok(true);
         }
         info!(env = %name, run = run.id, commit = %commit.short(), "running tests");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use envmgr::names::{BranchName, EnvName, RepoName};
 use envmgr::store::{
     finished_run_of, now_ms, NewNotification, OutboxEntry, OutboxStatus, Phase, RunOutcome,
-    RunStatus, Store, UpRequest,
+    RunStatus, RunTrigger, Store, UpRequest,
 };
 use sqlx::any::AnyPoolOptions;
 use support::postgres::TestPostgres;
@@ -363,7 +363,7 @@ async fn finished_test_runs_are_recognised(store: &Store) {
     up(store, "tested").await;
     let before = last_event_id(store).await;
     let run = store
-        .insert_run(&env("tested"), None, "auto", "slipway", false)
+        .insert_run(&env("tested"), None, RunTrigger::Auto, "slipway", false)
         .await
         .unwrap();
     store.start_run(run.id, None).await.unwrap();

@@ -7,10 +7,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envmgr::names::{EnvName, RepoName};
+use envmgr::names::{BranchName, EnvName, RepoName};
 use envmgr::runtime::fake::FakeRuntime;
 use envmgr::runtime::{EnvSpec, Runtime, ServiceState};
-use envmgr::store::{EnvRecord, Phase, Store};
+use envmgr::store::{EnvRecord, Phase, RunTrigger, Store};
 use envmgr::{Engine, EngineSettings, RepoSettings};
 
 const COMPOSE: &str = "\
@@ -28,6 +28,18 @@ services:
     environment: { API_TOKEN: hunter2-secret-value }
     depends_on: [web]
 ";
+
+fn app() -> RepoName {
+    RepoName::parse("app").unwrap()
+}
+
+fn branch(name: &str) -> BranchName {
+    BranchName::parse(name).unwrap()
+}
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).unwrap()
+}
 
 struct World {
     _dir: tempfile::TempDir,
@@ -112,7 +124,7 @@ async fn wait_for(
 ) -> EnvRecord {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let record = engine.get(env).await.unwrap();
+        let record = engine.get(&self::env(env)).await.unwrap();
         if check(&record) {
             return record;
         }
@@ -131,13 +143,16 @@ fn ready_at(generation: i64) -> impl Fn(&EnvRecord) -> bool {
 #[tokio::test]
 async fn an_env_goes_through_its_phases_to_ready_with_urls() {
     let w = world(Arc::new(FakeRuntime::new())).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
     let urls: Vec<String> = ready.urls().into_iter().map(|(_, url)| url).collect();
     assert_eq!(urls, vec!["http://envs.example.com:40001"]);
     let phases: Vec<Phase> = w
         .engine
-        .events("app-main", 0)
+        .events(&env("app-main"), 0)
         .await
         .unwrap()
         .iter()
@@ -164,14 +179,20 @@ async fn a_newer_request_supersedes_work_in_progress() {
     let fake = Arc::new(FakeRuntime::new());
     fake.set_apply_delay(Duration::from_secs(3));
     let w = world(fake.clone()).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     wait_for(&w.engine, "app-main", "Starting", |r| {
         r.phase == Phase::Starting
     })
     .await;
     let newer = commit(&w.repo, "FROM scratch\nENV V=2\n");
     fake.set_apply_delay(Duration::ZERO);
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     let ready = wait_for(&w.engine, "app-main", "Ready at gen 2", ready_at(2)).await;
     assert_eq!(ready.commit.unwrap().as_str(), newer);
     assert_eq!(
@@ -190,7 +211,10 @@ async fn concurrent_requests_for_one_env_never_race() {
     for _ in 0..10 {
         let engine = w.engine.clone();
         handles.push(tokio::spawn(async move {
-            engine.up("app", "main", None, "tester").await.unwrap()
+            engine
+                .up(&app(), &branch("main"), None, "tester")
+                .await
+                .unwrap()
         }));
     }
     for handle in handles {
@@ -207,12 +231,15 @@ async fn down_while_starting_deletes_everything() {
     let fake = Arc::new(FakeRuntime::new());
     fake.set_apply_delay(Duration::from_secs(2));
     let w = world(fake.clone()).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     wait_for(&w.engine, "app-main", "Starting", |r| {
         r.phase == Phase::Starting
     })
     .await;
-    w.engine.down("app-main", "tester").await.unwrap();
+    w.engine.down(&env("app-main"), "tester").await.unwrap();
     let deleted = wait_for(&w.engine, "app-main", "Deleted", |r| {
         r.phase == Phase::Deleted
     })
@@ -249,7 +276,10 @@ async fn resources_without_a_store_row_are_reaped() {
 async fn a_vanished_service_is_restored_at_the_same_commit() {
     let fake = Arc::new(FakeRuntime::new());
     let w = world(fake.clone()).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
     let pinned = ready.commit.clone().unwrap();
     // The branch moves on, but nobody asked for an update: the restore keeps the old commit.
@@ -268,7 +298,10 @@ async fn a_vanished_service_is_restored_at_the_same_commit() {
 async fn a_restarting_service_degrades_a_ready_env_until_it_is_stable() {
     let fake = Arc::new(FakeRuntime::new());
     let w = world(fake.clone()).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
     fake.set_service_state(&ready.name, "web", ServiceState::Restarting);
     let degraded = wait_for(&w.engine, "app-main", "Degraded", |e| {
@@ -294,7 +327,10 @@ async fn a_failing_service_fails_the_env_with_its_reason() {
     let fake = Arc::new(FakeRuntime::new());
     fake.fail_service("web");
     let w = world(fake).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     let failed = wait_for(&w.engine, "app-main", "Failed", |r| {
         r.phase == Phase::Failed
     })
@@ -310,7 +346,12 @@ async fn a_failing_service_fails_the_env_with_its_reason() {
 async fn an_expired_ttl_deletes_the_env() {
     let w = world(Arc::new(FakeRuntime::new())).await;
     w.engine
-        .up("app", "main", Some(Duration::from_millis(800)), "tester")
+        .up(
+            &app(),
+            &branch("main"),
+            Some(Duration::from_millis(800)),
+            "tester",
+        )
         .await
         .unwrap();
     wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
@@ -329,7 +370,7 @@ async fn wait_for_run(
 ) -> envmgr::store::TestRun {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let runs = engine.runs(env, 10).await.unwrap();
+        let runs = engine.runs(&self::env(env), 10).await.unwrap();
         if let Some(run) = runs.into_iter().find(|r| check(r)) {
             return run;
         }
@@ -344,12 +385,15 @@ async fn a_ready_env_runs_its_tests_and_failures_come_back_redacted() {
     use envmgr::store::RunStatus;
     let fake = Arc::new(FakeRuntime::new());
     let w = world(fake.clone()).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     let passed = wait_for_run(&w.engine, "app-main", "passed", |r| {
         r.status == RunStatus::Passed
     })
     .await;
-    assert_eq!(passed.trigger, "auto");
+    assert_eq!(passed.trigger, RunTrigger::Auto);
     assert!(
         fake.calls().iter().any(|c| c == "job app-main run1-tests"),
         "{:?}",
@@ -367,7 +411,7 @@ async fn a_ready_env_runs_its_tests_and_failures_come_back_redacted() {
     );
     let run = w
         .engine
-        .request_test("app-main", false, "tester")
+        .request_test(&env("app-main"), false, "tester")
         .await
         .unwrap();
     let failed = wait_for_run(&w.engine, "app-main", "failed", |r| {
@@ -390,7 +434,7 @@ async fn a_ready_env_runs_its_tests_and_failures_come_back_redacted() {
         );
     }
     assert!(failed.snippet_chat.as_deref().unwrap().chars().count() <= 2000);
-    let log_path = w.engine.run_log("app-main", run.id).await.unwrap();
+    let log_path = w.engine.run_log(&env("app-main"), run.id).await.unwrap();
     assert!(log_path.exists());
 }
 
@@ -398,9 +442,12 @@ async fn a_ready_env_runs_its_tests_and_failures_come_back_redacted() {
 async fn runs_of_a_deleted_env_end_with_a_reason() {
     use envmgr::store::RunStatus;
     let w = world(Arc::new(FakeRuntime::new())).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
-    w.engine.down("app-main", "tester").await.unwrap();
+    w.engine.down(&env("app-main"), "tester").await.unwrap();
     wait_for(&w.engine, "app-main", "Deleted", |r| {
         r.phase == Phase::Deleted
     })
@@ -408,11 +455,11 @@ async fn runs_of_a_deleted_env_end_with_a_reason() {
     // Queued behind a deletion: it cannot run and says why.
     let err = w
         .engine
-        .request_test("app-main", false, "tester")
+        .request_test(&env("app-main"), false, "tester")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("deleted"), "{err}");
-    let runs = w.engine.runs("app-main", 10).await.unwrap();
+    let runs = w.engine.runs(&env("app-main"), 10).await.unwrap();
     assert!(runs
         .iter()
         .all(|r| r.status.is_finished() || r.status == RunStatus::Queued));
@@ -424,13 +471,19 @@ async fn runs_of_a_deleted_env_end_with_a_reason() {
 async fn an_unchanged_build_context_is_reused_not_rebuilt() {
     let fake = Arc::new(FakeRuntime::new());
     let w = world(fake.clone()).await;
-    w.engine.up("app", "main", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
     wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
     git(&w.repo, &["checkout", "-q", "-b", "docs"]);
     std::fs::write(w.repo.join("README.md"), "outside the web context\n").unwrap();
     git(&w.repo, &["add", "-A"]);
     git(&w.repo, &["commit", "-q", "-m", "docs"]);
-    w.engine.up("app", "docs", None, "tester").await.unwrap();
+    w.engine
+        .up(&app(), &branch("docs"), None, "tester")
+        .await
+        .unwrap();
     wait_for(&w.engine, "app-docs", "Ready", ready_at(1)).await;
     let images: Vec<String> = fake
         .calls()

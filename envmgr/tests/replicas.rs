@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use envmgr::names::{EnvName, RepoName, ServiceName};
+use envmgr::names::{BranchName, EnvName, RepoName, ServiceName};
 use envmgr::runtime::fake::FakeRuntime;
 use envmgr::runtime::{
     EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ProgressSink,
@@ -215,13 +215,16 @@ impl Replica {
                     .await
                     .unwrap();
                 ready_tx.send(()).unwrap();
+                let repo = RepoName::parse("app").unwrap();
                 while let Some(request) = incoming.recv().await {
                     match request {
                         Request::Up(branch, done) => {
-                            engine.up("app", &branch, None, "tester").await.unwrap();
+                            let branch = BranchName::parse(&branch).unwrap();
+                            engine.up(&repo, &branch, None, "tester").await.unwrap();
                             let _ = done.send(());
                         }
                         Request::Down(env, done) => {
+                            let env = EnvName::parse(&env).unwrap();
                             engine.down(&env, "tester").await.unwrap();
                             let _ = done.send(());
                         }

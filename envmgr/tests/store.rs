@@ -11,10 +11,11 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
+use envmgr::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 use envmgr::runtime::{Protocol, PublishedPort};
 use envmgr::store::{
-    Backend, Desired, EnvRecord, Event, Phase, PullRequestSource, ServiceStatus, Store, UpRequest,
+    Backend, Desired, EnvRecord, Event, Phase, PullRequestSource, PullRow, PullState, RunStatus,
+    RunTrigger, ServiceStatus, Store, UpRequest,
 };
 use support::postgres::TestPostgres;
 
@@ -47,6 +48,7 @@ async fn run_suite(url: &str, backend: Backend) {
     observed_state_roundtrips(store.clone()).await;
     pull_request_source_roundtrips(store.clone()).await;
     names_are_never_moved(store.clone()).await;
+    pull_rows_and_test_runs_come_back_typed(store.clone()).await;
     extend_is_checked_and_capped(store.clone()).await;
     delivery_bodies_are_pruned_ids_kept(store.clone()).await;
     events_are_paged_in_order(store.clone()).await;
@@ -517,7 +519,7 @@ async fn observed_state_roundtrips(store: Store) {
 /// A pull request's env remembers what to fetch; a plain `up` of it forgets that again.
 async fn pull_request_source_roundtrips(store: Store) {
     let source = PullRequestSource {
-        number: 7,
+        number: PrNumber::new(7).unwrap(),
         git_ref: "refs/pull/7/head".into(),
         head: commit('c'),
     };
@@ -547,6 +549,99 @@ async fn pull_request_source_roundtrips(store: Store) {
         .await
         .unwrap();
     assert_eq!((again.generation, again.pull_request), (2, Some(newer)));
+}
+
+/// A pull request's row and a test run keep their names, numbers and commits as typed
+/// values through the store: what was written is what is read, up to the largest PR number.
+async fn pull_rows_and_test_runs_come_back_typed(store: Store) {
+    let repo = RepoName::parse("typed").unwrap();
+    let number = PrNumber::new(PrNumber::MAX).unwrap();
+    let pull = PullRow {
+        repo: repo.clone(),
+        number,
+        github_repo: "acme/typed".into(),
+        env: EnvName::for_pull_request(&repo, number),
+        state: PullState::Open,
+        head_sha: commit('a'),
+        head_ref: "feature".into(),
+        is_fork: true,
+        is_draft: false,
+        skip: false,
+        approved_sha: None,
+        approved_by: None,
+        comment_id: None,
+        comment_body: None,
+        deployment_id: None,
+        deployment_sha: None,
+        deployment_state: None,
+        status_sha: None,
+        status_state: None,
+    };
+    let stored = store.upsert_pull(&pull).await.unwrap();
+    assert_eq!(stored, pull);
+    assert!(!stored.approved(), "a fork's head waits for approval");
+
+    store
+        .approve_pull(&repo, number, &commit('a'), "alice")
+        .await
+        .unwrap();
+    store
+        .record_pull_deployment(&repo, number, Some(3), Some(&commit('a')), Some("success"))
+        .await
+        .unwrap();
+    store
+        .record_pull_status(&repo, number, &commit('a'), "success|ready")
+        .await
+        .unwrap();
+    let approved = store.get_pull(&repo, number).await.unwrap().unwrap();
+    assert!(approved.approved());
+    assert_eq!(approved.approved_sha, Some(commit('a')));
+    assert_eq!(approved.deployment_sha, Some(commit('a')));
+    assert_eq!(approved.status_sha, Some(commit('a')));
+    assert_eq!(
+        store.pull_for_env(&pull.env).await.unwrap(),
+        Some(approved.clone())
+    );
+    assert_eq!(store.open_pulls(&repo).await.unwrap(), vec![approved]);
+
+    // A new head is not approved; a closed PR is not open.
+    let moved = store
+        .upsert_pull(&PullRow {
+            head_sha: commit('b'),
+            state: PullState::Closed,
+            ..pull.clone()
+        })
+        .await
+        .unwrap();
+    assert!(!moved.approved());
+    assert_eq!(moved.state, PullState::Closed);
+    assert!(store.open_pulls(&repo).await.unwrap().is_empty());
+
+    let tested = env("typed-runs");
+    let run = store
+        .insert_run(
+            &tested,
+            Some(&commit('c')),
+            RunTrigger::Manual,
+            "alice",
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&run.env, &run.commit, run.trigger, run.status),
+        (
+            &tested,
+            &Some(commit('c')),
+            RunTrigger::Manual,
+            RunStatus::Queued
+        )
+    );
+    assert!(store.envs_with_open_runs().await.unwrap().contains(&tested));
+    assert!(store.start_run(run.id, Some(&commit('d'))).await.unwrap());
+    let started = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(started.commit, Some(commit('d')));
+    assert_eq!(started.status, RunStatus::Running);
 }
 
 /// The owner check of `request_up`: a name belongs to one (repo, branch) or (repo, PR) until
@@ -579,7 +674,7 @@ async fn names_are_never_moved(store: Store) {
     let err = store
         .request_up(&UpRequest {
             pull_request: Some(PullRequestSource {
-                number: 4,
+                number: PrNumber::new(4).unwrap(),
                 git_ref: "refs/pull/4/head".into(),
                 head: commit('e'),
             }),
@@ -601,9 +696,9 @@ async fn names_are_never_moved(store: Store) {
     );
 
     // A PR env's name is never a branch env's.
-    let pr = |n: i64| UpRequest {
+    let pr = |n: u64| UpRequest {
         pull_request: Some(PullRequestSource {
-            number: n,
+            number: PrNumber::new(n).unwrap(),
             git_ref: format!("refs/pull/{n}/head"),
             head: commit('f'),
         }),
@@ -619,7 +714,7 @@ async fn names_are_never_moved(store: Store) {
     assert!(err.to_string().contains("pull request #4"), "{err}");
     assert_eq!(
         get(&store, "shop-pr-4").await.pull_request.unwrap().number,
-        4
+        PrNumber::new(4).unwrap()
     );
 
     // Once Deleted, the name may be owned anew.

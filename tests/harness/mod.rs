@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub mod chatops;
 pub mod discord;
 pub mod github;
+pub mod prs;
 
 pub const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 
@@ -136,6 +138,22 @@ pub struct ServerOptions<'a> {
 }
 
 impl<'a> ServerOptions<'a> {
+    /// The text of the server's `slipway.toml`, its data kept in `data_dir`.
+    pub fn config(&self, data_dir: &Path) -> String {
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nresync_interval = \"2s\"\nready_timeout = \"90s\"\n{extra}\n\
+             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\n{ttl}{repo_extra}\n{tables}\n",
+            data = data_dir.display(),
+            extra = self.extra,
+            name = self.repo_name,
+            url = self.repo_url.display(),
+            env_file = self.env_file,
+            repo_extra = self.repo_extra,
+            tables = self.tables,
+            ttl = if self.repo_extra.contains("default_ttl") { "" } else { "default_ttl = \"1h\"\n" },
+        )
+    }
+
     /// One repo, no extra configuration.
     pub fn basic(repo_name: &'a str, repo_url: &'a Path, env_file: &'a str) -> Self {
         Self {
@@ -158,19 +176,7 @@ impl Server {
     pub fn start_with_env(options: ServerOptions, serve_env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config_path = data_dir.path().join("slipway.toml");
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nresync_interval = \"2s\"\nready_timeout = \"90s\"\n{extra}\n\
-             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\n{ttl}{repo_extra}\n{tables}\n",
-            data = data_dir.path().display(),
-            extra = options.extra,
-            name = options.repo_name,
-            url = options.repo_url.display(),
-            env_file = options.env_file,
-            repo_extra = options.repo_extra,
-            tables = options.tables,
-            ttl = if options.repo_extra.contains("default_ttl") { "" } else { "default_ttl = \"1h\"\n" },
-        );
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, options.config(data_dir.path())).unwrap();
         let log_path = data_dir.path().join("server.log");
         let mut server = Self {
             child: None,
@@ -244,29 +250,59 @@ impl Server {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    pub fn tail_log(&self) -> String {
+        last_lines(&self.log(), 40)
+    }
+}
+
+/// The last `count` lines of `text`.
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
+impl Drop for Server {
+    /// Stops the server first, then removes whatever Docker objects its repo still has: a
+    /// test that failed half-way leaves nothing behind (a live server would restore them).
+    fn drop(&mut self) {
+        self.kill9();
+        remove_labelled(&format!("label=dev.slipway.repo={}", self.repo));
+    }
+}
+
+/// What a test does against a running Slipway, whether a `slipway serve` process
+/// ([`Server`]) or one inside the test process: the real CLI client, pointed at its URL.
+pub trait SlipwayApi {
+    /// Where the server serves: `http://127.0.0.1:<port>`.
+    fn url(&self) -> &str;
+    /// The repo of its config.
+    fn repo(&self) -> &str;
+    /// The newest lines of its log, for failure messages.
+    fn tail_log(&self) -> String;
+
     /// Runs `slipway env <args>` against this server.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    fn cli(&self, args: &[&str]) -> Output {
         Command::new(SLIPWAY)
             .arg("env")
             .args(args)
-            .env("SLIPWAY_SERVER", &self.url)
+            .env("SLIPWAY_SERVER", self.url())
             .env_remove("SLIPWAY_TOKEN")
             .output()
             .expect("slipway cli runs")
     }
 
     /// Runs `slipway <args>` (any command) against this server.
-    pub fn cli_raw(&self, args: &[&str]) -> Output {
+    fn cli_raw(&self, args: &[&str]) -> Output {
         Command::new(SLIPWAY)
             .args(args)
-            .env("SLIPWAY_SERVER", &self.url)
+            .env("SLIPWAY_SERVER", self.url())
             .env_remove("SLIPWAY_TOKEN")
             .output()
             .expect("slipway cli runs")
     }
 
     /// Runs a CLI command with `--json` that must succeed and returns its output.
-    pub fn cli_json(&self, args: &[&str]) -> Value {
+    fn cli_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.cli(&all);
@@ -281,24 +317,24 @@ impl Server {
     }
 
     /// `env up --wait` that must end Ready.
-    pub fn up_ready(&self, branch: &str) -> Value {
+    fn up_ready(&self, branch: &str) -> Value {
         self.cli_json(&[
             "up",
             branch,
             "--repo",
-            &self.repo,
+            self.repo(),
             "--wait",
             "--timeout",
             "3m",
         ])
     }
 
-    pub fn status(&self, env: &str) -> Value {
+    fn status(&self, env: &str) -> Value {
         self.cli_json(&["status", env])
     }
 
     /// Polls `env status` until `check` holds.
-    pub fn wait_until(
+    fn wait_until(
         &self,
         env: &str,
         what: &str,
@@ -319,20 +355,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-
-    pub fn tail_log(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
 }
 
-impl Drop for Server {
-    /// Stops the server first, then removes whatever Docker objects its repo still has: a
-    /// test that failed half-way leaves nothing behind (a live server would restore them).
-    fn drop(&mut self) {
-        self.kill9();
-        remove_labelled(&format!("label=dev.slipway.repo={}", self.repo));
+impl SlipwayApi for Server {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    fn tail_log(&self) -> String {
+        Server::tail_log(self)
     }
 }
 

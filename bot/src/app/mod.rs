@@ -63,11 +63,14 @@ pub enum Mode {
 impl App {
     /// Checks every section of `config`, opens the store, connects the runtime and starts
     /// the engine's controllers. `listening` is the address the server really bound, for
-    /// the public URL when the config names none (`listen` may say port 0).
+    /// the public URL when the config names none (`listen` may say port 0). `runtime`, when
+    /// given, is used instead of the one `[runtime]` names (the in-process test app passes
+    /// the runtime's test twin); `[runtime]` is still checked.
     pub async fn start(
         config: &Config,
         mode: Mode,
         listening: SocketAddr,
+        runtime: Option<Arc<dyn Runtime>>,
     ) -> anyhow::Result<(Arc<App>, Surfaces)> {
         let policy = AccessPolicy::from_config(config)?;
         let github = GitHubSettings::from_config(config)?;
@@ -101,7 +104,10 @@ impl App {
         };
         let notify_routes = notify::routes(config, &deps)?;
         let instance = store.instance_id().await?;
-        let runtime = runtime::from_config(config, &instance).await?;
+        let runtime = match runtime {
+            Some(runtime) => runtime,
+            None => runtime::from_config(config, &instance).await?,
+        };
         // Only demo mode runs the bundled image; a configured server must not spend its
         // start (or a Docker build) on it. `slipway demo-image` builds it on demand.
         if mode == Mode::Demo {

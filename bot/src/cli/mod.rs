@@ -286,14 +286,14 @@ async fn test(client: &Client, run: TestRun, flags: &Flags) -> anyhow::Result<()
     let env = run.env.clone();
     if !flags.wait {
         if flags.json {
-            print_json(&run_json(&run, &client.log_url(&env, run.id)))?;
+            print_json(&run_json(&run, &client.log_url(env.as_str(), run.id)))?;
         } else {
             println!("test run {} of {env} queued; follow it with `slipway test {env} --wait` or `slipway env status {env}`", run.id);
         }
         return Ok(());
     }
     let timeout = flags.timeout.unwrap_or(Duration::from_secs(60 * 60));
-    let path = format!("/envs/{}/runs/{}", encode(&env), run.id);
+    let path = format!("/envs/{}/runs/{}", encode(env.as_str()), run.id);
     let began = Instant::now();
     let mut last_status = None;
     let run = loop {
@@ -320,7 +320,7 @@ async fn test(client: &Client, run: TestRun, flags: &Flags) -> anyhow::Result<()
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let log_url = client.log_url(&env, run.id);
+    let log_url = client.log_url(env.as_str(), run.id);
     if flags.json {
         print_json(&run_json(&run, &log_url))?;
     } else {

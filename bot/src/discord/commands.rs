@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use envmgr::names::EnvName;
 use envmgr::store::{Phase, RunStatus};
 use envmgr::Engine;
 use serenity::all::{
@@ -96,12 +97,12 @@ impl Reply {
 pub enum Follow {
     /// An env on its way to Ready (or Failed, or Deleted) at generation `generation`.
     Env {
-        name: String,
+        name: EnvName,
         generation: i64,
         deleting: bool,
     },
     /// A test run until it finishes.
-    Run { env: String, id: i64 },
+    Run { env: EnvName, id: i64 },
 }
 
 /// Slash commands: `/env` with one subcommand per `env ...` kind, and a top-level command
@@ -221,7 +222,7 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
                 env.name, env.branch, env.repo
             ),
             Follow::Env {
-                name: env.name.to_string(),
+                name: env.name.clone(),
                 generation: env.generation,
                 deleting: false,
             },
@@ -229,7 +230,7 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
         Outcome::EnvDown { env } => Reply::with_follow(
             format!("🗑 `{}`: deleting…", env.name),
             Follow::Env {
-                name: env.name.to_string(),
+                name: env.name.clone(),
                 generation: env.generation,
                 deleting: true,
             },
@@ -269,7 +270,7 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
         Outcome::Test { run } => Reply::with_follow(
             format!("🧪 `{}`: test run {} queued…", run.env, run.id),
             Follow::Run {
-                env: run.env.to_string(),
+                env: run.env.clone(),
                 id: run.id,
             },
         ),

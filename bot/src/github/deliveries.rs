@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use envmgr::controller::{Action, Reconciler, Work};
+use envmgr::names::PrNumber;
 
 use super::events::WebhookEvent;
 use super::GitHubSurface;
@@ -32,7 +33,7 @@ pub enum DeliveryKey {
     Pull {
         /// `owner/name`, lowercase: GitHub names are case-insensitive.
         github: String,
-        number: u64,
+        number: PrNumber,
     },
     /// A delivery about no pull request (or one that does not parse): on its own.
     Alone(String),

@@ -1,6 +1,7 @@
 //! GitHub webhook payloads as typed events: only the fields Slipway reads, so any payload
 //! GitHub sends for a handled event parses, and every other event is `Ignored` cleanly.
 
+use envmgr::names::PrNumber;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +48,7 @@ impl WebhookEvent {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PullRequestEvent {
     pub action: String,
-    #[serde(deserialize_with = "pr_number")]
-    pub number: u64,
+    pub number: PrNumber,
     pub pull_request: PullRequest,
     pub repository: Repository,
     pub sender: User,
@@ -56,8 +56,7 @@ pub struct PullRequestEvent {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PullRequest {
-    #[serde(deserialize_with = "pr_number")]
-    pub number: u64,
+    pub number: PrNumber,
     pub state: String,
     #[serde(default)]
     pub draft: bool,
@@ -111,8 +110,7 @@ pub struct IssueCommentEvent {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Issue {
-    #[serde(deserialize_with = "pr_number")]
-    pub number: u64,
+    pub number: PrNumber,
     /// Present when the issue is a pull request.
     pub pull_request: Option<serde_json::Value>,
 }
@@ -123,23 +121,6 @@ pub struct Comment {
     /// `null` for an empty comment.
     pub body: Option<String>,
     pub user: User,
-}
-
-/// The largest pull-request number Slipway accepts: GitHub's own numbers are positive
-/// 32-bit integers, and the store keeps them as such.
-pub const MAX_PR_NUMBER: u64 = i32::MAX as u64;
-
-/// A pull-request (or issue) number in `1..=2^31-1`. Anything else is refused as a malformed
-/// payload, so no later `as` conversion can wrap or truncate it.
-fn pr_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    let number = u64::deserialize(deserializer)?;
-    if (1..=MAX_PR_NUMBER).contains(&number) {
-        Ok(number)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "pull request number {number} is outside 1..={MAX_PR_NUMBER}"
-        )))
-    }
 }
 
 #[cfg(test)]
@@ -221,7 +202,7 @@ mod fuzz {
 
     /// Whatever parsed, its numbers are in range.
     fn check(event: &str, body: &[u8]) {
-        let in_range = |n: u64| (1..=MAX_PR_NUMBER).contains(&n);
+        let in_range = |n: PrNumber| (1..=PrNumber::MAX).contains(&n.get());
         match WebhookEvent::parse(event, body) {
             Ok(WebhookEvent::PullRequest(e)) => {
                 assert!(

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use envmgr::names::PrNumber;
 use octocrab::Octocrab;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -77,7 +78,7 @@ impl Permission {
 /// A pull request as the API reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PullInfo {
-    pub number: u64,
+    pub number: PrNumber,
     pub open: bool,
     pub draft: bool,
     pub labels: Vec<String>,
@@ -156,16 +157,21 @@ pub struct CheckRun {
 #[async_trait]
 pub trait Forge: Send + Sync + 'static {
     async fn permission(&self, repo: &str, user: &str) -> Result<Permission, ForgeError>;
-    async fn pull_request(&self, repo: &str, number: u64) -> Result<PullInfo, ForgeError>;
+    async fn pull_request(&self, repo: &str, number: PrNumber) -> Result<PullInfo, ForgeError>;
     async fn open_pull_requests(&self, repo: &str) -> Result<Vec<PullInfo>, ForgeError>;
     /// The id of the first comment on the issue whose body contains `marker`.
     async fn find_comment(
         &self,
         repo: &str,
-        number: u64,
+        number: PrNumber,
         marker: &str,
     ) -> Result<Option<u64>, ForgeError>;
-    async fn create_comment(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError>;
+    async fn create_comment(
+        &self,
+        repo: &str,
+        number: PrNumber,
+        body: &str,
+    ) -> Result<u64, ForgeError>;
     async fn update_comment(
         &self,
         repo: &str,
@@ -204,11 +210,11 @@ pub trait Forge: Send + Sync + 'static {
         check: &CheckRun,
     ) -> Result<u64, ForgeError>;
     /// Logins whose latest review of the pull request approves it.
-    async fn approvals(&self, repo: &str, number: u64) -> Result<Vec<String>, ForgeError>;
+    async fn approvals(&self, repo: &str, number: PrNumber) -> Result<Vec<String>, ForgeError>;
     /// Every check run and commit status on `sha`: (name, outcome), where the outcome is
     /// `success`, `failure`, `pending`, ... as GitHub says it.
     async fn checks(&self, repo: &str, sha: &str) -> Result<Vec<(String, String)>, ForgeError>;
-    async fn close_pull_request(&self, repo: &str, number: u64) -> Result<(), ForgeError>;
+    async fn close_pull_request(&self, repo: &str, number: PrNumber) -> Result<(), ForgeError>;
 }
 
 /// The octocrab client of `[github]`, and whether it acts as a GitHub App.
@@ -394,7 +400,7 @@ struct PermissionBody {
 
 #[derive(Deserialize)]
 struct PullBody {
-    number: u64,
+    number: PrNumber,
     state: String,
     #[serde(default)]
     draft: bool,
@@ -500,7 +506,7 @@ const MAX_PAGES: usize = 20;
 
 #[async_trait]
 impl Forge for GitHubForge {
-    async fn approvals(&self, repo: &str, number: u64) -> Result<Vec<String>, ForgeError> {
+    async fn approvals(&self, repo: &str, number: PrNumber) -> Result<Vec<String>, ForgeError> {
         // Reviews come oldest first; a later review (changes requested, dismissed) replaces
         // a reviewer's earlier approval. Comments alone change nothing.
         let mut latest: Vec<(String, String)> = Vec::new();
@@ -549,7 +555,7 @@ impl Forge for GitHubForge {
         Ok(all)
     }
 
-    async fn close_pull_request(&self, repo: &str, number: u64) -> Result<(), ForgeError> {
+    async fn close_pull_request(&self, repo: &str, number: PrNumber) -> Result<(), ForgeError> {
         self.patch::<Ignored>(
             repo,
             &format!("/repos/{repo}/pulls/{number}"),
@@ -572,7 +578,7 @@ impl Forge for GitHubForge {
         }
     }
 
-    async fn pull_request(&self, repo: &str, number: u64) -> Result<PullInfo, ForgeError> {
+    async fn pull_request(&self, repo: &str, number: PrNumber) -> Result<PullInfo, ForgeError> {
         Ok(self
             .get::<PullBody>(repo, &format!("/repos/{repo}/pulls/{number}"))
             .await?
@@ -596,7 +602,7 @@ impl Forge for GitHubForge {
     async fn find_comment(
         &self,
         repo: &str,
-        number: u64,
+        number: PrNumber,
         marker: &str,
     ) -> Result<Option<u64>, ForgeError> {
         for page in 1..=MAX_PAGES {
@@ -616,7 +622,12 @@ impl Forge for GitHubForge {
         Ok(None)
     }
 
-    async fn create_comment(&self, repo: &str, number: u64, body: &str) -> Result<u64, ForgeError> {
+    async fn create_comment(
+        &self,
+        repo: &str,
+        number: PrNumber,
+        body: &str,
+    ) -> Result<u64, ForgeError> {
         let route = format!("/repos/{repo}/issues/{number}/comments");
         Ok(self
             .post::<IdBody>(repo, &route, json!({ "body": body }))

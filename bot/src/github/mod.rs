@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use axum::Router;
 use envmgr::controller::Nudger;
+use envmgr::names::{PrNumber, RepoName};
 use envmgr::store::Store;
 
 pub use settings::{GitHubLink, GitHubSettings};
@@ -99,12 +100,12 @@ impl GitHubSurface {
             .find(|l| l.github.eq_ignore_ascii_case(full_name))
     }
 
-    fn link_for_repo(&self, repo: &str) -> Option<&GitHubLink> {
-        self.links.iter().find(|l| l.repo.as_str() == repo)
+    fn link_for_repo(&self, repo: &RepoName) -> Option<&GitHubLink> {
+        self.links.iter().find(|l| &l.repo == repo)
     }
 
     /// Asks for the PR's comment, deployment and statuses to be brought in line with it.
-    fn nudge_report(&self, repo: &str, number: i64) {
+    fn nudge_report(&self, repo: &RepoName, number: PrNumber) {
         if let Some(reports) = self.reports.get() {
             reports.nudge(&report::key(repo, number));
         }

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use envmgr::names::{CommitSha, EnvName};
+use envmgr::names::{CommitSha, EnvName, PrNumber};
 use envmgr::snippet::fence_safe;
-use envmgr::store::{Delivery, Desired, PullRow};
+use envmgr::store::{Delivery, Desired, PullRow, PullState};
 
 use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
 use super::forge::PullInfo;
@@ -20,6 +20,23 @@ use crate::executor::{self, CommandError, Invocation, Outcome};
 const MAX_COMMANDS_PER_COMMENT: usize = 5;
 /// Who acts when the periodic sweep of open PRs changes something.
 const SWEEP_ACTOR: &str = "github:resync";
+
+/// Who asks for a pull request's env to match it: the sweep only heals what webhooks
+/// missed, everyone else (a webhook's sender, a commenter) asks for what they want.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SyncBy<'a> {
+    Sweep,
+    Actor(&'a str),
+}
+
+impl SyncBy<'_> {
+    fn actor(&self) -> &str {
+        match self {
+            SyncBy::Sweep => SWEEP_ACTOR,
+            SyncBy::Actor(actor) => actor,
+        }
+    }
+}
 
 impl GitHubSurface {
     /// Acts on one stored delivery; returns what was done, for the log and the store.
@@ -66,7 +83,9 @@ impl GitHubSurface {
             author: pr.user.login.clone(),
         };
         let actor = format!("github:{}", event.sender.login);
-        let outcome = self.sync_pull(&link, &info, &actor, None).await?;
+        let outcome = self
+            .sync_pull(&link, &info, SyncBy::Actor(&actor), None)
+            .await?;
         Ok(format!(
             "pull_request {} #{}: {outcome}",
             event.action, event.number
@@ -79,18 +98,22 @@ impl GitHubSurface {
         &self,
         link: &GitHubLink,
         info: &PullInfo,
-        actor: &str,
+        by: SyncBy<'_>,
         force: Option<Redeploy>,
     ) -> anyhow::Result<EnvDecision> {
-        CommitSha::parse(&info.head_sha).context("the pull request's head is not a commit id")?;
-        let env = EnvName::for_pull_request(&link.repo, info.number);
+        let head = CommitSha::parse(&info.head_sha)
+            .context("the pull request's head is not a commit id")?;
         let row = PullRow {
-            repo: link.repo.to_string(),
-            number: info.number as i64,
+            repo: link.repo.clone(),
+            number: info.number,
             github_repo: link.github.clone(),
-            env: env.to_string(),
-            state: if info.open { "open" } else { "closed" }.into(),
-            head_sha: info.head_sha.to_ascii_lowercase(),
+            env: EnvName::for_pull_request(&link.repo, info.number),
+            state: if info.open {
+                PullState::Open
+            } else {
+                PullState::Closed
+            },
+            head_sha: head,
             head_ref: info.head_ref.clone(),
             is_fork: info.is_fork(),
             is_draft: info.draft,
@@ -110,7 +133,7 @@ impl GitHubSurface {
         };
         let row = self.store.upsert_pull(&row).await?;
         self.leave_queue_if_changed(link, info).await?;
-        let outcome = self.ensure_env(link, &row, actor, force).await;
+        let outcome = self.ensure_env(link, &row, by, force).await;
         // Also after an error: the comment shows what the PR is waiting for.
         self.nudge_report(&row.repo, row.number);
         outcome
@@ -157,14 +180,15 @@ impl GitHubSurface {
         &self,
         link: &GitHubLink,
         row: &PullRow,
-        actor: &str,
+        by: SyncBy<'_>,
         force: Option<Redeploy>,
     ) -> anyhow::Result<EnvDecision> {
+        let actor = by.actor();
         let current = self.app.engine.get(&row.env).await.ok();
         let running = current
             .as_ref()
             .is_some_and(|e| e.desired == Desired::Running);
-        let not_wanted = if row.state != "open" {
+        let not_wanted = if row.state != PullState::Open {
             Some(NoEnvReason::Closed)
         } else if row.skip {
             Some(NoEnvReason::SkipLabel)
@@ -187,7 +211,7 @@ impl GitHubSurface {
             // trusted code, and the comment says the new commits wait for approval.
             None if !row.approved() => Ok(EnvDecision::AwaitingApproval),
             None => {
-                let head = CommitSha::parse(&row.head_sha)?;
+                let head = row.head_sha.clone();
                 let at_head = current.as_ref().is_some_and(|e| {
                     e.pull_request.as_ref().is_some_and(|pr| pr.head == head)
                         && e.phase != envmgr::store::Phase::Failed
@@ -198,14 +222,14 @@ impl GitHubSurface {
                 // The sweep only heals missed webhooks: an env of this head that was deleted
                 // (its TTL ran out, or someone took it down) stays deleted until a push, a
                 // webhook or `/slipway env up` asks again.
-                if !running && at_head && actor == SWEEP_ACTOR {
+                if !running && at_head && matches!(by, SyncBy::Sweep) {
                     return Ok(EnvDecision::LeftDeleted);
                 }
                 self.app
                     .engine
                     .up_pull_request(
                         &link.repo,
-                        row.number as u64,
+                        row.number,
                         head.clone(),
                         &row.head_ref,
                         force.and_then(|f| f.ttl),
@@ -275,7 +299,7 @@ impl GitHubSurface {
     async fn run_command(
         &self,
         link: &GitHubLink,
-        number: u64,
+        number: PrNumber,
         user: &str,
         command: Command,
     ) -> anyhow::Result<Option<String>> {
@@ -286,9 +310,9 @@ impl GitHubSurface {
             role: policy.role_for_github(permission.as_str()),
             place: pr_place(link, number),
             prefix: commands::COMMENT_PREFIX,
-            default_repo: Some(link.repo.to_string()),
-            default_env: Some(EnvName::for_pull_request(&link.repo, number).to_string()),
-            default_pull: Some(number),
+            default_repo: Some(link.repo.clone()),
+            default_env: Some(EnvName::for_pull_request(&link.repo, number)),
+            default_pull: Some(number.get()),
         };
         let result = match pull_request_only(&command) {
             None => executor::run(&self.app, &invocation, command)
@@ -331,7 +355,7 @@ impl GitHubSurface {
     async fn run_pull_request_command(
         &self,
         link: &GitHubLink,
-        number: u64,
+        number: PrNumber,
         invocation: &Invocation,
         command: &Command,
         action: PullAction,
@@ -355,7 +379,7 @@ impl GitHubSurface {
     async fn deploy_head(
         &self,
         link: &GitHubLink,
-        number: u64,
+        number: PrNumber,
         ttl: Option<Duration>,
         invocation: &Invocation,
     ) -> Result<Option<String>, CommandError> {
@@ -364,21 +388,21 @@ impl GitHubSurface {
             .pull_request(&link.github, number)
             .await
             .map_err(CommandError::failed)?;
+        let head = head_of(&info)?;
         let row = self
             .store
-            .get_pull(link.repo.as_str(), number as i64)
+            .get_pull(&link.repo, number)
             .await
             .map_err(CommandError::failed)?;
-        if info.is_fork()
-            && row.as_ref().and_then(|r| r.approved_sha.as_deref()) != Some(info.head_sha.as_str())
-        {
+        if info.is_fork() && row.as_ref().and_then(|r| r.approved_sha.as_ref()) != Some(&head) {
             return Err(CommandError::NotHere(format!(
                 "this pull request comes from a fork: approve its head {} first with `/slipway approve`.",
-                short(&info.head_sha)
+                head.short()
             )));
         }
+        let by = SyncBy::Actor(&invocation.caller.id);
         let outcome = self
-            .sync_pull(link, &info, &invocation.caller.id, Some(Redeploy { ttl }))
+            .sync_pull(link, &info, by, Some(Redeploy { ttl }))
             .await
             .map_err(CommandError::failed)?;
         match outcome {
@@ -392,35 +416,31 @@ impl GitHubSurface {
     async fn approve(
         &self,
         link: &GitHubLink,
-        number: u64,
+        number: PrNumber,
         invocation: &Invocation,
     ) -> Result<Option<String>, CommandError> {
-        let actor = invocation.caller.id.as_str();
+        let by = SyncBy::Actor(&invocation.caller.id);
         let user = invocation.caller.display.as_str();
         let info = self
             .forge
             .pull_request(&link.github, number)
             .await
             .map_err(CommandError::failed)?;
+        let head = head_of(&info)?;
         // Record the PR first so the approval has a row to land on.
-        self.sync_pull(link, &info, actor, None)
+        self.sync_pull(link, &info, by, None)
             .await
             .map_err(CommandError::failed)?;
         self.store
-            .approve_pull(
-                link.repo.as_str(),
-                number as i64,
-                &info.head_sha.to_ascii_lowercase(),
-                user,
-            )
+            .approve_pull(&link.repo, number, &head, user)
             .await
             .map_err(CommandError::failed)?;
-        self.sync_pull(link, &info, actor, None)
+        self.sync_pull(link, &info, by, None)
             .await
             .map_err(CommandError::failed)?;
         Ok(Some(format!(
             "@{user} approved commit {} of this pull request; its environment is on the way.",
-            short(&info.head_sha)
+            head.short()
         )))
     }
 
@@ -428,24 +448,20 @@ impl GitHubSurface {
     pub(super) async fn heal(&self, link: &GitHubLink) -> anyhow::Result<()> {
         let open = self.forge.open_pull_requests(&link.github).await?;
         for info in &open {
-            if let Err(e) = self.sync_pull(link, info, SWEEP_ACTOR, None).await {
-                tracing::warn!(pr = info.number, error = %format!("{e:#}"), "could not reconcile a pull request");
+            if let Err(e) = self.sync_pull(link, info, SyncBy::Sweep, None).await {
+                tracing::warn!(pr = %info.number, error = %format!("{e:#}"), "could not reconcile a pull request");
             }
         }
-        for row in self.store.open_pulls(link.repo.as_str()).await? {
-            if open.iter().all(|info| info.number as i64 != row.number) {
-                let info = match self
-                    .forge
-                    .pull_request(&link.github, row.number as u64)
-                    .await
-                {
+        for row in self.store.open_pulls(&link.repo).await? {
+            if open.iter().all(|info| info.number != row.number) {
+                let info = match self.forge.pull_request(&link.github, row.number).await {
                     Ok(info) => info,
                     Err(e) if e.is_not_found() => PullInfo {
-                        number: row.number as u64,
+                        number: row.number,
                         open: false,
                         draft: row.is_draft,
                         labels: vec![],
-                        head_sha: row.head_sha.clone(),
+                        head_sha: row.head_sha.to_string(),
                         head_ref: row.head_ref.clone(),
                         head_repo: None,
                         base_repo: link.github.clone(),
@@ -454,7 +470,7 @@ impl GitHubSurface {
                     },
                     Err(e) => return Err(e.into()),
                 };
-                self.sync_pull(link, &info, SWEEP_ACTOR, None).await?;
+                self.sync_pull(link, &info, SyncBy::Sweep, None).await?;
             }
         }
         Ok(())
@@ -584,12 +600,15 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
 }
 
 /// Where a PR command was given, for the audit log: `pr acme/shop#7`.
-fn pr_place(link: &GitHubLink, number: u64) -> String {
+fn pr_place(link: &GitHubLink, number: PrNumber) -> String {
     format!("pr {}#{number}", link.github)
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..12.min(sha.len())]
+/// The head GitHub reports for a pull request, as a commit.
+fn head_of(info: &PullInfo) -> Result<CommitSha, CommandError> {
+    CommitSha::parse(&info.head_sha)
+        .context("the pull request's head is not a commit id")
+        .map_err(CommandError::failed)
 }
 
 /// What `sync_pull` did with a pull request's env, and why: decided on these values, shown

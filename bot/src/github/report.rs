@@ -9,7 +9,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use envmgr::controller::{Action, Nudger, Reconciler, Work};
-use envmgr::store::{now_ms, EnvRecord, Phase, PullRow, RunStatus, Store, TestResult, TestRun};
+use envmgr::names::{PrNumber, RepoName};
+use envmgr::store::{
+    now_ms, EnvRecord, Phase, PullRow, PullState, RunStatus, Store, TestResult, TestRun,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::forge::{truncate, CheckRun, DeploymentState, ForgeError, StatusState};
@@ -26,13 +29,14 @@ pub const KIND: &str = "pr";
 const COALESCE: Duration = Duration::from_millis(100);
 
 /// The key of a PR's report: `<repo>#<number>`, with the configured repo's name.
-pub fn key(repo: &str, number: i64) -> String {
+pub fn key(repo: &RepoName, number: PrNumber) -> String {
     format!("{repo}#{number}")
 }
 
-fn parse_key(key: &str) -> Option<(&str, i64)> {
+fn parse_key(key: &str) -> Option<(RepoName, PrNumber)> {
     let (repo, number) = key.rsplit_once('#')?;
-    Some((repo, number.parse().ok()?))
+    let number = PrNumber::new(number.parse().ok()?).ok()?;
+    Some((RepoName::parse(repo).ok()?, number))
 }
 
 /// The reports controller: one replica at a time brings a PR's comment, deployment, commit
@@ -59,15 +63,15 @@ impl Reconciler for PullReports {
         let surface = &self.surface;
         let mut keys = Vec::new();
         for link in &surface.links {
-            for pull in surface.store.open_pulls(link.repo.as_str()).await? {
+            for pull in surface.store.open_pulls(&link.repo).await? {
                 keys.push(key(&pull.repo, pull.number));
             }
         }
         // A closed PR's env still going away is reported until it is gone.
         for env in surface.store.list(false).await? {
             if let Some(pr) = &env.pull_request {
-                if surface.link_for_repo(env.repo.as_str()).is_some() {
-                    keys.push(key(env.repo.as_str(), pr.number));
+                if surface.link_for_repo(&env.repo).is_some() {
+                    keys.push(key(&env.repo, pr.number));
                 }
             }
         }
@@ -82,7 +86,7 @@ impl Reconciler for PullReports {
             return Ok(Action::AwaitChange);
         };
         self.surface
-            .report_pull(work.store(), repo, number)
+            .report_pull(work.store(), &repo, number)
             .await
             .with_context(|| format!("could not report pull request {key} to GitHub"))?;
         Ok(Action::AwaitChange)
@@ -99,7 +103,7 @@ pub(super) async fn nudge_on_env_changes(surface: Arc<GitHubSurface>, reports: N
             Err(RecvError::Lagged(_)) => {
                 // Missed some: every open PR is looked at (the resync would, later).
                 for link in &surface.links {
-                    if let Ok(pulls) = surface.store.open_pulls(link.repo.as_str()).await {
+                    if let Ok(pulls) = surface.store.open_pulls(&link.repo).await {
                         for pull in pulls {
                             reports.nudge(&key(&pull.repo, pull.number));
                         }
@@ -118,7 +122,7 @@ pub(super) async fn nudge_on_env_changes(surface: Arc<GitHubSurface>, reports: N
             }
         }
         for env in envs {
-            match surface.store.pull_for_env(env.as_str()).await {
+            match surface.store.pull_for_env(&env).await {
                 Ok(Some(pull)) => reports.nudge(&key(&pull.repo, pull.number)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(env = %env, error = %e, "cannot read pull requests"),
@@ -130,7 +134,12 @@ pub(super) async fn nudge_on_env_changes(surface: Arc<GitHubSurface>, reports: N
 impl GitHubSurface {
     /// Brings the PR's comment, deployment and commit status in line with its env; what
     /// was posted is recorded through `store` (fenced by the PR's lease).
-    async fn report_pull(&self, store: &Store, repo: &str, number: i64) -> anyhow::Result<()> {
+    async fn report_pull(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        number: PrNumber,
+    ) -> anyhow::Result<()> {
         let Some(pull) = store.get_pull(repo, number).await? else {
             return Ok(());
         };
@@ -151,7 +160,7 @@ impl GitHubSurface {
             },
             None => None,
         }
-        .filter(|r| r.commit.as_deref() == Some(pull.head_sha.as_str()));
+        .filter(|r| r.commit.as_ref() == Some(&pull.head_sha));
         let mut body = render_comment(
             &pull,
             env.as_ref(),
@@ -159,7 +168,7 @@ impl GitHubSurface {
             &self.app.public_url,
             link.draft_envs,
         );
-        if let Some(line) = crate::queue::sticky_line(&self.app, &link.repo, number as u64).await
+        if let Some(line) = crate::queue::sticky_line(&self.app, &link.repo, number).await
         {
             body.push_str(&format!("\n\n{line}\n"));
         }
@@ -185,7 +194,7 @@ impl GitHubSurface {
     /// creating it only when there is none.
     async fn post_comment(&self, store: &Store, pull: &PullRow, body: &str) -> anyhow::Result<()> {
         let github = &pull.github_repo;
-        let number = pull.number as u64;
+        let number = pull.number;
         let known = match pull.comment_id {
             Some(id) => Some(id as u64),
             None => self.forge.find_comment(github, number, MARKER).await?,
@@ -214,24 +223,24 @@ impl GitHubSurface {
         pull: &PullRow,
         env: &EnvRecord,
     ) -> anyhow::Result<()> {
-        let Some(sha) = env.pull_request.as_ref().map(|pr| pr.head.to_string()) else {
+        let Some(sha) = env.pull_request.as_ref().map(|pr| &pr.head) else {
             return Ok(());
         };
         let (mut id, mut state) = (pull.deployment_id, pull.deployment_state.clone());
-        if pull.deployment_sha.as_deref() != Some(sha.as_str()) {
+        if pull.deployment_sha.as_ref() != Some(sha) {
             if env.phase == Phase::Deleted {
                 return Ok(());
             }
             let created = self
                 .forge
-                .create_deployment(&pull.github_repo, &sha, env.name.as_str())
+                .create_deployment(&pull.github_repo, sha.as_str(), env.name.as_str())
                 .await?;
             store
                 .record_pull_deployment(
                     &pull.repo,
                     pull.number,
                     Some(created as i64),
-                    Some(&sha),
+                    Some(sha),
                     None,
                 )
                 .await?;
@@ -278,7 +287,7 @@ impl GitHubSurface {
                 &pull.repo,
                 pull.number,
                 Some(id),
-                Some(&sha),
+                Some(sha),
                 Some(wanted.as_str()),
             )
             .await?;
@@ -295,10 +304,10 @@ impl GitHubSurface {
         let at_head = env.filter(|e| {
             e.pull_request
                 .as_ref()
-                .is_some_and(|pr| pr.head.as_str() == pull.head_sha)
+                .is_some_and(|pr| pr.head == pull.head_sha)
         });
         let (state, description, target) = match at_head {
-            _ if pull.state != "open" => return Ok(()),
+            _ if pull.state != PullState::Open => return Ok(()),
             _ if !pull.approved() => (
                 StatusState::Pending,
                 "waiting for a maintainer's /slipway approve".to_string(),
@@ -325,7 +334,7 @@ impl GitHubSurface {
             },
         };
         let recorded = format!("{}|{description}", state.as_str());
-        if pull.status_sha.as_deref() == Some(pull.head_sha.as_str())
+        if pull.status_sha.as_ref() == Some(&pull.head_sha)
             && pull.status_state.as_deref() == Some(recorded.as_str())
         {
             return Ok(());
@@ -333,7 +342,7 @@ impl GitHubSurface {
         self.forge
             .commit_status(
                 &pull.github_repo,
-                &pull.head_sha,
+                pull.head_sha.as_str(),
                 state,
                 STATUS_CONTEXT,
                 &description,
@@ -376,7 +385,7 @@ impl GitHubSurface {
         let failed: Vec<&TestResult> = run.failed_tests().collect();
         let mut summary = format!(
             "{headline}\n\nCommit `{}` · [full log]({log_url})",
-            &pull.head_sha[..12.min(pull.head_sha.len())]
+            pull.head_sha.short()
         );
         if !failed.is_empty() {
             summary.push_str("\n\nFailed:\n");
@@ -400,7 +409,7 @@ impl GitHubSurface {
             .collect();
         let check = CheckRun {
             name: TESTS_CONTEXT.into(),
-            head_sha: pull.head_sha.clone(),
+            head_sha: pull.head_sha.to_string(),
             status,
             conclusion,
             title: headline.clone(),
@@ -434,7 +443,7 @@ impl GitHubSurface {
                 self.forge
                     .commit_status(
                         &pull.github_repo,
-                        &pull.head_sha,
+                        pull.head_sha.as_str(),
                         state,
                         TESTS_CONTEXT,
                         &headline,
@@ -474,7 +483,7 @@ pub fn render_comment(
 ) -> String {
     let mut out = format!("{MARKER}\n### Slipway environment `{}`\n\n", pull.env);
     let waiting = |text: &str| format!("{out}{text}\n\n{}", footer());
-    if pull.state != "open" && env.is_none_or(|e| e.phase == Phase::Deleted) {
+    if pull.state != PullState::Open && env.is_none_or(|e| e.phase == Phase::Deleted) {
         return waiting("🗑 The pull request is closed; its environment is deleted.");
     }
     if pull.skip {
@@ -576,7 +585,7 @@ fn test_summary(run: &TestRun, public_url: &str) -> String {
 fn approval_text(pull: &PullRow) -> String {
     format!(
         "⏸ This pull request comes from a fork, so its code does not run until someone with write access comments `/slipway approve` (for commit `{}`).",
-        &pull.head_sha[..12.min(pull.head_sha.len())]
+        pull.head_sha.short()
     )
 }
 
@@ -659,9 +668,13 @@ mod tests {
 
     #[test]
     fn report_keys_name_the_repo_and_the_number() {
-        assert_eq!(key("shop", 7), "shop#7");
-        assert_eq!(parse_key("shop#7"), Some(("shop", 7)));
+        let shop = RepoName::parse("shop").unwrap();
+        let seven = PrNumber::new(7).unwrap();
+        assert_eq!(key(&shop, seven), "shop#7");
+        assert_eq!(parse_key("shop#7"), Some((shop, seven)));
         assert_eq!(parse_key("shop"), None);
         assert_eq!(parse_key("shop#x"), None);
+        assert_eq!(parse_key("shop#0"), None);
+        assert_eq!(parse_key("Shop#7"), None);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envmgr::controller::{backoff, Action, Reconciler, Work};
+use envmgr::names::RepoName;
 use envmgr::store::now_ms;
 
 use super::GitHubSurface;
@@ -53,7 +54,8 @@ impl Reconciler for Sweeps {
     }
 
     async fn reconcile(&self, key: &str, work: &Work) -> anyhow::Result<Action> {
-        let Some(link) = self.surface.link_for_repo(key).cloned() else {
+        let repo = RepoName::parse(key).ok();
+        let Some(link) = repo.and_then(|r| self.surface.link_for_repo(&r).cloned()) else {
             return Ok(Action::AwaitChange);
         };
         let turn = work

@@ -219,7 +219,7 @@ pub fn run_notification(
     };
     let mut n = base(kind, event, env);
     if let Some(commit) = &run.commit {
-        n.commit = Some(commit.clone());
+        n.commit = Some(commit.to_string());
     }
     n.run_id = Some(run.id);
     let log_url = format!("{public_url}/api/v1/envs/{}/runs/{}/log", run.env, run.id);
@@ -259,7 +259,7 @@ fn base(kind: NotificationKind, event: &Event, env: Option<&EnvRecord>) -> Notif
         commit: env.and_then(|e| e.commit.as_ref()).map(|c| c.to_string()),
         pull_request: env
             .and_then(|e| e.pull_request.as_ref())
-            .map(|pr| pr.number),
+            .map(|pr| pr.number.as_i64()),
         run_id: None,
     }
 }
@@ -296,7 +296,7 @@ pub fn one_line(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
-    use envmgr::store::{Desired, ServiceStatus};
+    use envmgr::store::{Desired, RunTrigger, ServiceStatus};
     use std::time::Duration;
 
     const SHA: &str = "e178d1848e82aaaabbbbccccddddeeeeffff0000";
@@ -347,9 +347,9 @@ mod tests {
     fn run(status: RunStatus, snippet: Option<&str>) -> TestRun {
         TestRun {
             id: 7,
-            env: "demo-feature-x".into(),
-            commit: Some(SHA.into()),
-            trigger: "auto".into(),
+            env: EnvName::parse("demo-feature-x").unwrap(),
+            commit: Some(CommitSha::parse(SHA).unwrap()),
+            trigger: RunTrigger::Auto,
             requested_by: "slipway".into(),
             failed_only: false,
             status,

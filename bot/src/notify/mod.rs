@@ -362,7 +362,7 @@ impl Notifier {
                 let Some(run) = self.store.get_run(id).await? else {
                     return Ok(None);
                 };
-                if run.env != event.env {
+                if run.env.as_str() != event.env {
                     return Ok(None);
                 }
                 Ok(message::run_notification(

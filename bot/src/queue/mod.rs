@@ -8,7 +8,7 @@ pub mod render;
 
 use std::time::Duration;
 
-use envmgr::names::{BranchName, CommitSha, RepoName};
+use envmgr::names::{BranchName, CommitSha, PrNumber, RepoName};
 use envmgr::store::{now_ms, queue_key, Change, NewQueueEntry, QueueEntry, QueueRow};
 use envmgr::RepoSettings;
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,7 @@ pub async fn views(
 
 fn view(entry: QueueEntry, position: Option<usize>, eta: Option<Duration>) -> EntryView {
     let (pr, branch) = match &entry.change {
-        Change::Pull(n) => (Some(*n), None),
+        Change::Pull(n) => (Some(n.get()), None),
         Change::Branch(b) => (None, Some(b.to_string())),
     };
     let state = if !entry.wanted && entry.is_live_state() {
@@ -169,6 +169,11 @@ async fn typical_test_time(app: &App, repo: &RepoName) -> Result<Option<Duration
     Ok(Some(Duration::from_millis(times[times.len() / 2].max(0) as u64)))
 }
 
+/// A pull request number as people typed it, checked.
+fn pr_number(n: u64) -> Result<PrNumber, CommandError> {
+    PrNumber::new(n).map_err(|e| CommandError::Engine(e.into()))
+}
+
 fn engine_error(e: envmgr::store::StoreError) -> CommandError {
     CommandError::Engine(e.into())
 }
@@ -181,7 +186,9 @@ pub fn repo_for<'a>(
     repo: Option<&str>,
 ) -> Result<&'a RepoSettings, CommandError> {
     let repos = &app.engine.settings().repos;
-    let name = repo.map(str::to_owned).or(invocation.default_repo.clone());
+    let name = repo
+        .map(str::to_owned)
+        .or(invocation.default_repo.as_ref().map(ToString::to_string));
     match name {
         Some(name) => repos.iter().find(|r| r.name.as_str() == name).ok_or_else(|| {
             CommandError::Engine(envmgr::engine::EngineError::UnknownRepo {
@@ -230,12 +237,12 @@ pub async fn add(
         }));
     }
     let change = match change {
-        Some(QueueRef::Pull(n) | QueueRef::Number(n)) => Change::Pull(n),
+        Some(QueueRef::Pull(n) | QueueRef::Number(n)) => Change::Pull(pr_number(n)?),
         Some(QueueRef::Branch(b)) => Change::Branch(
             BranchName::from_user(&b).map_err(|e| CommandError::Engine(e.into()))?,
         ),
         None => match invocation.default_pull {
-            Some(n) => Change::Pull(n),
+            Some(n) => Change::Pull(pr_number(n)?),
             None => {
                 return Err(CommandError::Missing {
                     command: CommandKind::QueueAdd,
@@ -287,7 +294,7 @@ pub async fn add(
 async fn pull_ready(
     app: &App,
     repo: &RepoSettings,
-    number: u64,
+    number: PrNumber,
 ) -> Result<(CommitSha, String), CommandError> {
     let (forge, github) = forge_for(app, &repo.name)?;
     let info = forge
@@ -386,7 +393,9 @@ pub async fn find_entry<'a>(
     repo: Option<String>,
 ) -> Result<(&'a RepoSettings, QueueEntry), CommandError> {
     let store = app.store();
-    let named_repo = repo.clone().or(invocation.default_repo.clone());
+    let named_repo = repo
+        .clone()
+        .or(invocation.default_repo.as_ref().map(ToString::to_string));
     let not_found = |what: String| {
         CommandError::NotHere(format!(
             "{what} is not in the submit queue; `queue list` shows what is."
@@ -410,7 +419,7 @@ pub async fn find_entry<'a>(
         let repo_settings = repo_for(app, invocation, kind, named_repo.as_deref()).ok();
         if let Some(repo_settings) = repo_settings {
             if let Some(found) = store
-                .latest_entry_of(&repo_settings.name, &Change::Pull(n))
+                .latest_entry_of(&repo_settings.name, &Change::Pull(pr_number(n)?))
                 .await
                 .map_err(engine_error)?
             {
@@ -428,7 +437,7 @@ pub async fn find_entry<'a>(
     }
     let repo_settings = repo_for(app, invocation, kind, named_repo.as_deref())?;
     let change = match reference {
-        QueueRef::Pull(n) | QueueRef::Number(n) => Change::Pull(n),
+        QueueRef::Pull(n) | QueueRef::Number(n) => Change::Pull(pr_number(n)?),
         QueueRef::Branch(b) => Change::Branch(
             BranchName::from_user(&b).map_err(|e| CommandError::Engine(e.into()))?,
         ),
@@ -468,7 +477,7 @@ pub async fn entry_view(
 
 /// The submit-queue line of a pull request's sticky comment, while it is in line (or just
 /// left it): its position and ETA, kept current as the queue moves.
-pub async fn sticky_line(app: &App, repo: &RepoName, number: u64) -> Option<String> {
+pub async fn sticky_line(app: &App, repo: &RepoName, number: PrNumber) -> Option<String> {
     let settings = app.engine.settings().repos.iter().find(|r| r.name == *repo)?;
     let entry = app
         .store()
@@ -485,7 +494,8 @@ pub async fn list(
     invocation: &Invocation,
     repo: Option<String>,
 ) -> Result<(Vec<QueueView>, Vec<EntryView>), CommandError> {
-    let repos: Vec<&RepoSettings> = match repo.or(invocation.default_repo.clone()) {
+    let named = repo.or(invocation.default_repo.as_ref().map(ToString::to_string));
+    let repos: Vec<&RepoSettings> = match named {
         Some(name) => vec![repo_for(app, invocation, CommandKind::QueueList, Some(&name))?],
         None => app.engine.settings().repos.iter().collect(),
     };

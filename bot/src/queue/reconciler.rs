@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use envmgr::controller::{Action as Next, Reconciler, Work};
 use envmgr::git::{CandidateBuild, ChangeToMerge, PushOutcome};
-use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
+use envmgr::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 use envmgr::queue::machine::{
     self, BuildResult, CandidateId, CandidateState, EntryId, EntryState, Event, Eviction,
     QueueState,
@@ -260,7 +260,7 @@ impl<'a> Pass<'a> {
                 if let Change::Pull(number) = entry.change {
                     self.app.engine.nudge(
                         crate::github::report::KIND,
-                        &crate::github::report::key(entry.repo.as_str(), number as i64),
+                        &crate::github::report::key(&entry.repo, number),
                     );
                 }
             }
@@ -382,7 +382,7 @@ impl<'a> Pass<'a> {
         let run = match world.run {
             Some(run_id) => runs.into_iter().find(|r| r.id == run_id),
             None => runs.into_iter().find(|r| {
-                r.commit.as_deref() == Some(commit.as_str()) && !world.counted.contains(&r.id)
+                r.commit.as_ref() == Some(commit) && !world.counted.contains(&r.id)
             }),
         };
         let Some(run) = run else {
@@ -560,7 +560,7 @@ impl<'a> Pass<'a> {
             let run = self
                 .app
                 .engine
-                .request_test(name.as_str(), false, ACTOR)
+                .request_test(&name, false, ACTOR)
                 .await
                 .context("cannot start the candidate's tests")?;
             self.doc.candidates.entry(candidate).or_default().run = Some(run.id);
@@ -583,7 +583,7 @@ impl<'a> Pass<'a> {
             .get(&candidate)
             .and_then(|w| w.env.clone())
         {
-            match self.app.engine.down(env.as_str(), ACTOR).await {
+            match self.app.engine.down(&env, ACTOR).await {
                 Ok(_) | Err(envmgr::engine::EngineError::NotFound(_)) => {}
                 Err(e) => warn!(env = %env, error = %e, "cannot delete a candidate's environment"),
             }
@@ -704,7 +704,7 @@ impl<'a> Pass<'a> {
         info!(queue = %self.repo.name, change = %entry.change, "{message}");
         // Its own env has done its job.
         let env = entry.change.env_name(&entry.repo);
-        if let Err(e) = self.app.engine.down(env.as_str(), ACTOR).await {
+        if let Err(e) = self.app.engine.down(&env, ACTOR).await {
             if !matches!(e, envmgr::engine::EngineError::NotFound(_)) {
                 warn!(env = %env, error = %e, "cannot delete the landed change's environment");
             }
@@ -722,7 +722,7 @@ impl<'a> Pass<'a> {
                 // merged, so the queue closes it, having named the landed commit above.
                 if let Some((forge, github)) = self.forge() {
                     if let Err(e) = forge.close_pull_request(github, number).await {
-                        warn!(pr = number, error = %e, "cannot close the landed pull request");
+                        warn!(pr = %number, error = %e, "cannot close the landed pull request");
                     }
                 }
             }
@@ -927,7 +927,7 @@ impl<'a> Pass<'a> {
     /// being down must not hold the queue (the timeline and the sinks have it too).
     async fn tell_pull(
         &self,
-        number: u64,
+        number: PrNumber,
         entry: &QueueEntry,
         state: StatusState,
         description: &str,
@@ -946,19 +946,19 @@ impl<'a> Pass<'a> {
             .await
             .redact_text(body);
         if let Err(e) = forge.create_comment(github, number, &body).await {
-            warn!(pr = number, error = %e, "cannot comment on the pull request");
+            warn!(pr = %number, error = %e, "cannot comment on the pull request");
         }
         self.status(number, entry, state, description).await;
     }
 
-    async fn status(&self, number: u64, entry: &QueueEntry, state: StatusState, description: &str) {
+    async fn status(&self, number: PrNumber, entry: &QueueEntry, state: StatusState, description: &str) {
         let Some((forge, github)) = self.forge() else {
             return;
         };
         // The sticky comment shows the queue's line too.
         self.app.engine.nudge(
             crate::github::report::KIND,
-            &crate::github::report::key(entry.repo.as_str(), number as i64),
+            &crate::github::report::key(&entry.repo, number),
         );
         let description = crate::text::truncate(description, 140);
         if let Err(e) = forge
@@ -972,7 +972,7 @@ impl<'a> Pass<'a> {
             )
             .await
         {
-            warn!(pr = number, error = %e, "cannot set the queue status");
+            warn!(pr = %number, error = %e, "cannot set the queue status");
         }
     }
 }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use envmgr::engine::EngineError;
+use envmgr::names::{EnvName, ServiceName};
 use envmgr::runtime::{LogOptions, RuntimeError};
 use envmgr::store::StoreError;
 use futures_util::StreamExt;
@@ -359,6 +360,11 @@ async fn env_up(
     }
 }
 
+/// An env named in a path, checked as the engine checks names: a bad one is a 400.
+fn env_name(text: &str) -> Result<EnvName, ApiError> {
+    Ok(EnvName::parse(text).map_err(EngineError::from)?)
+}
+
 /// A duration in a JSON body, e.g. "2h".
 fn parse_duration(text: &str) -> Result<std::time::Duration, ApiError> {
     humantime::parse_duration(text).map_err(|e| {
@@ -397,7 +403,7 @@ async fn env_status(
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
     allow_read(&state, CommandKind::EnvStatus)?;
-    Ok(Json(state.engine.status(&env).await?).into_response())
+    Ok(Json(state.engine.status(&env_name(&env)?).await?).into_response())
 }
 
 async fn env_down(
@@ -447,6 +453,7 @@ async fn env_events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     allow_read(&state, CommandKind::EnvStatus)?;
+    let env = env_name(&env)?;
     Ok(Json(state.engine.events(&env, q.after).await?).into_response())
 }
 
@@ -469,10 +476,14 @@ async fn env_logs(
         tail: q.tail,
         follow: q.follow,
     };
-    let stream = state
-        .engine
-        .logs(&env, q.service.as_deref(), options)
-        .await?;
+    let env = env_name(&env)?;
+    let service = q
+        .service
+        .as_deref()
+        .map(ServiceName::parse)
+        .transpose()
+        .map_err(EngineError::from)?;
+    let stream = state.engine.logs(&env, service.as_ref(), options).await?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
@@ -516,7 +527,7 @@ async fn list_runs(
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
     allow_read(&state, CommandKind::EnvStatus)?;
-    Ok(Json(state.engine.runs(&env, 50).await?).into_response())
+    Ok(Json(state.engine.runs(&env_name(&env)?, 50).await?).into_response())
 }
 
 async fn get_run(
@@ -524,7 +535,7 @@ async fn get_run(
     Path((env, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
     allow_read(&state, CommandKind::EnvStatus)?;
-    Ok(Json(state.engine.run(&env, id).await?).into_response())
+    Ok(Json(state.engine.run(&env_name(&env)?, id).await?).into_response())
 }
 
 /// The full log of a run, decompressed and redacted as it is sent.
@@ -534,7 +545,7 @@ async fn run_log(
 ) -> Result<Response, ApiError> {
     allow_read(&state, CommandKind::EnvLogs)?;
     // Redacted by the engine as it is read, like the env's own logs.
-    let stream = state.engine.run_log_stream(&env, id).await?;
+    let stream = state.engine.run_log_stream(&env_name(&env)?, id).await?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }

@@ -12,6 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
+use envmgr::runtime::Runtime;
+use secrecy::SecretString;
 use tracing::info;
 
 use crate::app::{App, Mode};
@@ -21,22 +24,17 @@ use crate::{discord, github, notify};
 
 pub use crate::demo::build_demo_image;
 
-pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::Result<()> {
-    let (config, mode) = match config_path {
-        Some(path) => (Config::load(path)?, Mode::Configured),
-        None => (Config::embedded_defaults(), Mode::Demo),
-    };
-    let token = token::api_token(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is another Slipway running? set `listen` in the config",
-                config.listen
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    let (app, surfaces) = App::start(&config, mode, addr).await?;
+/// Builds the application context and starts every surface on it: the notifier, Discord,
+/// GitHub. Returns the router of the HTTP side (API, webhooks, metrics, probes), to be
+/// served at `addr`. `runtime`: where envs run instead of the one `[runtime]` names.
+pub(crate) async fn start(
+    config: &Config,
+    mode: Mode,
+    token: Option<SecretString>,
+    addr: SocketAddr,
+    runtime: Option<Arc<dyn Runtime>>,
+) -> anyhow::Result<(Arc<App>, Router)> {
+    let (app, surfaces) = App::start(config, mode, addr, runtime).await?;
 
     notify::start(&app, surfaces.notify);
     crate::queue::reconciler::start(&app);
@@ -71,6 +69,25 @@ pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow:
             metrics.http(),
             metrics::track_requests,
         ));
+    Ok((app, router))
+}
+
+pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::Result<()> {
+    let (config, mode) = match config_path {
+        Some(path) => (Config::load(path)?, Mode::Configured),
+        None => (Config::embedded_defaults(), Mode::Demo),
+    };
+    let token = token::api_token(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another Slipway running? set `listen` in the config",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let (app, router) = start(&config, mode, token, addr, None).await?;
     let url = format!("http://{addr}");
     let data_dir = config.data_dir();
     info!(%addr, %url, instance = %app.instance, "Slipway is serving");

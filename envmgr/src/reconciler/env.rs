@@ -17,7 +17,7 @@ use crate::compose::ComposeFile;
 use crate::git::{GitError, RepoPath};
 use crate::names::{CommitSha, EnvName, ServiceName};
 use crate::runtime::{ObservedEnv, Progress, ProgressSink, RuntimeError, ServiceState};
-use crate::store::{now_ms, Desired, EnvRecord, Phase, ServiceStatus};
+use crate::store::{now_ms, Desired, EnvRecord, Phase, RunTrigger, ServiceStatus};
 
 /// How often a long step checks whether its work was superseded.
 const SUPERSEDE_POLL: Duration = Duration::from_millis(300);
@@ -355,13 +355,13 @@ async fn deploy(
     if fresh && !file.test_services().is_empty() {
         let newest = ctx.store.runs(&env.name, 1).await?.into_iter().next();
         let queued = newest.is_some_and(|run| {
-            run.trigger == "auto"
-                && run.commit.as_deref() == Some(commit.as_str())
+            run.trigger == RunTrigger::Auto
+                && run.commit.as_ref() == Some(&commit)
                 && !run.status.is_finished()
         });
         if !queued {
             ctx.store
-                .insert_run(&env.name, Some(commit.as_str()), "auto", "slipway", false)
+                .insert_run(&env.name, Some(&commit), RunTrigger::Auto, "slipway", false)
                 .await?;
         }
         ctx.test_runs.nudge(env.name.as_str());

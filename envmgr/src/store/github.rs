@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use super::{column, now_ms, Store, StoreError};
+use super::{column, now_ms, parsed_column, parsed_optional_column, Store, StoreError};
+use crate::names::{CommitSha, EnvName, PrNumber, RepoName};
 
 /// One stored webhook delivery awaiting processing.
 #[derive(Debug, Clone)]
@@ -15,61 +16,86 @@ pub struct Delivery {
     pub payload: String,
 }
 
+/// Whether a pull request is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullState {
+    Open,
+    Closed,
+}
+
+impl PullState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullState::Open => "open",
+            PullState::Closed => "closed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [PullState::Open, PullState::Closed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
 /// A pull request as Slipway knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PullRow {
-    pub repo: String,
-    pub number: i64,
+    pub repo: RepoName,
+    pub number: PrNumber,
     /// `owner/name` on GitHub.
     pub github_repo: String,
-    pub env: String,
-    /// `open` or `closed`.
-    pub state: String,
-    pub head_sha: String,
+    pub env: EnvName,
+    pub state: PullState,
+    pub head_sha: CommitSha,
     pub head_ref: String,
     pub is_fork: bool,
     pub is_draft: bool,
     /// Opted out with the `slipway:skip` label.
     pub skip: bool,
-    pub approved_sha: Option<String>,
+    pub approved_sha: Option<CommitSha>,
     pub approved_by: Option<String>,
     pub comment_id: Option<i64>,
     pub comment_body: Option<String>,
     pub deployment_id: Option<i64>,
-    pub deployment_sha: Option<String>,
+    pub deployment_sha: Option<CommitSha>,
     pub deployment_state: Option<String>,
-    pub status_sha: Option<String>,
+    pub status_sha: Option<CommitSha>,
     pub status_state: Option<String>,
 }
 
 impl PullRow {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let state: String = column(row, "state")?;
         Ok(Self {
-            repo: column(row, "repo")?,
-            number: column(row, "number")?,
+            repo: parsed_column(row, "repo", RepoName::parse)?,
+            number: PrNumber::from_i64(column(row, "number")?)
+                .map_err(|e| StoreError::Corrupt(format!("number: {e}")))?,
             github_repo: column(row, "github_repo")?,
-            env: column(row, "env")?,
-            state: column(row, "state")?,
-            head_sha: column(row, "head_sha")?,
+            env: parsed_column(row, "env", EnvName::parse)?,
+            state: PullState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("pull request state {state}")))?,
+            head_sha: parsed_column(row, "head_sha", CommitSha::parse)?,
             head_ref: column(row, "head_ref")?,
             is_fork: column::<i64>(row, "is_fork")? != 0,
             is_draft: column::<i64>(row, "is_draft")? != 0,
             skip: column::<i64>(row, "skip")? != 0,
-            approved_sha: column(row, "approved_sha")?,
+            approved_sha: parsed_optional_column(row, "approved_sha", CommitSha::parse)?,
             approved_by: column(row, "approved_by")?,
             comment_id: column(row, "comment_id")?,
             comment_body: column(row, "comment_body")?,
             deployment_id: column(row, "deployment_id")?,
-            deployment_sha: column(row, "deployment_sha")?,
+            deployment_sha: parsed_optional_column(row, "deployment_sha", CommitSha::parse)?,
             deployment_state: column(row, "deployment_state")?,
-            status_sha: column(row, "status_sha")?,
+            status_sha: parsed_optional_column(row, "status_sha", CommitSha::parse)?,
             status_state: column(row, "status_state")?,
         })
     }
 
     /// Fork PRs run only once someone with write access approved their current head.
     pub fn approved(&self) -> bool {
-        !self.is_fork || self.approved_sha.as_deref() == Some(self.head_sha.as_str())
+        !self.is_fork || self.approved_sha.as_ref() == Some(&self.head_sha)
     }
 }
 
@@ -210,12 +236,12 @@ impl Store {
                  head_ref = excluded.head_ref, is_fork = excluded.is_fork, is_draft = excluded.is_draft, \
                  skip = excluded.skip, updated_at = excluded.updated_at",
         )
-        .bind(&pull.repo)
-        .bind(pull.number)
+        .bind(pull.repo.as_str())
+        .bind(pull.number.as_i64())
         .bind(&pull.github_repo)
-        .bind(&pull.env)
-        .bind(&pull.state)
-        .bind(&pull.head_sha)
+        .bind(pull.env.as_str())
+        .bind(pull.state.as_str())
+        .bind(pull.head_sha.as_str())
         .bind(&pull.head_ref)
         .bind(pull.is_fork as i64)
         .bind(pull.is_draft as i64)
@@ -233,33 +259,37 @@ impl Store {
             })
     }
 
-    pub async fn get_pull(&self, repo: &str, number: i64) -> Result<Option<PullRow>, StoreError> {
+    pub async fn get_pull(
+        &self,
+        repo: &RepoName,
+        number: PrNumber,
+    ) -> Result<Option<PullRow>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {PULL_COLUMNS} FROM pull_requests WHERE repo = $1 AND number = $2"
         ))
-        .bind(repo)
-        .bind(number)
+        .bind(repo.as_str())
+        .bind(number.as_i64())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(PullRow::from_row).transpose()
     }
 
-    pub async fn pull_for_env(&self, env: &str) -> Result<Option<PullRow>, StoreError> {
+    pub async fn pull_for_env(&self, env: &EnvName) -> Result<Option<PullRow>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {PULL_COLUMNS} FROM pull_requests WHERE env = $1"
         ))
-        .bind(env)
+        .bind(env.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(PullRow::from_row).transpose()
     }
 
     /// PRs of `repo` Slipway believes open.
-    pub async fn open_pulls(&self, repo: &str) -> Result<Vec<PullRow>, StoreError> {
+    pub async fn open_pulls(&self, repo: &RepoName) -> Result<Vec<PullRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {PULL_COLUMNS} FROM pull_requests WHERE repo = $1 AND state = 'open' ORDER BY number"
         ))
-        .bind(repo)
+        .bind(repo.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(PullRow::from_row).collect()
@@ -267,17 +297,17 @@ impl Store {
 
     pub async fn approve_pull(
         &self,
-        repo: &str,
-        number: i64,
-        sha: &str,
+        repo: &RepoName,
+        number: PrNumber,
+        sha: &CommitSha,
         by: &str,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE pull_requests SET approved_sha = $1, approved_by = $2, updated_at = $3 WHERE repo = $4 AND number = $5")
-            .bind(sha)
+            .bind(sha.as_str())
             .bind(by)
             .bind(now_ms())
-            .bind(repo)
-            .bind(number)
+            .bind(repo.as_str())
+            .bind(number.as_i64())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -287,8 +317,8 @@ impl Store {
     /// `record_pull_*` writes are fenced when the store is (see [`Store::fenced`]).
     pub async fn record_pull_comment(
         &self,
-        repo: &str,
-        number: i64,
+        repo: &RepoName,
+        number: PrNumber,
         id: i64,
         body: &str,
     ) -> Result<(), StoreError> {
@@ -300,18 +330,18 @@ impl Store {
         let query = sqlx::query(&sql)
             .bind(id)
             .bind(body)
-            .bind(repo)
-            .bind(number);
+            .bind(repo.as_str())
+            .bind(number.as_i64());
         let done = self.bind_fence(query).execute(&self.pool).await?;
         self.check_fence(done.rows_affected()).await
     }
 
     pub async fn record_pull_deployment(
         &self,
-        repo: &str,
-        number: i64,
+        repo: &RepoName,
+        number: PrNumber,
         id: Option<i64>,
-        sha: Option<&str>,
+        sha: Option<&CommitSha>,
         state: Option<&str>,
     ) -> Result<(), StoreError> {
         let sql = format!(
@@ -321,19 +351,19 @@ impl Store {
         );
         let query = sqlx::query(&sql)
             .bind(id)
-            .bind(sha)
+            .bind(sha.map(CommitSha::as_str))
             .bind(state)
-            .bind(repo)
-            .bind(number);
+            .bind(repo.as_str())
+            .bind(number.as_i64());
         let done = self.bind_fence(query).execute(&self.pool).await?;
         self.check_fence(done.rows_affected()).await
     }
 
     pub async fn record_pull_status(
         &self,
-        repo: &str,
-        number: i64,
-        sha: &str,
+        repo: &RepoName,
+        number: PrNumber,
+        sha: &CommitSha,
         state: &str,
     ) -> Result<(), StoreError> {
         let sql = format!(
@@ -342,10 +372,10 @@ impl Store {
             self.fence_clause(5)
         );
         let query = sqlx::query(&sql)
-            .bind(sha)
+            .bind(sha.as_str())
             .bind(state)
-            .bind(repo)
-            .bind(number);
+            .bind(repo.as_str())
+            .bind(number.as_i64());
         let done = self.bind_fence(query).execute(&self.pool).await?;
         self.check_fence(done.rows_affected()).await
     }

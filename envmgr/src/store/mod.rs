@@ -16,14 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+use crate::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 pub use audit::{AuditEntry, NewAuditEntry};
-pub use github::{Delivery, PullRow};
+pub use github::{Delivery, PullRow, PullState};
 pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
 pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
-pub use testruns::{RunOutcome, RunStatus, TestResult, TestRun};
+pub use testruns::{RunOutcome, RunStatus, RunTrigger, TestResult, TestRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,7 +84,7 @@ pub struct UpRequest {
 /// A pull request's head, as the forge reported it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PullRequestSource {
-    pub number: i64,
+    pub number: PrNumber,
     /// The ref the forge serves the head under, e.g. `refs/pull/7/head`.
     pub git_ref: String,
     pub head: CommitSha,
@@ -262,7 +262,7 @@ impl Store {
         .bind(now + ttl_ms)
         .bind(now)
         .bind(req.pull_request.as_ref().map(|pr| pr.git_ref.clone()))
-        .bind(req.pull_request.as_ref().map(|pr| pr.number))
+        .bind(req.pull_request.as_ref().map(|pr| pr.number.as_i64()))
         .bind(
             req.pull_request
                 .as_ref()
@@ -655,4 +655,26 @@ where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     row.try_get(name).map_err(StoreError::from)
+}
+
+/// A text column holding a checked value (a name, a commit): one that does not parse means
+/// the store was changed behind Slipway's back.
+fn parsed_column<T>(
+    row: &AnyRow,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::names::NameError>,
+) -> Result<T, StoreError> {
+    let text: String = column(row, name)?;
+    parse(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
+}
+
+/// [`parsed_column`] for a column that may be NULL.
+fn parsed_optional_column<T>(
+    row: &AnyRow,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::names::NameError>,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = column(row, name)?;
+    text.map(|text| parse(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}"))))
+        .transpose()
 }

@@ -6,14 +6,14 @@
 use sqlx::any::AnyRow;
 
 use super::{column, insert_event, now_ms, Store, StoreError};
-use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+use crate::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 use crate::queue::machine::EntryState;
 
 /// What a queue entry wants to land: a pull request or a branch of the repo.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
-    Pull(u64),
+    Pull(PrNumber),
     Branch(BranchName),
 }
 
@@ -94,7 +94,9 @@ impl QueueEntry {
             column::<Option<i64>>(row, "pr_number")?,
             column::<Option<String>>(row, "branch")?,
         ) {
-            (Some(n), _) => Change::Pull(n.max(0) as u64),
+            (Some(n), _) => {
+                Change::Pull(PrNumber::from_i64(n).map_err(|e| corrupt("pr", e.to_string()))?)
+            }
             (None, Some(b)) => {
                 Change::Branch(BranchName::parse(&b).map_err(|e| corrupt("branch", e.to_string()))?)
             }
@@ -207,7 +209,7 @@ impl Store {
     pub async fn enqueue(&self, new: &NewQueueEntry) -> Result<QueueEntry, StoreError> {
         let now = now_ms();
         let (pr, branch) = match &new.change {
-            Change::Pull(n) => (Some(*n as i64), None),
+            Change::Pull(n) => (Some(n.as_i64()), None),
             Change::Branch(b) => (None, Some(b.to_string())),
         };
         let mut tx = self.pool.begin().await?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
 use super::{column, StoreError};
-use crate::names::{BranchName, CommitSha, EnvName, RepoName};
+use crate::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 use crate::runtime::PublishedPort;
 
 /// Where an env is on its way to running (or to being gone).
@@ -173,6 +173,7 @@ fn pull_request_source(row: &AnyRow) -> Result<Option<super::PullRequestSource>,
     match (git_ref, number, want) {
         (Some(git_ref), Some(number), Some(want)) => {
             let head = CommitSha::parse(&want).map_err(|e| e.to_string())?;
+            let number = PrNumber::from_i64(number).map_err(|e| e.to_string())?;
             Ok(Some(super::PullRequestSource {
                 number,
                 git_ref,

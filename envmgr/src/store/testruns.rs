@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use super::{column, insert_event, now_ms, Store, StoreError};
-use crate::names::EnvName;
+use super::{
+    column, insert_event, now_ms, parsed_column, parsed_optional_column, Store, StoreError,
+};
+use crate::names::{CommitSha, EnvName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +51,31 @@ impl RunStatus {
     }
 }
 
+/// Why a run was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunTrigger {
+    /// The env became Ready at a new commit.
+    Auto,
+    /// Someone asked (`slipway test`, a chat or PR command, the API).
+    Manual,
+}
+
+impl RunTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Auto => "auto",
+            RunTrigger::Manual => "manual",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [RunTrigger::Auto, RunTrigger::Manual]
+            .into_iter()
+            .find(|t| t.as_str() == text)
+    }
+}
+
 /// One test case's outcome, from the suite's JUnit report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestResult {
@@ -64,10 +91,9 @@ pub struct TestResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestRun {
     pub id: i64,
-    pub env: String,
-    pub commit: Option<String>,
-    /// `auto` (the env became Ready) or `manual`.
-    pub trigger: String,
+    pub env: EnvName,
+    pub commit: Option<CommitSha>,
+    pub trigger: RunTrigger,
     pub requested_by: String,
     pub failed_only: bool,
     pub status: RunStatus,
@@ -102,11 +128,13 @@ impl TestRun {
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
         let status: String = column(row, "status")?;
+        let trigger: String = column(row, "trigger_kind")?;
         Ok(Self {
             id: column(row, "id")?,
-            env: column(row, "env")?,
-            commit: column(row, "commit_sha")?,
-            trigger: column(row, "trigger_kind")?,
+            env: parsed_column(row, "env", EnvName::parse)?,
+            commit: parsed_optional_column(row, "commit_sha", CommitSha::parse)?,
+            trigger: RunTrigger::parse(&trigger)
+                .ok_or_else(|| StoreError::Corrupt(format!("run trigger {trigger}")))?,
             requested_by: column(row, "requested_by")?,
             failed_only: column::<i64>(row, "failed_only")? != 0,
             status: RunStatus::parse(&status)
@@ -149,8 +177,8 @@ impl Store {
     pub async fn insert_run(
         &self,
         env: &EnvName,
-        commit: Option<&str>,
-        trigger: &str,
+        commit: Option<&CommitSha>,
+        trigger: RunTrigger,
         actor: &str,
         failed_only: bool,
     ) -> Result<TestRun, StoreError> {
@@ -161,8 +189,8 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, 'queued', $6) RETURNING id",
         )
         .bind(env.as_str())
-        .bind(commit)
-        .bind(trigger)
+        .bind(commit.map(CommitSha::as_str))
+        .bind(trigger.as_str())
         .bind(actor)
         .bind(failed_only as i64)
         .bind(now)
@@ -176,7 +204,7 @@ impl Store {
             now,
             "tests",
             None,
-            &format!("run {id}: {what} queued ({trigger})"),
+            &format!("run {id}: {what} queued ({})", trigger.as_str()),
             Some(actor),
         )
         .await?;
@@ -222,30 +250,28 @@ impl Store {
     }
 
     /// Envs with a run queued or marked running.
-    pub async fn envs_with_open_runs(&self) -> Result<Vec<String>, StoreError> {
+    pub async fn envs_with_open_runs(&self) -> Result<Vec<EnvName>, StoreError> {
         let rows = sqlx::query(
             "SELECT DISTINCT env FROM test_runs WHERE status IN ('queued', 'running') ORDER BY env",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| sqlx::Row::try_get(r, "env").map_err(StoreError::from))
+            .map(|r| parsed_column(r, "env", EnvName::parse))
             .collect()
     }
 
     /// Marks a queued run running; `false` if it was not queued any more.
-    pub async fn start_run(&self, id: i64, commit: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn start_run(&self, id: i64, commit: Option<&CommitSha>) -> Result<bool, StoreError> {
         let changed = sqlx::query("UPDATE test_runs SET status = 'running', started_at = $1, commit_sha = COALESCE($2, commit_sha) WHERE id = $3 AND status = 'queued'")
             .bind(now_ms())
-            .bind(commit)
+            .bind(commit.map(CommitSha::as_str))
             .bind(id)
             .execute(&self.pool)
             .await?
             .rows_affected();
         if let Some(run) = self.get_run(id).await? {
-            if let Ok(env) = EnvName::parse(&run.env) {
-                self.changed(&env);
-            }
+            self.changed(&run.env);
         }
         Ok(changed > 0)
     }
@@ -275,17 +301,15 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(()) };
-        let env: String = column(&row, "env")?;
+        let env = parsed_column(&row, "env", EnvName::parse)?;
         let message = format!(
             "run {id}: tests {}: {}",
             status.as_str().replace('_', " "),
             outcome.headline
         );
-        insert_event(&mut tx, &env, now, "tests", None, &message, None).await?;
+        insert_event(&mut tx, env.as_str(), now, "tests", None, &message, None).await?;
         tx.commit().await?;
-        if let Ok(env) = EnvName::parse(&env) {
-            self.changed(&env);
-        }
+        self.changed(&env);
         Ok(())
     }
 

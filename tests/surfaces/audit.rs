@@ -1,15 +1,15 @@
-//! Permissions and the audit log end to end: commands given through the CLI land in the
+//! Permissions and the audit log, in-process: commands given through the CLI land in the
 //! audit log (`GET /api/v1/audit`, newest first) with who, where, what and the outcome, and
 //! a command the caller's role may not run is refused with the role it needs, does nothing
 //! and is audited as refused.
 
-mod harness;
-
 use std::time::{Duration, Instant};
 
-use harness::github::*;
-use harness::*;
 use serde_json::{json, Value};
+
+use crate::harness::github::*;
+use crate::harness::*;
+use crate::support::InProcessServer;
 
 const LIGHT: &str = "services: { web: { image: slipway/demo-app:latest, ports: ['8080'] } }\n";
 
@@ -20,7 +20,7 @@ fn light_repo() -> TestRepo {
 }
 
 /// The newest audit entries.
-fn audit(server: &Server, query: &str) -> Vec<Value> {
+fn audit(server: &InProcessServer, query: &str) -> Vec<Value> {
     let (status, body) = http_get(&format!("{}/api/v1/audit{query}", server.url));
     assert_eq!(status, 200, "{body}");
     let entries: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -31,9 +31,8 @@ fn audit(server: &Server, query: &str) -> Vec<Value> {
 fn cli_commands_are_audited_newest_first() {
     let name = unique_name("audit");
     let repo = light_repo();
-    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
+    let server = InProcessServer::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
-    let _cleanup = EnvCleanup(env.clone());
     assert!(
         audit(&server, "").is_empty(),
         "a fresh server has no entries"
@@ -90,12 +89,10 @@ fn cli_commands_are_audited_newest_first() {
 fn a_refused_command_names_the_role_it_needs_and_does_nothing() {
     let name = unique_name("deny");
     let repo = light_repo();
-    let server = Server::start(ServerOptions {
+    let server = InProcessServer::start(ServerOptions {
         tables: "[permissions]\napi_token_role = \"viewer\"\n",
         ..ServerOptions::basic(&name, repo.path(), "compose.yml")
     });
-    let env = format!("{name}-main");
-    let _cleanup = EnvCleanup(env.clone());
 
     let out = server.cli(&["up", "main", "--repo", &name]);
     assert!(!out.status.success());
@@ -131,9 +128,8 @@ fn a_refused_command_names_the_role_it_needs_and_does_nothing() {
 fn the_http_api_runs_any_command_of_the_grammar() {
     let name = unique_name("apicmd");
     let repo = light_repo();
-    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
+    let server = InProcessServer::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
     let env = format!("{name}-main");
-    let _cleanup = EnvCleanup(env.clone());
     let url = format!("{}/api/v1/commands", server.url);
     let post = |body: Value| {
         let (status, text) = http_post_json(&url, &body);
@@ -245,7 +241,7 @@ fn pull_request_commands_are_audited_with_the_commenter_and_the_pull_request() {
         world.url()
     );
     let repo_extra = format!("github = \"{github}\"\n");
-    let server = Server::start(ServerOptions {
+    let server = InProcessServer::start(ServerOptions {
         repo_extra: &repo_extra,
         tables: &tables,
         ..ServerOptions::basic(&name, repo.path(), "compose.yml")

@@ -1,0 +1,223 @@
+//! The GitHub surface in-process: signed webhook payloads drive pull-request envs on the
+//! runtime's test twin, and the real octocrab client reports back to the GitHub world model.
+//! Refused and repeated deliveries change nothing, a fork waits for approval by someone with
+//! write access, an expired PR env stays deleted, and a PR head asked for as a branch is
+//! refused.
+
+use std::time::Duration;
+
+use crate::harness::github::*;
+use crate::harness::prs::*;
+use crate::harness::*;
+use crate::support::InProcessServer;
+
+/// An in-process Slipway linked to a fresh GitHub world, sweeping every hour.
+fn setup(demo_files: bool) -> Setup<InProcessServer> {
+    setup_with(demo_files, "", "1h", InProcessServer::start)
+}
+
+#[test]
+fn bad_deliveries_are_refused_and_change_nothing() {
+    let s = setup(false);
+    let sha = s.push_feature(3, "x");
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(3, &sha, "feature", &s.github, "alice"),
+    );
+    let payload = s.pr_payload("opened", 3, &sha, &s.github, "alice");
+    let body = serde_json::to_vec(&payload).unwrap();
+    let headers = |signature: &str| {
+        vec![
+            ("X-GitHub-Event".to_string(), "pull_request".to_string()),
+            ("X-GitHub-Delivery".to_string(), "bad-1".to_string()),
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Hub-Signature-256".to_string(), signature.to_string()),
+        ]
+    };
+    let send = |headers: Vec<(String, String)>, body: &[u8]| {
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        send_raw(&s.server.url, &refs, body)
+    };
+    let wrong = format!("sha256={}", "0".repeat(64));
+    assert_eq!(send(headers(&wrong), &body).0, 401, "wrong signature");
+    assert_eq!(send(headers(""), &body).0, 401, "missing signature");
+    let truncated = &body[..body.len() / 2];
+    let signed_truncated = sign_body(SECRET, truncated);
+    assert_eq!(
+        send(headers(&signed_truncated), truncated).0,
+        400,
+        "truncated JSON"
+    );
+
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        s.env_status(&s.env(3)).is_none(),
+        "no env may come from refused deliveries"
+    );
+    assert!(s.world.comments(&s.github, 3).is_empty());
+
+    // The same delivery twice: acknowledged twice, handled once.
+    let (first, _) = s.send("pull_request", "dup-1", &payload);
+    let (second, text) = s.send("pull_request", "dup-1", &payload);
+    assert_eq!(first, 202);
+    assert_eq!(second, 200, "{text}");
+    let ready = s.wait_for_env(&s.env(3), "Ready", |e| e["phase"] == "Ready");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        s.env_status(&s.env(3)).unwrap()["generation"],
+        ready["generation"]
+    );
+    assert_eq!(ready["generation"], 1, "handled once");
+    s.server.cli_json(&["down", &s.env(3), "--wait"]);
+}
+
+#[test]
+fn fork_pull_requests_wait_for_approval_by_someone_with_write_access() {
+    let s = setup(false);
+    let env = s.env(9);
+    let sha = s.push_feature(9, "from a fork");
+    let fork = format!("mallory/{}", s.name);
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(9, &sha, "feature", &fork, "mallory"),
+    );
+    assert_eq!(
+        s.send(
+            "pull_request",
+            "fork-1",
+            &s.pr_payload("opened", 9, &sha, &fork, "mallory")
+        )
+        .0,
+        202
+    );
+    s.wait_for_world("a comment asking for approval and a pending status", |w| {
+        let asks = slipway_comments(w, &s.github, 9)
+            .iter()
+            .any(|c| c.body.contains("/slipway approve"));
+        let pending = w
+            .statuses(&s.github, &sha)
+            .iter()
+            .any(|st| st.context == "slipway/env" && st.state == "pending");
+        asks && pending
+    });
+    assert!(
+        s.env_status(&env).is_none(),
+        "a fork PR gets no env before approval"
+    );
+
+    // Someone with read permission cannot approve, nor run env commands.
+    let comment = issue_comment_payload(&s.github, 9, "/slipway approve", "bob");
+    assert_eq!(s.send("issue_comment", "fork-2", &comment).0, 202);
+    let comment = issue_comment_payload(&s.github, 9, "please\n/slipway env up\n", "bob");
+    assert_eq!(s.send("issue_comment", "fork-3", &comment).0, 202);
+    s.wait_for_world("two refusals to bob", |w| {
+        w.comments(&s.github, 9)
+            .iter()
+            .filter(|c| c.body.contains("@bob") && c.body.contains("write permission"))
+            .count()
+            == 2
+    });
+    assert!(
+        s.env_status(&env).is_none(),
+        "refused commands change nothing"
+    );
+
+    // A maintainer approves: the env comes up at exactly that commit.
+    let comment = issue_comment_payload(&s.github, 9, "Looks safe.\n\n/slipway approve", "alice");
+    assert_eq!(s.send("issue_comment", "fork-4", &comment).0, 202);
+    let ready = s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
+    assert_eq!(ready["commit"], sha.as_str());
+
+    // A typo gets a helpful reply.
+    let comment = issue_comment_payload(&s.github, 9, "/slipway evn status", "alice");
+    assert_eq!(s.send("issue_comment", "fork-5", &comment).0, 202);
+    s.wait_for_world("a did-you-mean reply", |w| {
+        w.comments(&s.github, 9).iter().any(|c| {
+            c.body.contains("env status") && c.body.to_lowercase().contains("did you mean")
+        })
+    });
+    s.server.cli_json(&["down", &env, "--wait"]);
+}
+
+#[test]
+fn an_expired_pr_env_stays_deleted_until_someone_asks_again() {
+    // The twin starts an env at once: 3 s leave ample time to see it Ready before it expires.
+    let s = setup_with(false, "default_ttl = \"3s\"", "1s", InProcessServer::start);
+    let env = s.env(11);
+    let sha = s.push_feature(11, "short-lived");
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(11, &sha, "feature", &s.github, "alice"),
+    );
+    assert_eq!(
+        s.send(
+            "pull_request",
+            "ttl-1",
+            &s.pr_payload("opened", 11, &sha, &s.github, "alice")
+        )
+        .0,
+        202
+    );
+    s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
+    let deleted = s.wait_for_env(&env, "Deleted by its TTL", |e| e["phase"] == "Deleted");
+    // Several sweeps of the open PRs later, it is still deleted.
+    std::thread::sleep(Duration::from_secs(4));
+    let later = s.env_status(&env).unwrap();
+    assert_eq!(later["phase"], "Deleted");
+    assert_eq!(later["generation"], deleted["generation"]);
+    // Asking again brings it back.
+    let comment = issue_comment_payload(&s.github, 11, "/slipway env up", "alice");
+    assert_eq!(s.send("issue_comment", "ttl-2", &comment).0, 202);
+    s.wait_for_env(&env, "Ready again", |e| {
+        e["phase"] == "Ready" && e["generation"] != deleted["generation"]
+    });
+    s.server.cli_json(&["down", &env, "--wait"]);
+}
+
+/// Issue 9 item 4: a fork's head named as a branch in a PR comment is refused with the
+/// reason, and nothing is deployed; only `/slipway approve` deploys it.
+#[test]
+fn a_pull_request_head_asked_for_as_a_branch_is_refused_and_nothing_deploys() {
+    let s = setup(false);
+    let env = s.env(5);
+    let sha = s.push_feature(5, "fork head");
+    let fork = format!("mallory/{}", s.name);
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(5, &sha, "feature", &fork, "mallory"),
+    );
+    let opened = s.pr_payload("opened", 5, &sha, &fork, "mallory");
+    assert_eq!(s.send("pull_request", "refpr-1", &opened).0, 202);
+    s.wait_for_world("the approval request", |w| {
+        slipway_comments(w, &s.github, 5)
+            .iter()
+            .any(|c| c.body.contains("/slipway approve"))
+    });
+
+    let asks = [
+        "/slipway env up branch:refs/pull/5/head",
+        "/slipway env up refs/pull/5/merge",
+    ];
+    for (i, ask) in asks.iter().enumerate() {
+        let comment = issue_comment_payload(&s.github, 5, ask, "alice");
+        let delivery = format!("refpr-{}", i + 2);
+        assert_eq!(s.send("issue_comment", &delivery, &comment).0, 202);
+    }
+    s.wait_for_world("two refusals naming the pull request path", |w| {
+        w.comments(&s.github, 5)
+            .iter()
+            .filter(|c| {
+                c.body.starts_with("@alice")
+                    && c.body.contains("is a pull request head; PR envs are made by the pull request itself (and a fork's head needs `/slipway approve`)")
+            })
+            .count()
+            == 2
+    });
+    let listed = s.server.cli_json(&["list", "--all"]);
+    assert_eq!(listed, serde_json::json!([]), "nothing was deployed");
+    assert!(s.env_status(&env).is_none());
+}
