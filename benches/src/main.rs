@@ -11,6 +11,7 @@
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
 //!   cargo run --release -p slipway-benches -- chatops [--count N]
+//!   cargo run --release -p slipway-benches -- queue-sim [--changes N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -20,13 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 mod chatops;
+mod queue;
 mod replicas;
 mod scheduler;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|all> [--rounds N] [--envs N] [--count N] [--gb N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|all> [--rounds N] [--envs N] [--count N] [--gb N] [--changes N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -49,6 +51,9 @@ const USAGE: &str =
   chatops       the command grammar's parse rate, and N slash commands (default 500)
                 through the server against a Discord stand-in: handled/s and the
                 interaction-to-deferred-answer latency beside Discord's 3 s deadline
+  queue-sim     the submit queue's scheduler in a simulated CI (default 100000 changes):
+                merges/h, builds per merge, latency, wrong evictions and main-broken count
+                for serial (bors), reset-behind (Zuul, GitHub) and Slipway side by side
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -76,6 +81,7 @@ fn main() {
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
         Some("chatops") => chatops::chatops(number("--count", 500)),
+        Some("queue-sim") => queue::queue_sim(number("--changes", 100_000)),
         // The scanner's own process, so its peak memory is measured alone.
         Some("snippets-scan") => snippets::scan_child(args.get(1)),
         Some("all") => env_up(rounds)

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod git;
 pub mod junit;
 pub mod names;
+pub mod queue;
 pub mod reconciler;
 pub mod runtime;
 pub mod secrets;
