@@ -430,6 +430,26 @@ pub fn order(state: &QueueState) -> Vec<EntryId> {
     live.into_iter().map(|e| e.id).collect()
 }
 
+/// What was under way when the process stopped, to carry out again after a restart: the
+/// builds, test runs and landings of candidates still `Building`, `Testing` or `Landing`. The
+/// reconciler's side of each is idempotent (a landing recognises its own push).
+pub fn outstanding(state: &QueueState) -> Vec<Action> {
+    state
+        .candidates
+        .iter()
+        .filter_map(|c| match c.state {
+            CandidateState::Building => Some(Action::Build {
+                candidate: c.id,
+                parent: c.parent,
+                changes: c.changes.clone(),
+            }),
+            CandidateState::Testing => Some(Action::Test { candidate: c.id }),
+            CandidateState::Landing => Some(Action::Land { candidate: c.id }),
+            _ => None,
+        })
+        .collect()
+}
+
 struct Machine<'a> {
     state: &'a mut QueueState,
     settings: &'a Settings,
@@ -1332,6 +1352,25 @@ mod tests {
         assert_eq!(
             q.entry(1).unwrap().reason.as_deref(),
             Some("does not merge: src/lib.rs")
+        );
+    }
+
+    #[test]
+    fn what_was_under_way_is_handed_back_after_a_restart() {
+        let settings = Settings::default();
+        let mut q = QueueState::default();
+        step(&mut q, &settings, added(1));
+        step(&mut q, &settings, added(2));
+        step(&mut q, &settings, built(1));
+        assert_eq!(
+            outstanding(&q),
+            [Action::Test { candidate: 1 }, build(2, Some(1), &[2])]
+        );
+        step(&mut q, &settings, built(2));
+        step(&mut q, &settings, tested(1, true));
+        assert_eq!(
+            outstanding(&q),
+            [Action::Land { candidate: 1 }, Action::Test { candidate: 2 }]
         );
     }
 

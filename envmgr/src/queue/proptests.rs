@@ -244,7 +244,7 @@ impl World {
         let event = match (pick / stale.len()) % 3 {
             0 => Event::Tested {
                 candidate,
-                passed: pick % 2 == 0,
+                passed: pick.is_multiple_of(2),
             },
             1 => Event::Built {
                 candidate,

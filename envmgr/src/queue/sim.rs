@@ -53,7 +53,7 @@ impl Default for Model {
             bad: 0.1,
             flake: 0.02,
             queue: 64,
-            seed: 0x5eed_0f_511b_0a75,
+            seed: 0x5eed_0f51_1b0a_7500,
         }
     }
 }
@@ -247,7 +247,7 @@ impl Sim<'_> {
             });
             self.drain();
             steps += 1;
-            if steps % 64 == 0 {
+            if steps.is_multiple_of(64) {
                 self.prune();
             }
         }
