@@ -11,6 +11,7 @@
 //!   cargo run --release -p slipway-benches -- webhooks [--count N]
 //!   cargo run --release -p slipway-benches -- snippets [--gb N]
 //!   cargo run --release -p slipway-benches -- chatops [--count N]
+//!   cargo run --release -p slipway-benches -- queue-sim [--changes N]
 //!   cargo run --release -p slipway-benches -- queue-git [--rounds N] [--commits N] [--files N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
@@ -22,13 +23,14 @@ use anyhow::{bail, Context as _, Result};
 
 mod candidates;
 mod chatops;
+mod queue;
 mod replicas;
 mod scheduler;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-git|all> [--rounds N] [--envs N] [--count N] [--gb N] [--commits N] [--files N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|all> [--rounds N] [--envs N] [--count N] [--gb N] [--changes N] [--commits N] [--files N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -51,6 +53,9 @@ const USAGE: &str =
   chatops       the command grammar's parse rate, and N slash commands (default 500)
                 through the server against a Discord stand-in: handled/s and the
                 interaction-to-deferred-answer latency beside Discord's 3 s deadline
+  queue-sim     the submit queue's scheduler in a simulated CI (default 100000 changes):
+                merges/h, builds per merge, latency, wrong evictions and main-broken count
+                for serial (bors), reset-behind (Zuul, GitHub) and Slipway side by side
   queue-git     a submit-queue candidate merge commit built in a bare mirror of a generated
                 repository (default 10000 commits, 5000 files; cached in the temp dir)
                 beside `git merge --no-edit` of the same two heads in a worktree already at
@@ -82,6 +87,7 @@ fn main() {
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
         Some("chatops") => chatops::chatops(number("--count", 500)),
+        Some("queue-sim") => queue::queue_sim(number("--changes", 100_000)),
         Some("queue-git") => candidates::queue_git(
             number("--rounds", 10),
             number("--commits", 10_000),

@@ -221,15 +221,7 @@ impl<'a> Pass<'a> {
             self.land(landing.candidate, Some(landing)).await?;
         }
         for action in machine::outstanding(&self.doc.machine) {
-            let world = |id| self.doc.candidates.get(&id).cloned().unwrap_or_default();
-            let redo = match &action {
-                machine::Action::Build { candidate, .. } => world(*candidate).commit.is_none()
-                    && world(*candidate).conflict.is_empty(),
-                machine::Action::Test { candidate } => world(*candidate).env.is_none(),
-                machine::Action::Land { .. } => self.doc.landing.is_none(),
-                _ => false,
-            };
-            if redo {
+            if self.unfinished(&action) {
                 self.act(action).await?;
             }
         }
@@ -266,6 +258,20 @@ impl<'a> Pass<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether an action the scheduler had under way was cut off before its effect was known.
+    fn unfinished(&self, action: &machine::Action) -> bool {
+        let world = |id: CandidateId| self.doc.candidates.get(&id).cloned().unwrap_or_default();
+        match action {
+            machine::Action::Build { candidate, .. } => {
+                let world = world(*candidate);
+                world.commit.is_none() && world.conflict.is_empty()
+            }
+            machine::Action::Test { candidate } => world(*candidate).env.is_none(),
+            machine::Action::Land { .. } => self.doc.landing.is_none(),
+            _ => false,
+        }
     }
 
     fn entry_states(&self) -> BTreeMap<EntryId, EntryState> {
@@ -403,10 +409,11 @@ impl<'a> Pass<'a> {
         let world = self.doc.candidates.entry(id).or_default();
         world.counted.push(run.id);
         world.run = None;
+        let (counted, failed_before) = (world.counted.clone(), world.failure.is_some());
         if passed {
-            if !world.counted.is_empty() && world.failure.is_some() {
+            if failed_before {
                 // Failed before on this very tree, passed now: those failures were flakes.
-                let flaky = self.failed_tests_of(&world.counted).await?;
+                let flaky = self.failed_tests_of(&counted).await?;
                 let world = self.doc.candidates.entry(id).or_default();
                 world.flaky = flaky;
             }

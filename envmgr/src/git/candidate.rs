@@ -160,11 +160,10 @@ impl GitMirrors {
         let lock = self.lock(repo);
         let _guard = lock.lock().await;
         let _across_processes = self.process_lock(repo).await?;
-        self.require_commits(
-            repo,
-            [base].into_iter().chain(changes.iter().map(|c| &c.head)),
-        )
-        .await?;
+        let wanted: Vec<&CommitSha> = std::iter::once(base)
+            .chain(changes.iter().map(|c| &c.head))
+            .collect();
+        self.require_commits(repo, &wanted).await?;
         let builder = Builder {
             mirror: &self.mirror(repo),
             committer: identity.person(),
@@ -314,7 +313,7 @@ impl GitMirrors {
         ancestor: &CommitSha,
         of: &CommitSha,
     ) -> Result<bool, GitError> {
-        self.require_commits(repo, [ancestor, of]).await?;
+        self.require_commits(repo, &[ancestor, of]).await?;
         let checked = git(
             &self.mirror(repo),
             &[
@@ -339,7 +338,7 @@ impl GitMirrors {
         from: &CommitSha,
         to: &CommitSha,
     ) -> Result<Vec<String>, GitError> {
-        self.require_commits(repo, [from, to]).await?;
+        self.require_commits(repo, &[from, to]).await?;
         let listed = git(
             &self.mirror(repo),
             &[
@@ -358,10 +357,12 @@ impl GitMirrors {
     }
 
     /// Errors naming the first of `commits` the mirror does not hold.
-    async fn require_commits<'a>(
+    // A slice, not an iterator: an iterator of borrowing closures held across the awaits
+    // would make the callers' futures Send for one lifetime only.
+    async fn require_commits(
         &self,
         repo: &RepoName,
-        commits: impl IntoIterator<Item = &'a CommitSha>,
+        commits: &[&CommitSha],
     ) -> Result<(), GitError> {
         for commit in commits {
             if !self.has_commit(repo, commit).await {
