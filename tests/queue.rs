@@ -80,8 +80,13 @@ impl Remote {
         };
         self.work.write(file, &changed);
         let head = self.work.commit(&format!("change {branch}"));
-        self.work
-            .git(&["push", "--quiet", "--force", "origin", &format!("{branch}:refs/heads/{branch}")]);
+        self.work.git(&[
+            "push",
+            "--quiet",
+            "--force",
+            "origin",
+            &format!("{branch}:refs/heads/{branch}"),
+        ]);
         self.work.git(&["checkout", "--quiet", "main"]);
         head
     }
@@ -97,7 +102,11 @@ impl Remote {
             .current_dir(self.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -121,7 +130,8 @@ impl Remote {
     /// Someone pushes straight to main (not through the queue).
     fn push_to_main(&self, file: &str, contents: &str) -> String {
         self.work.git(&["checkout", "--quiet", "main"]);
-        self.work.git(&["pull", "--quiet", "--ff-only", "origin", "main"]);
+        self.work
+            .git(&["pull", "--quiet", "--ff-only", "origin", "main"]);
         self.work.write(file, contents);
         let head = self.work.commit("outside push");
         self.work.git(&["push", "--quiet", "origin", "main"]);
@@ -259,18 +269,30 @@ fn branches_land_in_order_and_the_bad_combination_is_evicted() {
     );
 
     let main = remote.main_head();
-    assert!(remote.is_ancestor(&base, &main), "main moved by fast-forward only");
+    assert!(
+        remote.is_ancestor(&base, &main),
+        "main moved by fast-forward only"
+    );
     assert!(remote.is_ancestor(&a, &main) && remote.is_ancestor(&c, &main));
-    assert!(!remote.is_ancestor(&b, &main), "the bad change is not on main");
+    assert!(
+        !remote.is_ancestor(&b, &main),
+        "the bad change is not on main"
+    );
     let checks = remote.main_file("checks/Dockerfile");
-    assert!(checks.contains("ENV PART_A=1") && !checks.contains("FAIL_TEST"), "{checks}");
+    assert!(
+        checks.contains("ENV PART_A=1") && !checks.contains("FAIL_TEST"),
+        "{checks}"
+    );
     assert!(remote.main_file("README.md").contains("more docs"));
     wait_candidates_gone(&server, &name);
 
     // Shown as a table too.
     let out = server.cli_raw(&["queue", "list", "--repo", &name]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && table.contains("POSITION") && table.contains("change-b"), "{table}");
+    assert!(
+        out.status.success() && table.contains("POSITION") && table.contains("change-b"),
+        "{table}"
+    );
 }
 
 /// Pause holds landing (tests still run); resume lands. A push to main by someone else while
@@ -299,7 +321,10 @@ fn pause_holds_landing_and_an_outside_push_is_never_overwritten() {
         state_of(e, "change-a") == "merged"
     });
     let main = remote.main_head();
-    assert!(remote.is_ancestor(&outside, &main), "the outside push was kept");
+    assert!(
+        remote.is_ancestor(&outside, &main),
+        "the outside push was kept"
+    );
     assert!(remote.is_ancestor(&a, &main));
     wait_candidates_gone(&server, &name);
 }
@@ -321,7 +346,10 @@ fn kill_during_landing_lands_exactly_once() {
     let entries = wait_for_entries(&server, &name, "a to land", Duration::from_secs(300), |e| {
         state_of(e, "change-a") == "merged"
     });
-    assert_eq!(entries.iter().filter(|e| e["change"] == "change-a").count(), 1);
+    assert_eq!(
+        entries.iter().filter(|e| e["change"] == "change-a").count(),
+        1
+    );
     let merges = remote.bare_git(&["log", "--merges", "--format=%H", "refs/heads/main"]);
     assert_eq!(merges.lines().count(), 1, "one merge commit: {merges}");
     assert!(remote.is_ancestor(&a, &remote.main_head()));
@@ -354,7 +382,13 @@ fn pull_requests_are_queued_by_comment_and_land() {
         remote.publish_pull(number, head);
         world.add_pull(
             &github,
-            PullSpec::new(number, head, &format!("change-{}", ["a", "b", "c"][i]), &github, "alice"),
+            PullSpec::new(
+                number,
+                head,
+                &format!("change-{}", ["a", "b", "c"][i]),
+                &github,
+                "alice",
+            ),
         );
         if number != 3 {
             world.add_review(&github, number, "carol", "APPROVED");
@@ -374,9 +408,13 @@ fn pull_requests_are_queued_by_comment_and_land() {
         comment(&world, &server, &github, number, "/slipway merge");
     }
     wait_for_comment(&world, &github, 1, "in line");
-    let entries = wait_for_entries(&server, &name, "the three PRs", Duration::from_secs(600), |e| {
-        finished(e, &["#1", "#2", "#3"])
-    });
+    let entries = wait_for_entries(
+        &server,
+        &name,
+        "the three PRs",
+        Duration::from_secs(600),
+        |e| finished(e, &["#1", "#2", "#3"]),
+    );
     assert_eq!(state_of(&entries, "#1"), "merged", "{entries:#?}");
     assert_eq!(state_of(&entries, "#2"), "failed", "{entries:#?}");
     assert_eq!(state_of(&entries, "#3"), "merged", "{entries:#?}");
@@ -388,7 +426,9 @@ fn pull_requests_are_queued_by_comment_and_land() {
     wait_for_comment(&world, &github, 1, "Landed on `main`");
     let statuses = world.statuses(&github, &heads[1]);
     assert!(
-        statuses.iter().any(|s| s.context == "slipway/queue" && s.state == "failure"),
+        statuses
+            .iter()
+            .any(|s| s.context == "slipway/queue" && s.state == "failure"),
         "{statuses:?}"
     );
     wait_candidates_gone(&server, &name);

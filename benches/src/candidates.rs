@@ -55,6 +55,7 @@ pub fn queue_git(rounds: usize, commits: usize, files: usize) -> Result<()> {
         test_timeout: Duration::from_secs(3600),
         secret_env: vec![],
         credentials: None,
+        queue: Default::default(),
     };
     let mirrors = GitMirrors::new(&work.path().join("data"));
     let start = Instant::now();

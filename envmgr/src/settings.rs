@@ -140,7 +140,6 @@ impl Default for QueueSettings {
     }
 }
 
-
 /// A user name and token for git over HTTP(S).
 #[derive(Debug, Clone)]
 pub struct GitCredentials {

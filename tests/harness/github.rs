@@ -853,7 +853,10 @@ fn route(
                     })
                 })
                 .collect();
-            reply(200, json!({ "total_count": runs.len(), "check_runs": runs }))
+            reply(
+                200,
+                json!({ "total_count": runs.len(), "check_runs": runs }),
+            )
         }
 
         ["commits", sha, "status"] => {
@@ -873,7 +876,10 @@ fn route(
             } else {
                 "pending"
             };
-            reply(200, json!({ "state": combined, "sha": sha, "statuses": statuses }))
+            reply(
+                200,
+                json!({ "state": combined, "sha": sha, "statuses": statuses }),
+            )
         }
 
         ["issues", number, "comments"] => {

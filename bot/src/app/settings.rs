@@ -50,7 +50,9 @@ fn queue_settings(
         parallel: count("parallel", config.parallel, defaults.parallel)?,
         batch: count("batch", config.batch, defaults.batch)?,
         retries,
-        require_approvals: config.require_approvals.unwrap_or(defaults.require_approvals),
+        require_approvals: config
+            .require_approvals
+            .unwrap_or(defaults.require_approvals),
         required_checks: config
             .required_checks
             .iter()

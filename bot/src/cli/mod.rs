@@ -193,10 +193,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             if flags.json {
                 print_json(&queue)?;
             } else {
-                println!(
-                    "{}",
-                    terminal(&crate::queue::render::queue_line(&queue))
-                );
+                println!("{}", terminal(&crate::queue::render::queue_line(&queue)));
             }
         }
     }

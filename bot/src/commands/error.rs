@@ -1,8 +1,6 @@
 //! Typed parse errors, each with a one-line `Display` and a Markdown [`ParseError::reply`].
 
-use super::{
-    command_list, help_text_for, help_topic, usage_block, CommandKind, COMMENT_PREFIX,
-};
+use super::{command_list, help_text_for, help_topic, usage_block, CommandKind, COMMENT_PREFIX};
 
 /// Why a command did not parse. `Display` is one helpful line (user-supplied text is shown
 /// in code spans, shortened and with control characters replaced).

@@ -688,10 +688,7 @@ pub fn help_topic(topic: &str, prefix: &str) -> Option<String> {
             "Submit queue commands"
         };
         // command_list keeps only what this surface has.
-        return Some(format!(
-            "**{title}**\n\n{}",
-            command_list(prefix, commands)
-        ));
+        return Some(format!("**{title}**\n\n{}", command_list(prefix, commands)));
     }
     let kind = CommandKind::from_name(&topic)?;
     Some(command_help(kind, prefix))

@@ -171,7 +171,11 @@ const QUEUE_ADD: &[ArgSpec] = &[
         "a pull request number (`42`) or a branch (on a pull request: defaults to it)",
     ),
     optional("pr", ArgKind::Count, "the pull request, by number"),
-    optional("branch", ArgKind::Text, "the branch (teams without pull requests)"),
+    optional(
+        "branch",
+        ArgKind::Text,
+        "the branch (teams without pull requests)",
+    ),
     REPO,
     optional(
         "priority",

@@ -14,9 +14,7 @@ use serenity::all::{
     ResolvedOption, ResolvedValue,
 };
 
-use crate::commands::{
-    ArgKind, Command, CommandKind, ParseError, Syntax, ENV_GROUP, QUEUE_GROUP,
-};
+use crate::commands::{ArgKind, Command, CommandKind, ParseError, Syntax, ENV_GROUP, QUEUE_GROUP};
 use crate::executor::Outcome;
 use envmgr::snippet::fence_safe;
 
@@ -110,9 +108,8 @@ pub enum Follow {
 pub fn definitions() -> Vec<CreateCommand> {
     let mut env = CreateCommand::new(ENV_GROUP)
         .description("Ephemeral environments: up, down, list, status, logs, extend");
-    let mut queue = CreateCommand::new(QUEUE_GROUP).description(
-        "Submit queue: add, remove, list, status, pause, resume, retry",
-    );
+    let mut queue = CreateCommand::new(QUEUE_GROUP)
+        .description("Submit queue: add, remove, list, status, pause, resume, retry");
     let mut top = Vec::new();
     for kind in CommandKind::ALL {
         // Only what means something here: `approve` needs a pull request, Discord has none.

@@ -535,7 +535,10 @@ impl Forge for GitHubForge {
 
     async fn checks(&self, repo: &str, sha: &str) -> Result<Vec<(String, String)>, ForgeError> {
         let runs: CheckRunsBody = self
-            .get(repo, &format!("/repos/{repo}/commits/{sha}/check-runs?per_page={PAGE}"))
+            .get(
+                repo,
+                &format!("/repos/{repo}/commits/{sha}/check-runs?per_page={PAGE}"),
+            )
             .await?;
         let statuses: CombinedStatusBody = self
             .get(repo, &format!("/repos/{repo}/commits/{sha}/status"))

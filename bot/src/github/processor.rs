@@ -167,10 +167,9 @@ impl GitHubSurface {
             .await?
             .is_some()
         {
-            self.app.engine.nudge_queue(&envmgr::store::queue_key(
-                &entry.repo,
-                &entry.target,
-            ));
+            self.app
+                .engine
+                .nudge_queue(&envmgr::store::queue_key(&entry.repo, &entry.target));
         }
         Ok(())
     }

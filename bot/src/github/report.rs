@@ -168,8 +168,7 @@ impl GitHubSurface {
             &self.app.public_url,
             link.draft_envs,
         );
-        if let Some(line) = crate::queue::sticky_line(&self.app, &link.repo, number).await
-        {
+        if let Some(line) = crate::queue::sticky_line(&self.app, &link.repo, number).await {
             body.push_str(&format!("\n\n{line}\n"));
         }
         // The countdown to the expiry alone does not make an edit: it changes every minute.

@@ -121,8 +121,8 @@ pub fn trigger_of(event: &Event) -> Option<Trigger> {
             _ => None,
         };
     }
-    if let Some(kind) = NotificationKind::parse(&event.kind)
-        .filter(|k| k.as_str().starts_with("queue."))
+    if let Some(kind) =
+        NotificationKind::parse(&event.kind).filter(|k| k.as_str().starts_with("queue."))
     {
         return Some(Trigger::Queue(kind));
     }

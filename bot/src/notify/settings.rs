@@ -258,7 +258,6 @@ mod tests {
             branch: None,
             commit: None,
             pull_request: None,
-            candidate: None,
             run_id: None,
         }
     }

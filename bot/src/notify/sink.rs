@@ -178,7 +178,6 @@ mod tests {
             branch: Some("main".into()),
             commit: None,
             pull_request: None,
-            candidate: None,
             run_id: None,
         };
         let body = webhook_body(&n);
@@ -207,7 +206,6 @@ mod tests {
             branch: None,
             commit: None,
             pull_request: None,
-            candidate: None,
             run_id: None,
         };
         let error = sink.send(&n).await.unwrap_err();

@@ -166,7 +166,9 @@ async fn typical_test_time(app: &App, repo: &RepoName) -> Result<Option<Duration
         return Ok(None);
     }
     times.sort_unstable();
-    Ok(Some(Duration::from_millis(times[times.len() / 2].max(0) as u64)))
+    Ok(Some(Duration::from_millis(
+        times[times.len() / 2].max(0) as u64
+    )))
 }
 
 /// A pull request number as people typed it, checked.
@@ -190,16 +192,19 @@ pub fn repo_for<'a>(
         .map(str::to_owned)
         .or(invocation.default_repo.as_ref().map(ToString::to_string));
     match name {
-        Some(name) => repos.iter().find(|r| r.name.as_str() == name).ok_or_else(|| {
-            CommandError::Engine(envmgr::engine::EngineError::UnknownRepo {
-                repo: name,
-                known: repos
-                    .iter()
-                    .map(|r| r.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        }),
+        Some(name) => repos
+            .iter()
+            .find(|r| r.name.as_str() == name)
+            .ok_or_else(|| {
+                CommandError::Engine(envmgr::engine::EngineError::UnknownRepo {
+                    repo: name,
+                    known: repos
+                        .iter()
+                        .map(|r| r.name.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }),
         None => match repos.as_slice() {
             [only] => Ok(only),
             _ => Err(CommandError::Missing {
@@ -238,9 +243,9 @@ pub async fn add(
     }
     let change = match change {
         Some(QueueRef::Pull(n) | QueueRef::Number(n)) => Change::Pull(pr_number(n)?),
-        Some(QueueRef::Branch(b)) => Change::Branch(
-            BranchName::from_user(&b).map_err(|e| CommandError::Engine(e.into()))?,
-        ),
+        Some(QueueRef::Branch(b)) => {
+            Change::Branch(BranchName::from_user(&b).map_err(|e| CommandError::Engine(e.into()))?)
+        }
         None => match invocation.default_pull {
             Some(n) => Change::Pull(pr_number(n)?),
             None => {
@@ -259,18 +264,17 @@ pub async fn add(
             )));
         }
     }
-    let (head, title) = match &change {
-        Change::Pull(n) => pull_ready(app, repo, *n).await?,
-        Change::Branch(b) => {
-            let head = app
-                .engine
-                .git()
-                .fetch_branch(repo, b)
-                .await
-                .map_err(|e| CommandError::NotHere(format!("{e}; push the branch first")))?;
-            (head, b.to_string())
-        }
-    };
+    let (head, title) =
+        match &change {
+            Change::Pull(n) => pull_ready(app, repo, *n).await?,
+            Change::Branch(b) => {
+                let head =
+                    app.engine.git().fetch_branch(repo, b).await.map_err(|e| {
+                        CommandError::NotHere(format!("{e}; push the branch first"))
+                    })?;
+                (head, b.to_string())
+            }
+        };
     let entry = app
         .store()
         .enqueue(&NewQueueEntry {
@@ -438,9 +442,9 @@ pub async fn find_entry<'a>(
     let repo_settings = repo_for(app, invocation, kind, named_repo.as_deref())?;
     let change = match reference {
         QueueRef::Pull(n) | QueueRef::Number(n) => Change::Pull(pr_number(n)?),
-        QueueRef::Branch(b) => Change::Branch(
-            BranchName::from_user(&b).map_err(|e| CommandError::Engine(e.into()))?,
-        ),
+        QueueRef::Branch(b) => {
+            Change::Branch(BranchName::from_user(&b).map_err(|e| CommandError::Engine(e.into()))?)
+        }
     };
     let found = store
         .latest_entry_of(&repo_settings.name, &change)
@@ -478,14 +482,22 @@ pub async fn entry_view(
 /// The submit-queue line of a pull request's sticky comment, while it is in line (or just
 /// left it): its position and ETA, kept current as the queue moves.
 pub async fn sticky_line(app: &App, repo: &RepoName, number: PrNumber) -> Option<String> {
-    let settings = app.engine.settings().repos.iter().find(|r| r.name == *repo)?;
+    let settings = app
+        .engine
+        .settings()
+        .repos
+        .iter()
+        .find(|r| r.name == *repo)?;
     let entry = app
         .store()
         .latest_entry_of(repo, &Change::Pull(number))
         .await
         .ok()??;
     let view = entry_view(app, settings, entry.id).await.ok()?;
-    Some(format!("🚢 **Submit queue**: {}", render::entry_line(&view)))
+    Some(format!(
+        "🚢 **Submit queue**: {}",
+        render::entry_line(&view)
+    ))
 }
 
 /// `queue list`: every queue (or one repo's), its entries with positions and ETAs.
@@ -496,7 +508,12 @@ pub async fn list(
 ) -> Result<(Vec<QueueView>, Vec<EntryView>), CommandError> {
     let named = repo.or(invocation.default_repo.as_ref().map(ToString::to_string));
     let repos: Vec<&RepoSettings> = match named {
-        Some(name) => vec![repo_for(app, invocation, CommandKind::QueueList, Some(&name))?],
+        Some(name) => vec![repo_for(
+            app,
+            invocation,
+            CommandKind::QueueList,
+            Some(&name),
+        )?],
         None => app.engine.settings().repos.iter().collect(),
     };
     let mut queues = Vec::new();

@@ -23,9 +23,7 @@ use envmgr::queue::machine::{
     QueueState,
 };
 use envmgr::queue::QUEUE_KIND;
-use envmgr::store::{
-    now_ms, queue_key, Change, EntryUpdate, Phase, QueueEntry, RunStatus, Store,
-};
+use envmgr::store::{now_ms, queue_key, Change, EntryUpdate, Phase, QueueEntry, RunStatus, Store};
 use envmgr::RepoSettings;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -327,7 +325,9 @@ impl<'a> Pass<'a> {
         let head = git
             .fetch_branch(&self.repo, &self.repo.queue.target)
             .await
-            .with_context(|| format!("cannot fetch the target branch {}", self.repo.queue.target))?;
+            .with_context(|| {
+                format!("cannot fetch the target branch {}", self.repo.queue.target)
+            })?;
         match &self.doc.target_head {
             Some(known) if *known == head => {}
             Some(known) => {
@@ -387,9 +387,9 @@ impl<'a> Pass<'a> {
         let runs = self.store.runs(env, 20).await?;
         let run = match world.run {
             Some(run_id) => runs.into_iter().find(|r| r.id == run_id),
-            None => runs.into_iter().find(|r| {
-                r.commit.as_ref() == Some(commit) && !world.counted.contains(&r.id)
-            }),
+            None => runs
+                .into_iter()
+                .find(|r| r.commit.as_ref() == Some(commit) && !world.counted.contains(&r.id)),
         };
         let Some(run) = run else {
             // Ready with no test services: the env coming up is the whole test.
@@ -557,7 +557,8 @@ impl<'a> Pass<'a> {
         let now = now_ms();
         let current = self.store.get(&name).await?;
         let same = current.as_ref().is_some_and(|env| {
-            env.candidate.as_ref() == Some(&commit) && env.desired == envmgr::store::Desired::Running
+            env.candidate.as_ref() == Some(&commit)
+                && env.desired == envmgr::store::Desired::Running
         });
         let world = self.doc.candidates.entry(candidate).or_default();
         world.started_at.get_or_insert(now);
@@ -675,12 +676,19 @@ impl<'a> Pass<'a> {
         let Some(entry) = self.entry(entry_id).cloned() else {
             return Ok(());
         };
-        let world = self.doc.candidates.get(&candidate).cloned().unwrap_or_default();
+        let world = self
+            .doc
+            .candidates
+            .get(&candidate)
+            .cloned()
+            .unwrap_or_default();
         let commit = world.commit.clone();
         let now = now_ms();
         let tested_ms = world.started_at.map(|s| now - s);
         let queued = fmt_minutes(now - entry.enqueued_at);
-        let tested = tested_ms.map(fmt_minutes).unwrap_or_else(|| "not re-tested".into());
+        let tested = tested_ms
+            .map(fmt_minutes)
+            .unwrap_or_else(|| "not re-tested".into());
         let flaky = if world.flaky.is_empty() {
             String::new()
         } else {
@@ -836,7 +844,10 @@ impl<'a> Pass<'a> {
                         "{}{} is out of the queue: {}",
                         entry.repo,
                         entry.change,
-                        entry.remove_reason.clone().unwrap_or_else(|| "removed".into())
+                        entry
+                            .remove_reason
+                            .clone()
+                            .unwrap_or_else(|| "removed".into())
                     ),
                 )),
                 _ => None,
@@ -867,7 +878,10 @@ impl<'a> Pass<'a> {
                         &entry,
                         StatusState::Failure,
                         "removed from the queue",
-                        &format!("`{}{}` left the submit queue: {why}.", entry.repo, entry.change),
+                        &format!(
+                            "`{}{}` left the submit queue: {why}.",
+                            entry.repo, entry.change
+                        ),
                     )
                     .await;
                 }
@@ -926,7 +940,11 @@ impl<'a> Pass<'a> {
     }
 
     fn forge(&self) -> Option<(&dyn crate::github::forge::Forge, &str)> {
-        let link = self.app.github_links.iter().find(|l| l.repo == self.repo.name)?;
+        let link = self
+            .app
+            .github_links
+            .iter()
+            .find(|l| l.repo == self.repo.name)?;
         Some((self.app.forge.as_deref()?, link.github.as_str()))
     }
 
@@ -958,7 +976,13 @@ impl<'a> Pass<'a> {
         self.status(number, entry, state, description).await;
     }
 
-    async fn status(&self, number: PrNumber, entry: &QueueEntry, state: StatusState, description: &str) {
+    async fn status(
+        &self,
+        number: PrNumber,
+        entry: &QueueEntry,
+        state: StatusState,
+        description: &str,
+    ) {
         let Some((forge, github)) = self.forge() else {
             return;
         };

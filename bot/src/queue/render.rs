@@ -8,10 +8,9 @@ use crate::executor::Outcome;
 pub fn markdown(outcome: &Outcome) -> Option<String> {
     Some(match outcome {
         Outcome::QueueAdd { entry } => format!("🚢 {}", entry_line(entry)),
-        Outcome::QueueRemove { entry } => format!(
-            "`{}{}` leaves the submit queue.",
-            entry.repo, entry.change
-        ),
+        Outcome::QueueRemove { entry } => {
+            format!("`{}{}` leaves the submit queue.", entry.repo, entry.change)
+        }
         Outcome::QueueRetry { entry } => format!("🔁 {}", entry_line(entry)),
         Outcome::QueueStatus { entry } => {
             let mut text = entry_line(entry);

@@ -706,6 +706,7 @@ mod tests {
                     test_timeout: Duration::from_secs(60),
                     secret_env: vec![],
                     credentials: None,
+                    queue: Default::default(),
                 },
                 _dir: dir,
                 work,
