@@ -847,7 +847,9 @@ async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
                 present.push(tag.clone());
             }
         }
-        assert_eq!(removed, 1, "{present:?}");
+        // Other tests of this binary build images under the same instance at the same time,
+        // so the count may include theirs; this name's survivors are checked exactly below.
+        assert!(removed >= 1, "{present:?}");
         assert_eq!(
             present,
             vec![
@@ -858,7 +860,11 @@ async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
             ]
         );
         rt.destroy(&env).await.unwrap();
-        assert_eq!(rt.prune_images().await.unwrap(), 1, "v0 goes once unused");
+        rt.prune_images().await.unwrap();
+        assert!(
+            rt.docker().inspect_image(&tags[0]).await.is_err(),
+            "v0 goes once unused"
+        );
         for tag in &tags[2..] {
             let _ = rt
                 .docker()

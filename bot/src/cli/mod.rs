@@ -165,14 +165,19 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Outcome::Test { run } => test(&client, run, &flags).await?,
-        Outcome::QueueAdd { entry }
-        | Outcome::QueueRemove { entry }
-        | Outcome::QueueRetry { entry }
-        | Outcome::QueueStatus { entry } => {
+        outcome @ (Outcome::QueueAdd { .. }
+        | Outcome::QueueRemove { .. }
+        | Outcome::QueueRetry { .. }
+        | Outcome::QueueStatus { .. }) => {
             if flags.json {
-                print_json(&entry)?;
+                if let Outcome::QueueAdd { entry }
+                | Outcome::QueueRemove { entry }
+                | Outcome::QueueRetry { entry }
+                | Outcome::QueueStatus { entry } = &outcome
+                {
+                    print_json(entry)?;
+                }
             } else {
-                let outcome = Outcome::QueueStatus { entry };
                 let text = crate::queue::render::markdown(&outcome).unwrap_or_default();
                 println!("{}", terminal(&text));
             }

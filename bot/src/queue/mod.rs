@@ -601,9 +601,8 @@ pub async fn remove(
         .map_err(engine_error)?;
     if removed.is_none() {
         return Err(CommandError::NotHere(format!(
-            "{}{} is not in line any more (it is {}).",
-            entry.repo,
-            entry.change,
+            "{} is not in line any more (it is {}).",
+            entry.change.label(&entry.repo),
             entry.state.as_str()
         )));
     }
@@ -627,9 +626,8 @@ pub async fn retry(
         .map_err(engine_error)?;
     if retried.is_none() {
         return Err(CommandError::NotHere(format!(
-            "{}{} has not failed (it is {}): only failed entries are retried.",
-            entry.repo,
-            entry.change,
+            "{} has not failed (it is {}): only failed entries are retried.",
+            entry.change.label(&entry.repo),
             entry.state.as_str()
         )));
     }

@@ -79,6 +79,9 @@ struct CandidateWorld {
     started_at: Option<i64>,
     /// The last failure: the snippet and where the full log is.
     failure: Option<String>,
+    /// The last failure in one plain line (the run's headline).
+    #[serde(default)]
+    headline: Option<String>,
     /// Test names that failed and then passed on this tree.
     flaky: Vec<String>,
     /// Conflicting files, when the merge did not go through.
@@ -379,6 +382,7 @@ impl<'a> Pass<'a> {
                 .unwrap_or_else(|| "the candidate's environment failed".into());
             let world = self.doc.candidates.entry(id).or_default();
             world.failure = Some(format!("the environment failed: {why}"));
+            world.headline = Some(format!("the environment failed: {why}"));
             return Ok(Some(false));
         }
         if record.phase == Phase::Failed || record.phase == Phase::Deleted {
@@ -435,6 +439,11 @@ impl<'a> Pass<'a> {
                 .or(run.headline.clone())
                 .unwrap_or_else(|| format!("tests {}", run.status.as_str()));
             world.failure = Some(format!("{snippet}\n\nFull log: {log}"));
+            world.headline = Some(
+                run.headline
+                    .clone()
+                    .unwrap_or_else(|| format!("tests {}", run.status.as_str())),
+            );
         }
         Ok(Some(passed))
     }
@@ -506,7 +515,7 @@ impl<'a> Pass<'a> {
             };
             git.fetch_commit(&self.repo, &refs, &entry.head)
                 .await
-                .with_context(|| format!("cannot fetch {}{}", entry.repo, entry.change))?;
+                .with_context(|| format!("cannot fetch {}", entry.change.label(&entry.repo)))?;
             merges.push(ChangeToMerge {
                 head: entry.head.clone(),
                 title: change_title(&entry),
@@ -695,9 +704,8 @@ impl<'a> Pass<'a> {
             format!("; flaky tests: {}", world.flaky.join(", "))
         };
         let message = format!(
-            "{}{} merged as {} (queued {queued}, tested {tested}){flaky}",
-            entry.repo,
-            entry.change,
+            "{} merged as {} (queued {queued}, tested {tested}){flaky}",
+            entry.change.label(&entry.repo),
             commit.as_ref().map(|c| c.short()).unwrap_or("?"),
         );
         let changed = self
@@ -773,20 +781,18 @@ impl<'a> Pass<'a> {
                 )
             }
             Eviction::TestsFailed { candidate } => {
-                let failure = self
-                    .doc
-                    .candidates
-                    .get(candidate)
-                    .and_then(|w| w.failure.clone())
+                let world = self.doc.candidates.get(candidate).cloned().unwrap_or_default();
+                let failure = world
+                    .failure
                     .unwrap_or_else(|| "the tests failed".into());
-                let first_line = failure.lines().next().unwrap_or("").to_string();
+                let headline = world.headline.unwrap_or_else(|| "see the log".into());
                 (
-                    format!("tests failed: {}", crate::text::truncate(&first_line, 200)),
+                    format!("tests failed: {}", crate::text::truncate(&headline, 200)),
                     format!("The merged tree failed its tests:\n\n{failure}"),
                 )
             }
         };
-        let message = format!("{}{} left the queue: {reason}", entry.repo, entry.change);
+        let message = format!("{} left the queue: {reason}", entry.change.label(&entry.repo));
         let changed = self
             .store
             .record_entry(
@@ -804,8 +810,8 @@ impl<'a> Pass<'a> {
         }
         if let Change::Pull(number) = entry.change {
             let body = format!(
-                "❌ `{}{}` left the submit queue. {detail}\n\n`/slipway queue retry` puts it back in line once fixed (or push a fix and `/slipway merge` again).",
-                entry.repo, entry.change
+                "❌ `{}` left the submit queue. {detail}\n\n`/slipway queue retry` puts it back in line once fixed (or push a fix and `/slipway merge` again).",
+                entry.change.label(&entry.repo)
             );
             self.tell_pull(number, &entry, StatusState::Failure, &reason, &body)
                 .await;
@@ -841,9 +847,8 @@ impl<'a> Pass<'a> {
                 EntryState::Removed => Some((
                     "queue.left",
                     format!(
-                        "{}{} is out of the queue: {}",
-                        entry.repo,
-                        entry.change,
+                        "{} is out of the queue: {}",
+                        entry.change.label(&entry.repo),
                         entry
                             .remove_reason
                             .clone()
@@ -879,8 +884,8 @@ impl<'a> Pass<'a> {
                         StatusState::Failure,
                         "removed from the queue",
                         &format!(
-                            "`{}{}` left the submit queue: {why}.",
-                            entry.repo, entry.change
+                            "`{}` left the submit queue: {why}.",
+                            entry.change.label(&entry.repo)
                         ),
                     )
                     .await;

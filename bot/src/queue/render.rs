@@ -9,7 +9,7 @@ pub fn markdown(outcome: &Outcome) -> Option<String> {
     Some(match outcome {
         Outcome::QueueAdd { entry } => format!("🚢 {}", entry_line(entry)),
         Outcome::QueueRemove { entry } => {
-            format!("`{}{}` leaves the submit queue.", entry.repo, entry.change)
+            format!("`{}` leaves the submit queue.", label(entry))
         }
         Outcome::QueueRetry { entry } => format!("🔁 {}", entry_line(entry)),
         Outcome::QueueStatus { entry } => {
@@ -35,7 +35,7 @@ pub fn markdown(outcome: &Outcome) -> Option<String> {
 
 /// One entry in a sentence: "`shop#42` is 2nd in line for main (ETA 16m)".
 pub fn entry_line(entry: &EntryView) -> String {
-    let change = format!("{}{}", entry.repo, entry.change);
+    let change = label(entry);
     let why = entry
         .reason
         .as_deref()
@@ -61,7 +61,24 @@ pub fn entry_line(entry: &EntryView) -> String {
                 .map(|c| &c[..c.len().min(7)])
                 .unwrap_or("?")
         ),
-        (state, None) => format!("`{change}` is {state}{why}."),
+        (state, None) => format!("`{change}` {state}{why}."),
+    }
+}
+
+/// `shop#42`, `shop:feature-x`.
+pub fn label(entry: &EntryView) -> String {
+    match entry.pr {
+        Some(_) => format!("{}{}", entry.repo, entry.change),
+        None => format!("{}:{}", entry.repo, entry.change),
+    }
+}
+
+/// What the change is, beyond its name: a PR's title (a branch is its own title).
+fn title(entry: &EntryView) -> &str {
+    if entry.branch.as_deref() == Some(entry.title.as_str()) {
+        ""
+    } else {
+        &entry.title
     }
 }
 
@@ -118,7 +135,7 @@ pub fn markdown_list(queues: &[QueueView], entries: &[EntryView]) -> String {
                 "| {} | `{}` {} | {} | {} | {} |\n",
                 entry.position.map(|p| p.to_string()).unwrap_or("-".into()),
                 entry.change,
-                crate::text::truncate(&entry.title, 60).replace('|', "\\|"),
+                crate::text::truncate(title(entry), 60).replace('|', "\\|"),
                 entry.state,
                 ago(entry.since),
                 entry.eta.as_deref().unwrap_or("-")
@@ -141,7 +158,9 @@ pub fn table(queues: &[QueueView], entries: &[EntryView]) -> String {
             .map(|e| {
                 [
                     e.position.map(|p| p.to_string()).unwrap_or("-".into()),
-                    format!("{} {}", e.change, crate::text::truncate(&e.title, 40)),
+                    format!("{} {}", e.change, crate::text::truncate(title(e), 40))
+                        .trim_end()
+                        .to_string(),
                     match &e.reason {
                         Some(r) if e.position.is_none() => {
                             format!("{} ({})", e.state, crate::text::truncate(r, 50))

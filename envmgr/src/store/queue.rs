@@ -36,6 +36,16 @@ impl Change {
     }
 }
 
+impl Change {
+    /// The change with its repo, as people say it: `shop#42`, `shop:feature-x`.
+    pub fn label(&self, repo: &RepoName) -> String {
+        match self {
+            Change::Pull(n) => format!("{repo}#{n}"),
+            Change::Branch(b) => format!("{repo}:{b}"),
+        }
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -248,7 +258,7 @@ impl Store {
                     .map(|e| e.id)
                     .unwrap_or_default();
                 return Err(StoreError::AlreadyQueued {
-                    change: format!("{}{}", new.repo, new.change),
+                    change: new.change.label(&new.repo),
                     entry: holder,
                 });
             }
@@ -261,9 +271,8 @@ impl Store {
             "queue.added",
             None,
             &format!(
-                "{}{} queued as entry {id} for {} at {}{}",
-                new.repo,
-                new.change,
+                "{} queued as entry {id} for {} at {}{}",
+                new.change.label(&new.repo),
                 new.target,
                 new.head.short(),
                 if new.priority != 0 {
@@ -378,7 +387,7 @@ impl Store {
             now,
             "queue.removed",
             None,
-            &format!("{}{} leaves the queue: {why}", entry.repo, entry.change),
+            &format!("{} leaves the queue: {why}", entry.change.label(&entry.repo)),
             Some(actor),
         )
         .await?;
@@ -416,7 +425,7 @@ impl Store {
                     .map(|e| e.id)
                     .unwrap_or_default();
                 return Err(StoreError::AlreadyQueued {
-                    change: format!("{}{}", entry.repo, entry.change),
+                    change: entry.change.label(&entry.repo),
                     entry: holder,
                 });
             }
@@ -432,8 +441,8 @@ impl Store {
             "queue.retried",
             None,
             &format!(
-                "{}{} back in the queue as entry {id}",
-                entry.repo, entry.change
+                "{} back in the queue as entry {id}",
+                entry.change.label(&entry.repo)
             ),
             Some(actor),
         )
