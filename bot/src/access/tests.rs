@@ -106,12 +106,18 @@ fn no_access_may_run_only_help_and_whoami() {
         vec![
             CommandKind::EnvList,
             CommandKind::EnvStatus,
+            CommandKind::QueueList,
+            CommandKind::QueueStatus,
             CommandKind::Help,
             CommandKind::WhoAmI
         ]
     );
+    // Closing the tree is for deployers.
+    let developer = policy.allowed_commands(Role::Developer);
+    assert_eq!(developer.len(), CommandKind::ALL.len() - 2);
+    assert!(!developer.contains(&CommandKind::QueuePause));
     assert_eq!(
-        policy.allowed_commands(Role::Developer).len(),
+        policy.allowed_commands(Role::Deployer).len(),
         CommandKind::ALL.len()
     );
 }

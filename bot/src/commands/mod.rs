@@ -315,7 +315,7 @@ impl CommandKind {
                 "queue add",
                 "queue add [change] [pr:<pr>] [branch:<branch>] [repo:<repo>] [priority:<priority>]",
                 "Put a change in the submit queue: it lands on the target branch once the exact \
-                 merged tree passed the tests (on a pull request: `/slipway merge` does the same).",
+                 merged tree passed the tests (on a pull request, `merge` does the same).",
             ),
             CommandKind::QueueRemove => info(
                 "queue remove",
@@ -430,8 +430,6 @@ impl CommandKind {
                 (Syntax::Discord, _) => format!("{}:<{placeholder}>", arg.name),
                 (Syntax::Cli, ArgKind::Topic) => "<command>".to_owned(),
                 (_, ArgKind::Topic) => "command".to_owned(),
-                (Syntax::Cli, ArgKind::Reason) => "<reason...>".to_owned(),
-                (Syntax::Comment, ArgKind::Reason) => "reason...".to_owned(),
                 (Syntax::Cli, _) if arg.positional => format!("<{}>", arg.name),
                 (Syntax::Comment, _) if arg.positional => arg.name.to_owned(),
                 (Syntax::Cli, _) => format!("--{} <{placeholder}>", arg.name),
@@ -608,10 +606,10 @@ impl Words {
         }
     }
 
-    /// A change: `pr:42` for a pull request, the plain word otherwise.
+    /// A change: `#42` for a pull request, the plain word otherwise.
     fn queue_ref(&mut self, key: &str, value: Option<&QueueRef>) {
         match value {
-            Some(QueueRef::Pull(n)) => self.0.push(format!("pr:{n}")),
+            Some(QueueRef::Pull(n)) => self.0.push(format!("#{n}")),
             Some(QueueRef::Number(n)) => self.0.push(n.to_string()),
             Some(QueueRef::Branch(b)) if b.parse::<u64>().is_ok() || b.starts_with('#') => {
                 self.0.push(format!("branch:{}", quote_if_needed(b)))

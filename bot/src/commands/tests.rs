@@ -173,6 +173,84 @@ fn cases() -> Vec<Case> {
             expected: Command::Approve,
         },
         Case {
+            text: "queue add pr:42 repo:shop",
+            discord: ("queue add", &[("pr", "42"), ("repo", "shop")]),
+            cli: &["queue", "add", "--pr", "42", "--repo", "shop"],
+            expected: Command::QueueAdd {
+                change: Some(QueueRef::Pull(42)),
+                repo: s("shop"),
+                priority: None,
+            },
+        },
+        Case {
+            text: "queue add feature-x priority:2",
+            discord: ("queue add", &[("change", "feature-x"), ("priority", "2")]),
+            cli: &["queue", "add", "feature-x", "--priority", "2"],
+            expected: Command::QueueAdd {
+                change: Some(QueueRef::Branch("feature-x".into())),
+                repo: None,
+                priority: Some(2),
+            },
+        },
+        Case {
+            text: "queue add 42",
+            discord: ("queue add", &[("change", "42")]),
+            cli: &["queue", "add", "42"],
+            expected: Command::QueueAdd {
+                change: Some(QueueRef::Number(42)),
+                repo: None,
+                priority: None,
+            },
+        },
+        Case {
+            text: "queue remove #7",
+            discord: ("queue remove", &[("entry", "#7")]),
+            cli: &["queue", "remove", "#7"],
+            expected: Command::QueueRemove {
+                entry: Some(QueueRef::Pull(7)),
+                repo: None,
+            },
+        },
+        Case {
+            text: "queue list repo:shop",
+            discord: ("queue list", &[("repo", "shop")]),
+            cli: &["queue", "list", "--repo", "shop"],
+            expected: Command::QueueList { repo: s("shop") },
+        },
+        Case {
+            text: "queue status feature-x",
+            discord: ("queue status", &[("entry", "feature-x")]),
+            cli: &["queue", "status", "feature-x"],
+            expected: Command::QueueStatus {
+                entry: Some(QueueRef::Branch("feature-x".into())),
+                repo: None,
+            },
+        },
+        Case {
+            text: "queue pause release freeze repo:shop",
+            discord: ("queue pause", &[("reason", "release freeze"), ("repo", "shop")]),
+            cli: &["queue", "pause", "release", "freeze", "--repo", "shop"],
+            expected: Command::QueuePause {
+                reason: s("release freeze"),
+                repo: s("shop"),
+            },
+        },
+        Case {
+            text: "queue resume",
+            discord: ("queue resume", &[]),
+            cli: &["queue", "resume"],
+            expected: Command::QueueResume { repo: None },
+        },
+        Case {
+            text: "queue retry 3",
+            discord: ("queue retry", &[("entry", "3")]),
+            cli: &["queue", "retry", "3"],
+            expected: Command::QueueRetry {
+                entry: Some(QueueRef::Number(3)),
+                repo: None,
+            },
+        },
+        Case {
             text: "help",
             discord: ("help", &[]),
             cli: &["help"],
@@ -245,6 +323,32 @@ fn every_command_parses_the_same_on_every_surface() {
             "canonical {canonical:?}"
         );
     }
+}
+
+#[test]
+fn merge_is_queue_add_and_a_change_is_named_once() {
+    assert_eq!(
+        parse_comment("LGTM\n/slipway merge\n"),
+        vec![Ok(Command::QueueAdd {
+            change: None,
+            repo: None,
+            priority: None,
+        })]
+    );
+    assert_eq!(
+        Command::parse_line("merge priority:1"),
+        Ok(Command::QueueAdd {
+            change: None,
+            repo: None,
+            priority: Some(1),
+        })
+    );
+    let twice = Command::parse_line("queue add 42 branch:feature-x").unwrap_err();
+    assert!(twice.to_string().contains("name one change"), "{twice}");
+    let missing = Command::parse_line("queue").unwrap_err();
+    assert!(missing.to_string().contains("`add`"), "{missing}");
+    let typo = Command::parse_line("queue ad 4").unwrap_err();
+    assert!(typo.to_string().contains("queue add"), "{typo}");
 }
 
 #[test]
