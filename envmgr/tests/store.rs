@@ -12,11 +12,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use envmgr::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
+use envmgr::queue::machine::EntryState;
 use envmgr::runtime::{Protocol, PublishedPort};
 use envmgr::store::{
     Backend, Desired, EnvRecord, Event, Phase, PullRequestSource, PullRow, PullState, RunStatus,
     RunTrigger, ServiceStatus, Store, UpRequest,
 };
+use envmgr::store::{Change, EntryUpdate, NewQueueEntry, StoreError};
 use support::postgres::TestPostgres;
 
 /// The TTL of every env except the expiry case's.
@@ -55,6 +57,7 @@ async fn run_suite(url: &str, backend: Backend) {
     list_hides_deleted_envs(store.clone()).await;
     expiry(store.clone()).await;
     leases_are_exclusive_and_fence_stale_writes(store.clone()).await;
+    queue_entries_one_live_per_change(store.clone()).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1121,4 +1124,119 @@ async fn leases_are_exclusive_and_fence_stale_writes(store: Store) {
         .expect("free after release_all_leases");
     assert!(d.token > c.token);
     store.release_lease(&d).await.unwrap();
+}
+
+/// A change is in line at most once; removal and retry are requests the reconciler carries
+/// out; its writes (entry states, the scheduler's document) are fenced by the queue's lease.
+async fn queue_entries_one_live_per_change(store: Store) {
+    let repo = RepoName::parse("queued").unwrap();
+    let main = BranchName::parse("main").unwrap();
+    let new = |change: Change, head: char| NewQueueEntry {
+        repo: repo.clone(),
+        target: main.clone(),
+        change,
+        head: commit(head),
+        title: "Add the cart".into(),
+        priority: 0,
+        actor: "alice".into(),
+    };
+    let pr = Change::Pull(PrNumber::new(42).unwrap());
+    let first = store.enqueue(&new(pr.clone(), 'a')).await.unwrap();
+    assert_eq!(first.state, EntryState::Queued);
+    assert!(first.wanted && first.is_live());
+    assert_eq!(first.change, pr);
+    match store.enqueue(&new(pr.clone(), 'b')).await {
+        Err(StoreError::AlreadyQueued { entry, change }) => {
+            assert_eq!(entry, first.id);
+            assert_eq!(change, "queued#42");
+        }
+        other => panic!("a second live entry for one change: {other:?}"),
+    }
+    let branch = Change::Branch(BranchName::parse("feature-x").unwrap());
+    let second = store.enqueue(&new(branch.clone(), 'c')).await.unwrap();
+    assert!(second.id > first.id);
+    let row = store.queue_row(&repo, &main).await.unwrap().unwrap();
+    assert!(!row.paused);
+    assert_eq!(row.doc, "{}");
+
+    // Removal is asked for; the entry stays live until the reconciler says so.
+    let removed = store
+        .request_queue_remove(second.id, "bob", "removed by bob")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!removed.wanted && !removed.is_live());
+    assert!(store
+        .request_queue_remove(second.id, "bob", "again")
+        .await
+        .unwrap()
+        .is_none());
+    // Only a failed entry is retried.
+    assert!(store
+        .request_queue_retry(first.id, "alice")
+        .await
+        .unwrap()
+        .is_none());
+
+    // The reconciler's writes need the queue's lease.
+    let ttl = Duration::from_secs(30);
+    let lease = store
+        .acquire_lease("queue", "queued/main", "replica-a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let fenced = store.fenced(lease.fence());
+    assert!(fenced
+        .record_entry(
+            &first,
+            EntryState::Failed,
+            &EntryUpdate {
+                reason: Some("tests failed".into()),
+                attempts: Some(2),
+                ..Default::default()
+            },
+            Some(("queue.failed", "queued#42 left the queue")),
+        )
+        .await
+        .unwrap());
+    fenced
+        .save_queue_doc(&repo, &main, "{\"x\":1}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.queue_row(&repo, &main).await.unwrap().unwrap().doc,
+        "{\"x\":1}"
+    );
+    let failed = store.queue_entry(first.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, EntryState::Failed);
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(failed.reason.as_deref(), Some("tests failed"));
+    // A new live entry for the change may exist now; retrying the old one then is refused.
+    let again = store.enqueue(&new(pr.clone(), 'd')).await.unwrap();
+    assert!(matches!(
+        store.request_queue_retry(first.id, "alice").await,
+        Err(StoreError::AlreadyQueued { entry, .. }) if entry == again.id
+    ));
+
+    // Another replica takes the lease over: the old holder's writes are refused.
+    store.release_lease(&lease).await.unwrap();
+    store
+        .acquire_lease("queue", "queued/main", "replica-b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        fenced.save_queue_doc(&repo, &main, "{}").await,
+        Err(StoreError::StaleLease { .. })
+    ));
+
+    // Trees that passed are remembered.
+    assert!(store.tree_result(&repo, "t1").await.unwrap().is_none());
+    store
+        .record_tree_passed(&repo, "t1", 7, &["flaky_test".to_string()])
+        .await
+        .unwrap();
+    let tree = store.tree_result(&repo, "t1").await.unwrap().unwrap();
+    assert!(tree.passed);
+    assert_eq!(tree.flaky, vec!["flaky_test".to_string()]);
 }

@@ -228,7 +228,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             text: "queue pause release freeze repo:shop",
-            discord: ("queue pause", &[("reason", "release freeze"), ("repo", "shop")]),
+            discord: (
+                "queue pause",
+                &[("reason", "release freeze"), ("repo", "shop")],
+            ),
             cli: &["queue", "pause", "release", "freeze", "--repo", "shop"],
             expected: Command::QueuePause {
                 reason: s("release freeze"),

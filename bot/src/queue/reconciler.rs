@@ -781,10 +781,13 @@ impl<'a> Pass<'a> {
                 )
             }
             Eviction::TestsFailed { candidate } => {
-                let world = self.doc.candidates.get(candidate).cloned().unwrap_or_default();
-                let failure = world
-                    .failure
-                    .unwrap_or_else(|| "the tests failed".into());
+                let world = self
+                    .doc
+                    .candidates
+                    .get(candidate)
+                    .cloned()
+                    .unwrap_or_default();
+                let failure = world.failure.unwrap_or_else(|| "the tests failed".into());
                 let headline = world.headline.unwrap_or_else(|| "see the log".into());
                 (
                     format!("tests failed: {}", crate::text::truncate(&headline, 200)),
@@ -792,7 +795,10 @@ impl<'a> Pass<'a> {
                 )
             }
         };
-        let message = format!("{} left the queue: {reason}", entry.change.label(&entry.repo));
+        let message = format!(
+            "{} left the queue: {reason}",
+            entry.change.label(&entry.repo)
+        );
         let changed = self
             .store
             .record_entry(

@@ -387,7 +387,10 @@ impl Store {
             now,
             "queue.removed",
             None,
-            &format!("{} leaves the queue: {why}", entry.change.label(&entry.repo)),
+            &format!(
+                "{} leaves the queue: {why}",
+                entry.change.label(&entry.repo)
+            ),
             Some(actor),
         )
         .await?;
