@@ -356,6 +356,46 @@ fn kill_during_landing_lands_exactly_once() {
     wait_candidates_gone(&server, &name);
 }
 
+/// A team's repository may be a working copy with main checked out (like the bundled demo
+/// repo): the queue lands there too, moving main and its clean working tree. With no test
+/// services, a candidate passes when its env is Ready.
+#[test]
+fn a_working_copy_with_main_checked_out_gets_the_landing() {
+    let name = unique_name("qw");
+    let repo = TestRepo::new();
+    repo.write(
+        "compose.yml",
+        "services:\n  web:\n    image: slipway/demo-app:latest\n    ports: ['8080']\n",
+    )
+    .commit("base");
+    repo.checkout_new("docs");
+    repo.write("DOCS.md", "docs\n");
+    let docs = repo.commit("docs");
+    repo.git(&["checkout", "--quiet", "main"]);
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
+    queue_json(&server, &["add", "docs", "--repo", &name]);
+    wait_for_entries(
+        &server,
+        &name,
+        "docs to land",
+        Duration::from_secs(300),
+        |e| state_of(e, "docs") == "merged",
+    );
+    let main = repo.git(&["rev-parse", "main"]);
+    let ancestor = std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", &docs, main.trim()])
+        .current_dir(repo.path())
+        .status()
+        .unwrap();
+    assert!(ancestor.success(), "main contains the change");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("DOCS.md")).unwrap(),
+        "docs\n",
+        "the working tree follows"
+    );
+    wait_candidates_gone(&server, &name);
+}
+
 /// The same queue through pull requests: `/slipway merge` on approved PRs, answered with a
 /// position; the bad combination's PR gets the failure with its snippet, the good ones are
 /// landed and told so; an unapproved PR is refused with what it needs.

@@ -146,6 +146,10 @@ impl Reconciler for QueueReconciler {
             return Ok(Next::AwaitChange);
         }
         let mut pass = Pass::load(&self.app, work, repo).await?;
+        if pass.idle() {
+            // Nothing in line and nothing under way: not even a fetch of the target.
+            return Ok(Next::AwaitChange);
+        }
         pass.run().await?;
         pass.save().await?;
         Ok(if pass.waiting() {
@@ -204,6 +208,20 @@ impl<'a> Pass<'a> {
             .save_queue_doc(&self.repo.name, &self.repo.queue.target, &doc)
             .await?;
         Ok(())
+    }
+
+    /// No entry in the store or the scheduler needs anything.
+    fn idle(&self) -> bool {
+        self.entries.is_empty()
+            && self.doc.landing.is_none()
+            && self.paused == self.doc.machine.paused
+            && !self
+                .doc
+                .machine
+                .candidates
+                .iter()
+                .any(|c| c.state.is_live())
+            && !self.doc.machine.entries.iter().any(|e| e.state.is_live())
     }
 
     /// Whether something is under way that nobody will nudge about (tests running).

@@ -232,13 +232,15 @@ impl GitMirrors {
         let target = format!("refs/heads/{}", branch.as_str());
         let lease = format!("--force-with-lease={target}:{}", expected.as_str());
         let refspec = format!("{}:{target}", commit.as_str());
-        let pushed = run_remote_finished(
-            &self.mirror(&repo.name),
-            repo,
-            &["push", "--porcelain", &lease, "--", &repo.url, &refspec],
-            "push",
-        )
-        .await?;
+        let mut args = vec!["push", "--porcelain", &lease];
+        // A repository on this machine may be a working copy with the target checked out
+        // (the bundled demo repo, a team's shared folder): its receiving side then moves the
+        // branch and updates the (clean) working tree, instead of refusing the push.
+        if is_local(&repo.url) {
+            args.push(LOCAL_RECEIVE_PACK);
+        }
+        args.extend(["--", &repo.url, &refspec]);
+        let pushed = run_remote_finished(&self.mirror(&repo.name), repo, &args, "push").await?;
         let Some((flag, summary)) = porcelain_status(&pushed.stdout, &target) else {
             // No verdict on the ref: git never got to it (unreachable remote, bad auth).
             return Err(pushed.failure("push"));
@@ -632,6 +634,16 @@ fn command(dir: &Path, args: &[&str]) -> tokio::process::Command {
 async fn git(dir: &Path, args: &[&str]) -> Result<Finished, GitError> {
     let action = args.first().copied().unwrap_or("git");
     finish(command(dir, args), None, action, None).await
+}
+
+/// `receive-pack` for a repository on this machine (a fixed command; git quotes the path): a
+/// branch checked out in a working copy is moved and its clean working tree updated.
+const LOCAL_RECEIVE_PACK: &str =
+    "--receive-pack=git -c receive.denyCurrentBranch=updateInstead receive-pack";
+
+/// A path or `file://` URL: the receiving side runs on this machine.
+fn is_local(url: &str) -> bool {
+    url.starts_with("file://") || !url.contains("://") && !url.contains('@')
 }
 
 #[cfg(test)]
