@@ -4,6 +4,7 @@
 
 use crate::harness::chatops::*;
 use crate::harness::discord::*;
+use crate::harness::SlipwayApi;
 use crate::support::InProcessServer;
 
 /// The options of a registered command (or of one `/env` subcommand) by name, with whether
@@ -109,4 +110,64 @@ fn discord_registers_what_it_can_do_and_its_help_speaks_discord() {
         "{text}"
     );
     assert!(text.contains("(required)"), "{text}");
+}
+
+/// The submit queue from Discord, on the runtime's twin: `/queue add branch:...` by a
+/// developer lands the branch (its tests pass on the twin) in the repo's working copy;
+/// `/queue list` shows it merged; someone with no role may look but not queue, and closing
+/// the tree is for deployers.
+#[test]
+fn the_queue_from_discord_lands_a_branch_and_checks_roles() {
+    let (world, server, repo, _name) = setup(InProcessServer::start);
+    repo.checkout_new("docs");
+    repo.write("DOCS.md", "docs\n");
+    let docs = repo.commit("docs");
+    repo.git(&["checkout", "--quiet", "main"]);
+
+    let refused = world.send_interaction(
+        SlashCommand::new(GUILD, CHANNEL, VIC, "queue")
+            .sub("add")
+            .opt("branch", "docs"),
+    );
+    wait_answer(&world, &refused, "vic refused", |t| {
+        t.contains("needs the developer role")
+    });
+    let pause = world.send_interaction(
+        SlashCommand::new(GUILD, CHANNEL, DANA, "queue")
+            .sub("pause")
+            .opt("reason", "freeze"),
+    );
+    wait_answer(&world, &pause, "dana refused", |t| {
+        t.contains("needs the deployer role")
+    });
+
+    let add = world.send_interaction(
+        SlashCommand::new(GUILD, CHANNEL, DANA, "queue")
+            .sub("add")
+            .opt("branch", "docs"),
+    );
+    let text = wait_answer(&world, &add, "the position", |t| t.contains("in line"));
+    assert!(text.contains(":docs` is 1st in line"), "{text}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list =
+            world.send_interaction(SlashCommand::new(GUILD, CHANNEL, VIC, "queue").sub("list"));
+        let text = wait_answer(&world, &list, "the queue", |t| t.contains("The queue of"));
+        if text.contains("| merged |") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never merged: {text}\n{}",
+            server.tail_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let contains = std::process::Command::new("git")
+        .args(["merge-base", "--is-ancestor", &docs, "main"])
+        .current_dir(repo.path())
+        .status()
+        .unwrap();
+    assert!(contains.success(), "main has the branch");
 }

@@ -179,7 +179,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             } else {
                 let text = crate::queue::render::markdown(&outcome).unwrap_or_default();
-                println!("{}", terminal(&text));
+                // Names read plainly in a terminal; code spans are for chat and comments.
+                println!("{}", terminal(&text).replace('`', ""));
             }
         }
         Outcome::QueueList {
@@ -198,7 +199,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             if flags.json {
                 print_json(&queue)?;
             } else {
-                println!("{}", terminal(&crate::queue::render::queue_line(&queue)));
+                let line = crate::queue::render::queue_line(&queue);
+                println!("{}", terminal(&line).replace('`', ""));
             }
         }
     }
