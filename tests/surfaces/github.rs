@@ -221,3 +221,48 @@ fn a_pull_request_head_asked_for_as_a_branch_is_refused_and_nothing_deploys() {
     assert_eq!(listed, serde_json::json!([]), "nothing was deployed");
     assert!(s.env_status(&env).is_none());
 }
+
+/// Issue 11: a push to a queued pull request takes it out of the queue (its approval was for
+/// the old head), and the pull request is told why.
+#[test]
+fn a_push_to_a_queued_pull_request_takes_it_out() {
+    let s = setup(false);
+    let first = s.push_feature(5, "one");
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(5, &first, "feature", &s.github, "alice"),
+    );
+    s.world.add_review(&s.github, 5, "carol", "APPROVED");
+    // Closed tree: the change is tested but cannot land before the push.
+    let paused = s
+        .server
+        .cli_raw(&["queue", "pause", "hold", "--repo", &s.name, "--json"]);
+    assert!(paused.status.success(), "{}", s.server.tail_log());
+    let merge = issue_comment_payload(&s.github, 5, "/slipway merge", "alice");
+    assert_eq!(s.send("issue_comment", "q-1", &merge).0, 202);
+    s.wait_for_world("the queue's answer", |w| {
+        w.comments(&s.github, 5)
+            .iter()
+            .any(|c| c.body.contains("1st in line"))
+    });
+
+    let second = s.push_feature(5, "two");
+    s.world.set_pull_head(&s.github, 5, &second);
+    let sync = s.pr_payload("synchronize", 5, &second, &s.github, "alice");
+    assert_eq!(s.send("pull_request", "q-2", &sync).0, 202);
+    s.wait_for_world("the removal told on the PR", |w| {
+        w.comments(&s.github, 5)
+            .iter()
+            .any(|c| c.body.contains("left the submit queue") && c.body.contains("new commits"))
+    });
+    let out = s
+        .server
+        .cli_raw(&["queue", "status", "5", "--repo", &s.name, "--json"]);
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry["state"], "removed", "{entry:#}");
+    assert!(
+        entry["reason"].as_str().unwrap().contains("new commits"),
+        "{entry:#}"
+    );
+    assert_eq!(entry["head"], first.as_str());
+}

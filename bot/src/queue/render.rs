@@ -50,7 +50,7 @@ pub fn entry_line(entry: &EntryView) -> String {
                 .eta
                 .as_deref()
                 .map(|eta| format!(", ETA {eta}"))
-                .unwrap_or_default()
+                .unwrap_or_else(|| "; ETA once a first candidate was tested".into())
         ),
         ("merged", None) => format!(
             "`{change}` landed on `{}` as {}.",
