@@ -329,6 +329,19 @@ impl Engine {
         Ok(self.redactors.env(record).await)
     }
 
+    /// Makes sure the env is on its way to serving: a sleeping env is woken (one wake however
+    /// many callers ask), a running one is left as it is. The front door calls this for a
+    /// request to an env that is not serving, then waits for Ready. Returns the env.
+    pub async fn wake(&self, env: &EnvName, actor: &str) -> Result<EnvRecord, EngineError> {
+        let record = self.get(env).await?;
+        if record.desired == crate::store::Desired::Deleted {
+            return Err(EngineError::Deleted(env.to_string()));
+        }
+        tracing::debug!(env = %env, actor, phase = record.phase.as_str(), "wake asked for");
+        self.envs.nudge(env.as_str());
+        Ok(record)
+    }
+
     /// The env with its recent events and latest run, every text redacted.
     pub async fn status(&self, env: &EnvName) -> Result<EnvStatus, EngineError> {
         let record = self.get(env).await?;
