@@ -245,6 +245,7 @@ impl<'a> Pass<'a> {
             }
         }
         self.observe_requests();
+        self.drop_unseen_removals().await?;
         self.observe_target().await?;
         self.observe_tests().await?;
         let moved = !self.events.is_empty();
@@ -338,6 +339,36 @@ impl<'a> Pass<'a> {
                 Event::Resumed
             });
         }
+    }
+
+    /// Entries taken out before the scheduler ever saw them: recorded removed at once.
+    async fn drop_unseen_removals(&mut self) -> anyhow::Result<()> {
+        let known = self.entry_states();
+        let unseen: Vec<QueueEntry> = self
+            .entries
+            .values()
+            .filter(|e| !e.wanted && !known.contains_key(&e.id))
+            .cloned()
+            .collect();
+        for entry in unseen {
+            let why = entry
+                .remove_reason
+                .clone()
+                .unwrap_or_else(|| "removed".into());
+            self.store
+                .record_entry(
+                    &entry,
+                    EntryState::Removed,
+                    &EntryUpdate {
+                        reason: Some(why),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await?;
+            self.entries.remove(&entry.id);
+        }
+        Ok(())
     }
 
     /// The target's head: someone else moving it means every candidate is rebuilt.
