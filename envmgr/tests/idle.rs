@@ -173,7 +173,10 @@ async fn an_idle_env_sleeps_and_wakes_once_at_the_same_commit_in_the_same_contai
     assert!(started.elapsed() < Duration::from_millis(2500));
     assert!(asleep.idle.asleep);
     let observed = w.fake.observed(&env("app-main"));
-    assert!(observed.volumes.contains(&"data".to_string()), "{observed:?}");
+    assert!(
+        observed.volumes.contains(&"data".to_string()),
+        "{observed:?}"
+    );
     assert!(
         observed
             .services
@@ -181,7 +184,10 @@ async fn an_idle_env_sleeps_and_wakes_once_at_the_same_commit_in_the_same_contai
             .all(|s| matches!(s.state, ServiceState::Exited { .. })),
         "{observed:?}"
     );
-    assert!(asleep.services.iter().all(|s| s.state.starts_with("exited")));
+    assert!(asleep
+        .services
+        .iter()
+        .all(|s| s.state.starts_with("exited")));
 
     // Many callers at once: one wake on the timeline.
     let name = env("app-main");
@@ -195,8 +201,15 @@ async fn an_idle_env_sleeps_and_wakes_once_at_the_same_commit_in_the_same_contai
     .await;
     assert_eq!(events_of(&w, "requested", "wake requested").await, 1);
     assert_eq!(awake.commit, ready.commit);
-    assert_eq!(awake.generation, ready.generation, "a wake is no new deploy");
-    assert_eq!(container_ids(&w), before, "the same containers, started again");
+    assert_eq!(
+        awake.generation, ready.generation,
+        "a wake is no new deploy"
+    );
+    assert_eq!(
+        container_ids(&w),
+        before,
+        "the same containers, started again"
+    );
     assert!(w
         .fake
         .observed(&env("app-main"))
@@ -283,7 +296,10 @@ async fn a_warned_env_that_is_used_stays_a_pinned_one_never_goes_an_unused_one_g
     assert!(record.idle.pinned);
 
     // Unpinned and unused: warned again, then deleted.
-    w.engine.pin(&env("app-main"), false, "ernie").await.unwrap();
+    w.engine
+        .pin(&env("app-main"), false, "ernie")
+        .await
+        .unwrap();
     let gone = wait_for(&w.engine, "Deleted", Duration::from_secs(8), |r| {
         r.phase == Phase::Deleted
     })

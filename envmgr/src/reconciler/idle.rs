@@ -17,7 +17,10 @@ use crate::store::{now_ms, Desired, EnvRecord, Phase, Store};
 pub(crate) enum IdleStep {
     Nothing,
     /// Tell people it goes at `deadline` (unix ms); `idle` says whether for idleness or TTL.
-    Warn { deadline: i64, idle: bool },
+    Warn {
+        deadline: i64,
+        idle: bool,
+    },
     Sleep,
     Delete,
 }
