@@ -354,6 +354,7 @@ mod tests {
             warnings: vec![],
             pull_request: None,
             candidate: None,
+            idle: Default::default(),
         }
     }
 
