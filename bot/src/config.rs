@@ -275,6 +275,27 @@ pub struct RepoConfig {
     /// The submit queue (`[repo.queue]`); every key has a default.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Idle this long (no push, command or request): the env's containers are stopped until
+    /// the next use. "0" never.
+    #[serde(default = "default_idle_sleep", with = "humantime_serde")]
+    pub idle_sleep: Duration,
+    /// Idle this long: the env is deleted, after a warning. "0" never.
+    #[serde(default = "default_idle_delete", with = "humantime_serde")]
+    pub idle_delete: Duration,
+    /// How long before a deletion (idle or TTL) the PR and the repo's sinks are told. "0":
+    /// no warning.
+    #[serde(default = "default_warn_before", with = "humantime_serde")]
+    pub warn_before: Duration,
+}
+
+fn default_idle_sleep() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_idle_delete() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_warn_before() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// `[repo.queue]`: how changes land on the target branch.

@@ -73,6 +73,11 @@ pub enum Outcome {
     EnvExtend {
         env: EnvRecord,
     },
+    /// `env sleep`, `env wake`, `env pin`, `env unpin`: what was asked, and the env after.
+    EnvIdle {
+        action: IdleAction,
+        env: EnvRecord,
+    },
     /// The run is queued; the reconciler runs it.
     Test {
         run: TestRun,
@@ -103,6 +108,28 @@ pub enum Outcome {
     QueuePaused {
         queue: QueueView,
     },
+}
+
+/// What an idle command asked of an env.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleAction {
+    Sleep,
+    Wake,
+    Pin,
+    Unpin,
+}
+
+impl IdleAction {
+    /// What the env does now, for replies: "is going to sleep", "is waking up", ...
+    pub fn reply(self) -> &'static str {
+        match self {
+            IdleAction::Sleep => "is going to sleep (volumes kept); any use wakes it",
+            IdleAction::Wake => "is waking up at the same commit",
+            IdleAction::Pin => "is pinned: it never sleeps nor is deleted for being idle",
+            IdleAction::Unpin => "is unpinned: it sleeps and is deleted when idle again",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +256,26 @@ async fn audit(engine: &Engine, invocation: &Invocation, command: &str, outcome:
     .await;
 }
 
+/// The env a command names (or means, on a pull request), if it is about one env.
+fn named_env(command: &Command, invocation: &Invocation) -> Option<EnvName> {
+    let env = match command {
+        Command::EnvDown { env }
+        | Command::EnvStatus { env }
+        | Command::EnvLogs { env, .. }
+        | Command::EnvExtend { env, .. }
+        | Command::EnvSleep { env }
+        | Command::EnvWake { env }
+        | Command::EnvPin { env }
+        | Command::EnvUnpin { env }
+        | Command::Test { env, .. } => env,
+        _ => return None,
+    };
+    match env {
+        Some(env) => EnvName::parse(env).ok(),
+        None => invocation.default_env.clone(),
+    }
+}
+
 /// Carries out an allowed command.
 async fn execute(
     app: &App,
@@ -253,6 +300,13 @@ async fn execute(
                 prefix: invocation.prefix,
             }),
     };
+    // A command that names an env is a use of it: it keeps the env awake and alive (its
+    // idle time starts again), whatever the command turns out to do.
+    if let Some(named) = named_env(&command, invocation) {
+        if let Err(e) = engine.record_use(&named).await {
+            tracing::warn!(env = %named, error = %e, "could not record the use of an env");
+        }
+    }
     Ok(match command {
         Command::Help { topic } => Outcome::Help {
             text: help_reply(topic.as_deref(), invocation.prefix),
@@ -314,6 +368,22 @@ async fn execute(
             env: redactors
                 .env(engine.extend(&env_or_default(env)?, by, actor).await?)
                 .await,
+        },
+        Command::EnvSleep { env } => Outcome::EnvIdle {
+            action: IdleAction::Sleep,
+            env: engine.sleep(&env_or_default(env)?, actor).await?,
+        },
+        Command::EnvWake { env } => Outcome::EnvIdle {
+            action: IdleAction::Wake,
+            env: engine.wake(&env_or_default(env)?, actor).await?,
+        },
+        Command::EnvPin { env } => Outcome::EnvIdle {
+            action: IdleAction::Pin,
+            env: engine.pin(&env_or_default(env)?, true, actor).await?,
+        },
+        Command::EnvUnpin { env } => Outcome::EnvIdle {
+            action: IdleAction::Unpin,
+            env: engine.pin(&env_or_default(env)?, false, actor).await?,
         },
         Command::Test { env, failed_only } => Outcome::Test {
             run: engine

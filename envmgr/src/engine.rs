@@ -36,6 +36,8 @@ pub enum EngineError {
     NoSuchRun(i64),
     #[error("the log of test run {0} is no longer kept (or the run has not started)")]
     NoLog(i64),
+    #[error("environment `{env}` is {phase}: only a Ready (or Degraded) env can sleep")]
+    CannotSleep { env: String, phase: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -51,6 +53,9 @@ pub struct EnvStatus {
     /// The newest integration test run, if any.
     #[serde(default)]
     pub latest_run: Option<TestRun>,
+    /// How long nothing has used it (no deploy, command or request), in milliseconds.
+    #[serde(default)]
+    pub idle_ms: i64,
 }
 
 #[derive(Clone)]
@@ -330,16 +335,80 @@ impl Engine {
     }
 
     /// Makes sure the env is on its way to serving: a sleeping env is woken (one wake however
-    /// many callers ask), a running one is left as it is. The front door calls this for a
-    /// request to an env that is not serving, then waits for Ready. Returns the env.
+    /// many callers ask: the first flips it, the rest find it awake), a running one is left as
+    /// it is. The front door calls this for a request to an env that is not serving, then
+    /// waits for Ready. A wake is a use: the env does not fall straight back asleep. Returns
+    /// the env as it is after the request.
     pub async fn wake(&self, env: &EnvName, actor: &str) -> Result<EnvRecord, EngineError> {
         let record = self.get(env).await?;
         if record.desired == crate::store::Desired::Deleted {
             return Err(EngineError::Deleted(env.to_string()));
         }
-        tracing::debug!(env = %env, actor, phase = record.phase.as_str(), "wake asked for");
+        self.store
+            .record_command(&record.name, crate::store::now_ms())
+            .await?;
+        if self
+            .store
+            .request_wake(&record.name, actor, &format!("asked by {actor}"))
+            .await?
+        {
+            tracing::info!(env = %env, actor, "waking up");
+        }
         self.envs.nudge(env.as_str());
-        Ok(record)
+        self.get(env).await
+    }
+
+    /// Puts a serving env to sleep: its containers are stopped, its network and volumes
+    /// kept, until a wake (`env wake`, `env up`, a request through the front door).
+    pub async fn sleep(&self, env: &EnvName, actor: &str) -> Result<EnvRecord, EngineError> {
+        use crate::store::Phase;
+        let record = self.get(env).await?;
+        if record.desired == crate::store::Desired::Deleted {
+            return Err(EngineError::Deleted(env.to_string()));
+        }
+        if !matches!(
+            record.phase,
+            Phase::Ready | Phase::Degraded | Phase::Sleeping
+        ) {
+            return Err(EngineError::CannotSleep {
+                env: env.to_string(),
+                phase: record.phase.as_str(),
+            });
+        }
+        self.store
+            .request_sleep(&record.name, actor, &format!("asked by {actor}"))
+            .await?;
+        self.envs.nudge(env.as_str());
+        self.get(env).await
+    }
+
+    /// Pins the env (`pinned`), so it never sleeps nor is deleted for being idle, or unpins it.
+    pub async fn pin(
+        &self,
+        env: &EnvName,
+        pinned: bool,
+        actor: &str,
+    ) -> Result<EnvRecord, EngineError> {
+        let record = self.get(env).await?;
+        if record.desired == crate::store::Desired::Deleted {
+            return Err(EngineError::Deleted(env.to_string()));
+        }
+        let record = self
+            .store
+            .set_pinned(&record.name, pinned, actor)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(env.to_string()))?;
+        self.envs.nudge(env.as_str());
+        Ok(self.redactors.env(record).await)
+    }
+
+    /// Records that a command named `env` (a sign of use that keeps it awake and alive). An
+    /// env that does not exist is no error: the command itself will say so.
+    pub async fn record_use(&self, env: &EnvName) -> Result<(), EngineError> {
+        self.store
+            .record_command(env, crate::store::now_ms())
+            .await?;
+        Ok(())
     }
 
     /// The env with its recent events and latest run, every text redacted.
@@ -351,10 +420,15 @@ impl Engine {
             Some(run) => Some(self.redactors.run(&record, run).await),
             None => None,
         };
+        let idle_ms = record
+            .idle
+            .idle_for(record.created_at, crate::store::now_ms())
+            .as_millis() as i64;
         Ok(EnvStatus {
             env: record,
             events,
             latest_run,
+            idle_ms,
         })
     }
 

@@ -104,6 +104,19 @@ pub struct RepoSettings {
     pub credentials: Option<GitCredentials>,
     /// The submit queue (`[repo.queue]`).
     pub queue: QueueSettings,
+    /// When idle envs sleep and go (`idle_sleep`, `idle_delete`, `warn_before`).
+    pub idle: IdleSettings,
+}
+
+/// How long an env may go unused. `None` turns a step off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdleSettings {
+    /// Idle this long: its containers are stopped (volumes and network kept).
+    pub sleep_after: Option<Duration>,
+    /// Idle this long: deleted, after a warning.
+    pub delete_after: Option<Duration>,
+    /// How long before a deletion (idle or TTL) people are told.
+    pub warn_before: Option<Duration>,
 }
 
 pub use crate::git::MergeMethod;

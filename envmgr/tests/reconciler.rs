@@ -98,6 +98,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
             secret_env: vec!["API_TOKEN".into()],
             credentials: None,
             queue: Default::default(),
+            idle: Default::default(),
         }],
         default_limits: Default::default(),
         resync_interval: Duration::from_millis(300),

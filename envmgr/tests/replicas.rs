@@ -135,6 +135,11 @@ impl Runtime for Counting {
         let _guard = InFlight(self, env.to_string());
         self.fake.destroy(env).await
     }
+    async fn stop(&self, env: &EnvName) -> Result<(), RuntimeError> {
+        self.enter(env.as_str());
+        let _guard = InFlight(self, env.to_string());
+        self.fake.stop(env).await
+    }
     async fn logs(
         &self,
         env: &EnvName,
@@ -202,6 +207,7 @@ impl Replica {
                         secret_env: vec![],
                         credentials: None,
                         queue: Default::default(),
+                        idle: Default::default(),
                     }],
                     default_limits: Default::default(),
                     resync_interval: Duration::from_secs(1),

@@ -245,6 +245,8 @@ pub const fn default_required_role(kind: CommandKind) -> Role {
         | CommandKind::QueueStatus => Role::Viewer,
         // Closing the tree holds everyone's changes: for who decides what ships.
         CommandKind::QueuePause | CommandKind::QueueResume => Role::Deployer,
+        // A pinned env costs for as long as it stands: for who decides what runs.
+        CommandKind::EnvPin | CommandKind::EnvUnpin => Role::Deployer,
         CommandKind::QueueAdd | CommandKind::QueueRemove | CommandKind::QueueRetry => {
             Role::Developer
         }
@@ -254,6 +256,8 @@ pub const fn default_required_role(kind: CommandKind) -> Role {
         | CommandKind::EnvUp
         | CommandKind::EnvDown
         | CommandKind::EnvExtend
+        | CommandKind::EnvSleep
+        | CommandKind::EnvWake
         | CommandKind::Test
         // Approving runs a fork's code; GitHub's write permission has always been enough.
         | CommandKind::Approve => Role::Developer,

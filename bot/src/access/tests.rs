@@ -114,8 +114,11 @@ fn no_access_may_run_only_help_and_whoami() {
     );
     // Closing the tree is for deployers.
     let developer = policy.allowed_commands(Role::Developer);
-    assert_eq!(developer.len(), CommandKind::ALL.len() - 2);
+    assert_eq!(developer.len(), CommandKind::ALL.len() - 4);
     assert!(!developer.contains(&CommandKind::QueuePause));
+    // So is pinning an env (it costs for as long as it stands); sleep and wake are not.
+    assert!(!developer.contains(&CommandKind::EnvPin));
+    assert!(developer.contains(&CommandKind::EnvWake));
     assert_eq!(
         policy.allowed_commands(Role::Deployer).len(),
         CommandKind::ALL.len()

@@ -62,6 +62,16 @@ fn queue_settings(
     })
 }
 
+/// `idle_sleep`, `idle_delete`, `warn_before` of a `[[repo]]`: "0" turns a step off.
+fn idle_settings(repo: &RepoConfig) -> envmgr::settings::IdleSettings {
+    let step = |d: Duration| (!d.is_zero()).then_some(d);
+    envmgr::settings::IdleSettings {
+        sleep_after: step(repo.idle_sleep),
+        delete_after: step(repo.idle_delete),
+        warn_before: step(repo.warn_before),
+    }
+}
+
 /// The engine's settings, every `[[repo]]` and `[limits]` value checked; each error names
 /// the key to fix.
 pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
@@ -87,6 +97,7 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
             secret_env: repo.secret_env.clone(),
             credentials: git_credentials(config, repo)?,
             queue,
+            idle: idle_settings(repo),
         });
     }
     let (default_limits, env_limits) = limits(&config.limits)?;

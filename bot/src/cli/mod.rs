@@ -152,6 +152,13 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
         }
+        Outcome::EnvIdle { action, env } => {
+            if flags.json {
+                print_json(&env)?;
+            } else {
+                println!("{} {}", env.name, action.reply());
+            }
+        }
         Outcome::EnvExtend { env } => {
             if flags.json {
                 print_json(&env)?;
@@ -546,6 +553,31 @@ fn print_table(envs: &[EnvRecord]) {
     }
 }
 
+/// The idle signals, each with how long ago, and the idle time they add up to.
+fn print_idle(status: &EnvStatus, now: i64) {
+    let idle = &status.env.idle;
+    let ago = |at: Option<i64>| match at {
+        Some(at) => format!("{} ago", short_duration(now - at)),
+        None => "never".to_string(),
+    };
+    let mut notes = Vec::new();
+    if idle.pinned {
+        notes.push("pinned".to_string());
+    }
+    if status.env.phase == Phase::Sleeping {
+        notes.push(format!("sleeping since {}", ago(idle.slept_at)));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    };
+    println!("idle:      {}{notes}", short_duration(status.idle_ms));
+    println!("  last deploy:  {}", ago(idle.last_deploy_at));
+    println!("  last command: {}", ago(idle.last_command_at));
+    println!("  last request: {}", ago(idle.last_request_at));
+}
+
 fn print_status(status: &EnvStatus) {
     let e = &status.env;
     let now = now_ms();
@@ -570,6 +602,9 @@ fn print_status(status: &EnvStatus) {
     );
     if e.phase != Phase::Deleted {
         println!("expires:   in {}", short_duration(e.expires_at - now));
+    }
+    if e.phase != Phase::Deleted {
+        print_idle(status, now);
     }
     if !e.services.is_empty() {
         println!("services:");

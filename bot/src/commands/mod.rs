@@ -90,6 +90,14 @@ pub enum Command {
     },
     /// `env extend [env] by:<duration>`
     EnvExtend { env: Option<String>, by: Duration },
+    /// `env sleep [env]`
+    EnvSleep { env: Option<String> },
+    /// `env wake [env]`
+    EnvWake { env: Option<String> },
+    /// `env pin [env]`
+    EnvPin { env: Option<String> },
+    /// `env unpin [env]`
+    EnvUnpin { env: Option<String> },
     /// `test [env] [--failed]`
     Test {
         env: Option<String>,
@@ -178,6 +186,10 @@ pub enum CommandKind {
     EnvStatus,
     EnvLogs,
     EnvExtend,
+    EnvSleep,
+    EnvWake,
+    EnvPin,
+    EnvUnpin,
     Test,
     Approve,
     QueueAdd,
@@ -213,13 +225,17 @@ impl CommandKind {
     /// Every kind, in help order. When adding a variant, add it here too: `index` (an
     /// exhaustive match) will not compile until it has a place, and a const check below
     /// keeps the two in step.
-    pub const ALL: [CommandKind; 17] = [
+    pub const ALL: [CommandKind; 21] = [
         CommandKind::EnvUp,
         CommandKind::EnvDown,
         CommandKind::EnvList,
         CommandKind::EnvStatus,
         CommandKind::EnvLogs,
         CommandKind::EnvExtend,
+        CommandKind::EnvSleep,
+        CommandKind::EnvWake,
+        CommandKind::EnvPin,
+        CommandKind::EnvUnpin,
         CommandKind::Test,
         CommandKind::Approve,
         CommandKind::QueueAdd,
@@ -242,17 +258,21 @@ impl CommandKind {
             CommandKind::EnvStatus => 3,
             CommandKind::EnvLogs => 4,
             CommandKind::EnvExtend => 5,
-            CommandKind::Test => 6,
-            CommandKind::Approve => 7,
-            CommandKind::QueueAdd => 8,
-            CommandKind::QueueRemove => 9,
-            CommandKind::QueueList => 10,
-            CommandKind::QueueStatus => 11,
-            CommandKind::QueuePause => 12,
-            CommandKind::QueueResume => 13,
-            CommandKind::QueueRetry => 14,
-            CommandKind::Help => 15,
-            CommandKind::WhoAmI => 16,
+            CommandKind::EnvSleep => 6,
+            CommandKind::EnvWake => 7,
+            CommandKind::EnvPin => 8,
+            CommandKind::EnvUnpin => 9,
+            CommandKind::Test => 10,
+            CommandKind::Approve => 11,
+            CommandKind::QueueAdd => 12,
+            CommandKind::QueueRemove => 13,
+            CommandKind::QueueList => 14,
+            CommandKind::QueueStatus => 15,
+            CommandKind::QueuePause => 16,
+            CommandKind::QueueResume => 17,
+            CommandKind::QueueRetry => 18,
+            CommandKind::Help => 19,
+            CommandKind::WhoAmI => 20,
         }
     }
 
@@ -300,6 +320,26 @@ impl CommandKind {
                 "env extend",
                 "env extend [env] by:<duration>",
                 "Keep an environment alive for longer.",
+            ),
+            CommandKind::EnvSleep => info(
+                "env sleep",
+                "env sleep [env]",
+                "Stop an environment's containers (volumes kept) until it is used again.",
+            ),
+            CommandKind::EnvWake => info(
+                "env wake",
+                "env wake [env]",
+                "Start a sleeping environment again, at the same commit.",
+            ),
+            CommandKind::EnvPin => info(
+                "env pin",
+                "env pin [env]",
+                "Keep an environment from sleeping or being deleted for being idle.",
+            ),
+            CommandKind::EnvUnpin => info(
+                "env unpin",
+                "env unpin [env]",
+                "Let a pinned environment sleep and be deleted when idle again.",
             ),
             CommandKind::Test => info(
                 "test",
@@ -400,6 +440,10 @@ impl CommandKind {
             | CommandKind::EnvStatus
             | CommandKind::EnvLogs
             | CommandKind::EnvExtend
+            | CommandKind::EnvSleep
+            | CommandKind::EnvWake
+            | CommandKind::EnvPin
+            | CommandKind::EnvUnpin
             | CommandKind::Test
             | CommandKind::Help
             | CommandKind::WhoAmI => true,
@@ -485,6 +529,10 @@ impl Command {
             Command::EnvStatus { .. } => CommandKind::EnvStatus,
             Command::EnvLogs { .. } => CommandKind::EnvLogs,
             Command::EnvExtend { .. } => CommandKind::EnvExtend,
+            Command::EnvSleep { .. } => CommandKind::EnvSleep,
+            Command::EnvWake { .. } => CommandKind::EnvWake,
+            Command::EnvPin { .. } => CommandKind::EnvPin,
+            Command::EnvUnpin { .. } => CommandKind::EnvUnpin,
             Command::Test { .. } => CommandKind::Test,
             Command::Approve => CommandKind::Approve,
             Command::QueueAdd { .. } => CommandKind::QueueAdd,
@@ -514,7 +562,12 @@ impl Command {
                 words.keyed("repo", repo.as_deref());
                 words.duration("ttl", *ttl);
             }
-            Command::EnvDown { env } | Command::EnvStatus { env } => {
+            Command::EnvDown { env }
+            | Command::EnvStatus { env }
+            | Command::EnvSleep { env }
+            | Command::EnvWake { env }
+            | Command::EnvPin { env }
+            | Command::EnvUnpin { env } => {
                 words.positional("env", env.as_deref());
             }
             Command::EnvList { all } => {

@@ -210,7 +210,12 @@ impl CommandKind {
     pub fn args(self) -> &'static [ArgSpec] {
         match self {
             CommandKind::EnvUp => ENV_UP,
-            CommandKind::EnvDown | CommandKind::EnvStatus => ENV_ONLY,
+            CommandKind::EnvDown
+            | CommandKind::EnvStatus
+            | CommandKind::EnvSleep
+            | CommandKind::EnvWake
+            | CommandKind::EnvPin
+            | CommandKind::EnvUnpin => ENV_ONLY,
             CommandKind::EnvLogs => ENV_LOGS,
             CommandKind::EnvExtend => ENV_EXTEND,
             CommandKind::Test => TEST,
@@ -550,6 +555,18 @@ impl Collector {
                 all: self.flag("all").unwrap_or(false),
             },
             CommandKind::EnvStatus => Command::EnvStatus {
+                env: self.text("env"),
+            },
+            CommandKind::EnvSleep => Command::EnvSleep {
+                env: self.text("env"),
+            },
+            CommandKind::EnvWake => Command::EnvWake {
+                env: self.text("env"),
+            },
+            CommandKind::EnvPin => Command::EnvPin {
+                env: self.text("env"),
+            },
+            CommandKind::EnvUnpin => Command::EnvUnpin {
                 env: self.text("env"),
             },
             CommandKind::EnvLogs => Command::EnvLogs {

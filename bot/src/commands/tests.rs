@@ -75,6 +75,32 @@ fn cases() -> Vec<Case> {
             expected: Command::EnvDown { env: s("pr-12") },
         },
         Case {
+            text: "env sleep pr-12",
+            discord: ("env sleep", &[("env", "pr-12")]),
+            cli: &["env", "sleep", "pr-12"],
+            expected: Command::EnvSleep { env: s("pr-12") },
+        },
+        Case {
+            text: "env wake",
+            discord: ("env wake", &[]),
+            cli: &["env", "wake"],
+            expected: Command::EnvWake { env: None },
+        },
+        Case {
+            text: "env pin shop-main",
+            discord: ("env pin", &[("env", "shop-main")]),
+            cli: &["env", "pin", "shop-main"],
+            expected: Command::EnvPin {
+                env: s("shop-main"),
+            },
+        },
+        Case {
+            text: "env unpin",
+            discord: ("env unpin", &[]),
+            cli: &["env", "unpin"],
+            expected: Command::EnvUnpin { env: None },
+        },
+        Case {
             text: "env list",
             discord: ("env list", &[]),
             cli: &["env", "list"],
@@ -485,7 +511,7 @@ fn unknown_commands_suggest_the_closest() {
     assert_eq!(e, ParseError::MissingSubcommand { group: "env" });
     assert_eq!(
         e.to_string(),
-        "`env` needs a subcommand: `up`, `down`, `list`, `status`, `logs`, `extend`."
+        "`env` needs a subcommand: `up`, `down`, `list`, `status`, `logs`, `extend`, `sleep`, `wake`, `pin`, `unpin`."
     );
     assert!(e.reply().contains("`/slipway env logs"));
     // Help topics are checked too.
@@ -1336,6 +1362,10 @@ fn arguments_only_a_pull_request_can_default_are_required_elsewhere() {
             (CommandKind::EnvStatus, "env"),
             (CommandKind::EnvLogs, "env"),
             (CommandKind::EnvExtend, "env"),
+            (CommandKind::EnvSleep, "env"),
+            (CommandKind::EnvWake, "env"),
+            (CommandKind::EnvPin, "env"),
+            (CommandKind::EnvUnpin, "env"),
             (CommandKind::Test, "env"),
         ]
     );

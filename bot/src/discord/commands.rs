@@ -258,6 +258,9 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
             "```\n{}\n```",
             fence_safe(crate::text::last_chars(&logs.text, 1800))
         )),
+        Outcome::EnvIdle { action, env } => {
+            Reply::text(format!("`{}` {}.", env.name, action.reply()))
+        }
         Outcome::EnvExtend { env } => Reply::text(format!(
             "⏱ `{}` now expires in {}{}.",
             env.name,

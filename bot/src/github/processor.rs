@@ -582,6 +582,9 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
             logs.env,
             fence_safe(crate::text::last_chars(&logs.text, 20_000))
         )),
+        Outcome::EnvIdle { action, env } => {
+            Some(format!("@{user} `{}` {}.", env.name, action.reply()))
+        }
         Outcome::EnvExtend { env } => Some(format!(
             "@{user} `{}` now expires in {}{}.",
             env.name,

@@ -504,6 +504,7 @@ pub fn render_comment(
     let (icon, state) = match env.phase {
         Phase::Ready => ("✅", "Ready"),
         Phase::Degraded => ("⚠️", "Degraded"),
+        Phase::Sleeping => ("💤", "Sleeping (the next use wakes it)"),
         Phase::Failed => ("❌", "Failed"),
         Phase::Deleting | Phase::Deleted => ("🗑", "Deleted"),
         Phase::Pending => ("⏳", "Pending"),

@@ -16,6 +16,9 @@ pub enum NotificationKind {
     /// The env is gone.
     #[serde(rename = "env.deleted")]
     EnvDeleted,
+    /// The env will be deleted soon (idle, or its TTL ends), and what keeps it.
+    #[serde(rename = "env.expiring")]
+    EnvExpiring,
     /// A test run passed.
     #[serde(rename = "tests.passed")]
     TestsPassed,
@@ -37,10 +40,11 @@ pub enum NotificationKind {
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 9] = [
+    pub const ALL: [NotificationKind; 10] = [
         NotificationKind::EnvReady,
         NotificationKind::EnvFailed,
         NotificationKind::EnvDeleted,
+        NotificationKind::EnvExpiring,
         NotificationKind::TestsPassed,
         NotificationKind::TestsFailed,
         NotificationKind::QueueAdded,
@@ -54,6 +58,7 @@ impl NotificationKind {
             NotificationKind::EnvReady => "env.ready",
             NotificationKind::EnvFailed => "env.failed",
             NotificationKind::EnvDeleted => "env.deleted",
+            NotificationKind::EnvExpiring => "env.expiring",
             NotificationKind::TestsPassed => "tests.passed",
             NotificationKind::TestsFailed => "tests.failed",
             NotificationKind::QueueAdded => "queue.added",
@@ -121,6 +126,9 @@ pub fn trigger_of(event: &Event) -> Option<Trigger> {
             _ => None,
         };
     }
+    if event.kind == envmgr::store::EXPIRING_EVENT {
+        return Some(Trigger::Env(NotificationKind::EnvExpiring));
+    }
     if let Some(kind) =
         NotificationKind::parse(&event.kind).filter(|k| k.as_str().starts_with("queue."))
     {
@@ -179,6 +187,11 @@ pub fn env_notification(
                 .find(|(service, _)| service == "web")
                 .or(urls.first())
                 .map(|(_, url)| url.clone());
+        }
+        NotificationKind::EnvExpiring => {
+            // The policy wrote the whole sentence: "shop-pr-42 will be deleted in 1h: ...".
+            n.title = crate::text::truncate(&event.message, TITLE_CHARS);
+            n.text = event.message.clone();
         }
         NotificationKind::EnvFailed => {
             // The timeline says "<cause>: <reason>"; the reconciler's cause is "failed".
@@ -341,6 +354,7 @@ mod tests {
             warnings: vec![],
             pull_request: None,
             candidate: None,
+            idle: Default::default(),
         }
     }
 

@@ -294,7 +294,7 @@ mod tests {
         let e = error("[[notify]]\nname = \"a\"\nkind = \"log\"\nevents = [\"env.up\"]\n");
         assert!(
             e.contains("env.up")
-                && e.contains("env.ready, env.failed, env.deleted, tests.passed, tests.failed"),
+                && e.contains("env.ready, env.failed, env.deleted, env.expiring, tests.passed"),
             "{e}"
         );
         let e = error(

@@ -719,6 +719,7 @@ mod tests {
                     secret_env: vec![],
                     credentials: None,
                     queue: Default::default(),
+                    idle: Default::default(),
                 },
                 _dir: dir,
                 work,

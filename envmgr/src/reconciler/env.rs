@@ -41,6 +41,12 @@ pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<A
     if env.observed_generation < env.generation || env.phase.in_progress() {
         return deploy(ctx, &env, None).await;
     }
+    if env.idle.asleep {
+        return sleep(ctx, &env).await;
+    }
+    if env.phase == Phase::Sleeping {
+        return wake(ctx, &env).await;
+    }
     if matches!(env.phase, Phase::Ready | Phase::Degraded) {
         return verify(ctx, &env).await;
     }
@@ -73,6 +79,70 @@ async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         .await?;
     info!(env = %env.name, "deleted");
     Ok(Action::AwaitChange)
+}
+
+/// Stops a serving env's containers (network and volumes stay), or makes sure a sleeping
+/// one's are still stopped. A Failed env is left as it is: there is nothing to save.
+async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
+    match env.phase {
+        Phase::Ready | Phase::Degraded => {
+            // Sleeping first: from here the front door wakes it rather than proxying to it.
+            ctx.store
+                .set_phase(
+                    &env.name,
+                    Phase::Sleeping,
+                    None,
+                    "stopping the containers (volumes kept); the next use wakes it",
+                )
+                .await?;
+            ctx.runtime.stop(&env.name).await?;
+            ctx.store.record_slept(&env.name).await?;
+            let observed = ctx.runtime.fetch(&env.name).await?;
+            ctx.store
+                .record_services(&env.name, &statuses(ctx, &observed))
+                .await?;
+            info!(env = %env.name, "asleep");
+        }
+        Phase::Sleeping => {
+            // Someone started a container behind Slipway's back: stop it again.
+            let observed = ctx.runtime.fetch(&env.name).await?;
+            if observed.services.iter().any(|s| awake(&s.state)) {
+                ctx.runtime.stop(&env.name).await?;
+                let observed = ctx.runtime.fetch(&env.name).await?;
+                ctx.store
+                    .record_services(&env.name, &statuses(ctx, &observed))
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(Action::AwaitChange)
+}
+
+/// Whether a service in `state` is using resources (what a sleeping env must not have).
+pub(super) fn awake(state: &ServiceState) -> bool {
+    !matches!(
+        state,
+        ServiceState::Exited { .. }
+            | ServiceState::Created
+            | ServiceState::Waiting
+            | ServiceState::Preparing
+    )
+}
+
+/// A normal reconcile back to Ready at the commit it slept at: the runtime starts the stopped
+/// containers again (same spec, so nothing is recreated and volumes are as they were).
+async fn wake(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
+    info!(env = %env.name, "waking up");
+    ctx.store
+        .set_phase(
+            &env.name,
+            Phase::Starting,
+            None,
+            "waking up: starting the stopped containers",
+        )
+        .await?;
+    deploy(ctx, env, env.commit.clone()).await
 }
 
 /// Ready envs are compared with the world: a service that vanished or died is brought back

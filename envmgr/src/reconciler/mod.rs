@@ -4,6 +4,7 @@
 //! store or the runtime knows, which is also how orphaned resources are reaped.
 
 mod env;
+mod idle;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -99,6 +100,9 @@ impl Reconciler for EnvReconciler {
     }
 
     async fn before_resync(&self) {
+        if let Err(e) = idle::sweep(&self.settings, &self.store).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not apply the idle policy");
+        }
         match self.store.expire_due().await {
             Ok(expired) => {
                 for env in expired {
@@ -149,6 +153,16 @@ fn quiet(env: &EnvRecord, services: Option<&Vec<ObservedService>>, now: i64) -> 
     }
     match env.phase {
         Phase::Failed => true,
+        // Asleep as asked, nothing running: a wake or a started container needs a look.
+        Phase::Sleeping => {
+            env.idle.asleep
+                && services
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|s| !env::awake(&s.state))
+        }
+        Phase::Ready if env.idle.asleep => false,
         Phase::Ready => {
             let services = services.map(Vec::as_slice).unwrap_or_default();
             let troubled = services.iter().any(|s| {

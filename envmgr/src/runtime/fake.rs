@@ -200,22 +200,36 @@ impl Runtime for FakeRuntime {
                 });
             }
             let hash = service.spec_hash();
-            let keep = observed
-                .service(&service.name)
-                .is_some_and(|o| o.spec_hash == hash);
-            if keep {
+            let running = if service.healthcheck.is_some() {
+                ServiceState::Healthy
+            } else {
+                ServiceState::Running
+            };
+            let one_shot = service.is_one_shot(spec);
+            if let Some(kept) = observed
+                .services
+                .iter_mut()
+                .find(|o| o.name == service.name && o.spec_hash == hash)
+            {
+                // Like Docker: a stopped container of the same spec is started again.
+                let stopped = matches!(kept.state, ServiceState::Exited { .. });
+                if stopped && !one_shot {
+                    kept.state = running.clone();
+                    progress(Progress::Service {
+                        service: service.name.clone(),
+                        state: running,
+                    });
+                }
                 continue;
             }
             observed.services.retain(|o| o.name != service.name);
-            let state = if service.is_one_shot(spec) {
+            let state = if one_shot {
                 ServiceState::Exited {
                     code: 0,
                     oom_killed: false,
                 }
-            } else if service.healthcheck.is_some() {
-                ServiceState::Healthy
             } else {
-                ServiceState::Running
+                running
             };
             progress(Progress::Service {
                 service: service.name.clone(),
@@ -244,6 +258,22 @@ impl Runtime for FakeRuntime {
     async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError> {
         self.record(format!("destroy {env}"));
         self.envs.lock().unwrap().remove(env);
+        Ok(())
+    }
+
+    async fn stop(&self, env: &EnvName) -> Result<(), RuntimeError> {
+        self.record(format!("stop {env}"));
+        if let Some(observed) = self.envs.lock().unwrap().get_mut(env) {
+            for service in &mut observed.services {
+                if !matches!(service.state, ServiceState::Exited { .. }) {
+                    // What `docker stop` leaves: SIGTERM's exit status.
+                    service.state = ServiceState::Exited {
+                        code: 143,
+                        oom_killed: false,
+                    };
+                }
+            }
+        }
         Ok(())
     }
 

@@ -424,7 +424,8 @@ pub trait Runtime: Send + Sync + 'static {
         progress: ProgressSink,
     ) -> Result<String, RuntimeError>;
 
-    /// Converge `env` to `spec`: keep containers whose spec hash matches, replace the rest,
+    /// Converge `env` to `spec`: keep containers whose spec hash matches (starting them
+    /// again when they were stopped), replace the rest,
     /// remove services no longer in the spec, start in dependency order (in parallel where
     /// dependencies allow) and wait for each service's readiness. Returns what runs.
     async fn apply(
@@ -436,6 +437,11 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Remove every container, network and volume of `env`. Nothing there is success.
     async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError>;
+
+    /// Stop every service of `env` (gracefully, like `docker stop`), keeping its containers,
+    /// network and volumes: an `apply` of the same spec starts the same containers again.
+    /// Nothing there, or nothing running, is success.
+    async fn stop(&self, env: &EnvName) -> Result<(), RuntimeError>;
 
     /// Removes this instance's built images beyond the runtime's retention (the newest N per
     /// image name, i.e. per repo and service), never one a container uses. Returns how many

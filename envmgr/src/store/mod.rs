@@ -5,6 +5,7 @@
 
 mod audit;
 mod github;
+mod idle;
 mod leases;
 mod outbox;
 mod queue;
@@ -19,10 +20,11 @@ use sqlx::{AnyPool, Row};
 use crate::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use github::{Delivery, PullRow, PullState};
+pub use idle::EXPIRING_EVENT;
 pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
-pub use record::{Desired, EnvRecord, Event, Phase, ServiceStatus};
+pub use record::{Desired, EnvRecord, Event, IdleState, Phase, ServiceStatus};
 pub use testruns::{RunOutcome, RunStatus, RunTrigger, TestResult, TestRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +101,8 @@ pub fn now_ms() -> i64 {
 
 const ENV_COLUMNS: &str =
     "name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
-     expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, git_ref, pr_number, want_commit";
+     expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, git_ref, pr_number, want_commit, \
+     asleep, pinned, requested_at, last_command_at, slept_at, warned_at, warned_for";
 
 impl Store {
     /// Connects and brings the schema up to date. A SQLite file is created if missing.
@@ -240,8 +243,8 @@ impl Store {
         let changed = sqlx::query(
             "INSERT INTO envs (name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
                  expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, \
-                 git_ref, pr_number, want_commit) \
-             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]', $8, $9, $10) \
+                 git_ref, pr_number, want_commit, requested_at) \
+             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]', $8, $9, $10, $7) \
              ON CONFLICT (name) DO UPDATE SET \
                  repo = excluded.repo, branch = excluded.branch, requested_by = excluded.requested_by, desired = 'running', \
                  generation = envs.generation + 1, ttl_ms = excluded.ttl_ms, expires_at = excluded.expires_at, \
@@ -249,7 +252,9 @@ impl Store {
                  created_at = CASE WHEN envs.phase = 'Deleted' THEN excluded.created_at ELSE envs.created_at END, \
                  services = CASE WHEN envs.phase = 'Deleted' THEN '[]' ELSE envs.services END, \
                  commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END, \
-                 git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit \
+                 git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit, \
+                 requested_at = excluded.requested_at, asleep = 0, \
+                 pinned = CASE WHEN envs.phase = 'Deleted' THEN 0 ELSE envs.pinned END \
              WHERE envs.phase = 'Deleted' OR (envs.repo = excluded.repo AND ( \
                  (envs.pr_number IS NULL AND excluded.pr_number IS NULL AND envs.branch = excluded.branch) \
                  OR envs.pr_number = excluded.pr_number))",

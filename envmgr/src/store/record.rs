@@ -21,19 +21,23 @@ pub enum Phase {
     /// progress: the reconciler keeps checking on resync and goes back to Ready once no
     /// service is restarting any more.
     Degraded,
+    /// Stopped for being idle (or asked to sleep): containers stopped, network and volumes
+    /// kept. Waking starts the same containers at the same commit, back to Ready.
+    Sleeping,
     Failed,
     Deleting,
     Deleted,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Pending,
         Phase::Fetching,
         Phase::Building,
         Phase::Starting,
         Phase::Ready,
         Phase::Degraded,
+        Phase::Sleeping,
         Phase::Failed,
         Phase::Deleting,
         Phase::Deleted,
@@ -47,6 +51,7 @@ impl Phase {
             Phase::Starting => "Starting",
             Phase::Ready => "Ready",
             Phase::Degraded => "Degraded",
+            Phase::Sleeping => "Sleeping",
             Phase::Failed => "Failed",
             Phase::Deleting => "Deleting",
             Phase::Deleted => "Deleted",
@@ -111,6 +116,52 @@ pub struct EnvRecord {
     /// Set for a submit-queue candidate's env: the commit Slipway built, already in the mirror.
     #[serde(default)]
     pub candidate: Option<CommitSha>,
+    /// What keeps (or stops keeping) the env awake and alive.
+    #[serde(default)]
+    pub idle: IdleState,
+}
+
+/// An env's idle bookkeeping: the signals of use, what was asked, what was told.
+/// Times are unix milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleState {
+    /// Asked to sleep (by a person or for being idle); cleared by a wake or an `up`.
+    pub asleep: bool,
+    /// Never put to sleep nor deleted for being idle.
+    pub pinned: bool,
+    /// The newest deploy asked for (a push to the branch or PR, an `up`).
+    pub last_deploy_at: Option<i64>,
+    /// The last command on any surface that named the env.
+    pub last_command_at: Option<i64>,
+    /// The last HTTP request through the front door, once it records them.
+    pub last_request_at: Option<i64>,
+    /// When it last went to sleep.
+    pub slept_at: Option<i64>,
+    /// When people were last told it is about to be deleted, and the deadline they were
+    /// told (a newer deadline, after use or `extend`, is told again).
+    pub warned_at: Option<i64>,
+    pub warned_for: Option<i64>,
+}
+
+impl IdleState {
+    /// The newest sign of use: every signal there is, and the env's creation as the floor.
+    pub fn last_used_at(&self, created_at: i64) -> i64 {
+        [
+            Some(created_at),
+            self.last_deploy_at,
+            self.last_command_at,
+            self.last_request_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(created_at)
+    }
+
+    /// How long nothing has used the env, as of `now`.
+    pub fn idle_for(&self, created_at: i64, now: i64) -> Duration {
+        Duration::from_millis((now - self.last_used_at(created_at)).max(0) as u64)
+    }
 }
 
 impl EnvRecord {
@@ -153,6 +204,17 @@ impl EnvRecord {
                     .map(|c| CommitSha::parse(&c))
                     .transpose()
                     .map_err(|e| corrupt("candidate commit", e.to_string()))?,
+            },
+            idle: IdleState {
+                asleep: column::<i64>(row, "asleep")? != 0,
+                pinned: column::<i64>(row, "pinned")? != 0,
+                last_deploy_at: column(row, "requested_at")?,
+                last_command_at: column(row, "last_command_at")?,
+                // The front door's column, read once its migration is in.
+                last_request_at: None,
+                slept_at: column(row, "slept_at")?,
+                warned_at: column(row, "warned_at")?,
+                warned_for: column(row, "warned_for")?,
             },
         })
     }

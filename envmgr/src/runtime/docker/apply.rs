@@ -1,7 +1,8 @@
 //! Converging an env to its spec.
 //!
-//! Containers whose spec hash still matches and that are in a good state are kept; the rest
-//! are removed first. Then every service gets its own task: it waits for its dependencies'
+//! Containers whose spec hash still matches and that are in a good state are kept, and so
+//! are stopped ones (an env that slept): those are started again, with their writable layer,
+//! rather than recreated. The rest are removed first. Then every service gets its own task: it waits for its dependencies'
 //! conditions (published by their tasks through watch channels), creates and starts its
 //! container, and polls it until it is ready. Independent services thus start in parallel,
 //! and the first failure cancels everything else.
@@ -61,20 +62,28 @@ impl DockerRuntime {
     }
 
     /// Removes containers that are not in the spec, are outdated or are in a bad state;
-    /// returns the ids of the containers kept, by service.
+    /// returns the containers kept, by service.
     async fn remove_outdated(
         &self,
         spec: &EnvSpec,
-    ) -> Result<HashMap<ServiceName, String>, RuntimeError> {
+    ) -> Result<HashMap<ServiceName, Kept>, RuntimeError> {
         let mut kept = HashMap::new();
         let mut doomed = Vec::new();
         for observed in self.observe_services(&spec.env).await? {
             let wanted = spec.services.iter().find(|s| s.name == observed.name);
             match wanted {
-                Some(service)
-                    if !kept.contains_key(&observed.name) && keepable(spec, service, &observed) =>
-                {
-                    kept.insert(observed.name, observed.container_id);
+                Some(service) if !kept.contains_key(&observed.name) => {
+                    match keepable(spec, service, &observed) {
+                        Some(start) => {
+                            let id = observed.container_id;
+                            kept.insert(observed.name, Kept { id, start });
+                        }
+                        None => {
+                            tracing::info!(env = %spec.env, service = %observed.name,
+                                state = observed.state.label(), "removing outdated container");
+                            doomed.push(observed.container_id);
+                        }
+                    }
                 }
                 _ => {
                     let state = observed.state.label();
@@ -90,16 +99,28 @@ impl DockerRuntime {
     }
 }
 
-/// Whether an existing container already is what the spec asks for.
-fn keepable(spec: &EnvSpec, service: &ServiceSpec, observed: &ObservedService) -> bool {
+/// A container kept from before.
+struct Kept {
+    id: String,
+    /// Stopped: start it again (after its dependencies, as a new one would be).
+    start: bool,
+}
+
+/// Whether an existing container already is what the spec asks for: `Some(false)` to keep it
+/// as it is, `Some(true)` to start it again (stopped, e.g. by a sleep), `None` to replace it.
+fn keepable(spec: &EnvSpec, service: &ServiceSpec, observed: &ObservedService) -> Option<bool> {
     if observed.spec_hash != service.spec_hash() {
-        return false;
+        return None;
     }
     match observed.state {
         // Still starting up (an earlier apply was interrupted): wait for it rather than restart.
-        ServiceState::Running | ServiceState::Healthy | ServiceState::Starting => true,
-        ServiceState::Exited { code: 0, .. } => service.is_one_shot(spec),
-        _ => false,
+        ServiceState::Running | ServiceState::Healthy | ServiceState::Starting => Some(false),
+        // A one-shot job that succeeded has done its work.
+        ServiceState::Exited { code: 0, .. } if service.is_one_shot(spec) => Some(false),
+        // Stopped (by a sleep, or it exited): the same container, started again, keeps its
+        // files; a crash loop is still caught while it starts.
+        ServiceState::Exited { .. } | ServiceState::Created => Some(true),
+        _ => None,
     }
 }
 
@@ -177,7 +198,7 @@ struct TaskFailure {
 /// Starts one task per service and waits until all are ready or one fails.
 async fn run_services(
     ctx: Arc<ApplyContext>,
-    kept: HashMap<ServiceName, String>,
+    mut kept: HashMap<ServiceName, Kept>,
 ) -> Result<(), RuntimeError> {
     let channels: HashMap<ServiceName, watch::Sender<ServiceState>> = ctx
         .spec
@@ -202,7 +223,7 @@ async fn run_services(
         let task = ServiceTask {
             ctx: ctx.clone(),
             index,
-            kept: kept.get(&service.name).cloned(),
+            kept: kept.remove(&service.name),
             deps,
             tx,
         };
@@ -245,8 +266,8 @@ async fn run_services(
 struct ServiceTask {
     ctx: Arc<ApplyContext>,
     index: usize,
-    /// The id of a container kept from before, if any.
-    kept: Option<String>,
+    /// A container kept from before, if any.
+    kept: Option<Kept>,
     deps: Vec<(Dependency, watch::Receiver<ServiceState>)>,
     /// Where this service's state is published for its dependents.
     tx: watch::Sender<ServiceState>,
@@ -259,7 +280,16 @@ impl ServiceTask {
 
     async fn run(mut self) -> Result<(), TaskFailure> {
         let (id, fresh) = match self.kept.take() {
-            Some(id) => (id, false),
+            Some(Kept { id, start: false }) => (id, false),
+            Some(Kept { id, start: true }) => {
+                self.wait_for_dependencies().await?;
+                self.ctx
+                    .runtime
+                    .start_existing(self.service(), &id)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                (id, true)
+            }
             None => {
                 self.wait_for_dependencies().await?;
                 let id = self
@@ -722,7 +752,7 @@ mod tests {
     }
 
     #[test]
-    fn one_shot_jobs_are_kept_only_when_they_succeeded() {
+    fn stopped_containers_are_started_again_and_succeeded_jobs_kept() {
         use DependencyCondition::CompletedSuccessfully;
         let spec = env(vec![
             service("migrate", &[]),
@@ -736,27 +766,30 @@ mod tests {
             state,
             ports: vec![],
         };
-        assert!(keepable(
-            &spec,
-            migrate,
-            &observed(ServiceState::Exited {
-                code: 0,
-                oom_killed: false
-            })
-        ));
-        assert!(!keepable(
-            &spec,
-            migrate,
-            &observed(ServiceState::Exited {
-                code: 1,
-                oom_killed: false
-            })
-        ));
+        let exited = |code| ServiceState::Exited {
+            code,
+            oom_killed: false,
+        };
+        assert_eq!(keepable(&spec, migrate, &observed(exited(0))), Some(false));
+        assert_eq!(keepable(&spec, migrate, &observed(exited(1))), Some(true));
+        assert_eq!(
+            keepable(&spec, migrate, &observed(ServiceState::Running)),
+            Some(false)
+        );
+        let web = &spec.services[1];
+        let mut stopped = observed(exited(143));
+        stopped.name = web.name.clone();
+        stopped.spec_hash = web.spec_hash();
+        assert_eq!(
+            keepable(&spec, web, &stopped),
+            Some(true),
+            "a stopped service of the same spec is started again, not recreated"
+        );
         let web = &spec.services[1];
         let mut stale = observed(ServiceState::Running);
         stale.name = web.name.clone();
         assert!(
-            !keepable(&spec, web, &stale),
+            keepable(&spec, web, &stale).is_none(),
             "a different spec hash means replace"
         );
     }

@@ -284,6 +284,64 @@ impl DockerRuntime {
         self.remove_container(id).await
     }
 
+    /// Stops every container of `env` gracefully (each with its own stop signal and grace
+    /// period, in parallel); containers, network and volumes stay for a later `apply`.
+    pub(super) async fn stop_env(&self, env: &EnvName) -> Result<(), RuntimeError> {
+        let containers = self.env_containers(env).await?;
+        try_join_all(
+            containers
+                .iter()
+                .filter_map(|c| c.id.as_deref())
+                .map(|id| self.stop_container(id)),
+        )
+        .await?;
+        tracing::info!(%env, containers = containers.len(), "stopped env");
+        Ok(())
+    }
+
+    /// Stops one container; already stopped (304) or gone (404) is success.
+    async fn stop_container(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errors::status(&e), Some(304 | 404)) => Ok(()),
+            Err(e) if errors::is_connection(&e) => {
+                Err(errors::unavailable(&format!("stopping container {id}"), &e))
+            }
+            Err(e) => Err(errors::other(&format!("stopping container {id}"), &e)),
+        }
+    }
+
+    /// Starts an existing (stopped) container of `service` again.
+    pub(super) async fn start_existing(
+        &self,
+        service: &ServiceSpec,
+        id: &str,
+    ) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            // 304: already running (started by someone else meanwhile).
+            Ok(()) => Ok(()),
+            Err(e) if errors::status(&e) == Some(304) => Ok(()),
+            Err(e) if errors::is_connection(&e) => {
+                Err(errors::unavailable("starting a container", &e))
+            }
+            Err(e) => Err(RuntimeError::ServiceFailed {
+                service: service.name.clone(),
+                reason: format!(
+                    "its stopped container could not be started again: {}",
+                    errors::describe(&e)
+                ),
+            }),
+        }
+    }
+
     pub(super) async fn destroy_env(&self, env: &EnvName) -> Result<(), RuntimeError> {
         let containers = self.env_containers(env).await?;
         // In parallel: tearing down many services takes about one grace period, not the sum.

@@ -243,6 +243,10 @@ impl Runtime for DockerRuntime {
         self.destroy_env(env).await
     }
 
+    async fn stop(&self, env: &EnvName) -> Result<(), RuntimeError> {
+        self.stop_env(env).await
+    }
+
     async fn prune_images(&self) -> Result<usize, RuntimeError> {
         self.prune_built_images().await
     }

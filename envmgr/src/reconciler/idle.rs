@@ -1,0 +1,160 @@
+//! The idle policy, run before each resync: envs idle past their repo's `idle_sleep` are put
+//! to sleep, people are warned `warn_before` ahead of an idle deletion or a TTL expiry, and
+//! envs idle past `idle_delete` (warned in time) are deleted. It only writes requests; the
+//! env reconciler carries them out. Idle time is recomputed from the signals on every pass,
+//! so any use after a warning moves the deadline and cancels the deletion. Precision: one
+//! resync interval.
+
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::settings::EngineSettings;
+use crate::store::{now_ms, Desired, EnvRecord, Phase, Store};
+
+/// What the policy wants for one env at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdleStep {
+    Nothing,
+    /// Tell people it goes at `deadline` (unix ms); `idle` says whether for idleness or TTL.
+    Warn {
+        deadline: i64,
+        idle: bool,
+    },
+    Sleep,
+    Delete,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The deadline of an idle deletion, if one applies.
+pub(crate) fn idle_deadline(env: &EnvRecord, delete_after: Option<Duration>) -> Option<i64> {
+    if env.idle.pinned {
+        return None;
+    }
+    let after = delete_after?;
+    Some(
+        env.idle
+            .last_used_at(env.created_at)
+            .saturating_add(millis(after)),
+    )
+}
+
+/// The next step for `env` under `policy`. `resync` is the slack allowed between a warning
+/// and its deletion (a warning given one pass late still counts as in time).
+pub(crate) fn next_step(
+    env: &EnvRecord,
+    policy: &crate::settings::IdleSettings,
+    resync: Duration,
+    now: i64,
+) -> IdleStep {
+    // Queue candidates live and go with their queue entry; deleted envs are done.
+    if env.desired != Desired::Running || env.candidate.is_some() {
+        return IdleStep::Nothing;
+    }
+    let idle_deadline = idle_deadline(env, policy.delete_after);
+    if let Some(deadline) = idle_deadline.filter(|d| now >= *d) {
+        let warned_in_time = match policy.warn_before {
+            None => true,
+            Some(warn) => {
+                env.idle.warned_for == Some(deadline)
+                    && env.idle.warned_at.is_some_and(|at| {
+                        now >= at
+                            .saturating_add(millis(warn))
+                            .saturating_sub(millis(resync))
+                    })
+            }
+        };
+        if warned_in_time {
+            return IdleStep::Delete;
+        }
+    }
+    if let Some(warn) = policy.warn_before {
+        let idle = idle_deadline.is_some_and(|d| d < env.expires_at);
+        let deadline = if idle {
+            idle_deadline.unwrap_or(env.expires_at)
+        } else {
+            env.expires_at
+        };
+        if now >= deadline.saturating_sub(millis(warn)) && env.idle.warned_for != Some(deadline) {
+            return IdleStep::Warn { deadline, idle };
+        }
+    }
+    if let Some(after) = policy.sleep_after {
+        let idle_for = env.idle.idle_for(env.created_at, now);
+        if !env.idle.pinned
+            && !env.idle.asleep
+            && env.observed_generation >= env.generation
+            && matches!(env.phase, Phase::Ready | Phase::Degraded)
+            && idle_for >= after
+        {
+            return IdleStep::Sleep;
+        }
+    }
+    IdleStep::Nothing
+}
+
+/// `1h`, `25m 3s`: a duration as people read it, to the second.
+fn rounded(ms: i64) -> String {
+    humantime::format_duration(Duration::from_secs((ms.max(0) as u64).div_ceil(1000))).to_string()
+}
+
+/// One pass of the policy over every env the store wants.
+pub(crate) async fn sweep(settings: &EngineSettings, store: &Store) -> anyhow::Result<()> {
+    let now = now_ms();
+    for env in store.list(false).await? {
+        let Some(repo) = settings.repo(&env.repo) else {
+            continue;
+        };
+        let idle_for = env.idle.idle_for(env.created_at, now);
+        match next_step(&env, &repo.idle, settings.resync_interval, now) {
+            IdleStep::Nothing => {}
+            IdleStep::Warn { deadline, idle } => {
+                let left = rounded(deadline - now);
+                let message = if idle {
+                    format!(
+                        "{} will be deleted in {left} (idle for {}): `/slipway env extend` or `/slipway env pin` keeps it",
+                        env.name,
+                        rounded(millis(idle_for))
+                    )
+                } else {
+                    format!(
+                        "{} will be deleted in {left} (its time to live ends): `/slipway env extend` keeps it",
+                        env.name
+                    )
+                };
+                if store
+                    .record_expiry_warning(&env.name, deadline, &message)
+                    .await?
+                {
+                    info!(env = %env.name, %left, idle, "deletion warned");
+                }
+            }
+            IdleStep::Sleep => {
+                // A test run in progress is use, even with nobody watching.
+                let testing = store
+                    .runs(&env.name, 1)
+                    .await?
+                    .first()
+                    .is_some_and(|run| !run.status.is_finished());
+                if testing {
+                    continue;
+                }
+                let why = format!("idle for {}", rounded(millis(idle_for)));
+                if store.request_sleep(&env.name, "slipway", &why).await? {
+                    info!(env = %env.name, %why, "putting to sleep");
+                }
+            }
+            IdleStep::Delete => {
+                let why = format!("idle for {}", rounded(millis(idle_for)));
+                let last_used = env.idle.last_used_at(env.created_at);
+                if store.delete_idle(&env.name, last_used, &why).await? {
+                    info!(env = %env.name, %why, "deleting for being idle");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Idle envs on the runtime's test twin, with a real git repository and SQLite store: an
+//! env idle past `idle_sleep` sleeps (containers stopped, kept) and wakes at the same commit
+//! with the same containers; one wake however many callers; a warned env that is used is not
+//! deleted; a pinned one never goes; an unused one goes after its warning.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envmgr::names::{BranchName, EnvName, RepoName};
+use envmgr::runtime::fake::FakeRuntime;
+use envmgr::runtime::ServiceState;
+use envmgr::settings::IdleSettings;
+use envmgr::store::{Desired, EnvRecord, Phase, Store, EXPIRING_EVENT};
+use envmgr::{Engine, EngineSettings, RepoSettings};
+
+const COMPOSE: &str = "\
+services:
+  db:
+    image: postgres:16
+    volumes: ['data:/var/lib/postgresql/data']
+    healthcheck: { test: [CMD, pg_isready], interval: 1s }
+  web:
+    image: web:1
+    ports: ['8080']
+    depends_on: { db: { condition: service_healthy } }
+volumes:
+  data: {}
+";
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    fake: Arc<FakeRuntime>,
+    engine: Engine,
+}
+
+async fn world(idle: IdleSettings) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "--initial-branch=main"]);
+    std::fs::write(repo.join("compose.yml"), COMPOSE).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await
+    .unwrap();
+    let settings = EngineSettings {
+        data_dir: dir.path().join("data"),
+        repos: vec![RepoSettings {
+            name: RepoName::parse("app").unwrap(),
+            url: repo.display().to_string(),
+            env_file: "compose.yml".into(),
+            default_ttl: Duration::from_secs(3600),
+            test_timeout: Duration::from_secs(60),
+            secret_env: vec![],
+            credentials: None,
+            queue: Default::default(),
+            idle,
+        }],
+        default_limits: Default::default(),
+        resync_interval: Duration::from_millis(300),
+        lease_ttl: Duration::from_secs(15),
+        ready_timeout: Duration::from_secs(10),
+        public_url: "http://slipway.example.com".into(),
+        test_log_retention: 3,
+        env_limits: Default::default(),
+    };
+    let fake = Arc::new(FakeRuntime::new());
+    let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
+    World {
+        _dir: dir,
+        fake,
+        engine,
+    }
+}
+
+async fn wait_for(
+    engine: &Engine,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&EnvRecord) -> bool,
+) -> EnvRecord {
+    let deadline = Instant::now() + within;
+    loop {
+        let record = engine.get(&env("app-main")).await.unwrap();
+        if check(&record) {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never became {what}: {record:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn up_ready(w: &World) -> EnvRecord {
+    w.engine
+        .up(
+            &RepoName::parse("app").unwrap(),
+            &BranchName::parse("main").unwrap(),
+            None,
+            "tester",
+        )
+        .await
+        .unwrap();
+    wait_for(&w.engine, "Ready", Duration::from_secs(10), |r| {
+        r.phase == Phase::Ready && r.observed_generation >= r.generation
+    })
+    .await
+}
+
+fn container_ids(w: &World) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = w
+        .fake
+        .observed(&env("app-main"))
+        .services
+        .iter()
+        .map(|s| (s.name.to_string(), s.container_id.clone()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn events_of(w: &World, kind: &str, containing: &str) -> usize {
+    w.engine
+        .events(&env("app-main"), 0)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == kind && e.message.contains(containing))
+        .count()
+}
+
+#[tokio::test]
+async fn an_idle_env_sleeps_and_wakes_once_at_the_same_commit_in_the_same_containers() {
+    let w = world(IdleSettings {
+        sleep_after: Some(Duration::from_secs(1)),
+        ..Default::default()
+    })
+    .await;
+    let ready = up_ready(&w).await;
+    let before = container_ids(&w);
+    let started = Instant::now();
+    let asleep = wait_for(&w.engine, "Sleeping", Duration::from_secs(5), |r| {
+        r.phase == Phase::Sleeping && r.idle.slept_at.is_some()
+    })
+    .await;
+    // Within one resync (300 ms) and some slack of the 1 s idle time.
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(asleep.idle.asleep);
+    let observed = w.fake.observed(&env("app-main"));
+    assert!(
+        observed.volumes.contains(&"data".to_string()),
+        "{observed:?}"
+    );
+    assert!(
+        observed
+            .services
+            .iter()
+            .all(|s| matches!(s.state, ServiceState::Exited { .. })),
+        "{observed:?}"
+    );
+    assert!(asleep
+        .services
+        .iter()
+        .all(|s| s.state.starts_with("exited")));
+
+    // Many callers at once: one wake on the timeline.
+    let name = env("app-main");
+    let wakes = (0..20).map(|_| w.engine.wake(&name, "front door"));
+    for woken in futures_util::future::join_all(wakes).await {
+        woken.unwrap();
+    }
+    let awake = wait_for(&w.engine, "Ready again", Duration::from_secs(5), |r| {
+        r.phase == Phase::Ready && !r.idle.asleep
+    })
+    .await;
+    assert_eq!(events_of(&w, "requested", "wake requested").await, 1);
+    assert_eq!(awake.commit, ready.commit);
+    assert_eq!(
+        awake.generation, ready.generation,
+        "a wake is no new deploy"
+    );
+    assert_eq!(
+        container_ids(&w),
+        before,
+        "the same containers, started again"
+    );
+    assert!(w
+        .fake
+        .observed(&env("app-main"))
+        .services
+        .iter()
+        .all(|s| matches!(s.state, ServiceState::Running | ServiceState::Healthy)));
+    // The wake counted as use: it does not fall straight back asleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        w.engine.get(&env("app-main")).await.unwrap().phase,
+        Phase::Ready
+    );
+}
+
+#[tokio::test]
+async fn asked_to_sleep_it_sleeps_and_up_wakes_it() {
+    let w = world(IdleSettings::default()).await;
+    let ready = up_ready(&w).await;
+    w.engine.sleep(&env("app-main"), "ernie").await.unwrap();
+    wait_for(&w.engine, "Sleeping", Duration::from_secs(5), |r| {
+        r.phase == Phase::Sleeping
+    })
+    .await;
+    assert!(w.fake.calls().contains(&"stop app-main".to_string()));
+    w.engine
+        .up(
+            &RepoName::parse("app").unwrap(),
+            &BranchName::parse("main").unwrap(),
+            None,
+            "ernie",
+        )
+        .await
+        .unwrap();
+    let awake = wait_for(&w.engine, "Ready again", Duration::from_secs(5), |r| {
+        r.phase == Phase::Ready && r.observed_generation > ready.generation
+    })
+    .await;
+    assert!(!awake.idle.asleep);
+    // Not Ready: nothing to put to sleep.
+    w.engine.down(&env("app-main"), "ernie").await.unwrap();
+    let err = w.engine.sleep(&env("app-main"), "ernie").await.unwrap_err();
+    assert!(err.to_string().contains("deleted"), "{err}");
+}
+
+#[tokio::test]
+async fn a_warned_env_that_is_used_stays_a_pinned_one_never_goes_an_unused_one_goes() {
+    let w = world(IdleSettings {
+        sleep_after: None,
+        delete_after: Some(Duration::from_secs(2)),
+        warn_before: Some(Duration::from_secs(1)),
+    })
+    .await;
+    up_ready(&w).await;
+    // Warned about 1 s ahead...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events_of(&w, EXPIRING_EVENT, "will be deleted in").await == 0 {
+        assert!(Instant::now() < deadline, "never warned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let warning = w
+        .engine
+        .events(&env("app-main"), 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == EXPIRING_EVENT)
+        .unwrap();
+    assert!(
+        warning.message.contains("`/slipway env pin` keeps it"),
+        "{}",
+        warning.message
+    );
+    // ...then a command names it: the deletion is off (idle recomputed).
+    w.engine.record_use(&env("app-main")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let record = w.engine.get(&env("app-main")).await.unwrap();
+    assert_eq!(record.desired, Desired::Running, "{record:#?}");
+
+    // Pinned: never goes, however long idle.
+    w.engine.pin(&env("app-main"), true, "ernie").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let record = w.engine.get(&env("app-main")).await.unwrap();
+    assert_eq!(record.desired, Desired::Running, "{record:#?}");
+    assert!(record.idle.pinned);
+
+    // Unpinned and unused: warned again, then deleted.
+    w.engine
+        .pin(&env("app-main"), false, "ernie")
+        .await
+        .unwrap();
+    let gone = wait_for(&w.engine, "Deleted", Duration::from_secs(8), |r| {
+        r.phase == Phase::Deleted
+    })
+    .await;
+    assert_eq!(gone.desired, Desired::Deleted);
+    assert!(events_of(&w, "expired", "idle for").await == 1);
+    assert!(events_of(&w, EXPIRING_EVENT, "will be deleted in").await >= 2);
+}
