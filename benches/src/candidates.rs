@@ -56,6 +56,7 @@ pub fn queue_git(rounds: usize, commits: usize, files: usize) -> Result<()> {
         secret_env: vec![],
         credentials: None,
         queue: Default::default(),
+        max_envs: None,
     };
     let mirrors = GitMirrors::new(&work.path().join("data"));
     let start = Instant::now();

@@ -98,6 +98,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
             secret_env: vec!["API_TOKEN".into()],
             credentials: None,
             queue: Default::default(),
+            max_envs: None,
         }],
         default_limits: Default::default(),
         resync_interval: Duration::from_millis(300),
@@ -106,6 +107,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
         public_url: "http://slipway.example.com".into(),
         test_log_retention: 3,
         env_limits: Default::default(),
+        quotas: Default::default(),
     };
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
     World {

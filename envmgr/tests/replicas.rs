@@ -202,6 +202,7 @@ impl Replica {
                         secret_env: vec![],
                         credentials: None,
                         queue: Default::default(),
+                        max_envs: None,
                     }],
                     default_limits: Default::default(),
                     resync_interval: Duration::from_secs(1),
@@ -210,6 +211,7 @@ impl Replica {
                     public_url: "http://slipway.example.com".into(),
                     test_log_retention: 3,
                     env_limits: Default::default(),
+                    quotas: Default::default(),
                 };
                 let engine = Engine::start(settings, store, Arc::new(runtime))
                     .await

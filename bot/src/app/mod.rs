@@ -167,6 +167,7 @@ fn demo_repo(data_dir: &Path) -> anyhow::Result<RepoSettings> {
         secret_env: Vec::new(),
         credentials: None,
         queue: Default::default(),
+        max_envs: None,
     })
 }
 

@@ -719,6 +719,7 @@ mod tests {
                     secret_env: vec![],
                     credentials: None,
                     queue: Default::default(),
+                    max_envs: None,
                 },
                 _dir: dir,
                 work,

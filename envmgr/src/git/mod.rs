@@ -662,6 +662,7 @@ mod tests {
             secret_env: vec![],
             credentials: None,
             queue: Default::default(),
+            max_envs: None,
         };
         for round in 0..5 {
             let data = dir.path().join(format!("data{round}"));
@@ -775,6 +776,7 @@ mod tests {
                 token: crate::settings::GitToken::Fixed("KEYSECRET456".into()),
             }),
             queue: Default::default(),
+            max_envs: None,
         };
         let mirrors = GitMirrors::new(dir.path());
         let error = mirrors.fetch(&repo, "main").await.unwrap_err().to_string();

@@ -293,6 +293,14 @@ async fn deploy(
         Ok(plan) => plan,
         Err(e) => return fail(ctx, env, e.to_string()).await,
     };
+    // What the `max_memory` quota counts for this env.
+    let memory: i64 = plan
+        .spec
+        .services
+        .iter()
+        .map(|s| s.limits.memory_bytes)
+        .sum();
+    ctx.store.record_memory(&env.name, memory).await?;
 
     let tracker = ProgressTracker::start(ctx, &env.name);
     ctx.store
