@@ -179,7 +179,7 @@ impl Store {
         let refusal = |scope: QuotaScope, used: i64, limit: i64, among: &[&Held]| {
             let oldest_idle = among
                 .iter()
-                .min_by_key(|env| env.updated_at)
+                .min_by_key(|env| (env.updated_at, env.name.as_str()))
                 .and_then(|env| {
                     let idle = Duration::from_millis((now - env.updated_at).max(0) as u64);
                     EnvName::parse(&env.name).ok().map(|name| (name, idle))
