@@ -606,6 +606,29 @@ impl Store {
         self.check_fence(done.rows_affected()).await
     }
 
+    /// Puts a line on `env`'s timeline by Slipway itself, with or without a row for the
+    /// env (the reaper tells what it removed of an env the store no longer knows).
+    pub async fn record_event(
+        &self,
+        env: &EnvName,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(
+            &mut tx,
+            env.as_str(),
+            now_ms(),
+            kind,
+            None,
+            message,
+            Some("slipway"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The env's timeline, oldest first, after event `after` (0 for all).
     pub async fn events(
         &self,
