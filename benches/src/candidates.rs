@@ -57,6 +57,7 @@ pub fn queue_git(rounds: usize, commits: usize, files: usize) -> Result<()> {
         credentials: None,
         queue: Default::default(),
         idle: Default::default(),
+        max_envs: None,
     };
     let mirrors = GitMirrors::new(&work.path().join("data"));
     let start = Instant::now();

@@ -44,6 +44,15 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Envs the whole installation may hold at once (default: no cap). Submit-queue
+    /// candidates count, but are never refused.
+    pub max_envs: Option<usize>,
+    /// Envs one caller may hold at once, by the identity a surface reports (`github:alice`,
+    /// a Discord user, `api:<token name>`); default: no cap. Queue candidates are exempt.
+    pub max_envs_per_user: Option<usize>,
+    /// Memory all running envs may reserve together, summed over their services' limits
+    /// (e.g. `"64GiB"`; default: no cap). Not `[limits] max_memory`, the ceiling of one service.
+    pub max_memory: Option<String>,
     /// Deprecated alias of `[runtime.docker]` (an error when both are given).
     #[serde(default)]
     pub docker: Option<DockerConfig>,
@@ -275,6 +284,8 @@ pub struct RepoConfig {
     /// The submit queue (`[repo.queue]`); every key has a default.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Envs this repo may have at once (default: no cap of its own).
+    pub max_envs: Option<usize>,
     /// Idle this long (no push, command or request): the env's containers are stopped until
     /// the next use. "0" never.
     #[serde(default = "default_idle_sleep", with = "humantime_serde")]

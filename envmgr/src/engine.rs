@@ -38,6 +38,9 @@ pub enum EngineError {
     NoLog(i64),
     #[error("environment `{env}` is {phase}: only a Ready (or Degraded) env can sleep")]
     CannotSleep { env: String, phase: &'static str },
+    /// A new env past a quota (`max_envs`, per repo or per user, or `max_memory`).
+    #[error("{0}; `slipway env down <env>` makes room")]
+    QuotaExceeded(crate::store::QuotaRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -275,8 +278,16 @@ impl Engine {
         self.request_up(request).await
     }
 
+    /// Records an `up` from a person (or a pull request): a new env must fit the quotas.
     async fn request_up(&self, request: UpRequest) -> Result<EnvRecord, EngineError> {
-        let record = self.store.request_up(&request).await?;
+        let limits = self.quota_limits(&request.repo);
+        let record = match self.store.request_up_within(&request, &limits).await {
+            Ok(record) => record,
+            Err(StoreError::QuotaExceeded(refusal)) => {
+                return Err(EngineError::QuotaExceeded(refusal))
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.envs.nudge(request.name.as_str());
         Ok(record)
     }
@@ -555,6 +566,19 @@ impl Engine {
             return Err(EngineError::NoLog(id));
         }
         Ok(path)
+    }
+
+    /// The caps a new env of `repo` must fit. Queue candidates (`up_candidate`) are not
+    /// checked: the submit queue must be able to test what is in line; they count toward
+    /// the repo's, the installation's and the memory caps others meet, not a person's.
+    fn quota_limits(&self, repo: &RepoName) -> crate::store::QuotaLimits {
+        let quotas = &self.settings.quotas;
+        crate::store::QuotaLimits {
+            repo_max_envs: self.settings.repo(repo).and_then(|r| r.max_envs),
+            max_envs: quotas.max_envs,
+            max_envs_per_user: quotas.max_envs_per_user,
+            max_memory: quotas.max_memory,
+        }
     }
 
     fn known_repo(&self, repo: &RepoName) -> Result<&crate::settings::RepoSettings, EngineError> {

@@ -27,6 +27,23 @@ pub struct EngineSettings {
     pub test_log_retention: usize,
     /// What one env's compose file may ask for (`[limits]`); a branch cannot lift these.
     pub env_limits: EnvLimits,
+    /// How many envs (and how much memory) the installation and each person may hold.
+    pub quotas: Quotas,
+}
+
+/// Caps on new envs, checked when one is asked for (`None`: no cap). A repo's own cap is
+/// [`RepoSettings::max_envs`]. Envs that are asleep (or not running for another reason)
+/// count for the env caps but not for memory.
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    /// Envs in the whole installation (`max_envs`); submit-queue candidates count.
+    pub max_envs: Option<usize>,
+    /// Envs one caller identity holds (`max_envs_per_user`), counted per actor string as
+    /// the surfaces pass it (`github:alice`, `api:cli`, a Discord id); candidates are exempt.
+    pub max_envs_per_user: Option<usize>,
+    /// Bytes of memory all running envs may have as limits, summed over their services as
+    /// the compose planner resolved them (`max_memory`).
+    pub max_memory: Option<i64>,
 }
 
 /// Bounds on what one env may ask for. Compose values beyond the resource ceilings are
@@ -104,6 +121,8 @@ pub struct RepoSettings {
     pub credentials: Option<GitCredentials>,
     /// The submit queue (`[repo.queue]`).
     pub queue: QueueSettings,
+    /// Envs this repo may have at once (`max_envs`); `None`: no cap of its own.
+    pub max_envs: Option<usize>,
     /// When idle envs sleep and go (`idle_sleep`, `idle_delete`, `warn_before`).
     pub idle: IdleSettings,
 }

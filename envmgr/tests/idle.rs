@@ -78,6 +78,7 @@ async fn world(idle: IdleSettings) -> World {
             secret_env: vec![],
             credentials: None,
             queue: Default::default(),
+            max_envs: None,
             idle,
         }],
         default_limits: Default::default(),
@@ -87,6 +88,7 @@ async fn world(idle: IdleSettings) -> World {
         public_url: "http://slipway.example.com".into(),
         test_log_retention: 3,
         env_limits: Default::default(),
+        quotas: Default::default(),
     };
     let fake = Arc::new(FakeRuntime::new());
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();

@@ -76,6 +76,10 @@ fn commit(repo: &Path, web_dockerfile: &str) -> String {
 }
 
 async fn world(fake: Arc<FakeRuntime>) -> World {
+    world_with(fake, |_| {}).await
+}
+
+async fn world_with(fake: Arc<FakeRuntime>, adjust: impl FnOnce(&mut EngineSettings)) -> World {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -87,7 +91,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
     ))
     .await
     .unwrap();
-    let settings = EngineSettings {
+    let mut settings = EngineSettings {
         data_dir: dir.path().join("data"),
         repos: vec![RepoSettings {
             name: RepoName::parse("app").unwrap(),
@@ -99,6 +103,7 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
             credentials: None,
             queue: Default::default(),
             idle: Default::default(),
+            max_envs: None,
         }],
         default_limits: Default::default(),
         resync_interval: Duration::from_millis(300),
@@ -107,7 +112,9 @@ async fn world(fake: Arc<FakeRuntime>) -> World {
         public_url: "http://slipway.example.com".into(),
         test_log_retention: 3,
         env_limits: Default::default(),
+        quotas: Default::default(),
     };
+    adjust(&mut settings);
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
     World {
         _dir: dir,
@@ -265,12 +272,102 @@ async fn resources_without_a_store_row_are_reaped() {
         .await
         .unwrap();
     assert!(!fake.observed(&orphan).is_empty());
-    let _w = world(fake.clone()).await;
+    let w = world(fake.clone()).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !fake.observed(&orphan).is_empty() {
         assert!(Instant::now() < deadline, "orphan was not reaped");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The removal is on the orphan's timeline, with what went and why.
+    let events = w.engine.store().events(&orphan, 0, 10).await.unwrap();
+    let reaped = events
+        .iter()
+        .find(|e| e.kind == "reaped")
+        .unwrap_or_else(|| panic!("no reaped event: {events:?}"));
+    assert!(
+        reaped.message.contains("volumes data") && reaped.message.contains("no env of that name"),
+        "{}",
+        reaped.message
+    );
+}
+
+/// A new env past a quota is refused with the numbers and starts nothing; an `up` of the
+/// existing env still works; memory counts what the planner resolved.
+#[tokio::test]
+async fn a_new_env_past_a_quota_is_refused_and_nothing_starts() {
+    let fake = Arc::new(FakeRuntime::new());
+    let w = world_with(fake.clone(), |s| s.repos[0].max_envs = Some(1)).await;
+    w.engine
+        .up(&app(), &branch("main"), None, "github:ernie")
+        .await
+        .unwrap();
+    wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+
+    let refused = w
+        .engine
+        .up(&app(), &branch("other"), None, "github:ernie")
+        .await
+        .expect_err("a second env of app is past max_envs = 1");
+    assert!(matches!(
+        refused,
+        envmgr::engine::EngineError::QuotaExceeded(_)
+    ));
+    let text = refused.to_string();
+    assert!(
+        text.starts_with("app has 1 of 1 envs; the oldest idle is app-main, idle "),
+        "{text}"
+    );
+    assert!(w
+        .engine
+        .store()
+        .get(&env("app-other"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        !fake.calls().iter().any(|c| c.contains("app-other")),
+        "{:?}",
+        fake.calls()
+    );
+    // `up` of the env that exists is no new env.
+    w.engine
+        .up(&app(), &branch("main"), None, "github:ernie")
+        .await
+        .expect("moving the existing env is never refused");
+}
+
+#[tokio::test]
+async fn memory_quota_counts_the_planned_limits() {
+    let fake = Arc::new(FakeRuntime::new());
+    // Two running services (db, web) at the default 512 MiB each: 1 GiB for app-main.
+    let w = world_with(fake.clone(), |s| {
+        s.quotas.max_memory = Some(1536 * 1024 * 1024)
+    })
+    .await;
+    w.engine
+        .up(&app(), &branch("main"), None, "api:ernie")
+        .await
+        .unwrap();
+    wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    let refused = w
+        .engine
+        .up(&app(), &branch("other"), None, "api:bert")
+        .await
+        .expect_err("1 GiB used + about 1 GiB more is past 1.5 GiB");
+    let text = refused.to_string();
+    assert!(
+        text.starts_with(
+            "running envs reserve 1.0 GiB of 1.5 GiB memory and a new env needs about 1.0 GiB"
+        ),
+        "{text}"
+    );
+    assert!(w
+        .engine
+        .store()
+        .get(&env("app-other"))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

@@ -208,6 +208,7 @@ impl Replica {
                         credentials: None,
                         queue: Default::default(),
                         idle: Default::default(),
+                        max_envs: None,
                     }],
                     default_limits: Default::default(),
                     resync_interval: Duration::from_secs(1),
@@ -216,6 +217,7 @@ impl Replica {
                     public_url: "http://slipway.example.com".into(),
                     test_log_retention: 3,
                     env_limits: Default::default(),
+                    quotas: Default::default(),
                 };
                 let engine = Engine::start(settings, store, Arc::new(runtime))
                     .await

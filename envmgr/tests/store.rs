@@ -58,6 +58,8 @@ async fn run_suite(url: &str, backend: Backend) {
     expiry(store.clone()).await;
     leases_are_exclusive_and_fence_stale_writes(store.clone()).await;
     queue_entries_one_live_per_change(store.clone()).await;
+    // Last: its installation-wide cap counts every env the cases above left.
+    quotas_refuse_new_envs_atomically(store.clone()).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1239,4 +1241,180 @@ async fn queue_entries_one_live_per_change(store: Store) {
     let tree = store.tree_result(&repo, "t1").await.unwrap().unwrap();
     assert!(tree.passed);
     assert_eq!(tree.flaky, vec!["flaky_test".to_string()]);
+}
+
+/// A new env past a quota is refused with the numbers and writes nothing; an `up` of a
+/// live env is never refused; 12 concurrent requests for 3 free slots create exactly 3.
+async fn quotas_refuse_new_envs_atomically(store: Store) {
+    use envmgr::store::{QuotaLimits, QuotaRefusal, QuotaScope};
+    let quota_up = |name: &str, actor: &str| UpRequest {
+        repo: RepoName::parse("quota").unwrap(),
+        ..up(name, LONG_TTL, actor)
+    };
+    let refused = |result: Result<EnvRecord, StoreError>| -> QuotaRefusal {
+        match result {
+            Err(StoreError::QuotaExceeded(refusal)) => refusal,
+            other => panic!("expected a quota refusal, got {other:?}"),
+        }
+    };
+    let repo_cap = QuotaLimits {
+        repo_max_envs: Some(3),
+        ..Default::default()
+    };
+
+    // Concurrent requests for new envs: the check and the insert are one locked step.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            let request = quota_up(&format!("quota-{i}"), "quinn");
+            let limits = repo_cap.clone();
+            tokio::spawn(async move { store.request_up_within(&request, &limits).await })
+        })
+        .collect();
+    let results: Vec<_> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("task"))
+        .collect();
+    let created: Vec<&EnvRecord> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 3, "{results:?}");
+    for result in &results {
+        if let Err(e) = result {
+            assert!(matches!(e, StoreError::QuotaExceeded(_)), "{e:?}");
+        }
+    }
+    let held: Vec<EnvName> = created.iter().map(|r| r.name.clone()).collect();
+    let oldest = created
+        .iter()
+        .min_by_key(|r| (r.updated_at, r.name.clone()))
+        .unwrap();
+
+    // A refusal names the cap, the numbers and the oldest idle env, and leaves no trace.
+    let refusal = refused(
+        store
+            .request_up_within(&quota_up("quota-extra", "rory"), &repo_cap)
+            .await,
+    );
+    assert_eq!(
+        refusal.scope,
+        QuotaScope::Repo(RepoName::parse("quota").unwrap())
+    );
+    assert_eq!((refusal.used, refusal.limit), (3, 3));
+    assert_eq!(
+        refusal.oldest_idle.as_ref().map(|o| &o.0),
+        Some(&oldest.name),
+        "{:?}",
+        created
+            .iter()
+            .map(|r| (r.name.as_str(), r.updated_at))
+            .collect::<Vec<_>>()
+    );
+    let text = refusal.to_string();
+    assert!(
+        text.starts_with("quota has 3 of 3 envs; the oldest idle is quota-"),
+        "{text}"
+    );
+    assert!(store.get(&env("quota-extra")).await.unwrap().is_none());
+    assert!(all_events(&store, "quota-extra").await.is_empty());
+
+    // An `up` of an env that exists moves it, whatever the caps.
+    let again = store
+        .request_up_within(&quota_up(held[0].as_str(), "quinn"), &repo_cap)
+        .await
+        .expect("up of a live env is not a new env");
+    assert_eq!(again.generation, 2);
+
+    // Per caller: quinn holds 3 envs, bob none; a queue candidate is nobody's.
+    let per_user = QuotaLimits {
+        max_envs_per_user: Some(3),
+        ..Default::default()
+    };
+    let refusal = refused(
+        store
+            .request_up_within(&quota_up("quota-quinn", "quinn"), &per_user)
+            .await,
+    );
+    assert_eq!(refusal.scope, QuotaScope::User("quinn".into()));
+    assert!(
+        refusal.to_string().starts_with("quinn has 3 of 3 envs"),
+        "{refusal}"
+    );
+    let mut candidate = quota_up("quota-candidate", "quinn");
+    candidate.branch = BranchName::parse("slipway-queue/1").unwrap();
+    store
+        .request_candidate_up(&candidate, &commit('c'))
+        .await
+        .unwrap();
+    // Down one of quinn's: its slot is free again (a Deleting env no longer counts).
+    store.request_down(&held[1], "quinn", "test").await.unwrap();
+    store
+        .request_up_within(&quota_up("quota-quinn", "quinn"), &per_user)
+        .await
+        .expect("quinn has room again; the candidate does not count for them");
+
+    // The whole installation: every live env counts, candidates too.
+    let live = store
+        .list(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.desired == Desired::Running)
+        .count();
+    let installation = QuotaLimits {
+        max_envs: Some(live),
+        ..Default::default()
+    };
+    let refusal = refused(
+        store
+            .request_up_within(&quota_up("quota-global", "sasha"), &installation)
+            .await,
+    );
+    assert_eq!(refusal.scope, QuotaScope::Installation);
+    assert_eq!(refusal.used, live as i64);
+    assert!(
+        refusal
+            .to_string()
+            .starts_with(&format!("Slipway has {live} of {live} envs")),
+        "{refusal}"
+    );
+
+    // Memory: what running envs reserve, failed ones not; a new env is expected to need
+    // what the repo's last planned env did.
+    const MIB: i64 = 1024 * 1024;
+    let memory = |max: i64| QuotaLimits {
+        max_memory: Some(max),
+        ..Default::default()
+    };
+    let base: i64 = {
+        // Other cases' envs reserve nothing (never planned); ours reserve what we record.
+        // held[0] was asked for last, so a new env is expected to need its 200 MiB.
+        store.record_memory(&held[0], 200 * MIB).await.unwrap();
+        store.record_memory(&held[2], 300 * MIB).await.unwrap();
+        500 * MIB
+    };
+    let refusal = refused(
+        store
+            .request_up_within(&quota_up("quota-mem", "tove"), &memory(base + 100 * MIB))
+            .await,
+    );
+    assert_eq!(refusal.scope, QuotaScope::Memory { needed: 200 * MIB });
+    assert_eq!((refusal.used, refusal.limit), (base, base + 100 * MIB));
+    assert!(
+        refusal.to_string().starts_with(
+            "running envs reserve 500 MiB of 600 MiB memory and a new env needs about 200 MiB"
+        ),
+        "{refusal}"
+    );
+    // An env that is not running keeps its slot but not its memory.
+    store
+        .set_phase(&held[0], Phase::Failed, Some("broke"), "test")
+        .await
+        .unwrap();
+    let fits = store
+        .request_up_within(&quota_up("quota-mem", "tove"), &memory(base + 100 * MIB))
+        .await
+        .expect("the failed env's 200 MiB are free: 300 + 200 fit in 600");
+    assert_eq!(fits.phase, Phase::Pending);
+    assert!(envmgr::store::counts_for_memory(Phase::Ready));
+    assert!(!envmgr::store::counts_for_memory(Phase::Failed));
 }

@@ -168,6 +168,7 @@ fn demo_repo(data_dir: &Path) -> anyhow::Result<RepoSettings> {
         credentials: None,
         queue: Default::default(),
         idle: Default::default(),
+        max_envs: None,
     })
 }
 

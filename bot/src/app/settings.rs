@@ -1,6 +1,7 @@
 //! The engine's settings from the config: the `[[repo]]` tables (with the credentials git
 //! uses), `[limits]` and the top-level keys of the engine (`data_dir`, `resync_interval`,
-//! `ready_timeout`, `lease_ttl`, `test_log_retention`, `public_url`).
+//! `ready_timeout`, `lease_ttl`, `test_log_retention`, `public_url`) and the quotas
+//! (`max_envs`, `max_envs_per_user`, `max_memory`, and `max_envs` per repo).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use envmgr::compose::parse_bytes;
 use envmgr::git::RepoPath;
 use envmgr::names::RepoName;
 use envmgr::runtime::ResourceLimits;
-use envmgr::settings::EnvLimits;
+use envmgr::settings::{EnvLimits, Quotas};
 use envmgr::{EngineSettings, GitCredentials, GitToken, RepoSettings};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -98,6 +99,7 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
             credentials: git_credentials(config, repo)?,
             queue,
             idle: idle_settings(repo),
+            max_envs: repo.max_envs,
         });
     }
     let (default_limits, env_limits) = limits(&config.limits)?;
@@ -120,6 +122,26 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         public_url: config.public_url(),
         test_log_retention: config.test_log_retention.unwrap_or(20),
         env_limits,
+        quotas: quotas(config)?,
+    })
+}
+
+/// The top-level `max_envs`, `max_envs_per_user` and `max_memory`.
+fn quotas(config: &Config) -> anyhow::Result<Quotas> {
+    let max_memory = match &config.max_memory {
+        Some(text) => {
+            let bytes = parse_bytes(text).map_err(|e| anyhow::anyhow!("max_memory: {e}"))?;
+            if bytes <= 0 {
+                bail!("max_memory = {text:?} must be more than 0 (leave it out for no cap)");
+            }
+            Some(bytes)
+        }
+        None => None,
+    };
+    Ok(Quotas {
+        max_envs: config.max_envs,
+        max_envs_per_user: config.max_envs_per_user,
+        max_memory,
     })
 }
 

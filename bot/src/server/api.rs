@@ -638,6 +638,8 @@ impl From<EngineError> for ApiError {
             EngineError::Runtime(RuntimeError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Store(StoreError::Database(_)) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Store(StoreError::NameTaken { .. }) => StatusCode::CONFLICT,
+            // The request is fine; the installation is full until someone makes room.
+            EngineError::QuotaExceeded(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

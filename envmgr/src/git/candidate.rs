@@ -720,6 +720,7 @@ mod tests {
                     credentials: None,
                     queue: Default::default(),
                     idle: Default::default(),
+                    max_envs: None,
                 },
                 _dir: dir,
                 work,

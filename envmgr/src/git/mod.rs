@@ -663,6 +663,7 @@ mod tests {
             credentials: None,
             queue: Default::default(),
             idle: Default::default(),
+            max_envs: None,
         };
         for round in 0..5 {
             let data = dir.path().join(format!("data{round}"));
@@ -777,6 +778,7 @@ mod tests {
             }),
             queue: Default::default(),
             idle: Default::default(),
+            max_envs: None,
         };
         let mirrors = GitMirrors::new(dir.path());
         let error = mirrors.fetch(&repo, "main").await.unwrap_err().to_string();

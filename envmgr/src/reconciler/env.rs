@@ -25,9 +25,17 @@ const SUPERSEDE_POLL: Duration = Duration::from_millis(300);
 pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<Action> {
     let Some(env) = ctx.store.get(name).await? else {
         // Resources with no row at all: an orphan from a lost store or a crash.
-        if !ctx.runtime.fetch(name).await?.is_empty() {
+        let observed = ctx.runtime.fetch(name).await?;
+        if !observed.is_empty() {
             info!(env = %name, "removing orphaned resources");
             ctx.runtime.destroy(name).await?;
+            ctx.store
+                .record_event(
+                    name,
+                    "reaped",
+                    &orphan_message(&observed, "no env of that name is in the store"),
+                )
+                .await?;
         }
         return Ok(Action::AwaitChange);
     };
@@ -53,11 +61,33 @@ pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<A
     Ok(Action::AwaitChange)
 }
 
+/// What the reaper removed of an env nobody wants, and why.
+fn orphan_message(observed: &ObservedEnv, why: &str) -> String {
+    let mut parts = Vec::new();
+    if !observed.services.is_empty() {
+        let names: Vec<&str> = observed.services.iter().map(|s| s.name.as_str()).collect();
+        parts.push(format!("containers of {}", names.join(", ")));
+    }
+    if observed.network {
+        parts.push("its network".to_string());
+    }
+    if !observed.volumes.is_empty() {
+        parts.push(format!("volumes {}", observed.volumes.join(", ")));
+    }
+    format!(
+        "removed {}: labelled with this instance but {why}",
+        parts.join(", ")
+    )
+}
+
 async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
     if env.phase == Phase::Deleted {
         // Converged, unless something reappeared (a crash between create and record).
-        if !ctx.runtime.fetch(&env.name).await?.is_empty() {
+        let observed = ctx.runtime.fetch(&env.name).await?;
+        if !observed.is_empty() {
             ctx.runtime.destroy(&env.name).await?;
+            let what = orphan_message(&observed, "the env is deleted");
+            ctx.store.record_event(&env.name, "reaped", &what).await?;
         }
         return Ok(Action::AwaitChange);
     }
@@ -363,6 +393,14 @@ async fn deploy(
         Ok(plan) => plan,
         Err(e) => return fail(ctx, env, e.to_string()).await,
     };
+    // What the `max_memory` quota counts for this env.
+    let memory: i64 = plan
+        .spec
+        .services
+        .iter()
+        .map(|s| s.limits.memory_bytes)
+        .sum();
+    ctx.store.record_memory(&env.name, memory).await?;
 
     let tracker = ProgressTracker::start(ctx, &env.name);
     ctx.store

@@ -9,6 +9,7 @@ mod idle;
 mod leases;
 mod outbox;
 mod queue;
+mod quota;
 mod record;
 mod testruns;
 
@@ -24,6 +25,7 @@ pub use idle::EXPIRING_EVENT;
 pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
+pub use quota::{counts_for_memory, format_idle, QuotaLimits, QuotaRefusal, QuotaScope};
 pub use record::{Desired, EnvRecord, Event, IdleState, Phase, ServiceStatus};
 pub use testruns::{RunOutcome, RunStatus, RunTrigger, TestResult, TestRun};
 
@@ -43,6 +45,9 @@ pub enum StoreError {
     /// `queue add` for a change that is already in line.
     #[error("{change} is already in the queue as entry {entry}; `queue status {entry}` shows where it is")]
     AlreadyQueued { change: String, entry: i64 },
+    /// A new env past a quota; nothing was written.
+    #[error("{0}")]
+    QuotaExceeded(QuotaRefusal),
     /// A write under a lease this replica no longer holds: another replica took the key.
     #[error("the lease on {kind} `{key}` (token {token}) is no longer held by this replica; its work was handed to another")]
     StaleLease {
@@ -213,7 +218,19 @@ impl Store {
     /// (which moves it to the branch's newest commit). One statement, so concurrent requests
     /// for one env each bump the generation exactly once.
     pub async fn request_up(&self, req: &UpRequest) -> Result<EnvRecord, StoreError> {
-        self.upsert_env(req, None).await
+        self.upsert_env(req, None, None).await
+    }
+
+    /// [`Store::request_up`] for an env that must fit `limits` if it is new (not wanted
+    /// yet): past a cap it fails with [`StoreError::QuotaExceeded`] and writes nothing. The
+    /// check and the write are one transaction under a lock, so concurrent requests cannot
+    /// both take the last slot.
+    pub async fn request_up_within(
+        &self,
+        req: &UpRequest,
+        limits: &QuotaLimits,
+    ) -> Result<EnvRecord, StoreError> {
+        self.upsert_env(req, None, Some(limits)).await
     }
 
     /// Like [`Store::request_up`], for an env that deploys exactly `commit`, a commit Slipway
@@ -223,13 +240,14 @@ impl Store {
         req: &UpRequest,
         commit: &CommitSha,
     ) -> Result<EnvRecord, StoreError> {
-        self.upsert_env(req, Some(commit)).await
+        self.upsert_env(req, Some(commit), None).await
     }
 
     async fn upsert_env(
         &self,
         req: &UpRequest,
         candidate: Option<&CommitSha>,
+        quota: Option<&QuotaLimits>,
     ) -> Result<EnvRecord, StoreError> {
         let now = now_ms();
         let ttl_ms = i64::try_from(req.ttl.as_millis())
@@ -237,6 +255,14 @@ impl Store {
             .filter(|ms| now.checked_add(*ms).is_some())
             .ok_or_else(|| StoreError::Corrupt(format!("ttl {:?} is out of range", req.ttl)))?;
         let mut tx = self.pool.begin().await?;
+        if let Some(limits) = quota.filter(|limits| !limits.is_unlimited()) {
+            if let Some(refusal) = self
+                .check_quota(&mut tx, &req.name, &req.repo, &req.actor, limits)
+                .await?
+            {
+                return Err(StoreError::QuotaExceeded(refusal));
+            }
+        }
         // The owner check is the upsert's own WHERE, so it is atomic on both dialects: an
         // existing row is only updated when it has the same owner (repo and branch for a
         // branch env, repo and PR number for a PR env) or is Deleted (then it is re-owned).
@@ -583,6 +609,29 @@ impl Store {
         let query = sqlx::query(&sql).bind(generation).bind(name.as_str());
         let done = self.bind_fence(query).execute(&self.pool).await?;
         self.check_fence(done.rows_affected()).await
+    }
+
+    /// Puts a line on `env`'s timeline by Slipway itself, with or without a row for the
+    /// env (the reaper tells what it removed of an env the store no longer knows).
+    pub async fn record_event(
+        &self,
+        env: &EnvName,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(
+            &mut tx,
+            env.as_str(),
+            now_ms(),
+            kind,
+            None,
+            message,
+            Some("slipway"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The env's timeline, oldest first, after event `after` (0 for all).
