@@ -386,6 +386,7 @@ async fn up_after_deleted_starts_afresh(store: Store) {
         state: "running".into(),
         ports: vec![],
         urls: vec!["http://localhost:1".into()],
+        main: true,
     }];
     for (name, final_phase) in [("reborn", Phase::Deleted), ("undead", Phase::Deleting)] {
         let first = store
@@ -456,12 +457,14 @@ async fn observed_state_roundtrips(store: Store) {
                 },
             ],
             urls: vec!["http://observed-web.localhost:40001".into()],
+            main: true,
         },
         ServiceStatus {
             name: "db".into(),
             state: "exited (1) — “crash” 💥".into(),
             ports: vec![],
             urls: vec![],
+            main: false,
         },
     ];
     store.record_services(&name, &services).await.unwrap();

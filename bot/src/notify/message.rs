@@ -336,11 +336,13 @@ mod tests {
                     state: "running".into(),
                     ports: vec![],
                     urls: vec![url.to_string()],
+                    main: false,
                 })
                 .collect(),
             warnings: vec![],
             pull_request: None,
             candidate: None,
+            last_request_at: None,
         }
     }
 

@@ -82,6 +82,10 @@ pub struct ServiceStatus {
     pub ports: Vec<PublishedPort>,
     #[serde(default)]
     pub urls: Vec<String>,
+    /// The service `<env>.<domain>` reaches through the front door (compose
+    /// `x-slipway.main`, else `web`, else the first with a published port).
+    #[serde(default)]
+    pub main: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +115,10 @@ pub struct EnvRecord {
     /// Set for a submit-queue candidate's env: the commit Slipway built, already in the mirror.
     #[serde(default)]
     pub candidate: Option<CommitSha>,
+    /// When the front door last passed a request to it (unix milliseconds; written at most
+    /// every [`super::ACTIVITY_DEBOUNCE`] per env).
+    #[serde(default)]
+    pub last_request_at: Option<i64>,
 }
 
 impl EnvRecord {
@@ -154,6 +162,7 @@ impl EnvRecord {
                     .transpose()
                     .map_err(|e| corrupt("candidate commit", e.to_string()))?,
             },
+            last_request_at: column(row, "last_request_at")?,
         })
     }
 
