@@ -125,18 +125,13 @@ pub struct Proxy {
     app: Arc<App>,
     settings: ProxySettings,
     routes: RouteCache,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     metrics: ProxyMetrics,
 }
 
 impl Proxy {
     pub fn new(app: Arc<App>, settings: ProxySettings, metrics: ProxyMetrics) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = upstream_client();
         let routes = RouteCache::start(app.store().clone());
         Arc::new(Self {
             app,
@@ -236,7 +231,7 @@ impl Proxy {
         };
         let service_name = service.name.clone();
         self.note_activity(&record.name);
-        let response = self.forward(peer, &host, &authority, req).await;
+        let response = forward(&self.client, peer, &host, &authority, req).await;
         match response {
             Ok(response) => {
                 self.metrics.observe(
@@ -403,70 +398,81 @@ impl Proxy {
             });
         }
     }
+}
 
-    /// Passes the request to `authority` (HTTP/1.1) and streams the answer back; joins the
-    /// two connections of a WebSocket (or any HTTP/1.1) upgrade.
-    async fn forward(
-        &self,
-        peer: SocketAddr,
-        host: &str,
-        authority: &str,
-        mut req: Request<Incoming>,
-    ) -> anyhow::Result<Response<Body>> {
-        let upgrade = upgrade_protocol(req.headers());
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        parts.uri = format!("http://{authority}{path}")
-            .parse()
-            .context("the request's path is not a valid URI")?;
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        add_forwarded(&mut parts.headers, peer, host);
-        if !host.is_empty() {
-            parts
-                .headers
-                .insert(header::HOST, HeaderValue::from_str(host)?);
-        }
-        if let Some(protocol) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol.clone());
-        }
-        let request = Request::from_parts(parts, body.boxed());
-        let mut response = self.client.request(request).await?;
+type UpstreamClient = Client<HttpConnector, Body>;
 
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
-                bail!("the service switched protocols without being asked to");
-            };
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        if let Err(e) =
-                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                        {
-                            debug!(error = %e, "front door: upgraded connection ended");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "front door: upgrade failed"),
-                }
-            });
-            let (parts, _) = response.into_parts();
-            return Ok(Response::from_parts(parts, empty()));
-        }
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+/// The pooled HTTP/1.1 client the front door talks to services with.
+fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Passes the request to `authority` (HTTP/1.1) and streams the answer back; joins the
+/// two connections of a WebSocket (or any HTTP/1.1) upgrade.
+async fn forward(
+    client: &UpstreamClient,
+    peer: SocketAddr,
+    host: &str,
+    authority: &str,
+    mut req: Request<Incoming>,
+) -> anyhow::Result<Response<Body>> {
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = format!("http://{authority}{path}")
+        .parse()
+        .context("the request's path is not a valid URI")?;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, peer, host);
+    if !host.is_empty() {
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_str(host)?);
     }
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
+    let request = Request::from_parts(parts, body.boxed());
+    let mut response = client.request(request).await?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            bail!("the service switched protocols without being asked to");
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        debug!(error = %e, "front door: upgraded connection ended");
+                    }
+                }
+                Err(e) => debug!(error = %e, "front door: upgrade failed"),
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 /// The host the client asked for: the Host header, or the URI's authority (HTTP/2).
@@ -587,7 +593,10 @@ fn html(status: StatusCode, page: String) -> Response<Body> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]
