@@ -58,6 +58,31 @@ async fn run_suite(url: &str, backend: Backend) {
     expiry(store.clone()).await;
     leases_are_exclusive_and_fence_stale_writes(store.clone()).await;
     queue_entries_one_live_per_change(store.clone()).await;
+    request_activity_is_debounced_and_never_goes_back(store.clone()).await;
+}
+
+/// The front door's request times: the first is written, more within the debounce window
+/// are not, a later one is, and a time older than the stored one never replaces it.
+async fn request_activity_is_debounced_and_never_goes_back(store: Store) {
+    let name = store
+        .request_up(&up("busy", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    assert_eq!(get(&store, "busy").await.last_request_at, None);
+    let t0 = 1_000_000;
+    assert!(store.activity_due(&name, t0));
+    assert!(store.record_request_activity(&name, t0).await.unwrap());
+    assert!(!store.activity_due(&name, t0 + 5_000));
+    assert!(!store.record_request_activity(&name, t0 + 5_000).await.unwrap());
+    assert_eq!(get(&store, "busy").await.last_request_at, Some(t0));
+    let later = t0 + envmgr::store::ACTIVITY_DEBOUNCE.as_millis() as i64;
+    assert!(store.record_request_activity(&name, later).await.unwrap());
+    assert_eq!(get(&store, "busy").await.last_request_at, Some(later));
+    // Another process (its own debounce map) whose request is older: the newer time stays.
+    let other = Store::connect(store.url()).await.unwrap();
+    assert!(other.record_request_activity(&name, t0).await.unwrap());
+    assert_eq!(get(&store, "busy").await.last_request_at, Some(later));
 }
 
 // ---------------------------------------------------------------------------------------
