@@ -63,28 +63,32 @@ pub fn proxy(seconds: usize, connections: usize) -> Result<()> {
     };
     let server = Server::start(&slipway, &repo, &repo_name, "compose.yml", "proxy")?;
     if server.proxy_url.is_empty() {
-        bail!("the server did not say where its front door is:\n{}", server.tail_log());
+        bail!(
+            "the server did not say where its front door is:\n{}",
+            server.tail_log()
+        );
     }
     server.up(&repo_name, "main")?;
-    let status: serde_json::Value =
-        serde_json::from_str(&server.cli_output(&["status", &env])?)?;
+    let status: serde_json::Value = serde_json::from_str(&server.cli_output(&["status", &env])?)?;
     let host_port = status["services"]
         .as_array()
         .and_then(|services| services.iter().find(|s| s["name"] == "web"))
         .and_then(|web| web["ports"][0]["host_port"].as_u64())
         .with_context(|| format!("no published port in {status:#}"))?;
     let direct = format!("127.0.0.1:{host_port}");
-    let front_door = server
-        .proxy_url
-        .trim_start_matches("http://")
-        .to_string();
+    let front_door = server.proxy_url.trim_start_matches("http://").to_string();
     let host = format!("{env}.localhost");
 
     let runtime = tokio::runtime::Runtime::new()?;
     let duration = Duration::from_secs(seconds as u64);
     // A short warm-up of each path (connections, the proxy's route cache and pool).
     runtime.block_on(load(&direct, &host, connections, Duration::from_secs(2)))?;
-    runtime.block_on(load(&front_door, &host, connections, Duration::from_secs(2)))?;
+    runtime.block_on(load(
+        &front_door,
+        &host,
+        connections,
+        Duration::from_secs(2),
+    ))?;
     println!("direct to {direct} ...");
     let straight = runtime.block_on(load(&direct, &host, connections, duration))?;
     println!("through the front door at {front_door} ...");
@@ -125,7 +129,9 @@ async fn load(addr: &str, host: &str, connections: usize, duration: Duration) ->
     for _ in 0..connections {
         let addr = addr.to_string();
         let host = host.to_string();
-        tasks.push(tokio::spawn(async move { connection(&addr, &host, deadline).await }));
+        tasks.push(tokio::spawn(async move {
+            connection(&addr, &host, deadline).await
+        }));
     }
     let mut all = Load {
         requests: 0,
@@ -159,8 +165,7 @@ async fn connection(addr: &str, host: &str, deadline: Instant) -> Result<(Vec<u3
         };
         stream.set_nodelay(true)?;
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await?;
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         while Instant::now() < deadline {
             let request = hyper::Request::get("/")

@@ -74,7 +74,10 @@ async fn request_activity_is_debounced_and_never_goes_back(store: Store) {
     assert!(store.activity_due(&name, t0));
     assert!(store.record_request_activity(&name, t0).await.unwrap());
     assert!(!store.activity_due(&name, t0 + 5_000));
-    assert!(!store.record_request_activity(&name, t0 + 5_000).await.unwrap());
+    assert!(!store
+        .record_request_activity(&name, t0 + 5_000)
+        .await
+        .unwrap());
     assert_eq!(get(&store, "busy").await.last_request_at, Some(t0));
     let later = t0 + envmgr::store::ACTIVITY_DEBOUNCE.as_millis() as i64;
     assert!(store.record_request_activity(&name, later).await.unwrap());

@@ -66,11 +66,14 @@ pub fn upstream_authority(runtime: &dyn Runtime, service: &ServiceStatus) -> Opt
     Some(rest.trim_end_matches('/').to_string())
 }
 
+/// An env's row (`None`: no such env) and when it was read.
+type CachedRow = (Instant, Option<EnvRecord>);
+
 /// Env rows by name, for a moment (see [`CACHE_TTL`]).
 #[derive(Clone)]
 pub struct RouteCache {
     store: Store,
-    entries: Arc<Mutex<HashMap<EnvName, (Instant, Option<EnvRecord>)>>>,
+    entries: Arc<Mutex<HashMap<EnvName, CachedRow>>>,
 }
 
 impl RouteCache {

@@ -198,10 +198,8 @@ impl Store {
         {
             // Check and claim at once, so concurrent callers write once.
             let mut written = self.activity.lock().expect("activity map poisoned");
-            if !written
-                .get(env)
-                .is_none_or(|last| at_ms - last >= ACTIVITY_DEBOUNCE.as_millis() as i64)
-            {
+            let debounce = ACTIVITY_DEBOUNCE.as_millis() as i64;
+            if written.get(env).is_some_and(|last| at_ms - last < debounce) {
                 return Ok(false);
             }
             written.insert(env.clone(), at_ms);
