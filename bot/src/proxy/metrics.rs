@@ -102,3 +102,30 @@ impl ProxyMetrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_exported_per_env_and_service() {
+        let metrics = ProxyMetrics::default();
+        let mut registry = Registry::with_prefix("slipway");
+        metrics.register(&mut registry);
+        metrics.observe("shop-main", "web", 204, 0.002);
+        metrics.observe("shop-main", "web", 503, 0.002);
+        metrics.observe("shop-main", "api", 101, 0.001);
+        metrics.connection_error("shop-main", "api");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"slipway_proxy_requests_total{env="shop-main",service="web",class="2xx"} 1"#,
+            r#"slipway_proxy_requests_total{env="shop-main",service="web",class="5xx"} 1"#,
+            r#"slipway_proxy_requests_total{env="shop-main",service="api",class="1xx"} 1"#,
+            r#"slipway_proxy_connection_errors_total{env="shop-main",service="api"} 1"#,
+            r#"slipway_proxy_request_duration_seconds_count{env="shop-main",service="web"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
