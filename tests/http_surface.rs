@@ -126,7 +126,8 @@ fn a_configured_server_does_not_build_the_demo_image() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[repo]]\nname = \"{}\"\nurl = \"{}\"\nenv_file = \"compose.yml\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[proxy]\nlisten = \"127.0.0.1:0\"\n\
+             [[repo]]\nname = \"{}\"\nurl = \"{}\"\nenv_file = \"compose.yml\"\n",
             dir.path().join("data").display(),
             unique_name("nodemo"),
             repo.path().display()

@@ -93,7 +93,10 @@ fn an_idle_env_sleeps_and_wakes_with_the_same_containers_and_volume() {
     // containers stop right after.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !running_containers(&env).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "containers never stopped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containers never stopped"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(all_container_ids(&env), before, "containers kept");

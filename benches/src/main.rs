@@ -13,6 +13,7 @@
 //!   cargo run --release -p slipway-benches -- chatops [--count N]
 //!   cargo run --release -p slipway-benches -- queue-sim [--changes N]
 //!   cargo run --release -p slipway-benches -- queue-git [--rounds N] [--commits N] [--files N]
+//!   cargo run --release -p slipway-benches -- proxy [--seconds N] [--connections N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use anyhow::{bail, Context as _, Result};
 
 mod candidates;
 mod chatops;
+mod proxy;
 mod queue;
 mod replicas;
 mod scheduler;
@@ -30,7 +32,7 @@ mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|all> [--rounds N] [--envs N] [--count N] [--gb N] [--changes N] [--commits N] [--files N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|all> [--rounds N] [--envs N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -60,6 +62,9 @@ const USAGE: &str =
                 repository (default 10000 commits, 5000 files; cached in the temp dir)
                 beside `git merge --no-edit` of the same two heads in a worktree already at
                 head 1, checkout not timed (default 10 rounds)
+  proxy         a small GET straight to a container's published port against the same GET
+                through the front door (by Host): requests/s, p50 and p99 latency with N
+                keep-alive connections (default 64) for N seconds each (default 30)
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -87,6 +92,7 @@ fn main() {
         Some("webhooks") => webhooks::webhooks(count),
         Some("snippets") => snippets::snippets(number("--gb", 1)),
         Some("chatops") => chatops::chatops(number("--count", 500)),
+        Some("proxy") => proxy::proxy(number("--seconds", 30), number("--connections", 64)),
         Some("queue-sim") => queue::queue_sim(number("--changes", 100_000)),
         Some("queue-git") => candidates::queue_git(
             number("--rounds", 10),
@@ -655,6 +661,8 @@ struct Server {
     child: Child,
     dir: tempfile::TempDir,
     url: String,
+    /// The front door's address, `http://127.0.0.1:<port>`.
+    proxy_url: String,
 }
 
 impl Server {
@@ -691,9 +699,15 @@ impl Server {
             format!(
                 "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nready_timeout = \"3m\"\n{top}\n\
                  [[repo]]\nname = \"{name}\"\nurl = \"{}\"\nenv_file = \"{env_file}\"\n\
-                 default_ttl = \"1h\"\n\n{tables}",
+                 default_ttl = \"1h\"\n\n{tables}\n{proxy}",
                 dir.path().display(),
-                repo.path().display()
+                repo.path().display(),
+                // Each server's front door on a free port, so two can run at once.
+                proxy = if tables.contains("[proxy]") {
+                    ""
+                } else {
+                    "[proxy]\nlisten = \"127.0.0.1:0\"\n"
+                },
             ),
         )?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
@@ -717,6 +731,7 @@ impl Server {
             child,
             dir,
             url: String::new(),
+            proxy_url: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(300);
         while server.url.is_empty() {
@@ -728,6 +743,12 @@ impl Server {
                 server.url = rest
                     .split_whitespace()
                     .next()
+                    .unwrap_or_default()
+                    .to_string();
+                server.proxy_url = log
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Slipway's front door is on "))
+                    .and_then(|rest| rest.split_whitespace().next())
                     .unwrap_or_default()
                     .to_string();
             } else if let Some(status) = server.child.try_wait()? {

@@ -73,6 +73,23 @@ pub struct Config {
     /// `AccessPolicy::from_config` (`access`).
     #[serde(default)]
     pub permissions: PermissionsConfig,
+    /// `[proxy]`: the front door (HTTP reverse proxy to envs' services); read by
+    /// `crate::proxy::ProxySettings`. On by default.
+    #[serde(default)]
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// The `[proxy]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where the front door listens. Default `127.0.0.1:8081`.
+    pub listen: Option<SocketAddr>,
+    /// Envs answer at `<env>.<domain>` and `<service>--<env>.<domain>`. Default `localhost`.
+    pub domain: Option<String>,
+    /// The public base of env links, `scheme://domain[:port]` (no env in it): an env's URL
+    /// is the base with `<env>.` in front of the host. Default `http://<domain>:<listen port>`.
+    pub proxy_url: Option<String>,
 }
 
 /// The `[permissions]` table. Roles are `none`, `viewer`, `developer`, `deployer`, `admin`.

@@ -16,6 +16,7 @@ mod executor;
 mod github;
 mod logging;
 mod notify;
+pub mod proxy;
 mod queue;
 mod runtime;
 mod server;

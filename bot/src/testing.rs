@@ -150,7 +150,8 @@ fn run_app(
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
-            let (_app, router) =
+            // The front door is not bound here: the in-process tests drive the API.
+            let (_app, router, _front_door) =
                 server::start(&config, Mode::Configured, token, addr, Some(twin)).await?;
             anyhow::Ok((listener, addr, router))
         };

@@ -58,8 +58,36 @@ async fn run_suite(url: &str, backend: Backend) {
     expiry(store.clone()).await;
     leases_are_exclusive_and_fence_stale_writes(store.clone()).await;
     queue_entries_one_live_per_change(store.clone()).await;
+    request_activity_is_debounced_and_never_goes_back(store.clone()).await;
     // Last: its installation-wide cap counts every env the cases above left.
     quotas_refuse_new_envs_atomically(store.clone()).await;
+}
+
+/// The front door's request times: the first is written, more within the debounce window
+/// are not, a later one is, and a time older than the stored one never replaces it.
+async fn request_activity_is_debounced_and_never_goes_back(store: Store) {
+    let name = store
+        .request_up(&up("busy", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    assert_eq!(get(&store, "busy").await.idle.last_request_at, None);
+    let t0 = 1_000_000;
+    assert!(store.activity_due(&name, t0));
+    assert!(store.record_request_activity(&name, t0).await.unwrap());
+    assert!(!store.activity_due(&name, t0 + 5_000));
+    assert!(!store
+        .record_request_activity(&name, t0 + 5_000)
+        .await
+        .unwrap());
+    assert_eq!(get(&store, "busy").await.idle.last_request_at, Some(t0));
+    let later = t0 + envmgr::store::ACTIVITY_DEBOUNCE.as_millis() as i64;
+    assert!(store.record_request_activity(&name, later).await.unwrap());
+    assert_eq!(get(&store, "busy").await.idle.last_request_at, Some(later));
+    // Another process (its own debounce map) whose request is older: the newer time stays.
+    let other = Store::connect(store.url()).await.unwrap();
+    assert!(other.record_request_activity(&name, t0).await.unwrap());
+    assert_eq!(get(&store, "busy").await.idle.last_request_at, Some(later));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -388,6 +416,7 @@ async fn up_after_deleted_starts_afresh(store: Store) {
         state: "running".into(),
         ports: vec![],
         urls: vec!["http://localhost:1".into()],
+        main: true,
     }];
     for (name, final_phase) in [("reborn", Phase::Deleted), ("undead", Phase::Deleting)] {
         let first = store
@@ -458,12 +487,14 @@ async fn observed_state_roundtrips(store: Store) {
                 },
             ],
             urls: vec!["http://observed-web.localhost:40001".into()],
+            main: true,
         },
         ServiceStatus {
             name: "db".into(),
             state: "exited (1) — “crash” 💥".into(),
             ports: vec![],
             urls: vec![],
+            main: false,
         },
     ];
     store.record_services(&name, &services).await.unwrap();

@@ -119,6 +119,8 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub url: String,
+    /// The front door's address (`http://127.0.0.1:<port>`), for requests with a Host.
+    pub proxy_url: String,
     pub repo: String,
     log_path: PathBuf,
     /// Environment variables given to `slipway serve` (e.g. `SLIPWAY_LOG_FORMAT`).
@@ -142,7 +144,7 @@ impl<'a> ServerOptions<'a> {
     pub fn config(&self, data_dir: &Path) -> String {
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nresync_interval = \"2s\"\nready_timeout = \"90s\"\n{extra}\n\
-             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\n{ttl}{repo_extra}\n{tables}\n",
+             [[repo]]\nname = \"{name}\"\nurl = \"{url}\"\nenv_file = \"{env_file}\"\n{ttl}{repo_extra}\n{tables}\n{proxy}",
             data = data_dir.display(),
             extra = self.extra,
             name = self.repo_name,
@@ -150,6 +152,8 @@ impl<'a> ServerOptions<'a> {
             env_file = self.env_file,
             repo_extra = self.repo_extra,
             tables = self.tables,
+            // Servers of parallel tests each get a free port for the front door.
+            proxy = if self.tables.contains("[proxy]") { "" } else { "[proxy]\nlisten = \"127.0.0.1:0\"\n" },
             ttl = if self.repo_extra.contains("default_ttl") { "" } else { "default_ttl = \"1h\"\n" },
         )
     }
@@ -183,6 +187,7 @@ impl Server {
             data_dir,
             config_path,
             url: String::new(),
+            proxy_url: String::new(),
             repo: options.repo_name.to_string(),
             log_path,
             serve_env: serve_env
@@ -220,11 +225,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            if let Some(url) = text[start_offset.min(text.len())..]
-                .lines()
-                .find_map(serving_url)
-            {
+            let lines = || text[start_offset.min(text.len())..].lines();
+            if let Some(url) = lines().find_map(serving_url) {
                 self.url = url;
+                self.proxy_url = lines().find_map(front_door_url).unwrap_or_default();
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -373,6 +377,18 @@ impl SlipwayApi for Server {
 
 /// The URL in the line a server writes when it serves: the plain line for people, or the
 /// event's `url` field when it logs JSON (`--log-format json`).
+/// The front door's address from the line `slipway serve` logs when it listens (text or JSON).
+fn front_door_url(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("Slipway's front door is on ") {
+        return rest.split_whitespace().next().map(str::to_string);
+    }
+    let event: Value = serde_json::from_str(line).ok()?;
+    if event["message"] != "front door listening" {
+        return None;
+    }
+    event["addr"].as_str().map(|a| format!("http://{a}"))
+}
+
 fn serving_url(line: &str) -> Option<String> {
     if let Some(rest) = line.strip_prefix("Slipway is serving on ") {
         return rest.split_whitespace().next().map(str::to_string);

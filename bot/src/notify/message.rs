@@ -349,6 +349,7 @@ mod tests {
                     state: "running".into(),
                     ports: vec![],
                     urls: vec![url.to_string()],
+                    main: false,
                 })
                 .collect(),
             warnings: vec![],

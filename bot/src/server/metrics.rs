@@ -35,9 +35,16 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
+    #[cfg(test)]
     pub fn new(controller: &ControllerMetrics) -> Self {
+        Self::with_proxy(controller, &crate::proxy::ProxyMetrics::default())
+    }
+
+    /// The registry with the front door's families (`slipway_proxy_*`) too.
+    pub fn with_proxy(controller: &ControllerMetrics, proxy: &crate::proxy::ProxyMetrics) -> Self {
         let mut registry = Registry::with_prefix("slipway");
         controller.register(&mut registry);
+        proxy.register(&mut registry);
         let http = HttpMetrics::new();
         registry.register(
             "http_requests",

@@ -20,20 +20,22 @@ use tracing::info;
 use crate::app::{App, Mode};
 use crate::config::Config;
 use crate::logging::LogFormat;
-use crate::{discord, github, notify};
+use crate::{discord, github, notify, proxy};
 
 pub use crate::demo::build_demo_image;
 
 /// Builds the application context and starts every surface on it: the notifier, Discord,
 /// GitHub. Returns the router of the HTTP side (API, webhooks, metrics, probes), to be
-/// served at `addr`. `runtime`: where envs run instead of the one `[runtime]` names.
+/// served at `addr`, and the front door, to be bound by the caller.
+/// `runtime`: where envs run instead of the one `[runtime]` names.
 pub(crate) async fn start(
     config: &Config,
     mode: Mode,
     token: Option<SecretString>,
     addr: SocketAddr,
     runtime: Option<Arc<dyn Runtime>>,
-) -> anyhow::Result<(Arc<App>, Router)> {
+) -> anyhow::Result<(Arc<App>, Router, Arc<proxy::Proxy>)> {
+    let proxy_settings = proxy::ProxySettings::from_config(config.proxy.as_ref())?;
     let (app, surfaces) = App::start(config, mode, addr, runtime).await?;
 
     notify::start(&app, surfaces.notify);
@@ -41,7 +43,12 @@ pub(crate) async fn start(
     if let Some(settings) = surfaces.discord {
         discord::start(app.clone(), settings).await?;
     }
-    let metrics = Arc::new(metrics::ServerMetrics::new(app.engine.metrics()));
+    let proxy_metrics = proxy::ProxyMetrics::default();
+    let metrics = Arc::new(metrics::ServerMetrics::with_proxy(
+        app.engine.metrics(),
+        &proxy_metrics,
+    ));
+    let front_door = proxy::Proxy::new(app.clone(), proxy_settings, proxy_metrics);
     let access = api::Access::new(token);
     let probes = ready::Probes {
         store: app.store().clone(),
@@ -69,7 +76,7 @@ pub(crate) async fn start(
             metrics.http(),
             metrics::track_requests,
         ));
-    Ok((app, router))
+    Ok((app, router, front_door))
 }
 
 pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow::Result<()> {
@@ -87,12 +94,18 @@ pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow:
             )
         })?;
     let addr = listener.local_addr()?;
-    let (app, router) = start(&config, mode, token, addr, None).await?;
+    let (app, router, front_door) = start(&config, mode, token, addr, None).await?;
+    let (proxy_addr, _front_door_task) = front_door.bind().await?;
     let url = format!("http://{addr}");
+    info!(addr = %proxy_addr, domain = %front_door.settings().domain, "front door listening");
     let data_dir = config.data_dir();
     info!(%addr, %url, instance = %app.instance, "Slipway is serving");
     // For people reading a terminal; JSON logs carry the same as the event above.
     if log_format == LogFormat::Text {
+        eprintln!(
+            "Slipway's front door is on http://{proxy_addr} (envs at <env>.{})",
+            front_door.settings().domain
+        );
         eprintln!(
             "Slipway is serving on {url} (data in {})",
             data_dir.display()

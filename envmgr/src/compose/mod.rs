@@ -71,6 +71,8 @@ pub struct ComposeFile {
     pub warnings: Vec<String>,
     /// `x-slipway: { tests: { timeout, report } }`.
     pub tests: TestOptions,
+    /// `x-slipway: { main: <service> }`: what the front door's `<env>.<domain>` reaches.
+    pub main: Option<ServiceName>,
 }
 
 /// How the integration tests of a compose file run: its services in the `test` profile,
@@ -309,12 +311,14 @@ impl ComposeFile {
         }
         check_dependencies(&services, &profiled)?;
         let tests = test_options(root.get("x-slipway"))?;
+        let main = main_service(root.get("x-slipway"), &services)?;
         Ok(Self {
             services,
             profiled,
             volumes,
             warnings,
             tests,
+            main,
         })
     }
 }
@@ -335,6 +339,23 @@ fn over_limit(
         });
     }
     Ok(())
+}
+
+/// `x-slipway.main`: a service of the file that starts with the env.
+fn main_service(
+    extension: Option<&Value>,
+    services: &[ComposeService],
+) -> Result<Option<ServiceName>, ComposeError> {
+    let Some(main) = extension.and_then(|x| x.get("main")) else {
+        return Ok(None);
+    };
+    let name = scalar_string(main);
+    match services.iter().find(|s| s.name.as_str() == name) {
+        Some(service) => Ok(Some(service.name.clone())),
+        None => Err(ComposeError::Invalid(format!(
+            "x-slipway.main: `{name}` is not a service that starts with the env"
+        ))),
+    }
 }
 
 fn test_options(extension: Option<&Value>) -> Result<TestOptions, ComposeError> {

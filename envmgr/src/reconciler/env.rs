@@ -129,7 +129,7 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
             ctx.store.record_slept(&env.name).await?;
             let observed = ctx.runtime.fetch(&env.name).await?;
             ctx.store
-                .record_services(&env.name, &statuses(ctx, &observed))
+                .record_services(&env.name, &statuses(ctx, &observed, main_of(env)))
                 .await?;
             info!(env = %env.name, "asleep");
         }
@@ -140,7 +140,7 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
                 ctx.runtime.stop(&env.name).await?;
                 let observed = ctx.runtime.fetch(&env.name).await?;
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, &observed))
+                    .record_services(&env.name, &statuses(ctx, &observed, main_of(env)))
                     .await?;
             }
         }
@@ -205,7 +205,7 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         }
         None => {
             // Written only when something changed: a resync of an idle env costs reads only.
-            let now = statuses(ctx, &observed);
+            let now = statuses(ctx, &observed, main_of(env));
             if now != env.services {
                 ctx.store.record_services(&env.name, &now).await?;
             }
@@ -381,6 +381,7 @@ async fn deploy(
         Err(e) => return fail(ctx, env, e.to_string()).await,
     };
     ctx.store.record_warnings(&env.name, &file.warnings).await?;
+    let main = file.main.as_ref().map(|m| m.as_str());
     let input = PlanInput {
         env: &env.name,
         repo: &repo.name,
@@ -444,7 +445,7 @@ async fn deploy(
             tracker.finish().await;
             if let Ok(observed) = ctx.runtime.fetch(&env.name).await {
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, &observed))
+                    .record_services(&env.name, &statuses(ctx, &observed, main))
                     .await?;
             }
             return runtime_failure(ctx, env, Phase::Starting, e).await;
@@ -452,7 +453,7 @@ async fn deploy(
     };
     tracker.finish().await;
     ctx.store
-        .record_services(&env.name, &statuses(ctx, &observed))
+        .record_services(&env.name, &statuses(ctx, &observed, main))
         .await?;
     if superseded(ctx, env).await? {
         return Ok(Action::Requeue(Duration::ZERO));
@@ -532,8 +533,27 @@ async fn until_superseded<T>(
     }
 }
 
-/// The services as a person should see them: state and URLs.
-fn statuses(ctx: &Context, observed: &ObservedEnv) -> Vec<ServiceStatus> {
+/// The main service the env's last deploy recorded (the compose file is not read again).
+fn main_of(env: &EnvRecord) -> Option<&str> {
+    env.services
+        .iter()
+        .find(|s| s.main)
+        .map(|s| s.name.as_str())
+}
+
+/// The services as a person should see them: state and URLs. `main`: the service the
+/// compose file names as the front door's default (else `web`, else the first published).
+fn statuses(ctx: &Context, observed: &ObservedEnv, main: Option<&str>) -> Vec<ServiceStatus> {
+    let published = |s: &&crate::runtime::ObservedService| !s.ports.is_empty();
+    let main = main
+        .filter(|m| observed.services.iter().any(|s| s.name.as_str() == *m))
+        .or_else(|| {
+            let services = || observed.services.iter().filter(published);
+            services()
+                .find(|s| s.name.as_str() == "web")
+                .or_else(|| services().next())
+                .map(|s| s.name.as_str())
+        });
     observed
         .services
         .iter()
@@ -542,6 +562,7 @@ fn statuses(ctx: &Context, observed: &ObservedEnv) -> Vec<ServiceStatus> {
             state: s.state.label(),
             ports: s.ports.clone(),
             urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
+            main: main == Some(s.name.as_str()),
         })
         .collect()
 }
@@ -583,6 +604,7 @@ impl ProgressTracker {
                                 state: state.clone(),
                                 ports: vec![],
                                 urls: vec![],
+                                main: false,
                             })
                             .collect();
                         if let Err(e) = store.record_services(&env, &services).await {

@@ -186,7 +186,8 @@ impl Store {
         let changed = sqlx::query(
             "UPDATE envs SET desired = 'deleted', updated_at = $1 \
              WHERE name = $2 AND desired = 'running' AND pinned = 0 \
-             AND COALESCE(requested_at, 0) <= $3 AND COALESCE(last_command_at, 0) <= $3",
+             AND COALESCE(requested_at, 0) <= $3 AND COALESCE(last_command_at, 0) <= $3 \
+             AND COALESCE(last_request_at, 0) <= $3",
         )
         .bind(now)
         .bind(name.as_str())

@@ -74,6 +74,8 @@ pub struct Store {
     /// The database URL, for connections outside the pool (Postgres `LISTEN`). May hold a
     /// password: never logged.
     url: std::sync::Arc<str>,
+    /// When each env's request activity was last written by this process (debounce).
+    activity: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<EnvName, i64>>>,
 }
 
 /// What a surface asks for with `env up`.
@@ -107,7 +109,11 @@ pub fn now_ms() -> i64 {
 const ENV_COLUMNS: &str =
     "name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
      expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, git_ref, pr_number, want_commit, \
-     asleep, pinned, requested_at, last_command_at, slept_at, warned_at, warned_for";
+     asleep, pinned, requested_at, last_command_at, slept_at, warned_at, warned_for, last_request_at";
+
+/// At most one `last_request_at` write per env this often: the front door may pass
+/// thousands of requests a second, idle tracking needs minutes.
+pub const ACTIVITY_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
     /// Connects and brings the schema up to date. A SQLite file is created if missing.
@@ -150,6 +156,7 @@ impl Store {
             changes,
             fence: None,
             url: url.as_str().into(),
+            activity: Default::default(),
         })
     }
 
@@ -177,6 +184,42 @@ impl Store {
 
     fn changed(&self, name: &EnvName) {
         let _ = self.changes.send(name.clone());
+    }
+
+    /// Whether [`Store::record_request_activity`] would write for a request at `at_ms`: a
+    /// cheap check that spares the caller a task per request.
+    pub fn activity_due(&self, env: &EnvName, at_ms: i64) -> bool {
+        let written = self.activity.lock().expect("activity map poisoned");
+        written
+            .get(env)
+            .is_none_or(|last| at_ms - last >= ACTIVITY_DEBOUNCE.as_millis() as i64)
+    }
+
+    /// Records a request through the front door to `env` at `at_ms` (never moves the time
+    /// back). Writes at most once per [`ACTIVITY_DEBOUNCE`] per env; returns whether it wrote.
+    pub async fn record_request_activity(
+        &self,
+        env: &EnvName,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        {
+            // Check and claim at once, so concurrent callers write once.
+            let mut written = self.activity.lock().expect("activity map poisoned");
+            let debounce = ACTIVITY_DEBOUNCE.as_millis() as i64;
+            if written.get(env).is_some_and(|last| at_ms - last < debounce) {
+                return Ok(false);
+            }
+            written.insert(env.clone(), at_ms);
+        }
+        sqlx::query(
+            "UPDATE envs SET last_request_at = $1 \
+             WHERE name = $2 AND (last_request_at IS NULL OR last_request_at < $1)",
+        )
+        .bind(at_ms)
+        .bind(env.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
     }
 
     /// A stable id for this installation, made on first use. Runtime resources carry it so

@@ -87,6 +87,10 @@ pub struct ServiceStatus {
     pub ports: Vec<PublishedPort>,
     #[serde(default)]
     pub urls: Vec<String>,
+    /// The service `<env>.<domain>` reaches through the front door (compose
+    /// `x-slipway.main`, else `web`, else the first with a published port).
+    #[serde(default)]
+    pub main: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,7 +137,8 @@ pub struct IdleState {
     pub last_deploy_at: Option<i64>,
     /// The last command on any surface that named the env.
     pub last_command_at: Option<i64>,
-    /// The last HTTP request through the front door, once it records them.
+    /// The last HTTP request through the front door (written at most every
+    /// [`super::ACTIVITY_DEBOUNCE`]).
     pub last_request_at: Option<i64>,
     /// When it last went to sleep.
     pub slept_at: Option<i64>,
@@ -210,8 +215,7 @@ impl EnvRecord {
                 pinned: column::<i64>(row, "pinned")? != 0,
                 last_deploy_at: column(row, "requested_at")?,
                 last_command_at: column(row, "last_command_at")?,
-                // The front door's column, read once its migration is in.
-                last_request_at: None,
+                last_request_at: column(row, "last_request_at")?,
                 slept_at: column(row, "slept_at")?,
                 warned_at: column(row, "warned_at")?,
                 warned_for: column(row, "warned_for")?,

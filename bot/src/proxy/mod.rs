@@ -1,0 +1,659 @@
+//! The front door: one HTTP reverse proxy in `slipway serve` for every env's web services.
+//! `<env>.<domain>` reaches the env's main service, `<service>--<env>.<domain>` another one
+//! (see `routing`). HTTP/1.1 and HTTP/2 (cleartext) in, HTTP/1.1 to the service over a
+//! pooled client; bodies stream both ways; WebSocket (HTTP/1.1 upgrade) connections are
+//! joined and copied both ways. A request to an env that is not serving yet wakes it and
+//! waits for Ready (browsers get a "waking up" page after 2 s instead); a failed env answers
+//! 503 with its reason and logs link, an unknown name 404 with the envs that exist.
+
+mod metrics;
+mod pages;
+pub mod routing;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use envmgr::names::EnvName;
+use envmgr::store::{now_ms, EnvRecord, Phase};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::{debug, warn};
+
+pub use metrics::ProxyMetrics;
+use routing::{main_service, parse_host, upstream_authority, RouteCache, Target};
+
+use crate::app::App;
+use crate::config::ProxyConfig;
+
+/// How long a browser waits for a starting env before it gets the "waking up" page.
+const BROWSER_WAIT: Duration = Duration::from_secs(2);
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// `[proxy]`, checked.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    /// Lowercase, without dots at either end.
+    pub domain: String,
+    /// Scheme of env links.
+    scheme: String,
+    /// Host of env links (without the env); `None`: `domain`.
+    link_host: Option<String>,
+    /// Port in env links; `None`: the scheme's default.
+    link_port: Option<u16>,
+}
+
+impl ProxySettings {
+    pub fn from_config(config: Option<&ProxyConfig>) -> anyhow::Result<Self> {
+        let empty = ProxyConfig::default();
+        let config = config.unwrap_or(&empty);
+        let listen = config
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        let domain = config
+            .domain
+            .as_deref()
+            .unwrap_or("localhost")
+            .trim()
+            .trim_matches('.')
+            .to_ascii_lowercase();
+        if domain.is_empty() || domain.contains([':', '/', ' ']) {
+            bail!("[proxy] domain `{domain}` must be a DNS name such as preview.example.com");
+        }
+        let mut settings = Self {
+            listen,
+            domain,
+            scheme: "http".into(),
+            link_host: None,
+            link_port: Some(listen.port()),
+        };
+        if let Some(url) = &config.proxy_url {
+            let (scheme, rest) = url.trim().split_once("://").with_context(|| {
+                format!("[proxy] proxy_url `{url}` must look like http://preview.example.com")
+            })?;
+            let authority = rest.trim_end_matches('/');
+            if !matches!(scheme, "http" | "https")
+                || authority.is_empty()
+                || authority.contains('/')
+            {
+                bail!("[proxy] proxy_url `{url}` must be scheme://host[:port] (http or https), with no path");
+            }
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((host, port)) => (
+                    host,
+                    Some(port.parse::<u16>().with_context(|| {
+                        format!("[proxy] proxy_url `{url}`: port `{port}` is not a number")
+                    })?),
+                ),
+                None => (authority, None),
+            };
+            settings.scheme = scheme.to_string();
+            settings.link_host = Some(host.to_ascii_lowercase());
+            settings.link_port = port;
+        }
+        Ok(settings)
+    }
+
+    /// The front-door URL of `env` (its main service) or of one of its services.
+    pub fn env_url(&self, env: &str, service: Option<&str>) -> String {
+        let host = self.link_host.as_deref().unwrap_or(&self.domain);
+        let label = match service {
+            Some(service) => format!("{service}--{env}"),
+            None => env.to_string(),
+        };
+        let default_port = if self.scheme == "https" { 443 } else { 80 };
+        match self.link_port.filter(|p| *p != default_port) {
+            Some(port) => format!("{}://{label}.{host}:{port}/", self.scheme),
+            None => format!("{}://{label}.{host}/", self.scheme),
+        }
+    }
+}
+
+/// The front door's shared state: one per server.
+pub struct Proxy {
+    app: Arc<App>,
+    settings: ProxySettings,
+    routes: RouteCache,
+    client: UpstreamClient,
+    metrics: ProxyMetrics,
+}
+
+impl Proxy {
+    pub fn new(app: Arc<App>, settings: ProxySettings, metrics: ProxyMetrics) -> Arc<Self> {
+        let client = upstream_client();
+        let routes = RouteCache::start(app.store().clone());
+        Arc::new(Self {
+            app,
+            settings,
+            routes,
+            client,
+            metrics,
+        })
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// Binds `[proxy] listen`; returns the bound address and the task serving it.
+    pub async fn bind(
+        self: &Arc<Self>,
+    ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(self.settings.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "the front door cannot listen on {}; set [proxy] listen in the config",
+                    self.settings.listen
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        let proxy = self.clone();
+        let task = tokio::spawn(async move { proxy.accept_loop(listener).await });
+        Ok((addr, task))
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    warn!(error = %e, "front door: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(error = %e, %peer, "front door: connection ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let host = request_host(&req).unwrap_or_default();
+        let Some(target) = parse_host(&host, &self.settings.domain) else {
+            return self.not_found(&format!("No environment at `{host}`")).await;
+        };
+        let record = match self.routes.get(&target.env).await {
+            Ok(Some(record)) if record.phase != Phase::Deleted => record,
+            Ok(_) => {
+                return self
+                    .not_found(&format!("No environment named `{}`", target.env))
+                    .await
+            }
+            Err(e) => {
+                warn!(error = %e, "front door: store read failed");
+                return html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    pages::unavailable(target.env.as_str(), "the store is unavailable", ""),
+                );
+            }
+        };
+        let wants_html = accepts_html(req.headers());
+        let record = match self.serving(record, wants_html).await {
+            Ok(record) => record,
+            Err(response) => return response,
+        };
+        let service = match &target.service {
+            Some(name) => record.services.iter().find(|s| &s.name == name),
+            None => main_service(&record.services),
+        };
+        let Some(service) = service else {
+            return self.not_found(&missing_service(&target, &record)).await;
+        };
+        let Some(authority) = upstream_authority(self.app.runtime.as_ref(), service) else {
+            return self.not_found(&missing_service(&target, &record)).await;
+        };
+        let service_name = service.name.clone();
+        self.note_activity(&record.name);
+        let response = forward(&self.client, peer, &host, &authority, req).await;
+        match response {
+            Ok(response) => {
+                self.metrics.observe(
+                    record.name.as_str(),
+                    &service_name,
+                    response.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+                response
+            }
+            Err(e) => {
+                self.metrics
+                    .connection_error(record.name.as_str(), &service_name);
+                debug!(env = %record.name, service = %service_name, error = %e, "front door: upstream failed");
+                let response = html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::unavailable(
+                        record.name.as_str(),
+                        &format!("service `{service_name}` did not answer: {e}"),
+                        &self.logs_url(&record.name),
+                    ),
+                );
+                self.metrics.observe(
+                    record.name.as_str(),
+                    &service_name,
+                    502,
+                    started.elapsed().as_secs_f64(),
+                );
+                response
+            }
+        }
+    }
+
+    /// The env's row once it serves; otherwise the answer to give instead. A starting env is
+    /// woken and waited for: `ready_timeout` for API clients, 2 s for browsers (then a page
+    /// that reloads itself).
+    async fn serving(
+        &self,
+        record: EnvRecord,
+        wants_html: bool,
+    ) -> Result<EnvRecord, Response<Body>> {
+        match record.phase {
+            Phase::Ready | Phase::Degraded => return Ok(record),
+            Phase::Failed => return Err(self.failed(&record)),
+            Phase::Deleting | Phase::Deleted => {
+                return Err(self
+                    .not_found(&format!("Environment `{}` is being deleted", record.name))
+                    .await)
+            }
+            _ => {}
+        }
+        let env = record.name.clone();
+        let mut changes = self.routes.store().subscribe();
+        if let Err(e) = self.app.engine.wake(&env, "proxy").await {
+            return Err(html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::unavailable(env.as_str(), &e.to_string(), &self.logs_url(&env)),
+            ));
+        }
+        let ready_timeout = self.app.engine.settings().ready_timeout;
+        let wait = if wants_html {
+            BROWSER_WAIT.min(ready_timeout)
+        } else {
+            ready_timeout
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut last = record;
+        loop {
+            // A change notice, or a poll in case the change happened in another replica.
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
+                changes.recv(),
+            )
+            .await;
+            match self.routes.store().get(&env).await {
+                Ok(Some(record)) => match record.phase {
+                    Phase::Ready | Phase::Degraded => return Ok(record),
+                    Phase::Failed => return Err(self.failed(&record)),
+                    Phase::Deleting | Phase::Deleted => {
+                        return Err(self
+                            .not_found(&format!("Environment `{env}` is being deleted"))
+                            .await)
+                    }
+                    _ => last = record,
+                },
+                Ok(None) => {
+                    return Err(self
+                        .not_found(&format!("No environment named `{env}`"))
+                        .await)
+                }
+                Err(e) => warn!(error = %e, "front door: store read failed while waiting"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        if wants_html && wait < ready_timeout {
+            let mut response = html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::waking(env.as_str(), last.phase.as_str()),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            return Err(response);
+        }
+        let reason = format!(
+            "not ready after {} (it is {}{})",
+            humantime::format_duration(ready_timeout),
+            last.phase.as_str(),
+            last.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        Err(html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(env.as_str(), &reason, &self.logs_url(&env)),
+        ))
+    }
+
+    fn failed(&self, record: &EnvRecord) -> Response<Body> {
+        html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::unavailable(
+                record.name.as_str(),
+                record.reason.as_deref().unwrap_or("the environment failed"),
+                &self.logs_url(&record.name),
+            ),
+        )
+    }
+
+    fn logs_url(&self, env: &EnvName) -> String {
+        format!("{}/api/v1/envs/{env}/logs", self.app.public_url)
+    }
+
+    async fn not_found(&self, what: &str) -> Response<Body> {
+        let envs = match self.app.store().list(false).await {
+            Ok(envs) => envs
+                .into_iter()
+                .map(|e| {
+                    let url = self.settings.env_url(e.name.as_str(), None);
+                    (e.name.to_string(), url)
+                })
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "front door: could not list envs");
+                Vec::new()
+            }
+        };
+        html(StatusCode::NOT_FOUND, pages::not_found(what, &envs))
+    }
+
+    /// Records the request time for idle tracking, off the request's path.
+    fn note_activity(&self, env: &EnvName) {
+        let store = self.app.store().clone();
+        let env = env.clone();
+        let at = now_ms();
+        if store.activity_due(&env, at) {
+            tokio::spawn(async move {
+                if let Err(e) = store.record_request_activity(&env, at).await {
+                    debug!(env = %env, error = %e, "front door: could not record activity");
+                }
+            });
+        }
+    }
+}
+
+type UpstreamClient = Client<HttpConnector, Body>;
+
+/// The pooled HTTP/1.1 client the front door talks to services with.
+fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Passes the request to `authority` (HTTP/1.1) and streams the answer back; joins the
+/// two connections of a WebSocket (or any HTTP/1.1) upgrade.
+async fn forward(
+    client: &UpstreamClient,
+    peer: SocketAddr,
+    host: &str,
+    authority: &str,
+    mut req: Request<Incoming>,
+) -> anyhow::Result<Response<Body>> {
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = format!("http://{authority}{path}")
+        .parse()
+        .context("the request's path is not a valid URI")?;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, peer, host);
+    if !host.is_empty() {
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_str(host)?);
+    }
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
+    let request = Request::from_parts(parts, body.boxed());
+    let mut response = client.request(request).await?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            bail!("the service switched protocols without being asked to");
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        debug!(error = %e, "front door: upgraded connection ended");
+                    }
+                }
+                Err(e) => debug!(error = %e, "front door: upgrade failed"),
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The host the client asked for: the Host header, or the URI's authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The protocol an HTTP/1.1 client asks to switch to (`Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Removes the headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// including those the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// `X-Forwarded-For` (appended to what a proxy in front of us said), `-Host`, `-Proto`.
+fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
+    let for_value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&for_value) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", value);
+    }
+    // The front door speaks cleartext (TLS ends before it, if anywhere).
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+fn missing_service(target: &Target, record: &EnvRecord) -> String {
+    let published: Vec<&str> = record
+        .services
+        .iter()
+        .filter(|s| !s.ports.is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
+    let which = match &target.service {
+        Some(name) => format!("no service `{name}` with a published port"),
+        None => "no service with a published port".to_string(),
+    };
+    if published.is_empty() {
+        format!("Environment `{}` has {which}", record.name)
+    } else {
+        format!(
+            "Environment `{}` has {which}; these have one: {}",
+            record.name,
+            published.join(", ")
+        )
+    }
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn html(status: StatusCode, page: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(page))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn env_urls_come_from_the_proxy_url() {
+        let config = ProxyConfig {
+            listen: None,
+            domain: Some("preview.example.com".into()),
+            proxy_url: Some("https://preview.example.com".into()),
+        };
+        let settings = ProxySettings::from_config(Some(&config)).unwrap();
+        assert_eq!(
+            settings.env_url("shop-pr-42", None),
+            "https://shop-pr-42.preview.example.com/"
+        );
+        assert_eq!(
+            settings.env_url("shop-pr-42", Some("api")),
+            "https://api--shop-pr-42.preview.example.com/"
+        );
+        let default = ProxySettings::from_config(None).unwrap();
+        assert_eq!(
+            default.env_url("shop-main", None),
+            "http://shop-main.localhost:8081/"
+        );
+        let bad = ProxyConfig {
+            proxy_url: Some("preview.example.com/x".into()),
+            ..ProxyConfig::default()
+        };
+        assert!(ProxySettings::from_config(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarded_ones_come() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        add_forwarded(
+            &mut headers,
+            "10.0.0.2:5000".parse().unwrap(),
+            "shop.localhost",
+        );
+        assert!(headers.get("x-private").is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.0.0.2");
+        assert_eq!(headers["x-forwarded-host"], "shop.localhost");
+        assert_eq!(headers[header::ACCEPT], "*/*");
+    }
+}

@@ -1,0 +1,104 @@
+//! The front door end to end on the real Docker engine: requests reach an env's services by
+//! Host name (`<env>.<domain>`, `<service>--<env>.<domain>`), an env that is still starting
+//! holds the request and answers it once Ready, and unknown names get a 404 page that lists
+//! what exists. (Header injection and WebSocket upgrades are tested in-process against echo
+//! servers in `bot/src/proxy/tests.rs`: the demo app echoes neither.)
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+/// `web` is main by `x-slipway.main` although `api` comes first: each answers its own
+/// greeting.
+const COMPOSE: &str = "services:
+  api:
+    image: slipway/demo-app:latest
+    ports: ['8080']
+    environment:
+      GREETING: hello from api
+    healthcheck:
+      test: [CMD, /demo-app, probe, 'http://127.0.0.1:8080/healthz']
+      interval: 1s
+  web:
+    image: slipway/demo-app:latest
+    ports: ['8080']
+    environment:
+      GREETING: hello from web
+    healthcheck:
+      test: [CMD, /demo-app, probe, 'http://127.0.0.1:8080/healthz']
+      interval: 1s
+x-slipway:
+  main: web
+";
+
+/// GET `path` at the front door `proxy` (`http://127.0.0.1:<port>`) with this Host header.
+/// Returns (status, headers and body as text), when the whole answer is in.
+fn get_via(proxy: &str, host: &str, accept: &str) -> (u16, String) {
+    let addr = proxy.strip_prefix("http://").expect("http URL");
+    let mut stream = std::net::TcpStream::connect(addr).expect("the front door accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[test]
+fn the_front_door_routes_by_host_and_holds_requests_until_ready() {
+    let name = unique_name("px");
+    let repo = TestRepo::new();
+    repo.write("compose.yml", COMPOSE)
+        .commit("two web services");
+    let server = Server::start(ServerOptions::basic(&name, repo.path(), "compose.yml"));
+    assert!(
+        !server.proxy_url.is_empty(),
+        "no front door address in the log:\n{}",
+        server.tail_log()
+    );
+    let env = format!("{name}-main");
+    let _cleanup = EnvCleanup(env.clone());
+
+    // Asked for, not waited for: the request arrives while the env is still starting, is
+    // held, and gets the real answer.
+    server.cli_json(&["up", "main", "--repo", &name]);
+    let asked = Instant::now();
+    let (status, answer) = get_via(&server.proxy_url, &format!("{env}.localhost"), "*/*");
+    assert_eq!(status, 200, "{answer}\n{}", server.tail_log());
+    assert!(answer.contains("hello from web"), "{answer}");
+    let status = server.status(&env);
+    assert_eq!(status["phase"], "Ready", "{status:#}");
+    eprintln!("held request answered after {:?}", asked.elapsed());
+
+    // `<service>--<env>` reaches the other service; the port in Host is ignored.
+    let (status, answer) = get_via(
+        &server.proxy_url,
+        &format!("api--{env}.localhost:8081"),
+        "*/*",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("hello from api"), "{answer}");
+
+    // Unknown env, unknown service: a 404 page that lists the env that exists.
+    let (status, page) = get_via(&server.proxy_url, "nope-main.localhost", "text/html");
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("No environment named `nope-main`"), "{page}");
+    assert!(page.contains(&format!("{env}.localhost")), "{page}");
+    let (status, page) = get_via(&server.proxy_url, &format!("db--{env}.localhost"), "*/*");
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("no service `db`"), "{page}");
+    assert!(page.contains("api, web"), "{page}");
+}
