@@ -102,3 +102,71 @@ fn the_front_door_routes_by_host_and_holds_requests_until_ready() {
     assert!(page.contains("no service `db`"), "{page}");
     assert!(page.contains("api, web"), "{page}");
 }
+
+/// Issue 12: a sleeping env is woken by requests through the front door: 20 concurrent
+/// requests make one wake and all get the app's real answer.
+#[test]
+fn requests_to_a_sleeping_env_wake_it_once_and_all_get_answers() {
+    let name = unique_name("pw");
+    let repo = TestRepo::new();
+    repo.write(
+        "compose.yml",
+        "services:\n  web:\n    image: slipway/demo-app:latest\n    ports: ['8080']\n    healthcheck:\n      test: [CMD, /demo-app, probe, 'http://127.0.0.1:8080/healthz']\n      interval: 1s\n",
+    )
+    .commit("sleepy");
+    let server = Server::start(ServerOptions {
+        repo_name: &name,
+        repo_url: repo.path(),
+        env_file: "compose.yml",
+        extra: "",
+        repo_extra: "idle_sleep = \"3s\"\nidle_delete = \"0\"",
+        tables: "",
+    });
+    let env = format!("{name}-main");
+    let _cleanup = EnvCleanup(env.clone());
+    server.up_ready("main");
+    // Watched through `env list`: a command naming the env would count as using it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = server.cli_json(&["list"]);
+        let asleep = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == env.as_str() && e["phase"] == "Sleeping");
+        if asleep {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never slept: {list:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    let host = format!("{env}.localhost");
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| scope.spawn(|| get_via(&server.proxy_url, &host, "application/json")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}\n{}", server.tail_log());
+        assert!(answer.contains("hello from slipway demo"), "{answer}");
+    }
+    let status = server.status(&env);
+    assert_eq!(status["phase"], "Ready");
+    let wakes = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("wake requested"))
+        })
+        .count();
+    assert_eq!(wakes, 1, "{:#}", status["events"]);
+}

@@ -704,7 +704,24 @@ fn normalize_name(name: &str) -> String {
 pub fn help_text_for(prefix: &str) -> String {
     let syntax = Syntax::for_prefix(prefix);
     let mut text = String::from("**Slipway commands**\n\n");
-    text.push_str(&command_list(prefix, CommandKind::ALL));
+    if syntax == Syntax::Discord {
+        // A Discord message holds 2,000 characters: the queue's commands get one line, and
+        // `/help topic:queue` has the rest.
+        let env_and_others = CommandKind::ALL
+            .into_iter()
+            .filter(|kind| kind.subcommand_of(QUEUE_GROUP).is_none());
+        text.push_str(&command_list(prefix, env_and_others));
+        let subcommands: Vec<&str> = CommandKind::ALL
+            .into_iter()
+            .filter_map(|kind| kind.subcommand_of(QUEUE_GROUP))
+            .collect();
+        text.push_str(&format!(
+            "- `{prefix}{QUEUE_GROUP} {}`: the submit queue (`{prefix}help topic:{QUEUE_GROUP}`).\n",
+            subcommands.join("|")
+        ));
+    } else {
+        text.push_str(&command_list(prefix, CommandKind::ALL));
+    }
     let notes = match syntax {
         Syntax::Comment => {
             "Arguments are written `key:value` (`key=value` and `--key value` work \
