@@ -509,7 +509,7 @@ fn print_table(envs: &[EnvRecord]) {
         return;
     }
     let now = now_ms();
-    let rows: Vec<[String; 7]> = envs
+    let rows: Vec<[String; 8]> = envs
         .iter()
         .map(|e| {
             [
@@ -522,6 +522,14 @@ fn print_table(envs: &[EnvRecord]) {
                     .unwrap_or_else(|| "-".into()),
                 e.phase.as_str().to_string(),
                 short_duration(now - e.created_at),
+                // Why it still exists: how long nobody used it, and whether it is pinned.
+                if e.phase == Phase::Deleted {
+                    "-".into()
+                } else {
+                    let idle = e.idle.idle_for(e.created_at, now).as_millis() as i64;
+                    let pinned = if e.idle.pinned { " (pinned)" } else { "" };
+                    format!("{}{pinned}", short_duration(idle))
+                },
                 if e.phase == Phase::Deleted {
                     "-".into()
                 } else {
@@ -531,7 +539,7 @@ fn print_table(envs: &[EnvRecord]) {
         })
         .collect();
     let header = [
-        "NAME", "REPO", "BRANCH", "COMMIT", "PHASE", "AGE", "EXPIRES",
+        "NAME", "REPO", "BRANCH", "COMMIT", "PHASE", "AGE", "IDLE", "EXPIRES",
     ];
     let mut widths = header.map(str::len);
     for row in &rows {
