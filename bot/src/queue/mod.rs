@@ -102,7 +102,7 @@ fn view(entry: QueueEntry, position: Option<usize>, eta: Option<Duration>) -> En
         Change::Pull(n) => (Some(n.get()), None),
         Change::Branch(b) => (None, Some(b.to_string())),
     };
-    let state = if !entry.wanted && entry.is_live_state() {
+    let state = if !entry.wanted && entry.state.is_live() {
         "removed".to_string()
     } else {
         entry.state.as_str().to_string()
@@ -133,20 +133,6 @@ fn view(entry: QueueEntry, position: Option<usize>, eta: Option<Duration>) -> En
 /// Whole minutes, at least one: an ETA is an estimate.
 fn round_minutes(d: Duration) -> Duration {
     Duration::from_secs((d.as_secs().div_ceil(60)).max(1) * 60)
-}
-
-trait LiveState {
-    fn is_live_state(&self) -> bool;
-}
-
-impl LiveState for QueueEntry {
-    fn is_live_state(&self) -> bool {
-        use envmgr::queue::machine::EntryState;
-        matches!(
-            self.state,
-            EntryState::Queued | EntryState::Testing | EntryState::Passed
-        )
-    }
 }
 
 /// The median test time of the repo's recent candidates, else of its recent test runs.

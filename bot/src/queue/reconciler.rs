@@ -320,7 +320,7 @@ impl<'a> Pass<'a> {
                     self.events.push_back(Event::Retry { entry: entry.id });
                     self.doc.generations.insert(entry.id, entry.generation);
                 }
-                Some(state) if !entry.wanted && !is_final(*state) => {
+                Some(state) if !entry.wanted && state.is_live() => {
                     self.events.push_back(Event::Removed {
                         entry: entry.id,
                         reason: entry
@@ -1066,13 +1066,6 @@ impl<'a> Pass<'a> {
             warn!(pr = %number, error = %e, "cannot set the queue status");
         }
     }
-}
-
-fn is_final(state: EntryState) -> bool {
-    matches!(
-        state,
-        EntryState::Merged | EntryState::Failed | EntryState::Removed
-    )
 }
 
 /// `<repo>-q-<candidate>`: the env a candidate is tested in.

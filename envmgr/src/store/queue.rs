@@ -142,11 +142,7 @@ impl QueueEntry {
 
     /// Still in line (not merged, failed or removed, and nobody asked to take it out).
     pub fn is_live(&self) -> bool {
-        self.wanted
-            && matches!(
-                self.state,
-                EntryState::Queued | EntryState::Testing | EntryState::Passed
-            )
+        self.wanted && self.state.is_live()
     }
 }
 
@@ -213,7 +209,37 @@ pub fn queue_key(repo: &RepoName, target: &BranchName) -> String {
     format!("{repo}/{target}")
 }
 
+/// The queue's row, made on first use.
+async fn ensure_queue_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    repo: &RepoName,
+    target: &BranchName,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO queues (repo, target, updated_at) VALUES ($1, $2, $3) ON CONFLICT (repo, target) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(target.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// The refusal of a second live entry for `change`, naming the entry that holds it.
+    async fn already_queued(&self, repo: &RepoName, change: &Change) -> StoreError {
+        let holder = match self.live_entry_of(repo, change).await {
+            Ok(found) => found.map(|e| e.id).unwrap_or_default(),
+            Err(e) => return e,
+        };
+        StoreError::AlreadyQueued {
+            change: change.label(repo),
+            entry: holder,
+        }
+    }
+
     /// Puts a change in its repo's queue. A change already in line is refused with the
     /// entry that holds it.
     pub async fn enqueue(&self, new: &NewQueueEntry) -> Result<QueueEntry, StoreError> {
@@ -223,14 +249,7 @@ impl Store {
             Change::Branch(b) => (None, Some(b.to_string())),
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO queues (repo, target, updated_at) VALUES ($1, $2, $3) ON CONFLICT (repo, target) DO NOTHING",
-        )
-        .bind(new.repo.as_str())
-        .bind(new.target.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        ensure_queue_row(&mut tx, &new.repo, &new.target, now).await?;
         let inserted = sqlx::query(
             "INSERT INTO queue_entries (repo, target, change_key, pr_number, branch, head_sha, title, priority, \
                  requested_by, desired, state, enqueued_at, updated_at) \
@@ -252,15 +271,7 @@ impl Store {
             Ok(row) => column(&row, "id")?,
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
-                let holder = self
-                    .live_entry_of(&new.repo, &new.change)
-                    .await?
-                    .map(|e| e.id)
-                    .unwrap_or_default();
-                return Err(StoreError::AlreadyQueued {
-                    change: new.change.label(&new.repo),
-                    entry: holder,
-                });
+                return Err(self.already_queued(&new.repo, &new.change).await);
             }
             Err(e) => return Err(e.into()),
         };
@@ -422,15 +433,7 @@ impl Store {
             Ok(done) => done.rows_affected(),
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
-                let holder = self
-                    .live_entry_of(&entry.repo, &entry.change)
-                    .await?
-                    .map(|e| e.id)
-                    .unwrap_or_default();
-                return Err(StoreError::AlreadyQueued {
-                    change: entry.change.label(&entry.repo),
-                    entry: holder,
-                });
+                return Err(self.already_queued(&entry.repo, &entry.change).await);
             }
             Err(e) => return Err(e.into()),
         };
@@ -464,14 +467,7 @@ impl Store {
     ) -> Result<QueueRow, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO queues (repo, target, updated_at) VALUES ($1, $2, $3) ON CONFLICT (repo, target) DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(target.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        ensure_queue_row(&mut tx, repo, target, now).await?;
         sqlx::query(
             "UPDATE queues SET paused = $1, pause_reason = $2, paused_by = $3, updated_at = $4 WHERE repo = $5 AND target = $6",
         )
