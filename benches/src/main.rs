@@ -14,6 +14,9 @@
 //!   cargo run --release -p slipway-benches -- queue-sim [--changes N]
 //!   cargo run --release -p slipway-benches -- queue-git [--rounds N] [--commits N] [--files N]
 //!   cargo run --release -p slipway-benches -- proxy [--seconds N] [--connections N]
+//!   cargo run --release -p slipway-benches -- wake [--rounds N]
+//!   cargo run --release -p slipway-benches -- control-loop [--envs N] [--running N]
+//!   cargo run --release -p slipway-benches -- reclaim [--envs N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use anyhow::{bail, Context as _, Result};
 
 mod candidates;
 mod chatops;
+mod idle;
 mod proxy;
 mod queue;
 mod replicas;
@@ -32,7 +36,7 @@ mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|all> [--rounds N] [--envs N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|wake|control-loop|reclaim|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -65,6 +69,14 @@ const USAGE: &str =
   proxy         a small GET straight to a container's published port against the same GET
                 through the front door (by Host): requests/s, p50 and p99 latency with N
                 keep-alive connections (default 64) for N seconds each (default 30)
+  wake          the first request to a sleeping 3-service env through the front door until
+                answered, beside a cold `env up --wait` and `docker start` of the same
+                containers' compose project until healthy (default 5 rounds)
+  control-loop  N envs in the store (default 2000), M of them running a container (default
+                100, --running), the rest sleeping: server CPU and RSS while idle, dockerd's
+                CPU, and how long one full resync takes
+  reclaim       N envs (default 6) left alone with idle_sleep 20s, idle_delete 60s,
+                resync_interval 10s: how late past each deadline they sleep and go
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -93,6 +105,11 @@ fn main() {
         Some("snippets") => snippets::snippets(number("--gb", 1)),
         Some("chatops") => chatops::chatops(number("--count", 500)),
         Some("proxy") => proxy::proxy(number("--seconds", 30), number("--connections", 64)),
+        Some("wake") => idle::wake(rounds),
+        Some("control-loop") => {
+            idle::control_loop(number("--envs", 2_000), number("--running", 100))
+        }
+        Some("reclaim") => idle::reclaim(number("--envs", 6)),
         Some("queue-sim") => queue::queue_sim(number("--changes", 100_000)),
         Some("queue-git") => candidates::queue_git(
             number("--rounds", 10),

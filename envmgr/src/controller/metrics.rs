@@ -31,6 +31,7 @@ pub struct ControllerMetrics {
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Durations,
+    resyncs: Durations,
     waiting: Family<KindLabels, Gauge>,
     working: Family<KindLabels, Gauge>,
     leases: Family<KindLabels, Gauge>,
@@ -52,6 +53,7 @@ impl ControllerMetrics {
             reconciles: Family::default(),
             errors: Family::default(),
             durations: Family::new_with_constructor(histogram),
+            resyncs: Family::new_with_constructor(histogram),
             waiting: Family::default(),
             working: Family::default(),
             leases: Family::default(),
@@ -74,6 +76,11 @@ impl ControllerMetrics {
             "controller_reconcile_duration_seconds",
             "How long one reconcile pass took",
             self.durations.clone(),
+        );
+        registry.register(
+            "controller_resync_duration_seconds",
+            "How long one resync took, from listing the keys until each was looked at",
+            self.resyncs.clone(),
         );
         registry.register(
             "controller_keys_waiting",
@@ -110,6 +117,12 @@ impl ControllerMetrics {
             };
             self.errors.get_or_create(&labels).inc();
         }
+    }
+
+    pub(super) fn observe_resync(&self, kind: &str, took: Duration) {
+        self.resyncs
+            .get_or_create(&Self::kind(kind))
+            .observe(took.as_secs_f64());
     }
 
     pub(super) fn set_waiting(&self, kind: &str, keys: i64) {

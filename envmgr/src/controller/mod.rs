@@ -14,7 +14,7 @@
 mod metrics;
 mod nudges;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,6 +155,16 @@ struct WorkState {
     failures: HashMap<String, u32>,
     /// When a key backing off (or held by another replica) is due; resyncs leave it alone.
     retry_at: HashMap<String, tokio::time::Instant>,
+    /// The resync in progress: how long a whole pass over every key takes is the control
+    /// loop's reaction time to anything that is not nudged (idle deadlines, drift).
+    pass: Option<ResyncPass>,
+}
+
+/// Keys a resync scheduled that have not finished their turn yet.
+struct ResyncPass {
+    started: std::time::Instant,
+    keys: usize,
+    left: HashSet<String>,
 }
 
 struct Controller<R: Reconciler> {
@@ -225,6 +235,8 @@ impl<R: Reconciler> Controller<R> {
         self.reconciler.before_resync().await;
         match self.reconciler.keys().await {
             Ok(keys) => {
+                let started = std::time::Instant::now();
+                let mut scheduled = HashSet::new();
                 for key in keys {
                     let due = {
                         let state = self.state.lock().expect("work state poisoned");
@@ -234,8 +246,22 @@ impl<R: Reconciler> Controller<R> {
                             .is_none_or(|at| *at <= tokio::time::Instant::now())
                     };
                     if due {
+                        scheduled.insert(key.clone());
                         self.schedule(key);
                     }
+                }
+                let mut state = self.state.lock().expect("work state poisoned");
+                // Keys already finished while the rest were being scheduled.
+                scheduled.retain(|key| state.working.contains_key(key));
+                let pass = ResyncPass {
+                    started,
+                    keys: scheduled.len(),
+                    left: scheduled,
+                };
+                if pass.left.is_empty() {
+                    self.resync_done(&pass);
+                } else {
+                    state.pass = Some(pass);
                 }
             }
             Err(e) => {
@@ -243,6 +269,17 @@ impl<R: Reconciler> Controller<R> {
             }
         }
         self.publish_gauges();
+    }
+
+    fn resync_done(&self, pass: &ResyncPass) {
+        let took = pass.started.elapsed();
+        self.metrics.observe_resync(self.kind(), took);
+        debug!(
+            kind = self.kind(),
+            keys = pass.keys,
+            took_ms = took.as_millis() as u64,
+            "resync done"
+        );
     }
 
     fn publish_gauges(&self) {
@@ -369,7 +406,19 @@ impl<R: Reconciler> Controller<R> {
     fn done(&self, key: &str, after: Option<Duration>) {
         let again = {
             let mut state = self.state.lock().expect("work state poisoned");
-            state.working.remove(key) == Some(true)
+            let again = state.working.remove(key) == Some(true);
+            if !again {
+                let finished = state.pass.as_mut().is_some_and(|pass| {
+                    pass.left.remove(key);
+                    pass.left.is_empty()
+                });
+                if finished {
+                    if let Some(pass) = state.pass.take() {
+                        self.resync_done(&pass);
+                    }
+                }
+            }
+            again
         };
         if again {
             let _ = self.local.send(key.to_string());
