@@ -292,6 +292,12 @@ impl Engine {
         Ok(record)
     }
 
+    /// The deadline people were warned `env` will be deleted at, while the warning holds.
+    pub fn deletion_warning(&self, env: &EnvRecord) -> Option<i64> {
+        let repo = self.settings.repo(&env.repo)?;
+        crate::reconciler::idle::warned_deadline(env, &repo.idle)
+    }
+
     /// Asks for the env to be deleted.
     pub async fn down(&self, env: &EnvName, actor: &str) -> Result<EnvRecord, EngineError> {
         let record = self

@@ -612,6 +612,7 @@ async fn pull_rows_and_test_runs_come_back_typed(store: Store) {
         deployment_state: None,
         status_sha: None,
         status_state: None,
+        warned_for: None,
     };
     let stored = store.upsert_pull(&pull).await.unwrap();
     assert_eq!(stored, pull);

@@ -266,3 +266,62 @@ fn a_push_to_a_queued_pull_request_takes_it_out() {
     );
     assert_eq!(entry["head"], first.as_str());
 }
+
+/// Issue 12 item 4: the warning of an idle deletion reaches the PR once per deadline, as a comment of its
+/// own (people are notified) and as a line in the sticky comment; `env pin` on the PR takes
+/// the line away and the env stays.
+#[test]
+fn a_pr_is_warned_once_before_its_idle_env_is_deleted() {
+    // Deleted after an hour idle, warned two hours ahead: warned as soon as it exists.
+    let s = setup_with(
+        false,
+        "default_ttl = \"24h\"\nidle_delete = \"1h\"\nwarn_before = \"2h\"",
+        "1h",
+        InProcessServer::start,
+    );
+    let env = s.env(13);
+    let sha = s.push_feature(13, "soon idle");
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(13, &sha, "feature", &s.github, "alice"),
+    );
+    let opened = s.pr_payload("opened", 13, &sha, &s.github, "alice");
+    assert_eq!(s.send("pull_request", "warn-1", &opened).0, 202);
+    s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
+    let warnings = |w: &GitHubWorld| {
+        w.comments(&s.github, 13)
+            .iter()
+            .filter(|c| c.body.starts_with("⏳") && c.body.contains("will be deleted in"))
+            .filter(|c| c.body.contains("idle for"))
+            .count()
+    };
+    // Looking at the env (the polls above) is use, which moves the deadline: a warning per
+    // deadline, then silence while nobody touches it.
+    s.wait_for_world("a warning comment and the sticky line", |w| {
+        warnings(w) >= 1
+            && w.comments(&s.github, 13).iter().any(|c| {
+                c.body.contains("<!-- slipway:env -->")
+                    && c.body.contains("will be deleted at")
+                    && c.body.contains("/slipway env pin")
+            })
+    });
+    let said = warnings(&s.world);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        warnings(&s.world),
+        said,
+        "the same deadline is told once, however many resyncs pass"
+    );
+
+    // Pinning takes the deployer role: a maintainer's.
+    s.world.set_permission(&s.github, "carol", "maintain");
+    let pin = issue_comment_payload(&s.github, 13, "/slipway env pin", "carol");
+    assert_eq!(s.send("issue_comment", "warn-2", &pin).0, 202);
+    s.wait_for_world("the sticky comment without the warning", |w| {
+        w.comments(&s.github, 13).iter().any(|c| {
+            c.body.contains("<!-- slipway:env -->") && !c.body.contains("will be deleted at")
+        })
+    });
+    assert_eq!(s.env_status(&env).unwrap()["phase"], "Ready");
+    s.server.cli_json(&["down", &env, "--wait"]);
+}

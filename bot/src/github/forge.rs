@@ -395,7 +395,42 @@ impl GitHubForge {
 
 #[derive(Deserialize)]
 struct PermissionBody {
+    /// The legacy level: `maintain` shows as `write` and `triage` as `read` here.
     permission: String,
+    /// The finer role (`maintain`, `triage`, or a custom role's name).
+    #[serde(default)]
+    role_name: Option<String>,
+    #[serde(default)]
+    user: Option<PermissionUser>,
+}
+
+#[derive(Deserialize)]
+struct PermissionUser {
+    #[serde(default)]
+    permissions: Option<std::collections::HashMap<String, bool>>,
+}
+
+impl PermissionBody {
+    /// The strongest level any of the answer's fields grants: the legacy field alone would
+    /// make a maintainer a writer.
+    fn level(&self) -> Permission {
+        let flags = self
+            .user
+            .as_ref()
+            .and_then(|u| u.permissions.as_ref())
+            .map(|flags| {
+                ["admin", "maintain", "push", "triage", "pull"]
+                    .into_iter()
+                    .find(|flag| flags.get(*flag).copied().unwrap_or(false))
+                    .map_or(Permission::None, Permission::parse)
+            })
+            .unwrap_or(Permission::None);
+        let role = self
+            .role_name
+            .as_deref()
+            .map_or(Permission::None, Permission::parse);
+        Permission::parse(&self.permission).max(role).max(flags)
+    }
 }
 
 #[derive(Deserialize)]
@@ -574,7 +609,7 @@ impl Forge for GitHubForge {
             crate::text::percent_encode(user)
         );
         match self.get::<PermissionBody>(repo, &route).await {
-            Ok(body) => Ok(Permission::parse(&body.permission)),
+            Ok(body) => Ok(body.level()),
             // Not a collaborator (or not a user at all).
             Err(e) if e.is_not_found() => Ok(Permission::None),
             Err(e) => Err(e),
@@ -786,3 +821,35 @@ fn map_error(error: octocrab::Error) -> ForgeError {
 }
 
 pub use crate::text::truncate;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(body: serde_json::Value) -> Permission {
+        serde_json::from_value::<PermissionBody>(body)
+            .expect("a permission answer")
+            .level()
+    }
+
+    #[test]
+    fn a_maintainer_is_not_taken_for_a_writer() {
+        // GitHub's answer for a maintainer: the legacy field says write.
+        let maintainer = serde_json::json!({
+            "permission": "write", "role_name": "maintain",
+            "user": {"permissions": {"admin": false, "maintain": true, "push": true, "triage": true, "pull": true}}
+        });
+        assert_eq!(level(maintainer), Permission::Maintain);
+        // A custom role: its name means nothing here, its flags do.
+        let custom = serde_json::json!({
+            "permission": "read", "role_name": "security-reviewer",
+            "user": {"permissions": {"admin": false, "maintain": false, "push": false, "triage": true, "pull": true}}
+        });
+        assert_eq!(level(custom), Permission::Triage);
+        // Older servers send only the legacy field.
+        assert_eq!(
+            level(serde_json::json!({"permission": "admin"})),
+            Permission::Admin
+        );
+    }
+}

@@ -130,6 +130,7 @@ impl GitHubSurface {
             deployment_state: None,
             status_sha: None,
             status_state: None,
+            warned_for: None,
         };
         let row = self.store.upsert_pull(&row).await?;
         self.leave_queue_if_changed(link, info).await?;

@@ -171,6 +171,12 @@ impl GitHubSurface {
         if let Some(line) = crate::queue::sticky_line(&self.app, &link.repo, number).await {
             body.push_str(&format!("\n\n{line}\n"));
         }
+        let warned = env
+            .as_ref()
+            .and_then(|env| Some((env, self.app.engine.deletion_warning(env)?)));
+        if let Some((_, deadline)) = warned {
+            body.push_str(&format!("\n\n{}\n", deletion_line(deadline)));
+        }
         // The countdown to the expiry alone does not make an edit: it changes every minute.
         if pull
             .comment_body
@@ -178,6 +184,9 @@ impl GitHubSurface {
             .is_none_or(|posted| without_countdown(posted) != without_countdown(&body))
         {
             self.post_comment(store, &pull, &body).await?;
+        }
+        if let Some((env, deadline)) = warned {
+            self.warn_of_deletion(store, &pull, env, deadline).await?;
         }
         if let Some(env) = &env {
             self.report_deployment(store, &pull, env).await?;
@@ -211,6 +220,39 @@ impl GitHubSurface {
         };
         store
             .record_pull_comment(&pull.repo, pull.number, id as i64, body)
+            .await?;
+        Ok(())
+    }
+
+    /// Tells the PR, in a comment of its own (an edit of the sticky one notifies nobody),
+    /// that its env is about to be deleted: once per deadline, with the policy's sentence.
+    async fn warn_of_deletion(
+        &self,
+        store: &Store,
+        pull: &PullRow,
+        env: &EnvRecord,
+        deadline: i64,
+    ) -> anyhow::Result<()> {
+        if pull.warned_for == Some(deadline) {
+            return Ok(());
+        }
+        let said = store
+            .recent_events(&env.name, 50)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == envmgr::store::EXPIRING_EVENT)
+            .map(|e| e.message)
+            .unwrap_or_else(|| format!("{} will be deleted soon", env.name));
+        let body = format!(
+            "⏳ {said}.\n\n{}",
+            deletion_line(deadline).trim_start_matches("⏳ ")
+        );
+        self.forge
+            .create_comment(&pull.github_repo, pull.number, &body)
+            .await?;
+        store
+            .record_pull_warning(&pull.repo, pull.number, deadline)
             .await?;
         Ok(())
     }
@@ -504,7 +546,7 @@ pub fn render_comment(
     let (icon, state) = match env.phase {
         Phase::Ready => ("✅", "Ready"),
         Phase::Degraded => ("⚠️", "Degraded"),
-        Phase::Sleeping => ("💤", "Sleeping (the next use wakes it)"),
+        Phase::Sleeping => ("💤", "Sleeping"),
         Phase::Failed => ("❌", "Failed"),
         Phase::Deleting | Phase::Deleted => ("🗑", "Deleted"),
         Phase::Pending => ("⏳", "Pending"),
@@ -513,14 +555,20 @@ pub fn render_comment(
         Phase::Starting => ("🚀", "Starting"),
     };
     out.push_str("| | |\n|---|---|\n");
-    out.push_str(&format!("| **State** | {icon} {state} |\n"));
+    match env.idle.slept_at.filter(|_| env.phase == Phase::Sleeping) {
+        Some(since) => out.push_str(&format!(
+            "| **State** | {icon} {state} since {} UTC, wakes on the next request |\n",
+            utc_minute(since)
+        )),
+        None => out.push_str(&format!("| **State** | {icon} {state} |\n")),
+    }
     let commit = env
         .pull_request
         .as_ref()
         .map(|pr| pr.head.short().to_string())
         .unwrap_or_default();
     out.push_str(&format!("| **Commit** | `{commit}` |\n"));
-    if env.phase == Phase::Ready {
+    if matches!(env.phase, Phase::Ready | Phase::Sleeping) {
         let urls = env.urls();
         if !urls.is_empty() {
             let list: Vec<String> = urls
@@ -619,18 +667,30 @@ fn without_countdown(body: &str) -> String {
 
 const EXPIRES_ROW: &str = "| **Expires** | ";
 
+/// The sticky comment's line while a deletion warning holds (no countdown: it would edit the
+/// comment every minute).
+fn deletion_line(deadline: i64) -> String {
+    format!(
+        "⏳ **This environment will be deleted at {} UTC** unless it is used: comment \
+         `/slipway env extend` or `/slipway env pin` to keep it.",
+        utc_minute(deadline)
+    )
+}
+
+/// "2026-11-22 13:00".
+fn utc_minute(at_ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(at_ms.max(0) as u64);
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    let when = stamp.replacen('T', " ", 1);
+    when[..16.min(when.len())].to_string()
+}
+
 /// "2026-11-22 13:00 UTC (in 7h 59m)".
 fn expiry(expires_at: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(expires_at.max(0) as u64);
-    let stamp = humantime::format_rfc3339_seconds(at).to_string();
-    let when = stamp
-        .replacen('T', " ", 1)
-        .trim_end_matches('Z')
-        .to_string();
     let left = Duration::from_secs(((expires_at - now_ms()).max(0) / 60_000 * 60) as u64);
     format!(
         "{} UTC (in {})",
-        &when[..16.min(when.len())],
+        utc_minute(expires_at),
         humantime::format_duration(left)
     )
 }

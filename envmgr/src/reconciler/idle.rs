@@ -42,6 +42,31 @@ pub(crate) fn idle_deadline(env: &EnvRecord, delete_after: Option<Duration>) -> 
     )
 }
 
+/// When `env` goes if nothing changes: its idle deadline or its TTL, whichever comes first
+/// (`true`: for being idle).
+pub(crate) fn deletion_deadline(
+    env: &EnvRecord,
+    policy: &crate::settings::IdleSettings,
+) -> (i64, bool) {
+    match idle_deadline(env, policy.delete_after) {
+        Some(idle) if idle < env.expires_at => (idle, true),
+        _ => (env.expires_at, false),
+    }
+}
+
+/// The deadline people were told `env` goes at, while that warning still holds (a use or
+/// an `extend` since then moved the deadline, and a new warning will come when due).
+pub(crate) fn warned_deadline(
+    env: &EnvRecord,
+    policy: &crate::settings::IdleSettings,
+) -> Option<i64> {
+    if env.desired != Desired::Running || env.candidate.is_some() {
+        return None;
+    }
+    let (deadline, _) = deletion_deadline(env, policy);
+    (env.idle.warned_for == Some(deadline)).then_some(deadline)
+}
+
 /// The next step for `env` under `policy`. `resync` is the slack allowed between a warning
 /// and its deletion (a warning given one pass late still counts as in time).
 pub(crate) fn next_step(
@@ -72,12 +97,7 @@ pub(crate) fn next_step(
         }
     }
     if let Some(warn) = policy.warn_before {
-        let idle = idle_deadline.is_some_and(|d| d < env.expires_at);
-        let deadline = if idle {
-            idle_deadline.unwrap_or(env.expires_at)
-        } else {
-            env.expires_at
-        };
+        let (deadline, idle) = deletion_deadline(env, policy);
         if now >= deadline.saturating_sub(millis(warn)) && env.idle.warned_for != Some(deadline) {
             return IdleStep::Warn { deadline, idle };
         }

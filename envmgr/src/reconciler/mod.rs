@@ -4,7 +4,7 @@
 //! store or the runtime knows, which is also how orphaned resources are reaped.
 
 mod env;
-mod idle;
+pub(crate) mod idle;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -63,6 +63,8 @@ pub struct PullRow {
     pub deployment_state: Option<String>,
     pub status_sha: Option<CommitSha>,
     pub status_state: Option<String>,
+    /// The deletion deadline of the env last told on the PR (see [`Store::record_pull_warning`]).
+    pub warned_for: Option<i64>,
 }
 
 impl PullRow {
@@ -90,6 +92,7 @@ impl PullRow {
             deployment_state: column(row, "deployment_state")?,
             status_sha: parsed_optional_column(row, "status_sha", CommitSha::parse)?,
             status_state: column(row, "status_state")?,
+            warned_for: column(row, "warned_for")?,
         })
     }
 
@@ -106,7 +109,7 @@ pub const DELIVERY_ID_RETENTION: std::time::Duration =
 
 const PULL_COLUMNS: &str = "repo, number, github_repo, env, state, head_sha, head_ref, is_fork, is_draft, skip, \
      approved_sha, approved_by, comment_id, comment_body, deployment_id, deployment_sha, deployment_state, \
-     status_sha, status_state";
+     status_sha, status_state, warned_for";
 
 impl Store {
     /// Stores a delivery; `false` when one with this id was stored before (a redelivery).
@@ -330,6 +333,25 @@ impl Store {
         let query = sqlx::query(&sql)
             .bind(id)
             .bind(body)
+            .bind(repo.as_str())
+            .bind(number.as_i64());
+        let done = self.bind_fence(query).execute(&self.pool).await?;
+        self.check_fence(done.rows_affected()).await
+    }
+
+    /// The PR was told its env goes at `deadline` (unix ms).
+    pub async fn record_pull_warning(
+        &self,
+        repo: &RepoName,
+        number: PrNumber,
+        deadline: i64,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE pull_requests SET warned_for = $1 WHERE repo = $2 AND number = $3 AND {}",
+            self.fence_clause(4)
+        );
+        let query = sqlx::query(&sql)
+            .bind(deadline)
             .bind(repo.as_str())
             .bind(number.as_i64());
         let done = self.bind_fence(query).execute(&self.pool).await?;
