@@ -184,6 +184,7 @@ fn env_spec(env: &EnvName, services: Vec<ServiceSpec>, volumes: &[&str]) -> EnvS
         repo: RepoName::parse("demo").unwrap(),
         services,
         volumes: volumes.iter().map(|v| v.to_string()).collect(),
+        shared: None,
     }
 }
 
