@@ -532,6 +532,9 @@ fn print_table(envs: &[EnvRecord]) {
                 },
                 if e.phase == Phase::Deleted {
                     "-".into()
+                } else if e.name.is_shared_of(&e.repo) {
+                    // The repo's shared env has no TTL: it goes with `env down`.
+                    "never".into()
                 } else {
                     format!("in {}", short_duration(e.expires_at - now))
                 },
