@@ -38,6 +38,13 @@ pub enum EngineError {
     NoLog(i64),
     #[error("environment `{env}` is {phase}: only a Ready (or Degraded) env can sleep")]
     CannotSleep { env: String, phase: &'static str },
+    /// Something a repo's shared env does not do (sleep, expire, be deleted while in use).
+    #[error("`{env}` is the shared env of repo `{repo}` (its shared services, once for every env of the repo): {why}")]
+    SharedEnv {
+        env: String,
+        repo: String,
+        why: String,
+    },
     /// A new env past a quota (`max_envs`, per repo or per user, or `max_memory`).
     #[error("{0}; `slipway env down <env>` makes room")]
     QuotaExceeded(crate::store::QuotaRefusal),
@@ -120,6 +127,7 @@ impl Engine {
                 store.clone(),
                 runtime.clone(),
                 test_runs.clone(),
+                bus.clone(),
             ),
             store.clone(),
             controllers.clone(),
@@ -298,8 +306,25 @@ impl Engine {
         crate::reconciler::idle::warned_deadline(env, &repo.idle)
     }
 
-    /// Asks for the env to be deleted.
+    /// Asks for the env to be deleted. A repo's shared env is refused while any wanted env
+    /// of the repo reaches its services (they would lose them); once none does, it goes like
+    /// any env, and the next env that needs it creates it again.
     pub async fn down(&self, env: &EnvName, actor: &str) -> Result<EnvRecord, EngineError> {
+        if let Some(record) = self.store.get(env).await? {
+            if record.name.is_shared_of(&record.repo) {
+                let users = self.store.shared_users(&record.repo).await?;
+                if !users.is_empty() {
+                    let names: Vec<&str> = users.iter().map(EnvName::as_str).collect();
+                    return Err(self.shared_refusal(
+                        &record,
+                        format!(
+                            "{} still use it; delete those first (`env down <env>`)",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         let record = self
             .store
             .request_down(env, actor, &format!("asked by {actor}"))
@@ -317,6 +342,12 @@ impl Engine {
         actor: &str,
     ) -> Result<EnvRecord, EngineError> {
         let name = env;
+        if let Some(record) = self.store.get(name).await? {
+            if record.name.is_shared_of(&record.repo) {
+                let why = "it has no time to live to extend; it stays until `env down`";
+                return Err(self.shared_refusal(&record, why.into()));
+            }
+        }
         // Anything past the cap is the cap: the store clamps the expiry to now + MAX_TTL, so
         // a huge `--by` can neither overflow nor wrap into "expires now".
         let by = by.min(MAX_TTL);
@@ -383,6 +414,10 @@ impl Engine {
         if record.desired == crate::store::Desired::Deleted {
             return Err(EngineError::Deleted(env.to_string()));
         }
+        if record.name.is_shared_of(&record.repo) {
+            let why = "it never sleeps, since every env of the repo relies on it";
+            return Err(self.shared_refusal(&record, why.into()));
+        }
         if !matches!(
             record.phase,
             Phase::Ready | Phase::Degraded | Phase::Sleeping
@@ -409,6 +444,10 @@ impl Engine {
         let record = self.get(env).await?;
         if record.desired == crate::store::Desired::Deleted {
             return Err(EngineError::Deleted(env.to_string()));
+        }
+        if !pinned && record.name.is_shared_of(&record.repo) {
+            let why = "it is always pinned: it never sleeps nor goes for being idle";
+            return Err(self.shared_refusal(&record, why.into()));
         }
         let record = self
             .store
@@ -584,6 +623,14 @@ impl Engine {
             max_envs: quotas.max_envs,
             max_envs_per_user: quotas.max_envs_per_user,
             max_memory: quotas.max_memory,
+        }
+    }
+
+    fn shared_refusal(&self, env: &EnvRecord, why: String) -> EngineError {
+        EngineError::SharedEnv {
+            env: env.name.to_string(),
+            repo: env.repo.to_string(),
+            why,
         }
     }
 

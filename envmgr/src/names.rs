@@ -70,8 +70,10 @@ impl EnvName {
     /// - a branch whose slug is the branch itself (`feature-x`) keeps the readable
     ///   `<repo>-<branch>` (`demo-feature-x`);
     /// - a branch whose slug loses something (`feat/a`, `Feat_A`), a name of a PR env's shape
-    ///   (`<anything>-pr-<n>`, e.g. branch `pr-4`) and a name too long to keep get a short hash of
-    ///   the branch (`demo-feat-a-3f2a9c`), so `feat/a`, `Feat_A` and `feat-a` are three envs.
+    ///   (`<anything>-pr-<n>`, e.g. branch `pr-4`), a name of a shared env's shape
+    ///   (`<anything>-shared`, e.g. branch `shared`) and a name too long to keep get a short
+    ///   hash of the branch (`demo-feat-a-3f2a9c`), so `feat/a`, `Feat_A` and `feat-a` are
+    ///   three envs.
     ///
     /// What hashing cannot rule out (repo `shop-x` branch `y` against repo `shop` branch `x-y`)
     /// the store refuses: a name that belongs to another (repo, branch or PR) is never moved.
@@ -79,7 +81,11 @@ impl EnvName {
         let slug = slugify(branch.as_str());
         let full = format!("{}-{}", repo.as_str(), slug);
         let lossy = slug != branch.as_str();
-        if full.len() <= MAX_ENV_NAME && !lossy && !looks_like_pull_request(&full) {
+        if full.len() <= MAX_ENV_NAME
+            && !lossy
+            && !looks_like_pull_request(&full)
+            && !looks_like_shared(&full)
+        {
             return Self(full);
         }
         let mut hash = hex::encode(&Sha256::digest(branch.as_str().as_bytes())[..3]);
@@ -97,9 +103,31 @@ impl EnvName {
         Self(format!("{}-pr-{number}", repo.as_str()))
     }
 
+    /// The env that runs `repo`'s shared services (compose `x-slipway.shared`), once for
+    /// every env of the repo: `<repo>-shared`. No branch or PR env is ever given this name.
+    pub fn for_shared(repo: &RepoName) -> Self {
+        Self(format!("{}{SHARED_SUFFIX}", repo.as_str()))
+    }
+
+    /// Whether this is the shared env of `repo`.
+    pub fn is_shared_of(&self, repo: &RepoName) -> bool {
+        self.0
+            .strip_suffix(SHARED_SUFFIX)
+            .is_some_and(|name| name == repo.as_str())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What ends the name of a repo's shared env.
+const SHARED_SUFFIX: &str = "-shared";
+
+/// `<anything>-shared`: the shape of a shared env's name (repo `shop-x`'s is `shop-x-shared`,
+/// so branch `x-shared` of repo `shop` must not take it either).
+fn looks_like_shared(name: &str) -> bool {
+    name.ends_with(SHARED_SUFFIX)
 }
 
 /// A git branch name, checked against git's ref rules and a conservative character set.
@@ -492,6 +520,31 @@ mod tests {
         let n = EnvName::for_branch(&other, &BranchName::parse("4").unwrap());
         assert_ne!(n.as_str(), "demo-pr-4");
         assert!(EnvName::parse(n.as_str()).is_ok());
+    }
+
+    #[test]
+    fn branch_env_names_are_never_a_shared_envs() {
+        let repo = RepoName::parse("demo").unwrap();
+        let shared = EnvName::for_shared(&repo);
+        assert_eq!(shared.as_str(), "demo-shared");
+        assert!(shared.is_shared_of(&repo));
+        assert!(!shared.is_shared_of(&RepoName::parse("dem").unwrap()));
+        for b in ["shared", "Shared", "x-shared", "feature/shared"] {
+            let n = EnvName::for_branch(&repo, &BranchName::parse(b).unwrap());
+            assert!(!n.as_str().ends_with("-shared"), "{b} -> {n}");
+            assert_ne!(n, shared);
+            assert!(EnvName::parse(n.as_str()).is_ok(), "{n}");
+        }
+        // Repo `demo-x`'s shared env is not branch `x-shared` of repo `demo`.
+        let other = EnvName::for_shared(&RepoName::parse("demo-x").unwrap());
+        let n = EnvName::for_branch(&repo, &BranchName::parse("x-shared").unwrap());
+        assert_ne!(n, other);
+        // A branch that merely contains the word keeps its readable name.
+        let n = EnvName::for_branch(&repo, &BranchName::parse("shared-cache").unwrap());
+        assert_eq!(n.as_str(), "demo-shared-cache");
+        assert!(
+            !EnvName::for_branch(&repo, &BranchName::parse("main").unwrap()).is_shared_of(&repo)
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ use envmgr::runtime::docker::DockerRuntime;
 use envmgr::runtime::{
     labels, BuildContext, BuildRequest, Dependency, DependencyCondition, EnvSpec, HealthcheckSpec,
     ImageSource, LogOptions, ObservedEnv, PortSpec, Progress, ProgressSink, Protocol,
-    ResourceLimits, RestartPolicy, Runtime, RuntimeError, ServiceSpec, ServiceState, VolumeMount,
+    ResourceLimits, RestartPolicy, Runtime, RuntimeError, ServiceSpec, ServiceState,
+    SharedServices, VolumeMount,
 };
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -184,6 +185,7 @@ fn env_spec(env: &EnvName, services: Vec<ServiceSpec>, volumes: &[&str]) -> EnvS
         repo: RepoName::parse("demo").unwrap(),
         services,
         volumes: volumes.iter().map(|v| v.to_string()).collect(),
+        shared: None,
     }
 }
 
@@ -885,4 +887,76 @@ async fn ping_answers_without_touching_any_object() {
     rt.ping().await.expect("a running engine answers a ping");
     // The trait's default (listing envs) agrees that the engine is there.
     rt.list_envs().await.expect("the engine lists containers");
+}
+
+/// Another env's service on an env's network: reached there by its name, taken off again
+/// when no longer wanted, and left running (and on its own network only) when the env that
+/// reached it is destroyed.
+#[tokio::test]
+async fn shared_services_join_an_envs_network_and_survive_its_destruction() {
+    let rt = runtime("shared").await;
+    let shared_env = env_name("shared-store");
+    let env = env_name("shared-user");
+    let body = {
+        let (rt, shared_env, env) = (rt.clone(), shared_env.clone(), env.clone());
+        async move {
+            let image = busybox_image(&rt).await;
+            let serve = "mkdir -p /www && echo from-the-shared-store > /www/index.html && exec httpd -f -p 8080 -h /www";
+            let shared_spec = env_spec(&shared_env, vec![service("store", &image, serve)], &[]);
+            rt.apply(&shared_spec, READY_TIMEOUT, quiet())
+                .await
+                .expect("the shared env starts");
+            let store = rt.fetch(&shared_env).await.unwrap().services[0].clone();
+
+            let fetch = "until wget -q -O- http://store:8080/; do sleep 0.2; done; exec sleep 3600";
+            let mut spec = env_spec(&env, vec![service("client", &image, fetch)], &[]);
+            spec.shared = Some(SharedServices {
+                env: shared_env.clone(),
+                services: vec![service_name("store")],
+            });
+            rt.apply(&spec, READY_TIMEOUT, quiet())
+                .await
+                .expect("the env starts");
+            logs_containing(&rt, &env, Some("client"), "from-the-shared-store").await;
+            let observed = rt.fetch(&env).await.unwrap();
+            let names: Vec<&str> = observed.services.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["client"], "the store is not the env's own");
+            assert_eq!(observed.shared.len(), 1, "{observed:#?}");
+            assert_eq!(observed.shared[0].name.as_str(), "store");
+            assert_eq!(observed.shared[0].container_id, store.container_id);
+            // Applying again changes nothing (it is on the network already).
+            rt.apply(&spec, READY_TIMEOUT, quiet()).await.unwrap();
+            assert_eq!(rt.fetch(&env).await.unwrap().shared, observed.shared);
+
+            // Not wanted any more: off the network, still running.
+            let unshared = EnvSpec {
+                shared: None,
+                ..spec.clone()
+            };
+            rt.apply(&unshared, READY_TIMEOUT, quiet()).await.unwrap();
+            assert!(rt.fetch(&env).await.unwrap().shared.is_empty());
+
+            rt.apply(&spec, READY_TIMEOUT, quiet()).await.unwrap();
+            assert_eq!(rt.fetch(&env).await.unwrap().shared.len(), 1);
+            rt.destroy(&env)
+                .await
+                .expect("the env's network goes though the store is on it");
+            assert_eq!(leftovers(&rt, &env).await, 0, "destroy left objects behind");
+            let after = rt.fetch(&shared_env).await.unwrap();
+            assert_eq!(after.services.len(), 1);
+            assert_eq!(after.services[0].container_id, store.container_id);
+            assert_eq!(after.services[0].state, ServiceState::Running);
+            assert!(after.shared.is_empty());
+        }
+    };
+    let outcome = tokio::time::timeout(TEST_TIMEOUT, AssertUnwindSafe(body).catch_unwind()).await;
+    rt.destroy(&env).await.expect("destroy after the test");
+    rt.destroy(&shared_env)
+        .await
+        .expect("destroy after the test");
+    match outcome {
+        Err(_) => panic!("the shared-services test took longer than {TEST_TIMEOUT:?}"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Ok(Ok(())) => {}
+    }
 }

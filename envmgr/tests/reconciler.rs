@@ -267,6 +267,7 @@ async fn resources_without_a_store_row_are_reaped() {
         repo: RepoName::parse("app").unwrap(),
         services: vec![],
         volumes: vec!["data".into()],
+        shared: None,
     };
     fake.apply(&spec, Duration::from_secs(1), Arc::new(|_| {}))
         .await

@@ -417,6 +417,7 @@ async fn up_after_deleted_starts_afresh(store: Store) {
         ports: vec![],
         urls: vec!["http://localhost:1".into()],
         main: true,
+        shared: None,
     }];
     for (name, final_phase) in [("reborn", Phase::Deleted), ("undead", Phase::Deleting)] {
         let first = store
@@ -488,6 +489,7 @@ async fn observed_state_roundtrips(store: Store) {
             ],
             urls: vec!["http://observed-web.localhost:40001".into()],
             main: true,
+            shared: None,
         },
         ServiceStatus {
             name: "db".into(),
@@ -495,6 +497,7 @@ async fn observed_state_roundtrips(store: Store) {
             ports: vec![],
             urls: vec![],
             main: false,
+            shared: None,
         },
     ];
     store.record_services(&name, &services).await.unwrap();

@@ -532,6 +532,9 @@ fn print_table(envs: &[EnvRecord]) {
                 },
                 if e.phase == Phase::Deleted {
                     "-".into()
+                } else if e.name.is_shared_of(&e.repo) {
+                    // The repo's shared env has no TTL: it goes with `env down`.
+                    "never".into()
                 } else {
                     format!("in {}", short_duration(e.expires_at - now))
                 },
@@ -608,7 +611,11 @@ fn print_status(status: &EnvStatus) {
         e.requested_by,
         short_duration(now - e.created_at)
     );
-    if e.phase != Phase::Deleted {
+    if e.phase == Phase::Deleted {
+    } else if e.name.is_shared_of(&e.repo) {
+        // The repo's shared env has no TTL to speak of: it goes with `env down`.
+        println!("expires:   never (the repo's shared env; `env down` once no env uses it)");
+    } else {
         println!("expires:   in {}", short_duration(e.expires_at - now));
     }
     if e.phase != Phase::Deleted {
@@ -617,7 +624,11 @@ fn print_status(status: &EnvStatus) {
     if !e.services.is_empty() {
         println!("services:");
         for s in &e.services {
-            println!("  {:<12} {:<22} {}", s.name, s.state, s.urls.join(" "));
+            let shown = match &s.shared {
+                Some(from) => format!("shared, from {}", from.env),
+                None => s.urls.join(" "),
+            };
+            println!("  {:<12} {:<22} {shown}", s.name, s.state);
         }
     }
     if !e.warnings.is_empty() {

@@ -350,6 +350,7 @@ mod tests {
                     ports: vec![],
                     urls: vec![url.to_string()],
                     main: false,
+                    shared: None,
                 })
                 .collect(),
             warnings: vec![],

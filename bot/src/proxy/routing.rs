@@ -144,6 +144,7 @@ mod tests {
                 .collect(),
             urls: vec![],
             main,
+            shared: None,
         }
     }
 

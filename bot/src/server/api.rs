@@ -640,6 +640,8 @@ impl From<EngineError> for ApiError {
             EngineError::Store(StoreError::NameTaken { .. }) => StatusCode::CONFLICT,
             // The request is fine; the installation is full until someone makes room.
             EngineError::QuotaExceeded(_) => StatusCode::CONFLICT,
+            // The env is fine; what was asked does not apply to a shared env (or not yet).
+            EngineError::SharedEnv { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -75,6 +75,14 @@ pub struct ComposeFile {
     pub main: Option<ServiceName>,
 }
 
+impl ComposeFile {
+    /// The services that run once per repo, in its shared env (see [`ComposeService::shared`]),
+    /// in file order.
+    pub fn shared_services(&self) -> Vec<&ComposeService> {
+        self.services.iter().filter(|s| s.shared).collect()
+    }
+}
+
 /// How the integration tests of a compose file run: its services in the `test` profile,
 /// with these options from the `x-slipway` extension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,6 +136,11 @@ pub struct ComposeService {
     pub stop_signal: Option<String>,
     /// `stop_grace_period`, or [`DEFAULT_STOP_GRACE`]; at most `[limits] max_stop_grace`.
     pub stop_grace: Duration,
+    /// Runs once per repo, at the repo's target branch, in the `<repo>-shared` env, and every
+    /// env of the repo reaches it under its name (`x-slipway: { shared: true }` on the
+    /// service, or its name in the top-level `x-slipway: { shared: [..] }`). Otherwise each
+    /// env has its own copy.
+    pub shared: bool,
 }
 
 /// How long a container may take to stop when the compose file does not say.
@@ -310,6 +323,7 @@ impl ComposeFile {
             ));
         }
         check_dependencies(&services, &profiled)?;
+        mark_shared(root.get("x-slipway"), &mut services, &profiled)?;
         let tests = test_options(root.get("x-slipway"))?;
         let main = main_service(root.get("x-slipway"), &services)?;
         Ok(Self {
@@ -339,6 +353,125 @@ fn over_limit(
         });
     }
     Ok(())
+}
+
+/// Applies the top-level `x-slipway.shared` list on top of the services' own marks, then
+/// checks what sharing needs: a shared service starts with every env (no profile), depends
+/// only on other shared services (the shared env runs nothing else), and shares no volume
+/// with a per-env service (each env has its own copy of a volume, so they would not see
+/// the same files).
+fn mark_shared(
+    extension: Option<&Value>,
+    services: &mut [ComposeService],
+    profiled: &[ComposeService],
+) -> Result<(), ComposeError> {
+    let invalid = |what: String| ComposeError::Invalid(format!("x-slipway.shared: {what}"));
+    match extension.and_then(|x| x.get("shared")) {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(names)) => {
+            for name in names {
+                let name = match name {
+                    Value::String(name) => name,
+                    other => {
+                        return Err(invalid(format!(
+                            "`{}` is not a service name; list the names of services",
+                            scalar_string(other)
+                        )))
+                    }
+                };
+                if profiled.iter().any(|s| s.name.as_str() == name) {
+                    return Err(invalid(format!(
+                        "`{name}` is in a profile; only services that start with every env can be shared"
+                    )));
+                }
+                match services.iter_mut().find(|s| s.name.as_str() == name) {
+                    Some(service) => service.shared = true,
+                    None => {
+                        return Err(invalid(format!("`{name}` is not a service of this file")))
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "`{}` is not a list; write `shared: [db, cache]`, or `x-slipway: {{ shared: true }}` on the service",
+                scalar_string(other)
+            )))
+        }
+    }
+    if let Some(service) = profiled.iter().find(|s| s.shared) {
+        return Err(ComposeError::Service {
+            service: service.name.to_string(),
+            message:
+                "is shared but in a profile; only services that start with every env can be shared"
+                    .into(),
+        });
+    }
+    let shared: BTreeSet<&ServiceName> = services
+        .iter()
+        .filter(|s| s.shared)
+        .map(|s| &s.name)
+        .collect();
+    for service in services.iter().filter(|s| s.shared) {
+        if let Some(dep) = service
+            .depends_on
+            .iter()
+            .find(|d| !shared.contains(&d.service))
+        {
+            return Err(ComposeError::Service {
+                service: service.name.to_string(),
+                message: format!(
+                    "is shared (one copy for every env of the repo) but depends on `{}`, which runs in each env; share `{}` too, or drop the dependency",
+                    dep.service, dep.service
+                ),
+            });
+        }
+    }
+    for shared_service in services.iter().filter(|s| s.shared) {
+        for (volume, _, _) in &shared_service.volumes {
+            let per_env = services
+                .iter()
+                .chain(profiled)
+                .filter(|s| !s.shared)
+                .find(|s| s.volumes.iter().any(|(v, _, _)| v == volume));
+            if let Some(per_env) = per_env {
+                return Err(ComposeError::Invalid(format!(
+                    "volume `{volume}` is mounted by shared service `{}` and by `{}`, which runs in each env: they would not see the same files; give each its own volume",
+                    shared_service.name, per_env.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A service's own `x-slipway` extension: `shared: true|false`; other keys are reported.
+fn service_extension(
+    name: &str,
+    extension: Option<&Value>,
+    warnings: &mut Vec<String>,
+) -> Result<bool, String> {
+    let extension = match extension {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Mapping(map)) => map,
+        Some(_) => return Err("`x-slipway` must be a mapping, e.g. `{ shared: true }`".into()),
+    };
+    let mut shared = false;
+    for (key, value) in extension {
+        match (key.as_str().unwrap_or_default(), value) {
+            ("shared", Value::Bool(value)) => shared = *value,
+            ("shared", other) => {
+                return Err(format!(
+                    "`x-slipway.shared` must be true or false, not `{}`",
+                    scalar_string(other)
+                ))
+            }
+            (other, _) => warnings.push(format!(
+                "service `{name}`: `x-slipway.{other}` is not known and was ignored (known: shared)"
+            )),
+        }
+    }
+    Ok(shared)
 }
 
 /// `x-slipway.main`: a service of the file that starts with the env.
@@ -445,6 +578,7 @@ fn parse_service(
         .map(|b| build_def(b, name, warnings))
         .transpose()
         .map_err(err)?;
+    let shared = service_extension(name, map.get("x-slipway"), warnings).map_err(err)?;
     let env_files = match def.env_file {
         None => Vec::new(),
         Some(dct::StringOrList::Simple(path)) => vec![path],
@@ -502,6 +636,7 @@ fn parse_service(
         profiles: def.profiles,
         stop_signal,
         stop_grace,
+        shared,
     })
 }
 

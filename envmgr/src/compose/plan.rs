@@ -1,5 +1,6 @@
 //! Turns a parsed compose file at one commit into the runtime's desired state: which images
-//! to build or pull, and the `EnvSpec` to apply. Built images are tagged by the content of
+//! to build or pull, and the `EnvSpec` to apply. A repo's shared env gets the file's shared
+//! services only; any other env gets the rest, and reaches the shared ones by name. Built images are tagged by the content of
 //! their build (git tree id of the context, Dockerfile path, args, target), so a service whose
 //! build did not change keeps its image and therefore its container.
 
@@ -11,7 +12,8 @@ use super::{parse_env_file, ComposeFile, ComposeService};
 use crate::git::{GitError, GitMirrors, RepoPath};
 use crate::names::{CommitSha, EnvName, RepoName, ServiceName};
 use crate::runtime::{
-    BuildContext, BuildRequest, EnvSpec, ImageSource, ResourceLimits, ServiceSpec, VolumeMount,
+    BuildContext, BuildRequest, EnvSpec, ImageSource, ResourceLimits, ServiceSpec, SharedServices,
+    VolumeMount,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,7 +43,19 @@ pub async fn plan(input: PlanInput<'_>, git: &GitMirrors) -> Result<EnvPlan, Pla
     let base = input.compose_path.parent();
     let mut images = Vec::new();
     let mut services = Vec::new();
-    for service in &input.file.services {
+    let in_shared_env = input.env.is_shared_of(input.repo);
+    let shared: Vec<ServiceName> = input
+        .file
+        .shared_services()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    for service in input
+        .file
+        .services
+        .iter()
+        .filter(|s| s.shared == in_shared_env)
+    {
         let git_err = |source| PlanError::Git {
             service: service.name.to_string(),
             source,
@@ -57,18 +71,37 @@ pub async fn plan(input: PlanInput<'_>, git: &GitMirrors) -> Result<EnvPlan, Pla
         let environment = environment(&input, &base, service, git)
             .await
             .map_err(git_err)?;
-        services.push(service_spec(
-            service,
-            image,
-            environment,
-            input.default_limits,
-        ));
+        let mut spec = service_spec(service, image, environment, input.default_limits);
+        // The shared env is Ready before this env applies (the reconciler waits for it),
+        // which is what a dependency on a shared service waits for.
+        spec.depends_on.retain(|d| !shared.contains(&d.service));
+        services.push(spec);
     }
+    // Each env's own copy of the volumes its services mount; the shared env's are the ones
+    // its services mount (the parser refused a volume mounted on both sides).
+    let mounted_by_shared: Vec<&String> = input
+        .file
+        .shared_services()
+        .iter()
+        .flat_map(|s| s.volumes.iter().map(|(volume, _, _)| volume))
+        .collect();
+    let volumes = input
+        .file
+        .volumes
+        .iter()
+        .filter(|v| mounted_by_shared.contains(v) == in_shared_env)
+        .cloned()
+        .collect();
+    let shared = (!in_shared_env && !shared.is_empty()).then(|| SharedServices {
+        env: EnvName::for_shared(input.repo),
+        services: shared,
+    });
     let spec = EnvSpec {
         env: input.env.clone(),
         repo: input.repo.clone(),
         services,
-        volumes: input.file.volumes.clone(),
+        volumes,
+        shared,
     };
     Ok(EnvPlan { images, spec })
 }

@@ -676,3 +676,123 @@ fn stop_signal_and_grace_period_are_read_and_bounded() {
     let file = limited(&one_service(""), &limits).unwrap();
     assert_eq!(file.services[0].stop_grace, Duration::from_secs(2));
 }
+
+/// `db` and `cache` shared, `web` per env, written both ways the extension allows.
+const SHARED_BOTH_SPELLINGS: &str = r#"
+x-slipway:
+  shared: [cache]
+services:
+  db:
+    image: postgres:16
+    x-slipway: { shared: true }
+    volumes: ["pgdata:/var/lib/postgresql/data"]
+  cache:
+    image: redis:7
+  web:
+    image: web
+    depends_on: { db: { condition: service_healthy }, cache: { condition: service_started } }
+    volumes: ["uploads:/srv/uploads"]
+  tests:
+    image: tester
+    profiles: [test]
+    depends_on: [web, db]
+volumes:
+  pgdata:
+  uploads:
+"#;
+
+#[test]
+fn shared_services_are_marked_on_the_service_or_listed_at_the_top() {
+    let file = parse(SHARED_BOTH_SPELLINGS).unwrap();
+    let shared: Vec<&str> = file
+        .shared_services()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(shared, ["db", "cache"]);
+    let web = file.services.iter().find(|s| s.name.as_str() == "web");
+    assert!(!web.unwrap().shared, "the default stays a copy per env");
+    assert!(file.warnings.is_empty(), "{:?}", file.warnings);
+
+    // `shared: false` on the service, nothing at the top: nothing is shared.
+    let file = parse(&one_service("    x-slipway: { shared: false }")).unwrap();
+    assert!(file.shared_services().is_empty());
+    // A key the extension does not know is reported, not dropped silently.
+    let file = parse(&one_service("    x-slipway: { shared: true, pool: 3 }")).unwrap();
+    assert_eq!(file.shared_services().len(), 1);
+    assert!(
+        warnings_of(&file).contains("`x-slipway.pool` is not known"),
+        "{}",
+        warnings_of(&file)
+    );
+}
+
+#[test]
+fn shared_services_that_cannot_work_are_refused_with_the_reason() {
+    let err = |text: &str| parse(text).unwrap_err().to_string();
+    // A shared service depending on a per-env one.
+    let e = err(r#"
+services:
+  db: { image: postgres, x-slipway: { shared: true }, depends_on: [web] }
+  web: { image: web }
+"#);
+    assert!(
+        e.contains("service `db`") && e.contains("depends on `web`, which runs in each env"),
+        "{e}"
+    );
+    // ...but on another shared one it may.
+    parse(
+        r#"
+x-slipway: { shared: [db, migrate] }
+services:
+  db: { image: postgres, depends_on: [migrate] }
+  migrate: { image: migrate }
+  web: { image: web, depends_on: [db] }
+"#,
+    )
+    .unwrap();
+    // Names in the top-level list are checked.
+    let e = err("x-slipway: { shared: [dbb] }\nservices:\n  db: { image: postgres }\n");
+    assert!(
+        e.contains("x-slipway.shared: `dbb` is not a service"),
+        "{e}"
+    );
+    let e = err("x-slipway: { shared: db }\nservices:\n  db: { image: postgres }\n");
+    assert!(e.contains("is not a list"), "{e}");
+    let e = err("x-slipway: { shared: [[db]] }\nservices:\n  db: { image: postgres }\n");
+    assert!(e.contains("is not a service name"), "{e}");
+    // A profiled service never starts with the shared env.
+    let e = err(r#"
+x-slipway: { shared: [tests] }
+services:
+  db: { image: postgres }
+  tests: { image: t, profiles: [test] }
+"#);
+    assert!(e.contains("`tests` is in a profile"), "{e}");
+    let e = err(r#"
+services:
+  db: { image: postgres }
+  tests: { image: t, profiles: [test], x-slipway: { shared: true } }
+"#);
+    assert!(
+        e.contains("service `tests`") && e.contains("in a profile"),
+        "{e}"
+    );
+    // The service's own mark must be a boolean, the extension a mapping.
+    let e = err(&one_service("    x-slipway: { shared: yes please }"));
+    assert!(e.contains("must be true or false"), "{e}");
+    let e = err(&one_service("    x-slipway: shared"));
+    assert!(e.contains("`x-slipway` must be a mapping"), "{e}");
+    // One volume on both sides would silently be two volumes.
+    let e = err(r#"
+services:
+  db: { image: postgres, x-slipway: { shared: true }, volumes: ["data:/d"] }
+  web: { image: web, volumes: ["data:/d"] }
+volumes:
+  data:
+"#);
+    assert!(
+        e.contains("volume `data` is mounted by shared service `db` and by `web`"),
+        "{e}"
+    );
+}

@@ -16,11 +16,16 @@ use crate::compose::plan::{plan, PlanInput};
 use crate::compose::ComposeFile;
 use crate::git::{GitError, RepoPath};
 use crate::names::{CommitSha, EnvName, ServiceName};
-use crate::runtime::{ObservedEnv, Progress, ProgressSink, RuntimeError, ServiceState};
-use crate::store::{now_ms, Desired, EnvRecord, Phase, RunTrigger, ServiceStatus};
+use crate::runtime::{
+    ObservedEnv, Progress, ProgressSink, RuntimeError, ServiceState, SharedServices,
+};
+use crate::store::{now_ms, Desired, EnvRecord, Phase, RunTrigger, ServiceStatus, SharedFrom};
 
 /// How often a long step checks whether its work was superseded.
 const SUPERSEDE_POLL: Duration = Duration::from_millis(300);
+
+/// How often an env waiting for its repo's shared env looks at it again.
+const SHARED_POLL: Duration = Duration::from_millis(500);
 
 pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<Action> {
     let Some(env) = ctx.store.get(name).await? else {
@@ -129,7 +134,7 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
             ctx.store.record_slept(&env.name).await?;
             let observed = ctx.runtime.fetch(&env.name).await?;
             ctx.store
-                .record_services(&env.name, &statuses(ctx, &observed, main_of(env)))
+                .record_services(&env.name, &statuses(ctx, env, &observed, main_of(env)))
                 .await?;
             info!(env = %env.name, "asleep");
         }
@@ -140,7 +145,7 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
                 ctx.runtime.stop(&env.name).await?;
                 let observed = ctx.runtime.fetch(&env.name).await?;
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, &observed, main_of(env)))
+                    .record_services(&env.name, &statuses(ctx, env, &observed, main_of(env)))
                     .await?;
             }
         }
@@ -180,6 +185,13 @@ async fn wake(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
 async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
     let observed = ctx.runtime.fetch(&env.name).await?;
     let broken = env.services.iter().find(|recorded| {
+        if let Some(from) = &recorded.shared {
+            // Gone from the env's network: the shared env replaced or removed its container.
+            return !observed
+                .shared
+                .iter()
+                .any(|o| o.name.as_str() == recorded.name && o.container_id == from.container);
+        }
         let Ok(name) = ServiceName::parse(&recorded.name) else {
             return false;
         };
@@ -193,10 +205,16 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
     });
     match broken {
         Some(service) => {
-            let cause = format!(
-                "service `{}` is gone or stopped; restoring it",
-                service.name
-            );
+            let cause = match &service.shared {
+                Some(from) => format!(
+                    "shared service `{}` of `{}` is no longer on the env's network (it was replaced); attaching it again",
+                    service.name, from.env
+                ),
+                None => format!(
+                    "service `{}` is gone or stopped; restoring it",
+                    service.name
+                ),
+            };
             info!(env = %env.name, %cause);
             ctx.store
                 .set_phase(&env.name, Phase::Starting, None, &cause)
@@ -205,7 +223,7 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         }
         None => {
             // Written only when something changed: a resync of an idle env costs reads only.
-            let now = statuses(ctx, &observed, main_of(env));
+            let now = statuses(ctx, env, &observed, main_of(env));
             if now != env.services {
                 ctx.store.record_services(&env.name, &now).await?;
             }
@@ -381,6 +399,24 @@ async fn deploy(
         Err(e) => return fail(ctx, env, e.to_string()).await,
     };
     ctx.store.record_warnings(&env.name, &file.warnings).await?;
+    let is_shared_env = env.name.is_shared_of(&repo.name);
+    if !is_shared_env && !file.shared_services().is_empty() {
+        // An env that reaches shared services makes sure its repo's shared env exists; the
+        // target branch's own env moving to a new commit moves the shared env with it.
+        let on_target = env.pull_request.is_none()
+            && env.candidate.is_none()
+            && env.branch == repo.queue.target;
+        let newest = (fresh && on_target).then_some(&commit);
+        let shared = EnvName::for_shared(&repo.name);
+        if ctx
+            .store
+            .request_shared_up(&repo.name, &repo.queue.target, "slipway", newest)
+            .await?
+        {
+            info!(env = %env.name, %shared, "asked for the repo's shared env");
+            ctx.bus.nudge(super::KIND, shared.as_str());
+        }
+    }
     let main = file.main.as_ref().map(|m| m.as_str());
     let input = PlanInput {
         env: &env.name,
@@ -432,6 +468,18 @@ async fn deploy(
         Some(Err(e)) => return runtime_failure(ctx, env, Phase::Building, e).await,
     }
 
+    if let Some(shared) = &plan.spec.shared {
+        match until_superseded(ctx, env, wait_for_shared(ctx, env, shared)).await? {
+            None => return Ok(Action::Requeue(Duration::ZERO)),
+            Some(Ok(None)) => {}
+            Some(Ok(Some(reason))) => {
+                tracker.finish().await;
+                return fail(ctx, env, reason).await;
+            }
+            Some(Err(e)) => return Err(e),
+        }
+    }
+
     ctx.store
         .set_phase(&env.name, Phase::Starting, None, "starting services")
         .await?;
@@ -445,7 +493,7 @@ async fn deploy(
             tracker.finish().await;
             if let Ok(observed) = ctx.runtime.fetch(&env.name).await {
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, &observed, main))
+                    .record_services(&env.name, &statuses(ctx, env, &observed, main))
                     .await?;
             }
             return runtime_failure(ctx, env, Phase::Starting, e).await;
@@ -453,7 +501,7 @@ async fn deploy(
     };
     tracker.finish().await;
     ctx.store
-        .record_services(&env.name, &statuses(ctx, &observed, main))
+        .record_services(&env.name, &statuses(ctx, env, &observed, main))
         .await?;
     if superseded(ctx, env).await? {
         return Ok(Action::Requeue(Duration::ZERO));
@@ -461,7 +509,8 @@ async fn deploy(
     // Queued before the env is Ready, so whoever sees it Ready sees its test run too (and a
     // `slipway test` asked right then comes after it). Once per commit: a pass cut off
     // between here and Ready does not queue it twice.
-    if fresh && !file.test_services().is_empty() {
+    // The shared env runs no tests: the envs that use it do.
+    if fresh && !is_shared_env && !file.test_services().is_empty() {
         let newest = ctx.store.runs(&env.name, 1).await?.into_iter().next();
         let queued = newest.is_some_and(|run| {
             run.trigger == RunTrigger::Auto
@@ -487,11 +536,89 @@ async fn deploy(
         .record_observed_generation(&env.name, env.generation)
         .await?;
     info!(env = %env.name, commit = %commit.short(), "ready");
+    if is_shared_env {
+        // Replaced containers left the networks of the envs using them: they attach again.
+        for user in ctx.store.shared_users(&repo.name).await? {
+            ctx.bus.nudge(super::KIND, user.as_str());
+        }
+    }
     // Old built images go once the new ones run; a failure here never fails the env.
     if let Err(e) = ctx.runtime.prune_images().await {
         tracing::warn!(env = %env.name, error = %e, "removing old built images failed");
     }
     Ok(Action::AwaitChange)
+}
+
+/// Waits until the repo's shared env serves every service of `shared`, saying so in the env's
+/// phase (Pending, with the reason). `Some(reason)`: it cannot, and the env fails with that.
+async fn wait_for_shared(
+    ctx: &Context,
+    env: &EnvRecord,
+    shared: &SharedServices,
+) -> anyhow::Result<Option<String>> {
+    let names: Vec<String> = shared.services.iter().map(|s| format!("`{s}`")).collect();
+    let names = names.join(", ");
+    loop {
+        let Some(record) = ctx.store.get(&shared.env).await? else {
+            return Ok(Some(format!(
+                "the shared env `{}` does not exist; `env up` this env again to create it",
+                shared.env
+            )));
+        };
+        if record.desired == Desired::Deleted {
+            return Ok(Some(format!(
+                "the shared env `{}` (shared services {names}) is being deleted; `env up` this env again to bring it back",
+                shared.env
+            )));
+        }
+        let converged = record.observed_generation >= record.generation;
+        match record.phase {
+            Phase::Ready | Phase::Degraded if converged => {
+                let missing = shared
+                    .services
+                    .iter()
+                    .find(|s| !record.services.iter().any(|r| r.name == s.as_str()));
+                return Ok(missing.map(|service| {
+                    format!(
+                        "service `{service}` is shared, but the shared env `{}` (branch `{}` at {}) does not run it: shared services run from the repo's target branch; merge the change there, then `env up` this env again",
+                        shared.env,
+                        record.branch,
+                        record.commit.as_ref().map(|c| c.short()).unwrap_or("no commit")
+                    )
+                }));
+            }
+            Phase::Failed if converged => {
+                let why = record.reason.as_deref().unwrap_or("no reason recorded");
+                return Ok(Some(format!(
+                    "the shared env `{}` failed: {}; `slipway env status {}` says more",
+                    shared.env,
+                    why.lines().next().unwrap_or(why),
+                    shared.env
+                )));
+            }
+            Phase::Sleeping => {
+                let why = format!("{} needs its shared services", env.name);
+                if ctx.store.request_wake(&shared.env, "slipway", &why).await? {
+                    ctx.bus.nudge(super::KIND, shared.env.as_str());
+                }
+            }
+            _ => {}
+        }
+        let reason = format!(
+            "waiting for the shared env `{}` (shared services {names}) to be ready; it is {}",
+            shared.env,
+            record.phase.as_str()
+        );
+        ctx.store
+            .set_phase(
+                &env.name,
+                Phase::Pending,
+                Some(&reason),
+                "waiting for shared services",
+            )
+            .await?;
+        tokio::time::sleep(SHARED_POLL).await;
+    }
 }
 
 /// Transient runtime trouble is retried with backoff (the env keeps its phase and says
@@ -541,9 +668,15 @@ fn main_of(env: &EnvRecord) -> Option<&str> {
         .map(|s| s.name.as_str())
 }
 
-/// The services as a person should see them: state and URLs. `main`: the service the
-/// compose file names as the front door's default (else `web`, else the first published).
-fn statuses(ctx: &Context, observed: &ObservedEnv, main: Option<&str>) -> Vec<ServiceStatus> {
+/// The services as a person should see them: state and URLs, then the shared services the
+/// env reaches (its repo's shared env's). `main`: the service the compose file names as the
+/// front door's default (else `web`, else the first published).
+fn statuses(
+    ctx: &Context,
+    env: &EnvRecord,
+    observed: &ObservedEnv,
+    main: Option<&str>,
+) -> Vec<ServiceStatus> {
     let published = |s: &&crate::runtime::ObservedService| !s.ports.is_empty();
     let main = main
         .filter(|m| observed.services.iter().any(|s| s.name.as_str() == *m))
@@ -563,7 +696,19 @@ fn statuses(ctx: &Context, observed: &ObservedEnv, main: Option<&str>) -> Vec<Se
             ports: s.ports.clone(),
             urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
             main: main == Some(s.name.as_str()),
+            shared: None,
         })
+        .chain(observed.shared.iter().map(|s| ServiceStatus {
+            name: s.name.to_string(),
+            state: s.state.label(),
+            ports: vec![],
+            urls: vec![],
+            main: false,
+            shared: Some(SharedFrom {
+                env: EnvName::for_shared(&env.repo),
+                container: s.container_id.clone(),
+            }),
+        }))
         .collect()
 }
 
@@ -605,6 +750,7 @@ impl ProgressTracker {
                                 ports: vec![],
                                 urls: vec![],
                                 main: false,
+                                shared: None,
                             })
                             .collect();
                         if let Err(e) = store.record_services(&env, &services).await {

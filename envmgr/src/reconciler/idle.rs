@@ -75,8 +75,12 @@ pub(crate) fn next_step(
     resync: Duration,
     now: i64,
 ) -> IdleStep {
-    // Queue candidates live and go with their queue entry; deleted envs are done.
-    if env.desired != Desired::Running || env.candidate.is_some() {
+    // Queue candidates live and go with their queue entry; deleted envs are done; a repo's
+    // shared env serves every env of the repo, used or not (it is pinned besides).
+    if env.desired != Desired::Running
+        || env.candidate.is_some()
+        || env.name.is_shared_of(&env.repo)
+    {
         return IdleStep::Nothing;
     }
     let idle_deadline = idle_deadline(env, policy.delete_after);

@@ -6,14 +6,14 @@
 mod env;
 pub(crate) mod idle;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tracing::info;
 
 pub use crate::controller::Action;
-use crate::controller::{Nudger, Reconciler, Work};
+use crate::controller::{NudgeBus, Nudger, Reconciler, Work};
 use crate::git::GitMirrors;
 use crate::names::EnvName;
 use crate::runtime::{ObservedService, PublishedPort, Runtime, ServiceState};
@@ -34,6 +34,8 @@ pub(crate) struct Context {
     pub redactors: Arc<crate::secrets::Redactors>,
     /// Told when a deploy queues its test run.
     pub test_runs: Nudger,
+    /// Nudges other envs (a shared env and the envs that use it nudge each other).
+    pub bus: NudgeBus,
 }
 
 pub(crate) struct EnvReconciler {
@@ -43,6 +45,7 @@ pub(crate) struct EnvReconciler {
     git: GitMirrors,
     redactors: Arc<crate::secrets::Redactors>,
     test_runs: Nudger,
+    bus: NudgeBus,
 }
 
 impl EnvReconciler {
@@ -51,6 +54,7 @@ impl EnvReconciler {
         store: Store,
         runtime: Arc<dyn Runtime>,
         test_runs: Nudger,
+        bus: NudgeBus,
     ) -> Self {
         let git = GitMirrors::new(&settings.data_dir);
         let redactors = Arc::new(crate::secrets::Redactors::new(&settings));
@@ -61,6 +65,7 @@ impl EnvReconciler {
             git,
             redactors,
             test_runs,
+            bus,
         }
     }
 }
@@ -85,7 +90,7 @@ impl Reconciler for EnvReconciler {
         let wanted: HashSet<&EnvName> = envs.iter().map(|env| &env.name).collect();
         let mut keys: Vec<String> = envs
             .iter()
-            .filter(|env| !quiet(env, glance.get(&env.name), now))
+            .filter(|env| !quiet(env, &glance, now))
             .map(|env| env.name.to_string())
             .chain(
                 resources
@@ -135,6 +140,7 @@ impl Reconciler for EnvReconciler {
             git: self.git.clone(),
             redactors: self.redactors.clone(),
             test_runs: self.test_runs.clone(),
+            bus: self.bus.clone(),
         };
         env::reconcile(&ctx, &name).await
     }
@@ -142,9 +148,11 @@ impl Reconciler for EnvReconciler {
 
 /// Whether a resync has nothing to do for `env`: converged, not expiring, and either failed
 /// (it stays so until asked again) or Ready with the runtime showing exactly the services,
-/// states and ports last recorded, none restarting or exited with an error (what `verify`
-/// would otherwise act on).
-fn quiet(env: &EnvRecord, services: Option<&Vec<ObservedService>>, now: i64) -> bool {
+/// states and ports last recorded, none restarting or exited with an error, and the shared
+/// services it reaches still the containers it was given (what `verify` would otherwise
+/// act on). `glance` holds every env's services.
+fn quiet(env: &EnvRecord, glance: &BTreeMap<EnvName, Vec<ObservedService>>, now: i64) -> bool {
+    let services = glance.get(&env.name);
     let converged = env.desired == Desired::Running
         && env.observed_generation >= env.generation
         && env.expires_at > now;
@@ -178,11 +186,21 @@ fn quiet(env: &EnvRecord, services: Option<&Vec<ObservedService>>, now: i64) -> 
             let mut recorded: Vec<(String, String, Vec<PublishedPort>)> = env
                 .services
                 .iter()
+                .filter(|s| s.shared.is_none())
                 .map(|s| (s.name.clone(), s.state.clone(), sorted(&s.ports)))
                 .collect();
             seen.sort_by(|a, b| a.0.cmp(&b.0));
             recorded.sort_by(|a, b| a.0.cmp(&b.0));
-            !troubled && seen == recorded
+            // A shared service replaced by its env (a redeploy) left this env's network.
+            let shared_current = env.services.iter().all(|s| match &s.shared {
+                None => true,
+                Some(from) => glance.get(&from.env).is_some_and(|theirs| {
+                    theirs
+                        .iter()
+                        .any(|t| t.name.as_str() == s.name && t.container_id == from.container)
+                }),
+            });
+            !troubled && seen == recorded && shared_current
         }
         _ => false,
     }

@@ -41,6 +41,9 @@ pub struct FakeRuntime {
     ping_failure: Mutex<Option<String>>,
     /// Where published ports are reported; [`FAKE_PUBLIC_HOST`] when `None`.
     public_host: Option<String>,
+    /// Other envs' containers on each env's network, by (their env, container id): like a
+    /// Docker network endpoint, one vanishes with its container.
+    attached: Mutex<BTreeMap<EnvName, Vec<(EnvName, String)>>>,
 }
 
 impl FakeRuntime {
@@ -85,12 +88,27 @@ impl FakeRuntime {
     }
 
     pub fn observed(&self, env: &EnvName) -> ObservedEnv {
-        self.envs
-            .lock()
-            .unwrap()
+        let envs = self.envs.lock().unwrap();
+        let mut observed = envs.get(env).cloned().unwrap_or_default();
+        let attached = self.attached.lock().unwrap();
+        observed.shared = attached
             .get(env)
-            .cloned()
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter_map(|(owner, id)| {
+                let service = envs
+                    .get(owner)?
+                    .services
+                    .iter()
+                    .find(|s| &s.container_id == id)?;
+                Some(ObservedService {
+                    ports: Vec::new(),
+                    ..service.clone()
+                })
+            })
+            .collect();
+        observed.shared.sort_by(|a, b| a.name.cmp(&b.name));
+        observed
     }
 
     /// Simulates someone removing a container behind Slipway's back.
@@ -186,6 +204,29 @@ impl Runtime for FakeRuntime {
         }
         let failing = self.failing_services.lock().unwrap().clone();
         let mut envs = self.envs.lock().unwrap();
+        // As Docker's runtime: the shared services join the network before anything starts.
+        let mut attach = Vec::new();
+        if let Some(shared) = &spec.shared {
+            for service in &shared.services {
+                let found = envs
+                    .get(&shared.env)
+                    .and_then(|o| o.services.iter().find(|s| &s.name == service));
+                let Some(found) = found else {
+                    return Err(RuntimeError::ServiceFailed {
+                        service: service.clone(),
+                        reason: format!(
+                            "it is shared, but env `{}` has no container of it; see `slipway env status {}`",
+                            shared.env, shared.env
+                        ),
+                    });
+                };
+                attach.push((shared.env.clone(), found.container_id.clone()));
+            }
+        }
+        self.attached
+            .lock()
+            .unwrap()
+            .insert(spec.env.clone(), attach);
         let observed = envs.entry(spec.env.clone()).or_default();
         observed.network = true;
         observed.volumes = spec.volumes.clone();
@@ -252,12 +293,16 @@ impl Runtime for FakeRuntime {
                     .collect(),
             });
         }
-        Ok(observed.clone())
+        drop(envs);
+        // With the shared services it reaches, as a fetch reports them.
+        Ok(self.observed(&spec.env))
     }
 
     async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError> {
         self.record(format!("destroy {env}"));
+        // Only the env's own containers go; other envs' are merely taken off its network.
         self.envs.lock().unwrap().remove(env);
+        self.attached.lock().unwrap().remove(env);
         Ok(())
     }
 

@@ -40,6 +40,19 @@ pub struct EnvSpec {
     pub services: Vec<ServiceSpec>,
     /// Named volumes (the compose file's names); each env gets its own copy.
     pub volumes: Vec<String>,
+    /// Services of another env (the repo's shared env) this env reaches under their names.
+    #[serde(default)]
+    pub shared: Option<SharedServices>,
+}
+
+/// Services another env runs that an env's services reach by name: the runtime puts them on
+/// the env's network under their service name, and takes them off again (never removing
+/// them) when the env is destroyed or stops wanting them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SharedServices {
+    /// The env that runs them.
+    pub env: EnvName,
+    pub services: Vec<ServiceName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,9 +180,14 @@ pub struct ObservedEnv {
     pub network: bool,
     pub volumes: Vec<String>,
     pub services: Vec<ObservedService>,
+    /// Services of another env of this instance on the env's network under their name (a
+    /// shared env's, see [`SharedServices`]). Not the env's own: never removed with it.
+    #[serde(default)]
+    pub shared: Vec<ObservedService>,
 }
 
 impl ObservedEnv {
+    /// Nothing of the env's own (services of another env reached from it do not count).
     pub fn is_empty(&self) -> bool {
         !self.network && self.volumes.is_empty() && self.services.is_empty()
     }
@@ -426,8 +444,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Converge `env` to `spec`: keep containers whose spec hash matches (starting them
     /// again when they were stopped), replace the rest,
-    /// remove services no longer in the spec, start in dependency order (in parallel where
-    /// dependencies allow) and wait for each service's readiness. Returns what runs.
+    /// remove services no longer in the spec, put `spec.shared`'s services on the env's
+    /// network (and take off any other env's container no longer wanted there), start in
+    /// dependency order (in parallel where dependencies allow) and wait for each service's
+    /// readiness. Returns what runs.
     async fn apply(
         &self,
         spec: &EnvSpec,
@@ -436,6 +456,8 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<ObservedEnv, RuntimeError>;
 
     /// Remove every container, network and volume of `env`. Nothing there is success.
+    /// Another env's containers on its network (shared services) are taken off it first,
+    /// never removed.
     async fn destroy(&self, env: &EnvName) -> Result<(), RuntimeError>;
 
     /// Stop every service of `env` (gracefully, like `docker stop`), keeping its containers,

@@ -26,7 +26,7 @@ pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
 pub use quota::{counts_for_memory, format_idle, QuotaLimits, QuotaRefusal, QuotaScope};
-pub use record::{Desired, EnvRecord, Event, IdleState, Phase, ServiceStatus};
+pub use record::{Desired, EnvRecord, Event, IdleState, Phase, ServiceStatus, SharedFrom};
 pub use testruns::{RunOutcome, RunStatus, RunTrigger, TestResult, TestRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,10 @@ const ENV_COLUMNS: &str =
     "name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
      expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, git_ref, pr_number, want_commit, \
      asleep, pinned, requested_at, last_command_at, slept_at, warned_at, warned_for, last_request_at";
+
+/// The TTL of a repo's shared env: none to speak of (a century). It serves every env of the
+/// repo, so it goes only when asked (`env down`, refused while envs use it).
+pub const SHARED_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// At most one `last_request_at` write per env this often: the front door may pass
 /// thousands of requests a second, idle tracking needs minutes.
@@ -284,6 +288,66 @@ impl Store {
         commit: &CommitSha,
     ) -> Result<EnvRecord, StoreError> {
         self.upsert_env(req, Some(commit), None).await
+    }
+
+    /// Asks for `repo`'s shared env (`<repo>-shared`, see [`EnvName::for_shared`]) on its
+    /// target branch: created when there is none (or it was deleted), moved to the branch's
+    /// newest commit when `move_to_newest` and not already at `newest`, else left as it is.
+    /// It is pinned and its TTL is [`SHARED_TTL`]: it goes when asked, once no env uses it.
+    /// Returns whether a deploy was asked for.
+    pub async fn request_shared_up(
+        &self,
+        repo: &RepoName,
+        target: &BranchName,
+        actor: &str,
+        newest: Option<&CommitSha>,
+    ) -> Result<bool, StoreError> {
+        let name = EnvName::for_shared(repo);
+        let existing = self.get(&name).await?;
+        let wanted = existing
+            .as_ref()
+            .is_some_and(|e| e.desired == Desired::Running && e.phase != Phase::Deleted);
+        let behind = match (&existing, newest) {
+            (Some(env), Some(newest)) => env.commit.as_ref() != Some(newest),
+            (_, None) => false,
+            (None, Some(_)) => true,
+        };
+        let asked = !wanted || behind;
+        if asked {
+            let request = UpRequest {
+                name: name.clone(),
+                repo: repo.clone(),
+                branch: target.clone(),
+                ttl: SHARED_TTL,
+                actor: actor.to_string(),
+                pull_request: None,
+            };
+            self.upsert_env(&request, None, None).await?;
+        }
+        // Pinned on every ask, so a crash between the two writes heals at the next one.
+        if !existing.is_some_and(|e| e.idle.pinned) || asked {
+            self.set_pinned(&name, true, actor).await?;
+        }
+        Ok(asked)
+    }
+
+    /// The envs of `repo` that are wanted and reach its shared env's services.
+    pub async fn shared_users(&self, repo: &RepoName) -> Result<Vec<EnvName>, StoreError> {
+        let shared = EnvName::for_shared(repo);
+        Ok(self
+            .list(false)
+            .await?
+            .into_iter()
+            .filter(|env| {
+                &env.repo == repo
+                    && env.desired == Desired::Running
+                    && env
+                        .services
+                        .iter()
+                        .any(|s| s.shared.as_ref().is_some_and(|from| from.env == shared))
+            })
+            .map(|env| env.name)
+            .collect())
     }
 
     async fn upsert_env(

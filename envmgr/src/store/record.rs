@@ -91,6 +91,20 @@ pub struct ServiceStatus {
     /// `x-slipway.main`, else `web`, else the first with a published port).
     #[serde(default)]
     pub main: bool,
+    /// Set for a shared service: not the env's own container but its repo's shared env's,
+    /// reached on the env's network under the service's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedFrom>,
+}
+
+/// Where a shared service an env reaches runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFrom {
+    /// The repo's shared env (`<repo>-shared`).
+    pub env: EnvName,
+    /// The container the env's network was given: a newer one (the shared env redeployed)
+    /// has to be attached again.
+    pub container: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -49,6 +49,8 @@ impl DockerRuntime {
         check_dependencies(spec)?;
         tracing::info!(env = %spec.env, services = spec.services.len(), "applying spec");
         tokio::try_join!(self.ensure_network(spec), self.ensure_volumes(spec))?;
+        // Before the services start: they may reach a shared one as soon as they run.
+        self.attach_shared(spec).await?;
         let kept = self.remove_outdated(spec).await?;
 
         let ctx = Arc::new(ApplyContext {
@@ -652,6 +654,7 @@ mod tests {
             repo: RepoName::parse("demo").unwrap(),
             services,
             volumes: vec![],
+            shared: None,
         }
     }
 

@@ -352,9 +352,11 @@ impl DockerRuntime {
                 .map(|id| self.stop_and_remove(id)),
         )
         .await?;
-        // Networks and volumes can only go once no container uses them.
+        // Networks and volumes can only go once no container uses them; what is left on the
+        // network is another env's (a shared service): taken off, never removed.
         let (networks, volumes) =
             tokio::try_join!(self.env_network_ids(env), self.env_volume_names(env))?;
+        try_join_all(networks.iter().map(|id| self.detach_all(id))).await?;
         try_join_all(networks.iter().map(|id| self.remove_network(id))).await?;
         try_join_all(volumes.iter().map(|name| self.remove_volume(name))).await?;
         tracing::info!(%env, containers = containers.len(), "destroyed env");
@@ -578,6 +580,7 @@ mod tests {
             repo: RepoName::parse("demo").unwrap(),
             services: vec![web],
             volumes: vec!["data".into()],
+            shared: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod image;
 mod job;
 mod logs;
 mod observe;
+mod shared;
 pub mod subnet;
 
 use std::collections::HashMap;

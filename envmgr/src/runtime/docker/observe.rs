@@ -80,10 +80,17 @@ impl DockerRuntime {
             self.network_exists(env),
             self.env_volumes(env)
         )?;
+        let own: BTreeSet<String> = services.iter().map(|s| s.container_id.clone()).collect();
+        let shared = if network {
+            self.observe_shared(env, &own).await?
+        } else {
+            Vec::new()
+        };
         Ok(ObservedEnv {
             network,
             volumes,
             services,
+            shared,
         })
     }
 
