@@ -31,11 +31,13 @@ impl WebhookEvent {
             "issue_comment" => WebhookEvent::IssueComment(serde_json::from_slice(body)?),
             "delete" => {
                 let event: DeleteEvent = serde_json::from_slice(body)?;
-                match event.ref_type.as_str() {
-                    "branch" => WebhookEvent::BranchDeleted(BranchDeleted {
-                        repository: event.repository,
-                        branch: event.git_ref,
-                    }),
+                match (event.ref_type.as_str(), event.repository) {
+                    ("branch", Some(repository)) if !event.git_ref.is_empty() => {
+                        WebhookEvent::BranchDeleted(BranchDeleted {
+                            repository,
+                            branch: event.git_ref,
+                        })
+                    }
                     _ => WebhookEvent::Ignored {
                         event: "delete".into(),
                     },
@@ -43,11 +45,13 @@ impl WebhookEvent {
             }
             "push" => {
                 let event: PushEvent = serde_json::from_slice(body)?;
-                match event.git_ref.strip_prefix("refs/heads/") {
-                    Some(branch) if event.deleted => WebhookEvent::BranchDeleted(BranchDeleted {
-                        repository: event.repository,
-                        branch: branch.to_string(),
-                    }),
+                match (event.git_ref.strip_prefix("refs/heads/"), event.repository) {
+                    (Some(branch), Some(repository)) if event.deleted && !branch.is_empty() => {
+                        WebhookEvent::BranchDeleted(BranchDeleted {
+                            repository,
+                            branch: branch.to_string(),
+                        })
+                    }
                     _ => WebhookEvent::Ignored {
                         event: "push".into(),
                     },
@@ -82,23 +86,25 @@ pub struct BranchDeleted {
     pub branch: String,
 }
 
-/// A `delete` event: a branch or tag was deleted (`ref` is its short name).
+/// A `delete` event: a branch or tag was deleted (`ref` is its short name). Only what a
+/// branch deletion needs; a body without it is an event Slipway does not act on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct DeleteEvent {
-    #[serde(rename = "ref")]
+    #[serde(rename = "ref", default)]
     git_ref: String,
+    #[serde(default)]
     ref_type: String,
-    repository: Repository,
+    repository: Option<Repository>,
 }
 
 /// A `push` event, as far as a deleted branch is concerned (`ref` is the full ref name).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct PushEvent {
-    #[serde(rename = "ref")]
+    #[serde(rename = "ref", default)]
     git_ref: String,
     #[serde(default)]
     deleted: bool,
-    repository: Repository,
+    repository: Option<Repository>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -309,6 +315,9 @@ mod fuzz {
                 );
             }
             Ok(WebhookEvent::IssueComment(e)) => assert!(in_range(e.issue.number), "{e:?}"),
+            Ok(WebhookEvent::BranchDeleted(e)) => {
+                assert!(!e.branch.is_empty() || event == "delete", "{e:?}")
+            }
             Ok(WebhookEvent::Ping | WebhookEvent::Ignored { .. }) => {}
             Err(e) => assert!(!e.to_string().is_empty()),
         }

@@ -49,18 +49,17 @@ pub(crate) async fn check_branches(
         let now = now_ms();
         for env in envs {
             let exists = branches.contains(env.branch.as_str());
-            match (exists, env.idle.branch_gone_at) {
-                (false, None) => {
-                    if store.record_branch_presence(&env.name, Some(now)).await? {
-                        info!(env = %env.name, branch = %env.branch, "the env's branch is gone");
-                    }
+            // Written only when it changes: a resync of envs whose branches exist is reads.
+            let change = match (exists, env.idle.branch_gone_at) {
+                (false, None) => Some(Some(now)),
+                (true, Some(_)) => Some(None),
+                _ => None,
+            };
+            if let Some(gone_at) = change {
+                if store.record_branch_presence(&env.name, gone_at).await? {
+                    let state = if exists { "back" } else { "gone" };
+                    info!(env = %env.name, branch = %env.branch, state, "the env's branch is {state}");
                 }
-                (true, Some(_)) => {
-                    if store.record_branch_presence(&env.name, None).await? {
-                        info!(env = %env.name, branch = %env.branch, "the env's branch is back");
-                    }
-                }
-                _ => {}
             }
         }
     }
