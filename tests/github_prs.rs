@@ -326,3 +326,35 @@ fn env_logs_on_a_pull_request_needs_write_permission_and_never_shows_a_secret() 
     }
     s.server.cli_json(&["down", &env, "--wait"]);
 }
+
+/// GitHub's `delete` webhook of a branch marks its env at once (the resync's own look at
+/// the repository, which still has the branch here, then takes the mark back: a forge's
+/// word never outweighs the repository's).
+#[test]
+fn a_deleted_branch_webhook_marks_the_branch_env_and_the_repository_has_the_last_word() {
+    let s = setup_with(false, "warn_before = \"1h\"", "1h", Server::start);
+    s.repo.git(&["branch", "feature-x"]);
+    let env = format!("{}-feature-x", s.name);
+    let _cleanup = EnvCleanup(env.clone());
+    s.server.up_ready("feature-x");
+
+    let mut deleted = fixture("delete/payload.json");
+    deleted["ref"] = "feature-x".into();
+    deleted["ref_type"] = "branch".into();
+    deleted["repository"]["full_name"] = s.github.as_str().into();
+    let (status, body) = s.send("delete", "delete-1", &deleted);
+    assert_eq!(status, 202, "{body}");
+    let told = |s: &serde_json::Value, what: &str| {
+        s["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "branch" && e["message"].as_str().unwrap().contains(what))
+    };
+    let status = s.wait_for_env(&env, "marked, then cleared", |e| {
+        told(e, "branch feature-x is gone from the repository")
+            && told(e, "branch feature-x is back")
+    });
+    assert_eq!(status["phase"], "Ready", "{status:#}");
+    assert!(status["idle"]["branch_gone_at"].is_null(), "{status:#}");
+}

@@ -6,7 +6,6 @@
 
 mod harness;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use harness::*;
@@ -33,29 +32,6 @@ const COMPOSE: &str = "services:
 x-slipway:
   main: web
 ";
-
-/// GET `path` at the front door `proxy` (`http://127.0.0.1:<port>`) with this Host header.
-/// Returns (status, headers and body as text), when the whole answer is in.
-fn get_via(proxy: &str, host: &str, accept: &str) -> (u16, String) {
-    let addr = proxy.strip_prefix("http://").expect("http URL");
-    let mut stream = std::net::TcpStream::connect(addr).expect("the front door accepts");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
 
 #[test]
 fn the_front_door_routes_by_host_and_holds_requests_until_ready() {

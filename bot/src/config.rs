@@ -268,8 +268,17 @@ pub struct DockerConfig {
     pub subnet_prefix: Option<u8>,
     /// Host IP published ports listen on (default 127.0.0.1: only this machine).
     pub publish_address: Option<String>,
-    /// Built images kept per (repo, service) beside those in use (default 3).
-    pub image_retention: Option<usize>,
+    /// How long a built image no env uses is kept (default "7d"; "0" keeps them all).
+    pub image_retention: Option<ImageRetention>,
+}
+
+/// `image_retention` as written: a duration, or the image count older configs gave (refused
+/// with what to write instead).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ImageRetention {
+    Text(String),
+    Count(i64),
 }
 
 #[derive(Debug, Deserialize)]

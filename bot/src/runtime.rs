@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use envmgr::runtime::docker::subnet::SubnetPool;
-use envmgr::runtime::docker::{DockerRuntime, DEFAULT_IMAGE_RETENTION, DEFAULT_PUBLISH_ADDRESS};
+use envmgr::runtime::docker::{DockerRuntime, DEFAULT_PUBLISH_ADDRESS};
 use envmgr::runtime::Runtime;
 
 use crate::config::{Config, DockerConfig};
@@ -21,8 +21,7 @@ pub async fn from_config(config: &Config, instance: &str) -> anyhow::Result<Arc<
         .await
         .context("Slipway needs a running Docker engine; start it or set DOCKER_HOST")?
         .with_subnet_pool(docker.subnets)
-        .with_publish_address(&docker.publish_address)
-        .with_image_retention(docker.image_retention);
+        .with_publish_address(&docker.publish_address);
     let runtime = match &docker.public_host {
         Some(host) => runtime.with_public_host(host),
         None => runtime,
@@ -37,8 +36,8 @@ pub struct DockerSettings {
     pub subnets: SubnetPool,
     /// The host IP published ports listen on.
     pub publish_address: String,
-    /// Built images kept per (repo, service) beside those in use.
-    pub image_retention: usize,
+    /// How long a built image no env uses is kept (`image_retention`); `None`: forever.
+    pub image_retention: Option<std::time::Duration>,
     /// The host in the URLs of published ports (`public_host`); the publish address when
     /// `None`.
     pub public_host: Option<String>,
@@ -52,7 +51,7 @@ impl DockerSettings {
         Ok(Self {
             subnets: subnet_pool(&docker)?,
             publish_address: publish_address(&docker)?,
-            image_retention: docker.image_retention.unwrap_or(DEFAULT_IMAGE_RETENTION),
+            image_retention: image_retention(&docker)?,
             public_host: public_host(config)?,
         })
     }
@@ -76,9 +75,31 @@ fn docker_config(config: &Config) -> anyhow::Result<DockerConfig> {
             network_pool: docker.network_pool.clone(),
             subnet_prefix: docker.subnet_prefix,
             publish_address: docker.publish_address.clone(),
-            image_retention: docker.image_retention,
+            image_retention: docker.image_retention.clone(),
         }),
         (None, None) => Ok(DockerConfig::default()),
+    }
+}
+
+/// `[runtime.docker] image_retention`: "0" keeps built images forever.
+fn image_retention(docker: &DockerConfig) -> anyhow::Result<Option<std::time::Duration>> {
+    use crate::config::ImageRetention;
+    match &docker.image_retention {
+        None => Ok(Some(envmgr::settings::DEFAULT_IMAGE_RETENTION)),
+        Some(ImageRetention::Text(text)) => {
+            let retention = humantime::parse_duration(text.trim()).map_err(|e| {
+                anyhow::anyhow!(
+                    "[runtime.docker] image_retention = \"{text}\": {e}; write a duration \
+                     like \"7d\" (\"0\" keeps every built image)"
+                )
+            })?;
+            Ok((!retention.is_zero()).then_some(retention))
+        }
+        Some(ImageRetention::Count(n)) => bail!(
+            "[runtime.docker] image_retention = {n}: it is now how long a built image that no \
+             env uses is kept, written as a duration like \"7d\" (the default; \"0\" keeps them \
+             all), no longer a number of images"
+        ),
     }
 }
 
@@ -200,7 +221,30 @@ mod tests {
             docker("[runtime]\nkind = \"docker\"\n")
                 .unwrap()
                 .image_retention,
-            3
+            Some(envmgr::settings::DEFAULT_IMAGE_RETENTION)
         );
+    }
+
+    #[test]
+    fn image_retention_is_a_duration_and_zero_keeps_every_image() {
+        let retention = |text: &str| docker(&format!("[runtime.docker]\n{text}\n"));
+        assert_eq!(
+            retention("image_retention = \"36h\"")
+                .unwrap()
+                .image_retention,
+            Some(std::time::Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(
+            retention("image_retention = \"0\"")
+                .unwrap()
+                .image_retention,
+            None
+        );
+        let err = retention("image_retention = 3").unwrap_err().to_string();
+        assert!(
+            err.contains("image_retention = 3") && err.contains("\"7d\""),
+            "{err}"
+        );
+        assert!(retention("image_retention = \"soon\"").is_err());
     }
 }

@@ -467,6 +467,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Records that `branch` of `repo` was deleted (a forge said so): its branch envs are
+    /// deleted after a warning, unless the branch comes back (the resync checks the repo
+    /// itself too). Returns the envs marked now.
+    pub async fn branch_deleted(
+        &self,
+        repo: &RepoName,
+        branch: &str,
+    ) -> Result<Vec<EnvName>, EngineError> {
+        let now = crate::store::now_ms();
+        let mut marked = Vec::new();
+        for env in self.store.list(false).await? {
+            let of_branch = &env.repo == repo
+                && env.branch.as_str() == branch
+                && env.pull_request.is_none()
+                && env.candidate.is_none();
+            if of_branch
+                && self
+                    .store
+                    .record_branch_presence(&env.name, Some(now))
+                    .await?
+            {
+                marked.push(env.name);
+            }
+        }
+        Ok(marked)
+    }
+
     /// The env with its recent events and latest run, every text redacted.
     pub async fn status(&self, env: &EnvName) -> Result<EnvStatus, EngineError> {
         let record = self.get(env).await?;

@@ -29,7 +29,13 @@ pub struct EngineSettings {
     pub env_limits: EnvLimits,
     /// How many envs (and how much memory) the installation and each person may hold.
     pub quotas: Quotas,
+    /// A built image no env used for this long is removed (`image_retention`, default 7
+    /// days); `None` keeps them all.
+    pub image_retention: Option<Duration>,
 }
+
+/// Default of `image_retention`.
+pub const DEFAULT_IMAGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Caps on new envs, checked when one is asked for (`None`: no cap). A repo's own cap is
 /// [`RepoSettings::max_envs`]. Envs that are asleep (or not running for another reason)

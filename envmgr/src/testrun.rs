@@ -32,6 +32,16 @@ const WAIT_FOR_ENV: Duration = Duration::from_secs(1);
 /// The lease kind and metrics label of test runs; keys are env names.
 pub const KIND: &str = "tests";
 
+/// The id of the job running `service` of test run `run` (it names the job's container).
+pub(crate) fn job_id(run: i64, service: &str) -> String {
+    format!("run{run}-{service}")
+}
+
+/// The test run a job id names, if it is one ([`job_id`]).
+pub(crate) fn run_of_job(id: &str) -> Option<i64> {
+    id.strip_prefix("run")?.split_once('-')?.0.parse().ok()
+}
+
 /// Runs each env's queued test runs one after another (envs in parallel), on the shared
 /// controller: one replica at a time runs an env's tests, under the env's `tests` lease.
 pub(crate) struct TestRunner {
@@ -229,7 +239,7 @@ impl TestRunner {
                     .insert("SLIPWAY_FAILED_TESTS".into(), previous_failures.join("\n"));
             }
             let job = JobSpec {
-                id: format!("run{}-{}", run.id, service.name),
+                id: job_id(run.id, service.name.as_str()),
                 service,
                 timeout,
                 collect: Some(report_path.clone()),
@@ -422,5 +432,18 @@ impl LogFile {
     fn finish(self) -> anyhow::Result<()> {
         self.encoder.finish().context("finishing the test log")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod job_id_tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_name_their_run() {
+        assert_eq!(run_of_job(&job_id(12, "tests")), Some(12));
+        assert_eq!(run_of_job(&job_id(7, "e2e-run3")), Some(7));
+        assert_eq!(run_of_job("tests"), None);
+        assert_eq!(run_of_job("runx-tests"), None);
     }
 }

@@ -817,15 +817,13 @@ async fn services_restarting_in_a_loop_fail_with_their_exit_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
-    with_env("retention", |rt, env| async move {
+async fn built_images_are_listed_with_their_use_and_only_unused_ones_can_be_removed() {
+    with_env("builtimages", |rt, env| async move {
         let base = busybox_image(&rt).await;
-        // Its own image name, so other tests' images are not counted; no grace, so images
-        // built a moment ago count as old.
-        let rt = rt.with_image_retention(3).with_image_grace(Duration::ZERO);
-        let name = format!("slipway/retention{}-web", std::process::id());
+        // Its own image name, so other tests' images do not matter.
+        let name = format!("slipway/builtimages{}-web", std::process::id());
         let mut tags = Vec::new();
-        for version in 0..5 {
+        for version in 0..2 {
             let dockerfile = format!("FROM {base}\nRUN echo {version} > /version\n");
             let tag = format!("{name}:v{version}");
             let request = build_request(
@@ -837,46 +835,35 @@ async fn old_built_images_are_removed_beyond_the_retention_but_never_in_use() {
                 .expect("build");
             tags.push(tag);
         }
-        // The oldest one runs: it stays whatever its age.
+        // v0 runs (then stops: a stopped container still uses its image).
         let web = service("web", &tags[0], "sleep 60");
         rt.apply(&env_spec(&env, vec![web], &[]), READY_TIMEOUT, quiet())
             .await
             .expect("apply");
-        let removed = rt.prune_images().await.expect("prune");
-        let mut present = Vec::new();
-        for tag in &tags {
-            if rt.docker().inspect_image(tag).await.is_ok() {
-                present.push(tag.clone());
-            }
-        }
-        // Other tests of this binary build images under the same instance at the same time,
-        // so the count may include theirs; this name's survivors are checked exactly below.
-        assert!(removed >= 1, "{present:?}");
-        assert_eq!(
-            present,
-            vec![
-                tags[0].clone(),
-                tags[2].clone(),
-                tags[3].clone(),
-                tags[4].clone()
-            ]
-        );
-        rt.destroy(&env).await.unwrap();
-        rt.prune_images().await.unwrap();
+        rt.stop(&env).await.unwrap();
+        let listed = rt.built_images().await.unwrap();
+        let used = |tag: &str| listed.iter().find(|i| i.reference == tag).map(|i| i.in_use);
+        assert_eq!(used(&tags[0]), Some(true), "{listed:?}");
+        assert_eq!(used(&tags[1]), Some(false), "{listed:?}");
+        assert!(listed.iter().all(|i| i.reference.starts_with("slipway/")));
+
         assert!(
-            rt.docker().inspect_image(&tags[0]).await.is_err(),
-            "v0 goes once unused"
+            !rt.remove_built_image(&tags[0]).await.unwrap(),
+            "in use: kept"
         );
-        for tag in &tags[2..] {
-            let _ = rt
-                .docker()
-                .remove_image(
-                    tag,
-                    None::<bollard::query_parameters::RemoveImageOptions>,
-                    None,
-                )
-                .await;
-        }
+        assert!(rt.docker().inspect_image(&tags[0]).await.is_ok());
+        assert!(rt.remove_built_image(&tags[1]).await.unwrap());
+        assert!(rt.docker().inspect_image(&tags[1]).await.is_err());
+        assert!(
+            !rt.remove_built_image(&tags[1]).await.unwrap(),
+            "gone already"
+        );
+
+        rt.destroy(&env).await.unwrap();
+        assert!(
+            rt.remove_built_image(&tags[0]).await.unwrap(),
+            "unused once destroyed"
+        );
     })
     .await;
 }

@@ -113,6 +113,7 @@ async fn world_with(fake: Arc<FakeRuntime>, adjust: impl FnOnce(&mut EngineSetti
         test_log_retention: 3,
         env_limits: Default::default(),
         quotas: Default::default(),
+        image_retention: None,
     };
     adjust(&mut settings);
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();

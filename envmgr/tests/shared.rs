@@ -117,6 +117,7 @@ async fn world(idle: envmgr::settings::IdleSettings) -> World {
         test_log_retention: 3,
         env_limits: Default::default(),
         quotas: Default::default(),
+        image_retention: None,
     };
     let fake = Arc::new(FakeRuntime::new());
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();

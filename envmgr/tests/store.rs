@@ -59,6 +59,8 @@ async fn run_suite(url: &str, backend: Backend) {
     leases_are_exclusive_and_fence_stale_writes(store.clone()).await;
     queue_entries_one_live_per_change(store.clone()).await;
     request_activity_is_debounced_and_never_goes_back(store.clone()).await;
+    branch_presence_is_recorded_once_and_a_deletion_needs_it_unchanged(store.clone()).await;
+    built_image_use_never_goes_back_and_is_forgotten_only_if_unchanged(store.clone()).await;
     // Last: its installation-wide cap counts every env the cases above left.
     quotas_refuse_new_envs_atomically(store.clone()).await;
 }
@@ -88,6 +90,125 @@ async fn request_activity_is_debounced_and_never_goes_back(store: Store) {
     let other = Store::connect(store.url()).await.unwrap();
     assert!(other.record_request_activity(&name, t0).await.unwrap());
     assert_eq!(get(&store, "busy").await.idle.last_request_at, Some(later));
+}
+
+/// A branch found gone is written (with its event) once; it comes back once; a deletion for
+/// it only happens while the env is still marked with the time the caller read, unpinned.
+async fn branch_presence_is_recorded_once_and_a_deletion_needs_it_unchanged(store: Store) {
+    let name = store
+        .request_up(&up("gone", LONG_TTL, "alice"))
+        .await
+        .unwrap()
+        .name;
+    assert!(store
+        .record_branch_presence(&name, Some(1_000))
+        .await
+        .unwrap());
+    assert!(!store
+        .record_branch_presence(&name, Some(2_000))
+        .await
+        .unwrap());
+    assert_eq!(get(&store, "gone").await.idle.branch_gone_at, Some(1_000));
+    assert!(store.record_branch_presence(&name, None).await.unwrap());
+    assert!(!store.record_branch_presence(&name, None).await.unwrap());
+    assert!(
+        !store
+            .delete_branch_gone(&name, 1_000, "gone")
+            .await
+            .unwrap(),
+        "came back"
+    );
+    let said: Vec<String> = all_events(&store, "gone")
+        .await
+        .into_iter()
+        .filter(|e| e.kind == envmgr::store::BRANCH_EVENT)
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            "branch feature/gone is gone from the repository".to_string(),
+            "branch feature/gone is back: the env is no longer deleted for it".to_string()
+        ]
+    );
+    assert!(store
+        .record_branch_presence(&name, Some(3_000))
+        .await
+        .unwrap());
+    store.set_pinned(&name, true, "alice").await.unwrap();
+    assert!(
+        !store
+            .delete_branch_gone(&name, 3_000, "gone")
+            .await
+            .unwrap(),
+        "pinned"
+    );
+    store.set_pinned(&name, false, "alice").await.unwrap();
+    assert!(
+        !store
+            .delete_branch_gone(&name, 1_000, "gone")
+            .await
+            .unwrap(),
+        "stale read"
+    );
+    assert!(store
+        .delete_branch_gone(&name, 3_000, "its branch is gone")
+        .await
+        .unwrap());
+    assert_eq!(get(&store, "gone").await.desired, Desired::Deleted);
+    // Asked for again once deleted: a new life, with its branch not known gone.
+    store
+        .request_up(&up("gone", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    store
+        .set_phase(&name, Phase::Deleted, None, "removed")
+        .await
+        .unwrap();
+    store
+        .request_up(&up("gone", LONG_TTL, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(get(&store, "gone").await.idle.branch_gone_at, None);
+}
+
+async fn built_image_use_never_goes_back_and_is_forgotten_only_if_unchanged(store: Store) {
+    let (a, b) = (env("img-a"), env("img-b"));
+    store
+        .record_image_use("slipway/x-web:1", &a, 5_000)
+        .await
+        .unwrap();
+    store
+        .record_image_use("slipway/x-web:1", &b, 4_000)
+        .await
+        .unwrap();
+    store
+        .record_image_use("slipway/x-web:2", &b, 6_000)
+        .await
+        .unwrap();
+    let images = store.built_images().await.unwrap();
+    let found: Vec<(&str, &str, i64)> = images
+        .iter()
+        .map(|i| (i.reference.as_str(), i.env.as_str(), i.last_used_at))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("slipway/x-web:1", "img-a", 5_000),
+            ("slipway/x-web:2", "img-b", 6_000)
+        ]
+    );
+    store
+        .record_image_use("slipway/x-web:1", &b, 7_000)
+        .await
+        .unwrap();
+    assert!(
+        !store.forget_image("slipway/x-web:1", 5_000).await.unwrap(),
+        "used since"
+    );
+    assert!(store.forget_image("slipway/x-web:1", 7_000).await.unwrap());
+    assert!(store.forget_image("slipway/x-web:2", 6_000).await.unwrap());
+    assert!(store.built_images().await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -555,3 +555,27 @@ pub fn url_of(record: &Value, service: &str) -> String {
         .unwrap_or_else(|| panic!("no URL for {service} in {record:#}"))
         .to_string()
 }
+
+/// GET `/` at the front door `proxy` (`http://127.0.0.1:<port>`) with this Host header.
+/// Returns (status, headers and body as text), when the whole answer is in.
+pub fn get_via(proxy: &str, host: &str, accept: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = proxy.strip_prefix("http://").expect("http URL");
+    let mut stream = std::net::TcpStream::connect(addr).expect("the front door accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}

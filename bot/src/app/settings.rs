@@ -123,6 +123,7 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         test_log_retention: config.test_log_retention.unwrap_or(20),
         env_limits,
         quotas: quotas(config)?,
+        image_retention: crate::runtime::DockerSettings::from_config(config)?.image_retention,
     })
 }
 

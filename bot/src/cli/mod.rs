@@ -587,6 +587,18 @@ fn print_idle(status: &EnvStatus, now: i64) {
     println!("  last deploy:  {}", ago(idle.last_deploy_at));
     println!("  last command: {}", ago(idle.last_command_at));
     println!("  last request: {}", ago(idle.last_request_at));
+    if let Some(gone_at) = idle.branch_gone_at {
+        let keeps = if idle.pinned {
+            "kept: pinned"
+        } else {
+            "deleted after its warning unless it comes back (`env pin` keeps it)"
+        };
+        println!(
+            "branch:    {} gone for {} ({keeps})",
+            status.env.branch,
+            short_duration(now - gone_at)
+        );
+    }
 }
 
 fn print_status(status: &EnvStatus) {

@@ -51,7 +51,9 @@ impl DeliveryKey {
                 github: e.repository.full_name.to_ascii_lowercase(),
                 number: e.issue.number,
             },
-            WebhookEvent::Ping | WebhookEvent::Ignored { .. } => DeliveryKey::Alone(id.into()),
+            WebhookEvent::Ping | WebhookEvent::Ignored { .. } | WebhookEvent::BranchDeleted(_) => {
+                DeliveryKey::Alone(id.into())
+            }
         }
     }
 

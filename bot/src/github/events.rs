@@ -9,6 +9,9 @@ pub enum WebhookEvent {
     Ping,
     PullRequest(PullRequestEvent),
     IssueComment(IssueCommentEvent),
+    /// A branch was deleted (a `delete` event of a branch, or a `push` with `deleted`):
+    /// envs of that branch are deleted after a warning.
+    BranchDeleted(BranchDeleted),
     /// An event Slipway does not act on; acknowledged and dropped.
     Ignored {
         event: String,
@@ -26,6 +29,34 @@ impl WebhookEvent {
             }
             "pull_request" => WebhookEvent::PullRequest(serde_json::from_slice(body)?),
             "issue_comment" => WebhookEvent::IssueComment(serde_json::from_slice(body)?),
+            "delete" => {
+                let event: DeleteEvent = serde_json::from_slice(body)?;
+                match (event.ref_type.as_str(), event.repository) {
+                    ("branch", Some(repository)) if !event.git_ref.is_empty() => {
+                        WebhookEvent::BranchDeleted(BranchDeleted {
+                            repository,
+                            branch: event.git_ref,
+                        })
+                    }
+                    _ => WebhookEvent::Ignored {
+                        event: "delete".into(),
+                    },
+                }
+            }
+            "push" => {
+                let event: PushEvent = serde_json::from_slice(body)?;
+                match (event.git_ref.strip_prefix("refs/heads/"), event.repository) {
+                    (Some(branch), Some(repository)) if event.deleted && !branch.is_empty() => {
+                        WebhookEvent::BranchDeleted(BranchDeleted {
+                            repository,
+                            branch: branch.to_string(),
+                        })
+                    }
+                    _ => WebhookEvent::Ignored {
+                        event: "push".into(),
+                    },
+                }
+            }
             other => {
                 // Still must be JSON: a truncated body is refused whatever the event.
                 serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
@@ -40,9 +71,40 @@ impl WebhookEvent {
     pub fn is_handled(&self) -> bool {
         matches!(
             self,
-            WebhookEvent::PullRequest(_) | WebhookEvent::IssueComment(_)
+            WebhookEvent::PullRequest(_)
+                | WebhookEvent::IssueComment(_)
+                | WebhookEvent::BranchDeleted(_)
         )
     }
+}
+
+/// The branch a `delete` or `push` event says is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchDeleted {
+    pub repository: Repository,
+    /// The branch's name, without `refs/heads/`.
+    pub branch: String,
+}
+
+/// A `delete` event: a branch or tag was deleted (`ref` is its short name). Only what a
+/// branch deletion needs; a body without it is an event Slipway does not act on.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct DeleteEvent {
+    #[serde(rename = "ref", default)]
+    git_ref: String,
+    #[serde(default)]
+    ref_type: String,
+    repository: Option<Repository>,
+}
+
+/// A `push` event, as far as a deleted branch is concerned (`ref` is the full ref name).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref", default)]
+    git_ref: String,
+    #[serde(default)]
+    deleted: bool,
+    repository: Option<Repository>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -147,6 +209,7 @@ mod tests {
                     ("pull_request", WebhookEvent::PullRequest(_))
                     | ("issue_comment", WebhookEvent::IssueComment(_))
                     | ("ping", WebhookEvent::Ping) => {}
+                    ("delete" | "push", WebhookEvent::BranchDeleted(_)) => {}
                     (_, WebhookEvent::Ignored { event: e }) if e == &event => {}
                     other => panic!("{}: unexpected {other:?}", file.path().display()),
                 }
@@ -154,6 +217,47 @@ mod tests {
             }
         }
         assert!(seen > 50, "only {seen} fixtures found");
+    }
+
+    /// A deleted branch comes as a `delete` of ref type `branch` or a `push` with
+    /// `deleted`; a deleted tag and an ordinary push are ignored.
+    #[test]
+    fn deleted_branches_are_recognised_from_delete_and_push_events() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/github-webhooks");
+        let fixture = |path: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(root.join(path)).unwrap()).unwrap()
+        };
+        let parse = |event: &str, body: &serde_json::Value| {
+            WebhookEvent::parse(event, body.to_string().as_bytes()).unwrap()
+        };
+        let deleted = |branch: &str| {
+            WebhookEvent::BranchDeleted(BranchDeleted {
+                repository: Repository {
+                    full_name: "Codertocat/Hello-World".into(),
+                },
+                branch: branch.into(),
+            })
+        };
+        let mut delete = fixture("delete/payload.json");
+        assert!(matches!(
+            parse("delete", &delete),
+            WebhookEvent::Ignored { .. }
+        ));
+        delete["ref"] = "feature-x".into();
+        delete["ref_type"] = "branch".into();
+        assert_eq!(parse("delete", &delete), deleted("feature-x"));
+
+        let mut push = fixture("push/payload.json");
+        assert!(matches!(parse("push", &push), WebhookEvent::Ignored { .. }));
+        push["ref"] = "refs/heads/feat/a".into();
+        assert_eq!(parse("push", &push), deleted("feat/a"));
+        let created = fixture("push/with-new-branch.payload.json");
+        assert!(matches!(
+            parse("push", &created),
+            WebhookEvent::Ignored { .. }
+        ));
+        assert!(deleted("x").is_handled());
     }
 
     #[test]
@@ -211,6 +315,9 @@ mod fuzz {
                 );
             }
             Ok(WebhookEvent::IssueComment(e)) => assert!(in_range(e.issue.number), "{e:?}"),
+            Ok(WebhookEvent::BranchDeleted(e)) => {
+                assert!(!e.branch.is_empty() || event == "delete", "{e:?}")
+            }
             Ok(WebhookEvent::Ping | WebhookEvent::Ignored { .. }) => {}
             Err(e) => assert!(!e.to_string().is_empty()),
         }

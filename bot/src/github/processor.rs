@@ -9,7 +9,7 @@ use envmgr::names::{CommitSha, EnvName, PrNumber};
 use envmgr::snippet::fence_safe;
 use envmgr::store::{Delivery, Desired, PullRow, PullState};
 
-use super::events::{IssueCommentEvent, PullRequestEvent, WebhookEvent};
+use super::events::{BranchDeleted, IssueCommentEvent, PullRequestEvent, WebhookEvent};
 use super::forge::PullInfo;
 use super::GitHubLink;
 use super::GitHubSurface;
@@ -44,8 +44,33 @@ impl GitHubSurface {
         match WebhookEvent::parse(&delivery.event, delivery.payload.as_bytes())? {
             WebhookEvent::PullRequest(event) => self.on_pull_request(event).await,
             WebhookEvent::IssueComment(event) => self.on_comment(event).await,
+            WebhookEvent::BranchDeleted(event) => self.on_branch_deleted(event).await,
             other => Ok(format!("ignored {other:?}")),
         }
+    }
+
+    /// A deleted branch: its envs are marked, and the idle policy warns and deletes them.
+    async fn on_branch_deleted(&self, event: BranchDeleted) -> anyhow::Result<String> {
+        let Some(link) = self.link(&event.repository.full_name).cloned() else {
+            return Ok(format!(
+                "ignored: {} is not linked to a repo in the config",
+                event.repository.full_name
+            ));
+        };
+        let marked = self
+            .app
+            .engine
+            .branch_deleted(&link.repo, &event.branch)
+            .await?;
+        let names: Vec<String> = marked.iter().map(ToString::to_string).collect();
+        Ok(match names.as_slice() {
+            [] => format!("branch {} deleted: no env of it to delete", event.branch),
+            _ => format!(
+                "branch {} deleted: {} deleted after a warning",
+                event.branch,
+                names.join(", ")
+            ),
+        })
     }
 
     async fn on_pull_request(&self, event: PullRequestEvent) -> anyhow::Result<String> {

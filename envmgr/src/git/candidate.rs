@@ -274,26 +274,9 @@ impl GitMirrors {
         branch: &BranchName,
     ) -> Result<Option<CommitSha>, GitError> {
         let target = format!("refs/heads/{}", branch.as_str());
-        let mirror = self.mirror(&repo.name);
-        let dir = if mirror.join("HEAD").exists() {
-            mirror
-        } else {
-            tokio::fs::create_dir_all(&self.root)
-                .await
-                .map_err(|e| GitError::Failed {
-                    action: "ls-remote".into(),
-                    detail: e.to_string(),
-                })?;
-            self.root.clone()
-        };
-        let listed = run_remote_finished(
-            &dir,
-            repo,
-            &["ls-remote", "--refs", "--", &repo.url, &target],
-            "ls-remote",
-        )
-        .await?
-        .stdout_if_success("ls-remote")?;
+        let listed = self
+            .ls_remote(repo, &["--refs", "--", &repo.url, &target])
+            .await?;
         // The pattern also matches refs that merely end in it; only the exact ref counts.
         String::from_utf8_lossy(&listed)
             .lines()
@@ -306,6 +289,45 @@ impl GitMirrors {
                 })
             })
             .transpose()
+    }
+
+    /// Every branch on the repo's remote (one `ls-remote` however many there are): what
+    /// tells the reconciler that an env's branch was deleted.
+    pub async fn remote_branches(
+        &self,
+        repo: &RepoSettings,
+    ) -> Result<std::collections::HashSet<String>, GitError> {
+        let listed = self
+            .ls_remote(repo, &["--heads", "--refs", "--", &repo.url])
+            .await?;
+        Ok(String::from_utf8_lossy(&listed)
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .filter_map(|(_, name)| name.strip_prefix("refs/heads/"))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// `git ls-remote <args>`, run in the repo's mirror (or the mirrors' folder before the
+    /// first fetch made one): its output.
+    async fn ls_remote(&self, repo: &RepoSettings, args: &[&str]) -> Result<Vec<u8>, GitError> {
+        let mirror = self.mirror(&repo.name);
+        let dir = if mirror.join("HEAD").exists() {
+            mirror
+        } else {
+            tokio::fs::create_dir_all(&self.root)
+                .await
+                .map_err(|e| GitError::Failed {
+                    action: "ls-remote".into(),
+                    detail: e.to_string(),
+                })?;
+            self.root.clone()
+        };
+        let mut all = vec!["ls-remote"];
+        all.extend_from_slice(args);
+        run_remote_finished(&dir, repo, &all, "ls-remote")
+            .await?
+            .stdout_if_success("ls-remote")
     }
 
     /// Whether `of` contains `ancestor` (a commit contains itself).

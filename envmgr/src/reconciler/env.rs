@@ -37,7 +37,7 @@ pub(crate) async fn reconcile(ctx: &Context, name: &EnvName) -> anyhow::Result<A
             ctx.store
                 .record_event(
                     name,
-                    "reaped",
+                    super::reaper::REAPED,
                     &orphan_message(&observed, "no env of that name is in the store"),
                 )
                 .await?;
@@ -92,7 +92,9 @@ async fn delete(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         if !observed.is_empty() {
             ctx.runtime.destroy(&env.name).await?;
             let what = orphan_message(&observed, "the env is deleted");
-            ctx.store.record_event(&env.name, "reaped", &what).await?;
+            ctx.store
+                .record_event(&env.name, super::reaper::REAPED, &what)
+                .await?;
         }
         return Ok(Action::AwaitChange);
     }
@@ -356,7 +358,14 @@ async fn deploy(
             match fetched {
                 Ok(commit) => commit,
                 Err(e @ GitError::BranchNotFound { .. }) => {
-                    return fail(ctx, env, format!("{e}; push it first")).await
+                    // A branch env whose branch went is deleted after a warning (the idle
+                    // policy); one whose branch never existed goes the same way.
+                    if env.pull_request.is_none() && env.candidate.is_none() {
+                        ctx.store
+                            .record_branch_presence(&env.name, Some(now_ms()))
+                            .await?;
+                    }
+                    return fail(ctx, env, format!("{e}; push it first")).await;
                 }
                 Err(e) => return fail(ctx, env, e.to_string()).await,
             }
@@ -467,6 +476,15 @@ async fn deploy(
         Some(Ok(_)) => {}
         Some(Err(e)) => return runtime_failure(ctx, env, Phase::Building, e).await,
     }
+    // What the reaper weighs against `image_retention`: this env uses these built images now.
+    let now = now_ms();
+    for (_, source) in &plan.images {
+        if let crate::runtime::ImageSource::Build(build) = source {
+            ctx.store
+                .record_image_use(&build.tag, &env.name, now)
+                .await?;
+        }
+    }
 
     if let Some(shared) = &plan.spec.shared {
         match until_superseded(ctx, env, wait_for_shared(ctx, env, shared)).await? {
@@ -541,10 +559,6 @@ async fn deploy(
         for user in ctx.store.shared_users(&repo.name).await? {
             ctx.bus.nudge(super::KIND, user.as_str());
         }
-    }
-    // Old built images go once the new ones run; a failure here never fails the env.
-    if let Err(e) = ctx.runtime.prune_images().await {
-        tracing::warn!(env = %env.name, error = %e, "removing old built images failed");
     }
     Ok(Action::AwaitChange)
 }

@@ -1,9 +1,11 @@
 //! The idle policy, run before each resync: envs idle past their repo's `idle_sleep` are put
-//! to sleep, people are warned `warn_before` ahead of an idle deletion or a TTL expiry, and
-//! envs idle past `idle_delete` (warned in time) are deleted. It only writes requests; the
-//! env reconciler carries them out. Idle time is recomputed from the signals on every pass,
-//! so any use after a warning moves the deadline and cancels the deletion. Precision: one
-//! resync interval.
+//! to sleep, people are warned `warn_before` ahead of an idle deletion, a TTL expiry or the
+//! deletion of an env whose branch is gone, and envs idle past `idle_delete` or whose branch
+//! has been gone for `warn_before` (warned in time) are deleted. It only writes requests;
+//! the env reconciler carries them out. Idle time is recomputed from the signals on every
+//! pass, so any use after a warning moves the deadline and cancels an idle deletion; a
+//! branch that comes back (or a pin) cancels a branch deletion. Precision: one resync
+//! interval.
 
 use std::time::Duration;
 
@@ -12,17 +14,27 @@ use tracing::info;
 use crate::settings::EngineSettings;
 use crate::store::{now_ms, Desired, EnvRecord, Phase, Store};
 
+/// Why an env is to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    Idle,
+    /// Its time to live ends (the TTL expiry itself deletes it, not this policy).
+    Ttl,
+    BranchGone,
+}
+
 /// What the policy wants for one env at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum IdleStep {
     Nothing,
-    /// Tell people it goes at `deadline` (unix ms); `idle` says whether for idleness or TTL.
+    /// Tell people it goes at `deadline` (unix ms), and why.
     Warn {
         deadline: i64,
-        idle: bool,
+        why: Why,
     },
     Sleep,
-    Delete,
+    /// Delete it now, for being idle or for its branch being gone.
+    Delete(Why),
 }
 
 fn millis(d: Duration) -> i64 {
@@ -42,16 +54,31 @@ pub(crate) fn idle_deadline(env: &EnvRecord, delete_after: Option<Duration>) -> 
     )
 }
 
-/// When `env` goes if nothing changes: its idle deadline or its TTL, whichever comes first
-/// (`true`: for being idle).
+/// The deadline of the deletion of an env whose branch is gone: `warn_before` after it was
+/// found gone (at once with no warning), none while pinned.
+pub(crate) fn branch_deadline(env: &EnvRecord, warn_before: Option<Duration>) -> Option<i64> {
+    if env.idle.pinned {
+        return None;
+    }
+    let gone_at = env.idle.branch_gone_at?;
+    Some(gone_at.saturating_add(warn_before.map_or(0, millis)))
+}
+
+/// When `env` goes if nothing changes, and why: its branch gone, idle, or its TTL,
+/// whichever comes first. The soonest deletion is the one people are told about.
 pub(crate) fn deletion_deadline(
     env: &EnvRecord,
     policy: &crate::settings::IdleSettings,
-) -> (i64, bool) {
-    match idle_deadline(env, policy.delete_after) {
-        Some(idle) if idle < env.expires_at => (idle, true),
-        _ => (env.expires_at, false),
-    }
+) -> (i64, Why) {
+    [
+        (branch_deadline(env, policy.warn_before), Why::BranchGone),
+        (idle_deadline(env, policy.delete_after), Why::Idle),
+    ]
+    .into_iter()
+    .filter_map(|(deadline, why)| deadline.map(|d| (d, why)))
+    .chain([(env.expires_at, Why::Ttl)])
+    .min_by_key(|(deadline, _)| *deadline)
+    .expect("the expiry is always there")
 }
 
 /// The deadline people were told `env` goes at, while that warning still holds (a use or
@@ -60,7 +87,10 @@ pub(crate) fn warned_deadline(
     env: &EnvRecord,
     policy: &crate::settings::IdleSettings,
 ) -> Option<i64> {
-    if env.desired != Desired::Running || env.candidate.is_some() {
+    if env.desired != Desired::Running
+        || env.candidate.is_some()
+        || env.name.is_shared_of(&env.repo)
+    {
         return None;
     }
     let (deadline, _) = deletion_deadline(env, policy);
@@ -83,27 +113,30 @@ pub(crate) fn next_step(
     {
         return IdleStep::Nothing;
     }
-    let idle_deadline = idle_deadline(env, policy.delete_after);
-    if let Some(deadline) = idle_deadline.filter(|d| now >= *d) {
-        let warned_in_time = match policy.warn_before {
-            None => true,
-            Some(warn) => {
-                env.idle.warned_for == Some(deadline)
-                    && env.idle.warned_at.is_some_and(|at| {
-                        now >= at
-                            .saturating_add(millis(warn))
-                            .saturating_sub(millis(resync))
-                    })
-            }
-        };
-        if warned_in_time {
-            return IdleStep::Delete;
+    let deletions = [
+        (branch_deadline(env, policy.warn_before), Why::BranchGone),
+        (idle_deadline(env, policy.delete_after), Why::Idle),
+    ];
+    let warned_in_time = |deadline: i64| match policy.warn_before {
+        None => true,
+        Some(warn) => {
+            env.idle.warned_for == Some(deadline)
+                && env.idle.warned_at.is_some_and(|at| {
+                    now >= at
+                        .saturating_add(millis(warn))
+                        .saturating_sub(millis(resync))
+                })
+        }
+    };
+    for (deadline, why) in deletions {
+        if deadline.is_some_and(|d| now >= d && warned_in_time(d)) {
+            return IdleStep::Delete(why);
         }
     }
     if let Some(warn) = policy.warn_before {
-        let (deadline, idle) = deletion_deadline(env, policy);
+        let (deadline, why) = deletion_deadline(env, policy);
         if now >= deadline.saturating_sub(millis(warn)) && env.idle.warned_for != Some(deadline) {
-            return IdleStep::Warn { deadline, idle };
+            return IdleStep::Warn { deadline, why };
         }
     }
     if let Some(after) = policy.sleep_after {
@@ -135,25 +168,28 @@ pub(crate) async fn sweep(settings: &EngineSettings, store: &Store) -> anyhow::R
         let idle_for = env.idle.idle_for(env.created_at, now);
         match next_step(&env, &repo.idle, settings.resync_interval, now) {
             IdleStep::Nothing => {}
-            IdleStep::Warn { deadline, idle } => {
+            IdleStep::Warn { deadline, why } => {
                 let left = rounded(deadline - now);
-                let message = if idle {
-                    format!(
+                let message = match why {
+                    Why::Idle => format!(
                         "{} will be deleted in {left} (idle for {}): `/slipway env extend` or `/slipway env pin` keeps it",
                         env.name,
                         rounded(millis(idle_for))
-                    )
-                } else {
-                    format!(
+                    ),
+                    Why::Ttl => format!(
                         "{} will be deleted in {left} (its time to live ends): `/slipway env extend` keeps it",
                         env.name
-                    )
+                    ),
+                    Why::BranchGone => format!(
+                        "{} will be deleted in {left} (its branch {} is gone): `/slipway env pin` keeps it",
+                        env.name, env.branch
+                    ),
                 };
                 if store
                     .record_expiry_warning(&env.name, deadline, &message)
                     .await?
                 {
-                    info!(env = %env.name, %left, idle, "deletion warned");
+                    info!(env = %env.name, %left, ?why, "deletion warned");
                 }
             }
             IdleStep::Sleep => {
@@ -171,7 +207,16 @@ pub(crate) async fn sweep(settings: &EngineSettings, store: &Store) -> anyhow::R
                     info!(env = %env.name, %why, "putting to sleep");
                 }
             }
-            IdleStep::Delete => {
+            IdleStep::Delete(Why::BranchGone) => {
+                let Some(gone_at) = env.idle.branch_gone_at else {
+                    continue;
+                };
+                let why = format!("its branch {} is gone", env.branch);
+                if store.delete_branch_gone(&env.name, gone_at, &why).await? {
+                    info!(env = %env.name, branch = %env.branch, "deleting: its branch is gone");
+                }
+            }
+            IdleStep::Delete(_) => {
                 let why = format!("idle for {}", rounded(millis(idle_for)));
                 let last_used = env.idle.last_used_at(env.created_at);
                 if store.delete_idle(&env.name, last_used, &why).await? {

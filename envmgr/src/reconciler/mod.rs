@@ -5,6 +5,7 @@
 
 mod env;
 pub(crate) mod idle;
+mod reaper;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -105,6 +106,10 @@ impl Reconciler for EnvReconciler {
     }
 
     async fn before_resync(&self) {
+        // Before the idle policy, so a branch found gone is warned about in the same pass.
+        if let Err(e) = reaper::check_branches(&self.settings, &self.store, &self.git).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not check the envs' branches");
+        }
         if let Err(e) = idle::sweep(&self.settings, &self.store).await {
             tracing::warn!(error = %format!("{e:#}"), "could not apply the idle policy");
         }
@@ -115,6 +120,15 @@ impl Reconciler for EnvReconciler {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not expire envs"),
+        }
+        if let Err(e) = reaper::reap_jobs(&self.store, self.runtime.as_ref()).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not reap stale job containers");
+        }
+        if let Some(retention) = self.settings.image_retention {
+            if let Err(e) = reaper::reap_images(&self.store, self.runtime.as_ref(), retention).await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "could not reap unused built images");
+            }
         }
     }
 

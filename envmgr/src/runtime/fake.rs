@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    EnvSpec, ImageSource, JobOutcome, JobSpec, LogOptions, LogStream, ObservedEnv, ObservedService,
-    Progress, ProgressSink, PublishedPort, Runtime, RuntimeError, ServiceState,
+    BuiltImage, EnvSpec, ImageSource, JobContainer, JobOutcome, JobSpec, LogOptions, LogStream,
+    ObservedEnv, ObservedService, Progress, ProgressSink, PublishedPort, Runtime, RuntimeError,
+    ServiceState,
 };
 
 /// The host the twin reports its published ports on unless told another
@@ -37,6 +38,10 @@ pub struct FakeRuntime {
     max_applying: AtomicU64,
     /// Tags of the images built so far.
     images: Mutex<BTreeSet<String>>,
+    /// The images each env's containers run (what keeps a built image in use).
+    images_in_use: Mutex<BTreeMap<EnvName, BTreeSet<String>>>,
+    /// Job containers a crash left behind ([`FakeRuntime::leave_job`]).
+    left_jobs: Mutex<Vec<JobContainer>>,
     /// When set, `ping` fails with this message (an engine that stopped answering).
     ping_failure: Mutex<Option<String>>,
     /// Where published ports are reported; [`FAKE_PUBLIC_HOST`] when `None`.
@@ -131,6 +136,20 @@ impl FakeRuntime {
         }
     }
 
+    /// Simulates a job container left behind by a crash mid-run.
+    pub fn leave_job(&self, env: &EnvName, id: &str) {
+        self.left_jobs.lock().unwrap().push(JobContainer {
+            env: env.clone(),
+            id: id.to_string(),
+            running: true,
+        });
+    }
+
+    /// Whether a built image under `tag` is present.
+    pub fn has_image(&self, tag: &str) -> bool {
+        self.images.lock().unwrap().contains(tag)
+    }
+
     fn record(&self, call: String) {
         self.calls.lock().unwrap().push(call);
     }
@@ -203,6 +222,10 @@ impl Runtime for FakeRuntime {
             tokio::time::sleep(delay).await;
         }
         let failing = self.failing_services.lock().unwrap().clone();
+        self.images_in_use.lock().unwrap().insert(
+            spec.env.clone(),
+            spec.services.iter().map(|s| s.image.clone()).collect(),
+        );
         let mut envs = self.envs.lock().unwrap();
         // As Docker's runtime: the shared services join the network before anything starts.
         let mut attach = Vec::new();
@@ -303,6 +326,8 @@ impl Runtime for FakeRuntime {
         // Only the env's own containers go; other envs' are merely taken off its network.
         self.envs.lock().unwrap().remove(env);
         self.attached.lock().unwrap().remove(env);
+        self.images_in_use.lock().unwrap().remove(env);
+        self.left_jobs.lock().unwrap().retain(|job| &job.env != env);
         Ok(())
     }
 
@@ -348,6 +373,47 @@ impl Runtime for FakeRuntime {
 
     async fn list_envs(&self) -> Result<Vec<EnvName>, RuntimeError> {
         Ok(self.envs.lock().unwrap().keys().cloned().collect())
+    }
+
+    async fn built_images(&self) -> Result<Vec<BuiltImage>, RuntimeError> {
+        let in_use = self.images_in_use.lock().unwrap();
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|reference| BuiltImage {
+                reference: reference.clone(),
+                in_use: in_use.values().any(|images| images.contains(reference)),
+            })
+            .collect())
+    }
+
+    async fn remove_built_image(&self, reference: &str) -> Result<bool, RuntimeError> {
+        let in_use = self
+            .images_in_use
+            .lock()
+            .unwrap()
+            .values()
+            .any(|images| images.contains(reference));
+        if in_use {
+            return Ok(false);
+        }
+        self.record(format!("remove image {reference}"));
+        Ok(self.images.lock().unwrap().remove(reference))
+    }
+
+    async fn list_jobs(&self) -> Result<Vec<JobContainer>, RuntimeError> {
+        Ok(self.left_jobs.lock().unwrap().clone())
+    }
+
+    async fn remove_job(&self, env: &EnvName, id: &str) -> Result<(), RuntimeError> {
+        self.record(format!("remove job {env} {id}"));
+        self.left_jobs
+            .lock()
+            .unwrap()
+            .retain(|job| !(&job.env == env && job.id == id));
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), RuntimeError> {

@@ -340,6 +340,24 @@ pub struct JobSpec {
     pub collect: Option<String>,
 }
 
+/// A built image on the engine (see [`Runtime::built_images`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// `slipway/<repo>-<service>:<content>`.
+    pub reference: String,
+    /// A container (of any instance, running or stopped) uses it.
+    pub in_use: bool,
+}
+
+/// A one-shot job's container (see [`Runtime::list_jobs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobContainer {
+    pub env: EnvName,
+    /// The job's id ([`JobSpec::id`]).
+    pub id: String,
+    pub running: bool,
+}
+
 /// How a job ended.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobOutcome {
@@ -465,11 +483,29 @@ pub trait Runtime: Send + Sync + 'static {
     /// Nothing there, or nothing running, is success.
     async fn stop(&self, env: &EnvName) -> Result<(), RuntimeError>;
 
-    /// Removes this instance's built images beyond the runtime's retention (the newest N per
-    /// image name, i.e. per repo and service), never one a container uses. Returns how many
-    /// went. Runtimes without built images have nothing to do.
-    async fn prune_images(&self) -> Result<usize, RuntimeError> {
-        Ok(0)
+    /// The images Slipway built that are on the engine, each with whether a container (of
+    /// anyone, running or not) uses it: what the reaper weighs against `image_retention`.
+    /// Runtimes without built images have none.
+    async fn built_images(&self) -> Result<Vec<BuiltImage>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes built image `reference` unless a container uses it (checked by the engine at
+    /// removal, so one that became used meanwhile stays). `Ok(true)` when it was removed,
+    /// `Ok(false)` when it was absent or in use.
+    async fn remove_built_image(&self, _reference: &str) -> Result<bool, RuntimeError> {
+        Ok(false)
+    }
+
+    /// This instance's one-shot job containers that exist now. A job's container goes when
+    /// its job ends, so one whose run is over was left by a crash.
+    async fn list_jobs(&self) -> Result<Vec<JobContainer>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes job `id`'s container of `env` (killing it if it runs). Nothing there is success.
+    async fn remove_job(&self, _env: &EnvName, _id: &str) -> Result<(), RuntimeError> {
+        Ok(())
     }
 
     /// Output of one service, or of all services (each line prefixed by its service name).

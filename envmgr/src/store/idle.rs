@@ -4,11 +4,16 @@
 //! transaction, and only when it changes something: a hundred wakes of one sleeping env
 //! are one wake on the timeline.
 
+use sqlx::Row;
+
 use super::{insert_event, now_ms, EnvRecord, Store, StoreError};
 use crate::names::EnvName;
 
 /// The timeline kind of a deletion warning (and of the notification it becomes).
 pub const EXPIRING_EVENT: &str = "env.expiring";
+
+/// The timeline kind of an env's branch found gone from its repo, or back.
+pub const BRANCH_EVENT: &str = "branch";
 
 impl Store {
     /// Records that a command on some surface named `name` at `at` (a sign of use).
@@ -164,6 +169,98 @@ impl Store {
                 EXPIRING_EVENT,
                 None,
                 message,
+                Some("slipway"),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
+    /// Records whether the branch of branch env `name` exists (`gone_at`: when it was found
+    /// missing; `None`: it exists), with an event on the timeline when that changes. A PR's
+    /// or a queue candidate's env is never marked (a closed PR deletes its env; a candidate
+    /// goes with its queue entry). `Ok(true)` when this call changed it.
+    pub async fn record_branch_presence(
+        &self,
+        name: &EnvName,
+        gone_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = match gone_at {
+            Some(at) => sqlx::query(
+                "UPDATE envs SET branch_gone_at = $1 \
+                 WHERE name = $2 AND desired = 'running' AND branch_gone_at IS NULL \
+                 AND git_ref IS NULL AND want_commit IS NULL",
+            )
+            .bind(at)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            None => sqlx::query(
+                "UPDATE envs SET branch_gone_at = NULL WHERE name = $1 AND branch_gone_at IS NOT NULL",
+            )
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        if changed > 0 {
+            let branch: String = sqlx::query("SELECT branch FROM envs WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("branch")?;
+            let message = match gone_at {
+                Some(_) => format!("branch {branch} is gone from the repository"),
+                None => format!("branch {branch} is back: the env is no longer deleted for it"),
+            };
+            insert_event(
+                &mut tx,
+                name.as_str(),
+                now,
+                BRANCH_EVENT,
+                None,
+                &message,
+                Some("slipway"),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
+    /// Marks the env for deletion because its branch is gone, unless it was pinned or the
+    /// branch came back (or was found gone again later) meanwhile: `gone_at` is the time
+    /// the caller read.
+    pub async fn delete_branch_gone(
+        &self,
+        name: &EnvName,
+        gone_at: i64,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE envs SET desired = 'deleted', updated_at = $1 \
+             WHERE name = $2 AND desired = 'running' AND pinned = 0 AND branch_gone_at = $3",
+        )
+        .bind(now)
+        .bind(name.as_str())
+        .bind(gone_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            insert_event(
+                &mut tx,
+                name.as_str(),
+                now,
+                "expired",
+                None,
+                why,
                 Some("slipway"),
             )
             .await?;

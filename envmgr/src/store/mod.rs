@@ -6,6 +6,7 @@
 mod audit;
 mod github;
 mod idle;
+mod images;
 mod leases;
 mod outbox;
 mod queue;
@@ -21,7 +22,8 @@ use sqlx::{AnyPool, Row};
 use crate::names::{BranchName, CommitSha, EnvName, PrNumber, RepoName};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use github::{Delivery, PullRow, PullState};
-pub use idle::EXPIRING_EVENT;
+pub use idle::{BRANCH_EVENT, EXPIRING_EVENT};
+pub use images::BuiltImageUse;
 pub use leases::{Fence, HeldElsewhere, Lease};
 pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
@@ -109,7 +111,7 @@ pub fn now_ms() -> i64 {
 const ENV_COLUMNS: &str =
     "name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
      expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, git_ref, pr_number, want_commit, \
-     asleep, pinned, requested_at, last_command_at, slept_at, warned_at, warned_for, last_request_at";
+     asleep, pinned, requested_at, last_command_at, slept_at, warned_at, warned_for, last_request_at, branch_gone_at";
 
 /// The TTL of a repo's shared env: none to speak of (a century). It serves every env of the
 /// repo, so it goes only when asked (`env down`, refused while envs use it).
@@ -387,6 +389,7 @@ impl Store {
                  commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END, \
                  git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit, \
                  requested_at = excluded.requested_at, asleep = 0, \
+                 branch_gone_at = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.branch_gone_at END, \
                  pinned = CASE WHEN envs.phase = 'Deleted' THEN 0 ELSE envs.pinned END \
              WHERE envs.phase = 'Deleted' OR (envs.repo = excluded.repo AND ( \
                  (envs.pr_number IS NULL AND excluded.pr_number IS NULL AND envs.branch = excluded.branch) \

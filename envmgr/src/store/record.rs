@@ -160,6 +160,10 @@ pub struct IdleState {
     /// told (a newer deadline, after use or `extend`, is told again).
     pub warned_at: Option<i64>,
     pub warned_for: Option<i64>,
+    /// When the env's branch was found gone from its repo (a branch env only; `None` while
+    /// it exists): the env goes `warn_before` later unless the branch comes back.
+    #[serde(default)]
+    pub branch_gone_at: Option<i64>,
 }
 
 impl IdleState {
@@ -233,6 +237,7 @@ impl EnvRecord {
                 slept_at: column(row, "slept_at")?,
                 warned_at: column(row, "warned_at")?,
                 warned_for: column(row, "warned_for")?,
+                branch_gone_at: column(row, "branch_gone_at")?,
             },
         })
     }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use super::{errors, DockerRuntime};
 use crate::names::ServiceName;
-use crate::runtime::{BuildRequest, Progress, ProgressSink, RuntimeError};
+use crate::runtime::{BuildRequest, BuiltImage, Progress, ProgressSink, RuntimeError};
 
 /// Name prefix of the images built from compose files (see `compose::plan`).
 const BUILT_IMAGE_PREFIX: &str = "slipway/";
@@ -24,19 +24,13 @@ const MAX_BUILD_ERROR: usize = 2000;
 const BUILD_TAIL_LINES: usize = 30;
 
 impl DockerRuntime {
-    /// Image retention over the images Slipway builds (`slipway/<repo>-<service>:<content>`):
-    /// per image name, keeps every image a container (of anyone) uses, every image used
-    /// within `image_grace` (an env between build and start, possibly of another instance
-    /// sharing the engine: content tags make built images shareable), and the
-    /// `image_retention` most recently used; the rest are removed without force, so an image
-    /// that became used meanwhile is refused by Docker and kept. "Used" is the later of the
-    /// build and the last reuse, which re-tags the image.
-    pub(super) async fn prune_built_images(&self) -> Result<usize, RuntimeError> {
-        use std::collections::{BTreeMap, HashSet};
+    /// The images Slipway builds (`slipway/<repo>-<service>:<content>`) present on the
+    /// engine, each with whether a container of anyone (running or stopped) uses it:
+    /// content tags make built images shareable between instances on one engine.
+    pub(super) async fn list_built_images(&self) -> Result<Vec<BuiltImage>, RuntimeError> {
+        use std::collections::HashSet;
 
-        use bollard::query_parameters::{
-            ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
-        };
+        use bollard::query_parameters::{ListContainersOptionsBuilder, ListImagesOptionsBuilder};
 
         let filters = HashMap::from([(
             "reference".to_string(),
@@ -55,56 +49,37 @@ impl DockerRuntime {
             .await
             .map_err(|e| errors::other("listing containers", &e))?;
         let in_use: HashSet<String> = containers.into_iter().filter_map(|c| c.image_id).collect();
-        let now = std::time::SystemTime::now();
-        // Image name -> (id, tag) of each version.
-        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for image in images {
-            for tag in &image.repo_tags {
-                if let Some((name, _)) = tag.rsplit_once(':') {
-                    by_name
-                        .entry(name.to_string())
-                        .or_default()
-                        .push((image.id.clone(), tag.clone()));
-                }
-            }
+        Ok(images
+            .into_iter()
+            .flat_map(|image| {
+                let used = in_use.contains(&image.id);
+                image
+                    .repo_tags
+                    .into_iter()
+                    .map(move |reference| BuiltImage {
+                        reference,
+                        in_use: used,
+                    })
+            })
+            .filter(|image| image.reference.starts_with(BUILT_IMAGE_PREFIX))
+            .collect())
+    }
+
+    /// Removes a built image's tag without force: Docker refuses (409) while a container
+    /// uses it, and that refusal is an answer (`false`), as is an image already gone.
+    pub(super) async fn remove_unused_image(&self, reference: &str) -> Result<bool, RuntimeError> {
+        use bollard::query_parameters::RemoveImageOptionsBuilder;
+
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if errors::is_not_found(&e) || errors::is_conflict(&e) => Ok(false),
+            Err(e) => Err(errors::other(&format!("removing image `{reference}`"), &e)),
         }
-        let keep = self.image_retention.max(1);
-        let mut removed = 0;
-        for (name, listed) in by_name {
-            // Only names past the retention are inspected (for when each was last used).
-            if listed.len() <= keep {
-                continue;
-            }
-            let mut versions = Vec::with_capacity(listed.len());
-            for (id, tag) in listed {
-                if let Some(info) = self.local_image(&id).await? {
-                    versions.push((last_used(&info), id, tag));
-                }
-            }
-            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-            for (used, id, tag) in versions.into_iter().skip(keep) {
-                let recent = now.duration_since(used).unwrap_or_default() < self.image_grace;
-                if in_use.contains(&id) || recent {
-                    continue;
-                }
-                let options = RemoveImageOptionsBuilder::new().force(false).build();
-                match self.docker.remove_image(&tag, Some(options), None).await {
-                    Ok(_) => {
-                        removed += 1;
-                        tracing::info!(image = %tag, "removed an old built image");
-                    }
-                    // Gone already, or in use (409): keeping it is right.
-                    Err(e) if errors::is_not_found(&e) || errors::is_conflict(&e) => {}
-                    Err(e) => {
-                        return Err(errors::other(
-                            &format!("removing image `{tag}` ({name})"),
-                            &e,
-                        ))
-                    }
-                }
-            }
-        }
-        Ok(removed)
     }
 
     /// The image if present locally; `None` if not.
@@ -175,7 +150,6 @@ impl DockerRuntime {
         if let Some(existing) = self.local_image(&request.tag).await? {
             if labels_match(&existing, &request.required_labels) {
                 tracing::debug!(tag = %request.tag, "image already built");
-                self.mark_used(&request.tag).await;
                 let line = format!("using existing image {}", request.tag);
                 progress(Progress::Output {
                     service: request.service.clone(),
@@ -187,22 +161,6 @@ impl DockerRuntime {
         tracing::info!(service = %request.service, tag = %request.tag, "building image");
         self.build(request, progress).await?;
         Ok(request.tag.clone())
-    }
-
-    /// Re-tags a reused image so retention sees it as recently used. Best effort: a failure
-    /// only makes the image a little likelier to be pruned (and rebuilt when next needed).
-    async fn mark_used(&self, tag: &str) {
-        use bollard::query_parameters::TagImageOptionsBuilder;
-        let Some((repo, version)) = tag.rsplit_once(':') else {
-            return;
-        };
-        let options = TagImageOptionsBuilder::new()
-            .repo(repo)
-            .tag(version)
-            .build();
-        if let Err(e) = self.docker.tag_image(tag, Some(options)).await {
-            tracing::debug!(tag, error = %e, "could not re-tag a reused image");
-        }
     }
 
     async fn build(
@@ -305,21 +263,6 @@ fn pull_line(info: &CreateImageInfo) -> Option<String> {
         Some(id) => format!("{id}: {status}"),
         None => status.to_string(),
     })
-}
-
-/// When an image was last built or re-tagged (the epoch when neither is known).
-fn last_used(image: &ImageInspect) -> std::time::SystemTime {
-    let parse = |date: Option<&String>| {
-        date.and_then(|d| humantime::parse_rfc3339_weak(d.trim_end_matches('Z')).ok())
-    };
-    let created = parse(image.created.as_ref());
-    let tagged = parse(
-        image
-            .metadata
-            .as_ref()
-            .and_then(|m| m.last_tag_time.as_ref()),
-    );
-    created.max(tagged).unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Whether the image carries every label the request asks for (a changed label, such as a

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, LogsOptionsBuilder, StartContainerOptions,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    StartContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -16,7 +17,10 @@ use tokio::sync::mpsc;
 
 use super::container::container_config;
 use super::{errors, DockerRuntime};
-use crate::runtime::{labels, EnvSpec, JobOutcome, JobSpec, RuntimeError, MAX_COLLECTED_BYTES};
+use crate::names::EnvName;
+use crate::runtime::{
+    labels, EnvSpec, JobContainer, JobOutcome, JobSpec, RuntimeError, MAX_COLLECTED_BYTES,
+};
 
 impl DockerRuntime {
     pub(super) async fn run_job_container(
@@ -157,6 +161,68 @@ impl DockerRuntime {
             }
         }
         first_file(&archive)
+    }
+}
+
+impl DockerRuntime {
+    /// This instance's job containers, from one listing.
+    pub(super) async fn job_containers(&self) -> Result<Vec<JobContainer>, RuntimeError> {
+        let mut filters = self.instance_filters();
+        filters
+            .entry("label".to_string())
+            .or_default()
+            .push(labels::JOB.to_string());
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| errors::other("listing this instance's job containers", &e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels?;
+                let env = EnvName::parse(labels.get(labels::ENV)?).ok()?;
+                Some(JobContainer {
+                    env,
+                    id: labels.get(labels::JOB)?.clone(),
+                    running: c
+                        .state
+                        .is_some_and(|s| s == bollard::models::ContainerSummaryStateEnum::RUNNING),
+                })
+            })
+            .collect())
+    }
+
+    /// Removes job `id`'s container of `env`, found by its labels (never by name alone).
+    pub(super) async fn remove_job_container(
+        &self,
+        env: &EnvName,
+        id: &str,
+    ) -> Result<(), RuntimeError> {
+        let mut filters = self.env_filters(env);
+        filters
+            .entry("label".to_string())
+            .or_default()
+            .push(format!("{}={id}", labels::JOB));
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| errors::other(&format!("listing job `{id}` of env `{env}`"), &e))?;
+        for container in containers {
+            if let Some(container_id) = container.id {
+                self.remove_container(&container_id).await?;
+            }
+        }
+        Ok(())
     }
 }
 

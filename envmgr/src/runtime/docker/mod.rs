@@ -49,18 +49,7 @@ pub struct DockerRuntime {
     /// The host name people reach published ports at (`public_host`); the publish address
     /// when `None`.
     public_host: Option<String>,
-    /// Built images kept per image name beside those in use (`image_retention`).
-    image_retention: usize,
-    /// Built images used more recently than this are never pruned (see `prune_images`).
-    image_grace: Duration,
 }
-
-/// Default of `[runtime.docker] image_retention`.
-pub const DEFAULT_IMAGE_RETENTION: usize = 3;
-
-/// How long a built image stays safe from pruning after its last use: longer than an env
-/// spends between preparing its images and starting its containers.
-pub const DEFAULT_IMAGE_GRACE: Duration = Duration::from_secs(3600);
 
 /// Default of `[runtime.docker] publish_address`.
 pub const DEFAULT_PUBLISH_ADDRESS: &str = "127.0.0.1";
@@ -89,8 +78,6 @@ impl DockerRuntime {
             subnets: subnet::SubnetPool::default(),
             publish_address: DEFAULT_PUBLISH_ADDRESS.to_string(),
             public_host: None,
-            image_retention: DEFAULT_IMAGE_RETENTION,
-            image_grace: DEFAULT_IMAGE_GRACE,
         })
     }
 
@@ -111,18 +98,6 @@ impl DockerRuntime {
     /// Env networks get `/prefix` subnets of `pool` instead of the default ones.
     pub fn with_subnet_pool(mut self, pool: subnet::SubnetPool) -> Self {
         self.subnets = pool;
-        self
-    }
-
-    /// Keep the newest `retention` built images per repo and service (plus those in use).
-    pub fn with_image_retention(mut self, retention: usize) -> Self {
-        self.image_retention = retention;
-        self
-    }
-
-    /// Built images used within `grace` are kept whatever their number (tests use zero).
-    pub fn with_image_grace(mut self, grace: Duration) -> Self {
-        self.image_grace = grace;
         self
     }
 
@@ -248,8 +223,20 @@ impl Runtime for DockerRuntime {
         self.stop_env(env).await
     }
 
-    async fn prune_images(&self) -> Result<usize, RuntimeError> {
-        self.prune_built_images().await
+    async fn built_images(&self) -> Result<Vec<super::BuiltImage>, RuntimeError> {
+        self.list_built_images().await
+    }
+
+    async fn remove_built_image(&self, reference: &str) -> Result<bool, RuntimeError> {
+        self.remove_unused_image(reference).await
+    }
+
+    async fn list_jobs(&self) -> Result<Vec<super::JobContainer>, RuntimeError> {
+        self.job_containers().await
+    }
+
+    async fn remove_job(&self, env: &EnvName, id: &str) -> Result<(), RuntimeError> {
+        self.remove_job_container(env, id).await
     }
 
     async fn logs(
