@@ -102,7 +102,6 @@ pub fn wake(rounds: usize) -> Result<()> {
     println!("warm-up: slipway env up, docker-compose up");
     server.up(&repo_name, "main")?;
     compose.run(&["up", "-d"])?;
-    let web_port = compose.port("web", 8080)?;
     wait_healthy(&compose.containers()?, Duration::from_secs(120))?;
 
     let (mut woken, mut cold, mut started) = (Vec::new(), Vec::new(), Vec::new());
@@ -140,6 +139,8 @@ pub fn wake(rounds: usize) -> Result<()> {
         args.extend(containers.iter().map(String::as_str));
         docker(&args)?;
         wait_healthy(&containers, Duration::from_secs(120))?;
+        // A restarted container gets a new ephemeral host port.
+        let web_port = compose.port("web", 8080)?;
         runtime.block_on(get_ok(
             &format!("127.0.0.1:{web_port}"),
             "localhost",
@@ -400,13 +401,13 @@ pub fn control_loop(count: usize, running: usize) -> Result<()> {
     } else {
         let max = resyncs.iter().copied().max().unwrap_or_default();
         println!(
-            "one full resync of the envs: {} (keys {}), {} resyncs in the window, max {:.2} s",
+            "one full resync of the {count} envs (housekeeping, listing, reconciling those not \
+             known converged): {}; {} resyncs in the window, max {:.2} s",
             resyncs
                 .iter()
                 .map(|ms| format!("{:.2} s", *ms as f64 / 1000.0))
                 .collect::<Vec<_>>()
                 .join(", "),
-            count,
             resyncs.len(),
             max as f64 / 1000.0
         );

@@ -160,7 +160,8 @@ struct WorkState {
     pass: Option<ResyncPass>,
 }
 
-/// Keys a resync scheduled that have not finished their turn yet.
+/// Keys a resync scheduled (those not known to be converged) that have not finished their
+/// turn yet.
 struct ResyncPass {
     started: std::time::Instant,
     keys: usize,
@@ -232,10 +233,11 @@ impl<R: Reconciler> Controller<R> {
     }
 
     async fn resync(self: &Arc<Self>) {
+        // Timed from the housekeeping on: it is part of what one resync costs.
+        let started = std::time::Instant::now();
         self.reconciler.before_resync().await;
         match self.reconciler.keys().await {
             Ok(keys) => {
-                let started = std::time::Instant::now();
                 let mut scheduled = HashSet::new();
                 for key in keys {
                     let due = {
