@@ -218,6 +218,7 @@ impl Replica {
                     test_log_retention: 3,
                     env_limits: Default::default(),
                     quotas: Default::default(),
+                    front_door: None,
                 };
                 let engine = Engine::start(settings, store, Arc::new(runtime))
                     .await

@@ -416,6 +416,7 @@ async fn up_after_deleted_starts_afresh(store: Store) {
         state: "running".into(),
         ports: vec![],
         urls: vec!["http://localhost:1".into()],
+        front_door_url: Some("http://reborn.localhost:8081/".into()),
         main: true,
     }];
     for (name, final_phase) in [("reborn", Phase::Deleted), ("undead", Phase::Deleting)] {
@@ -486,7 +487,11 @@ async fn observed_state_roundtrips(store: Store) {
                     protocol: Protocol::Udp,
                 },
             ],
-            urls: vec!["http://observed-web.localhost:40001".into()],
+            urls: vec![
+                "http://127.0.0.1:40001".into(),
+                "udp://127.0.0.1:40002".into(),
+            ],
+            front_door_url: Some("https://observed.preview.example.com/".into()),
             main: true,
         },
         ServiceStatus {
@@ -494,18 +499,43 @@ async fn observed_state_roundtrips(store: Store) {
             state: "exited (1) — “crash” 💥".into(),
             ports: vec![],
             urls: vec![],
+            front_door_url: None,
+            main: false,
+        },
+        ServiceStatus {
+            name: "admin".into(),
+            state: "running".into(),
+            ports: vec![PublishedPort {
+                container_port: 8000,
+                host_port: 40003,
+                protocol: Protocol::Tcp,
+            }],
+            urls: vec!["http://127.0.0.1:40003".into()],
+            front_door_url: None,
             main: false,
         },
     ];
     store.record_services(&name, &services).await.unwrap();
     let rec = get(&store, "observed").await;
     assert_eq!(rec.services, services);
+    // The env's link is its main service's front-door URL; what people click is the
+    // front-door URL where there is one and the direct URLs of the other ports.
+    assert_eq!(
+        rec.url.as_deref(),
+        Some("https://observed.preview.example.com/")
+    );
+    let pair = |service: &str, url: &str| (service.to_string(), url.to_string());
     assert_eq!(
         rec.urls(),
-        [(
-            "web".to_string(),
-            "http://observed-web.localhost:40001".to_string()
-        )]
+        [
+            pair("web", "https://observed.preview.example.com/"),
+            pair("web", "udp://127.0.0.1:40002"),
+            pair("admin", "http://127.0.0.1:40003"),
+        ]
+    );
+    assert_eq!(
+        rec.main_url().as_deref(),
+        Some("https://observed.preview.example.com/")
     );
     store.record_services(&name, &[]).await.unwrap();
     assert!(get(&store, "observed").await.services.is_empty());

@@ -123,6 +123,8 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         test_log_retention: config.test_log_retention.unwrap_or(20),
         env_limits,
         quotas: quotas(config)?,
+        // Set by `App::start`, which knows where the front door really listens.
+        front_door: None,
     })
 }
 

@@ -617,7 +617,13 @@ fn print_status(status: &EnvStatus) {
     if !e.services.is_empty() {
         println!("services:");
         for s in &e.services {
-            println!("  {:<12} {:<22} {}", s.name, s.state, s.urls.join(" "));
+            // The front-door URL is the one to open; the host ports stay for raw TCP.
+            let urls = match &s.front_door_url {
+                Some(front_door) if s.urls.is_empty() => front_door.clone(),
+                Some(front_door) => format!("{front_door}  (direct: {})", s.urls.join(" ")),
+                None => s.urls.join(" "),
+            };
+            println!("  {:<12} {:<22} {urls}", s.name, s.state);
         }
     }
     if !e.warnings.is_empty() {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use envmgr::names::EnvName;
+use envmgr::settings::FrontDoor;
 use envmgr::store::{now_ms, EnvRecord, Phase};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
@@ -46,12 +47,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Lowercase, without dots at either end.
     pub domain: String,
-    /// Scheme of env links.
-    scheme: String,
-    /// Host of env links (without the env); `None`: `domain`.
-    link_host: Option<String>,
-    /// Port in env links; `None`: the scheme's default.
-    link_port: Option<u16>,
+    /// Scheme, host and port of env links, from `proxy_url`; `None`: `http://<domain>` on the
+    /// port the front door really listens on.
+    link_base: Option<(String, String, Option<u16>)>,
 }
 
 impl ProxySettings {
@@ -74,9 +72,7 @@ impl ProxySettings {
         let mut settings = Self {
             listen,
             domain,
-            scheme: "http".into(),
-            link_host: None,
-            link_port: Some(listen.port()),
+            link_base: None,
         };
         if let Some(url) = &config.proxy_url {
             let (scheme, rest) = url.trim().split_once("://").with_context(|| {
@@ -98,25 +94,36 @@ impl ProxySettings {
                 ),
                 None => (authority, None),
             };
-            settings.scheme = scheme.to_string();
-            settings.link_host = Some(host.to_ascii_lowercase());
-            settings.link_port = port;
+            settings.link_base = Some((scheme.to_string(), host.to_string(), port));
         }
         Ok(settings)
     }
 
-    /// The front-door URL of `env` (its main service) or of one of its services.
-    pub fn env_url(&self, env: &str, service: Option<&str>) -> String {
-        let host = self.link_host.as_deref().unwrap_or(&self.domain);
-        let label = match service {
-            Some(service) => format!("{service}--{env}"),
-            None => env.to_string(),
-        };
-        let default_port = if self.scheme == "https" { 443 } else { 80 };
-        match self.link_port.filter(|p| *p != default_port) {
-            Some(port) => format!("{}://{label}.{host}:{port}/", self.scheme),
-            None => format!("{}://{label}.{host}/", self.scheme),
+    /// The settings once the front door is bound at `addr` (`listen` may say port 0): links
+    /// without a `proxy_url` name the port really bound.
+    pub fn bound_at(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Where env links point: `proxy_url`, else `http://<domain>:<listen port>`.
+    pub fn front_door(&self) -> FrontDoor {
+        match &self.link_base {
+            Some((scheme, host, port)) => FrontDoor::new(scheme, host, *port),
+            None => FrontDoor::new("http", &self.domain, Some(self.listen.port())),
         }
+    }
+
+    /// Binds `listen`: before the app starts, so env links can name the port really bound.
+    pub async fn bind(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "the front door cannot listen on {}; set [proxy] listen in the config",
+                    self.listen
+                )
+            })
     }
 }
 
@@ -146,22 +153,13 @@ impl Proxy {
         &self.settings
     }
 
-    /// Binds `[proxy] listen`; returns the bound address and the task serving it.
-    pub async fn bind(
+    /// Serves the front door on `listener` (from [`ProxySettings::bind`]).
+    pub fn serve(
         self: &Arc<Self>,
-    ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(self.settings.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "the front door cannot listen on {}; set [proxy] listen in the config",
-                    self.settings.listen
-                )
-            })?;
-        let addr = listener.local_addr()?;
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
         let proxy = self.clone();
-        let task = tokio::spawn(async move { proxy.accept_loop(listener).await });
-        Ok((addr, task))
+        tokio::spawn(async move { proxy.accept_loop(listener).await })
     }
 
     async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
@@ -369,11 +367,15 @@ impl Proxy {
     }
 
     async fn not_found(&self, what: &str) -> Response<Body> {
+        let front_door = self.settings.front_door();
         let envs = match self.app.store().list(false).await {
             Ok(envs) => envs
                 .into_iter()
                 .map(|e| {
-                    let url = self.settings.env_url(e.name.as_str(), None);
+                    let url = e
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| front_door.url(e.name.as_str(), None));
                     (e.name.to_string(), url)
                 })
                 .collect(),
@@ -600,7 +602,7 @@ mod unit_tests {
     use super::*;
 
     #[test]
-    fn env_urls_come_from_the_proxy_url() {
+    fn env_links_come_from_the_proxy_url_else_the_bound_port() {
         let config = ProxyConfig {
             listen: None,
             domain: Some("preview.example.com".into()),
@@ -608,17 +610,22 @@ mod unit_tests {
         };
         let settings = ProxySettings::from_config(Some(&config)).unwrap();
         assert_eq!(
-            settings.env_url("shop-pr-42", None),
+            settings.front_door().url("shop-pr-42", None),
             "https://shop-pr-42.preview.example.com/"
         );
         assert_eq!(
-            settings.env_url("shop-pr-42", Some("api")),
+            settings.front_door().url("shop-pr-42", Some("api")),
             "https://api--shop-pr-42.preview.example.com/"
         );
         let default = ProxySettings::from_config(None).unwrap();
         assert_eq!(
-            default.env_url("shop-main", None),
+            default.front_door().url("shop-main", None),
             "http://shop-main.localhost:8081/"
+        );
+        let bound = default.bound_at("127.0.0.1:40123".parse().unwrap());
+        assert_eq!(
+            bound.front_door().url("shop-main", None),
+            "http://shop-main.localhost:40123/"
         );
         let bad = ProxyConfig {
             proxy_url: Some("preview.example.com/x".into()),

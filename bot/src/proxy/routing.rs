@@ -143,6 +143,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             urls: vec![],
+            front_door_url: None,
             main,
         }
     }

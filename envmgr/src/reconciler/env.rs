@@ -16,7 +16,9 @@ use crate::compose::plan::{plan, PlanInput};
 use crate::compose::ComposeFile;
 use crate::git::{GitError, RepoPath};
 use crate::names::{CommitSha, EnvName, ServiceName};
-use crate::runtime::{ObservedEnv, Progress, ProgressSink, RuntimeError, ServiceState};
+use crate::runtime::{
+    ObservedEnv, ObservedService, Progress, ProgressSink, Protocol, RuntimeError, ServiceState,
+};
 use crate::store::{now_ms, Desired, EnvRecord, Phase, RunTrigger, ServiceStatus};
 
 /// How often a long step checks whether its work was superseded.
@@ -129,7 +131,10 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
             ctx.store.record_slept(&env.name).await?;
             let observed = ctx.runtime.fetch(&env.name).await?;
             ctx.store
-                .record_services(&env.name, &statuses(ctx, &observed, main_of(env)))
+                .record_services(
+                    &env.name,
+                    &statuses(ctx, &env.name, &observed, main_of(env), &env.services),
+                )
                 .await?;
             info!(env = %env.name, "asleep");
         }
@@ -140,7 +145,10 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
                 ctx.runtime.stop(&env.name).await?;
                 let observed = ctx.runtime.fetch(&env.name).await?;
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, &observed, main_of(env)))
+                    .record_services(
+                        &env.name,
+                        &statuses(ctx, &env.name, &observed, main_of(env), &env.services),
+                    )
                     .await?;
             }
         }
@@ -205,7 +213,7 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         }
         None => {
             // Written only when something changed: a resync of an idle env costs reads only.
-            let now = statuses(ctx, &observed, main_of(env));
+            let now = statuses(ctx, &env.name, &observed, main_of(env), &env.services);
             if now != env.services {
                 ctx.store.record_services(&env.name, &now).await?;
             }
@@ -445,7 +453,10 @@ async fn deploy(
             tracker.finish().await;
             if let Ok(observed) = ctx.runtime.fetch(&env.name).await {
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, &observed, main))
+                    .record_services(
+                        &env.name,
+                        &statuses(ctx, &env.name, &observed, main, &env.services),
+                    )
                     .await?;
             }
             return runtime_failure(ctx, env, Phase::Starting, e).await;
@@ -453,7 +464,10 @@ async fn deploy(
     };
     tracker.finish().await;
     ctx.store
-        .record_services(&env.name, &statuses(ctx, &observed, main))
+        .record_services(
+            &env.name,
+            &statuses(ctx, &env.name, &observed, main, &env.services),
+        )
         .await?;
     if superseded(ctx, env).await? {
         return Ok(Action::Requeue(Duration::ZERO));
@@ -541,14 +555,23 @@ fn main_of(env: &EnvRecord) -> Option<&str> {
         .map(|s| s.name.as_str())
 }
 
-/// The services as a person should see them: state and URLs. `main`: the service the
-/// compose file names as the front door's default (else `web`, else the first published).
-fn statuses(ctx: &Context, observed: &ObservedEnv, main: Option<&str>) -> Vec<ServiceStatus> {
-    let published = |s: &&crate::runtime::ObservedService| !s.ports.is_empty();
+/// The services of `env` as a person should see them: state and URLs. `main`: the service
+/// the compose file names as the front door's default (else `web`, else the first with a
+/// published TCP port). `before`: the services as last recorded, whose front-door URLs
+/// outlive a stop (a stopped container has no host port, but its front-door URL still
+/// reaches it: a request wakes the env).
+fn statuses(
+    ctx: &Context,
+    env: &EnvName,
+    observed: &ObservedEnv,
+    main: Option<&str>,
+    before: &[ServiceStatus],
+) -> Vec<ServiceStatus> {
+    let published = |s: &ObservedService| s.ports.iter().any(|p| p.protocol == Protocol::Tcp);
     let main = main
         .filter(|m| observed.services.iter().any(|s| s.name.as_str() == *m))
         .or_else(|| {
-            let services = || observed.services.iter().filter(published);
+            let services = || observed.services.iter().filter(|s| published(s));
             services()
                 .find(|s| s.name.as_str() == "web")
                 .or_else(|| services().next())
@@ -557,12 +580,27 @@ fn statuses(ctx: &Context, observed: &ObservedEnv, main: Option<&str>) -> Vec<Se
     observed
         .services
         .iter()
-        .map(|s| ServiceStatus {
-            name: s.name.to_string(),
-            state: s.state.label(),
-            ports: s.ports.clone(),
-            urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
-            main: main == Some(s.name.as_str()),
+        .map(|s| {
+            let is_main = main == Some(s.name.as_str());
+            let front_door_url = match &ctx.settings.front_door {
+                Some(front_door) if published(s) => {
+                    let service = (!is_main).then_some(s.name.as_str());
+                    Some(front_door.url(env.as_str(), service))
+                }
+                Some(_) if !awake(&s.state) => before
+                    .iter()
+                    .find(|b| b.name == s.name.as_str())
+                    .and_then(|b| b.front_door_url.clone()),
+                _ => None,
+            };
+            ServiceStatus {
+                name: s.name.to_string(),
+                state: s.state.label(),
+                ports: s.ports.clone(),
+                urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
+                front_door_url,
+                main: is_main,
+            }
         })
         .collect()
 }
@@ -604,6 +642,7 @@ impl ProgressTracker {
                                 state: state.clone(),
                                 ports: vec![],
                                 urls: vec![],
+                                front_door_url: None,
                                 main: false,
                             })
                             .collect();
