@@ -417,6 +417,7 @@ async fn up_after_deleted_starts_afresh(store: Store) {
         ports: vec![],
         urls: vec!["http://localhost:1".into()],
         front_door_url: Some("http://reborn.localhost:8081/".into()),
+        address: None,
         main: true,
     }];
     for (name, final_phase) in [("reborn", Phase::Deleted), ("undead", Phase::Deleting)] {
@@ -492,6 +493,7 @@ async fn observed_state_roundtrips(store: Store) {
                 "udp://127.0.0.1:40002".into(),
             ],
             front_door_url: Some("https://observed.preview.example.com/".into()),
+            address: Some("172.16.0.2".parse().unwrap()),
             main: true,
         },
         ServiceStatus {
@@ -500,6 +502,7 @@ async fn observed_state_roundtrips(store: Store) {
             ports: vec![],
             urls: vec![],
             front_door_url: None,
+            address: None,
             main: false,
         },
         ServiceStatus {
@@ -512,6 +515,7 @@ async fn observed_state_roundtrips(store: Store) {
             }],
             urls: vec!["http://127.0.0.1:40003".into()],
             front_door_url: None,
+            address: None,
             main: false,
         },
     ];

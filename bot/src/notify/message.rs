@@ -357,6 +357,7 @@ mod tests {
                     } else {
                         format!("http://{name}--demo-feature-x.localhost:8081/")
                     }),
+                    address: None,
                     main: *name == "web",
                 })
                 .collect(),

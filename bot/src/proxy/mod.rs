@@ -24,17 +24,22 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::{debug, warn};
 
 pub use metrics::ProxyMetrics;
-use routing::{main_service, parse_host, upstream_authority, RouteCache, Target};
+use routing::{parse_host, EnvRoute, RouteCache, Target};
 
 use crate::app::App;
 use crate::config::ProxyConfig;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// How long a browser waits for a starting env before it gets the "waking up" page.
 const BROWSER_WAIT: Duration = Duration::from_secs(2);
@@ -133,19 +138,17 @@ pub struct Proxy {
     settings: ProxySettings,
     routes: RouteCache,
     client: UpstreamClient,
-    metrics: ProxyMetrics,
 }
 
 impl Proxy {
     pub fn new(app: Arc<App>, settings: ProxySettings, metrics: ProxyMetrics) -> Arc<Self> {
         let client = upstream_client();
-        let routes = RouteCache::start(app.store().clone());
+        let routes = RouteCache::start(app.store().clone(), app.runtime.clone(), metrics);
         Arc::new(Self {
             app,
             settings,
             routes,
             client,
-            metrics,
         })
     }
 
@@ -176,9 +179,13 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
+                // Once per connection rather than per request.
+                let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+                    .expect("an IP address is a valid header value");
                 let service = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
+                    let peer_ip = peer_ip.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(&peer_ip, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder
@@ -191,14 +198,14 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, peer_ip: &HeaderValue, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let host = request_host(&req).unwrap_or_default();
         let Some(target) = parse_host(&host, &self.settings.domain) else {
             return self.not_found(&format!("No environment at `{host}`")).await;
         };
-        let record = match self.routes.get(&target.env).await {
-            Ok(Some(record)) if record.phase != Phase::Deleted => record,
+        let route = match self.routes.get(&target.env).await {
+            Ok(Some(route)) if route.record.phase != Phase::Deleted => route,
             Ok(_) => {
                 return self
                     .not_found(&format!("No environment named `{}`", target.env))
@@ -213,52 +220,37 @@ impl Proxy {
             }
         };
         let wants_html = accepts_html(req.headers());
-        let record = match self.serving(record, wants_html).await {
-            Ok(record) => record,
+        let route = match self.serving(route, wants_html).await {
+            Ok(route) => route,
             Err(response) => return response,
         };
-        let service = match &target.service {
-            Some(name) => record.services.iter().find(|s| &s.name == name),
-            None => main_service(&record.services),
+        let record = &route.record;
+        let Some(upstream) = route.upstream(target.service.as_deref()) else {
+            return self.not_found(&missing_service(&target, record)).await;
         };
-        let Some(service) = service else {
-            return self.not_found(&missing_service(&target, &record)).await;
-        };
-        let Some(authority) = upstream_authority(self.app.runtime.as_ref(), service) else {
-            return self.not_found(&missing_service(&target, &record)).await;
-        };
-        let service_name = service.name.clone();
         self.note_activity(&record.name);
-        let response = forward(&self.client, peer, &host, &authority, req).await;
-        match response {
+        let authority = upstream.authority().await;
+        match forward(&self.client, peer_ip, &host, authority, req).await {
             Ok(response) => {
-                self.metrics.observe(
-                    record.name.as_str(),
-                    &service_name,
-                    response.status().as_u16(),
-                    started.elapsed().as_secs_f64(),
-                );
+                upstream
+                    .figures
+                    .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
                 response
             }
             Err(e) => {
-                self.metrics
-                    .connection_error(record.name.as_str(), &service_name);
-                debug!(env = %record.name, service = %service_name, error = %e, "front door: upstream failed");
-                let response = html(
+                upstream.figures.connection_error();
+                debug!(env = %record.name, service = %upstream.service, error = %e, "front door: upstream failed");
+                upstream
+                    .figures
+                    .observe(502, started.elapsed().as_secs_f64());
+                html(
                     StatusCode::BAD_GATEWAY,
                     pages::unavailable(
                         record.name.as_str(),
-                        &format!("service `{service_name}` did not answer: {e}"),
+                        &format!("service `{}` did not answer: {e}", upstream.service),
                         &self.logs_url(&record.name),
                     ),
-                );
-                self.metrics.observe(
-                    record.name.as_str(),
-                    &service_name,
-                    502,
-                    started.elapsed().as_secs_f64(),
-                );
-                response
+                )
             }
         }
     }
@@ -268,12 +260,13 @@ impl Proxy {
     /// that reloads itself).
     async fn serving(
         &self,
-        record: EnvRecord,
+        route: Arc<EnvRoute>,
         wants_html: bool,
-    ) -> Result<EnvRecord, Response<Body>> {
+    ) -> Result<Arc<EnvRoute>, Response<Body>> {
+        let record = &route.record;
         match record.phase {
-            Phase::Ready | Phase::Degraded => return Ok(record),
-            Phase::Failed => return Err(self.failed(&record)),
+            Phase::Ready | Phase::Degraded => return Ok(route),
+            Phase::Failed => return Err(self.failed(record)),
             Phase::Deleting | Phase::Deleted => {
                 return Err(self
                     .not_found(&format!("Environment `{}` is being deleted", record.name))
@@ -296,7 +289,7 @@ impl Proxy {
             ready_timeout
         };
         let deadline = tokio::time::Instant::now() + wait;
-        let mut last = record;
+        let mut last = record.clone();
         loop {
             // A change notice, or a poll in case the change happened in another replica.
             let _ = tokio::time::timeout_at(
@@ -306,7 +299,7 @@ impl Proxy {
             .await;
             match self.routes.store().get(&env).await {
                 Ok(Some(record)) => match record.phase {
-                    Phase::Ready | Phase::Degraded => return Ok(record),
+                    Phase::Ready | Phase::Degraded => return Ok(self.routes.fresh(record)),
                     Phase::Failed => return Err(self.failed(&record)),
                     Phase::Deleting | Phase::Deleted => {
                         return Err(self
@@ -415,33 +408,34 @@ fn upstream_client() -> UpstreamClient {
 }
 
 /// Passes the request to `authority` (HTTP/1.1) and streams the answer back; joins the
-/// two connections of a WebSocket (or any HTTP/1.1) upgrade.
+/// two connections of a WebSocket (or any HTTP/1.1) upgrade. `peer_ip`: the client's
+/// address, for `X-Forwarded-For`.
 async fn forward(
     client: &UpstreamClient,
-    peer: SocketAddr,
+    peer_ip: &HeaderValue,
     host: &str,
-    authority: &str,
+    authority: &Authority,
     mut req: Request<Incoming>,
 ) -> anyhow::Result<Response<Body>> {
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = format!("http://{authority}{path}")
-        .parse()
-        .context("the request's path is not a valid URI")?;
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).context("the request's path is not a valid URI")?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer, host);
-    if !host.is_empty() {
+    // HTTP/2 requests name the host in the URI only; HTTP/1.1 ones already carry it.
+    if !parts.headers.contains_key(header::HOST) && !host.is_empty() {
         parts
             .headers
             .insert(header::HOST, HeaderValue::from_str(host)?);
     }
+    add_forwarded(&mut parts.headers, peer_ip);
     if let Some(protocol) = &upgrade {
         parts
             .headers
@@ -533,20 +527,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// `X-Forwarded-For` (appended to what a proxy in front of us said), `-Host`, `-Proto`.
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    let for_value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) => format!("{before}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+/// `X-Forwarded-For` (appended to what a proxy in front of us said), `-Host` (the Host
+/// the client asked for, already in `headers`), `-Proto`.
+fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+    let for_value = match headers.get("x-forwarded-for").map(HeaderValue::as_bytes) {
+        Some(before) => {
+            let mut value = Vec::with_capacity(before.len() + 2 + peer_ip.len());
+            value.extend_from_slice(before);
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(peer_ip.as_bytes());
+            HeaderValue::from_bytes(&value).ok()
+        }
+        None => Some(peer_ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&for_value) {
-        headers.insert("x-forwarded-for", value);
+    if let Some(value) = for_value {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", value);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
     }
     // The front door speaks cleartext (TLS ends before it, if anywhere).
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 fn missing_service(target: &Target, record: &EnvRecord) -> String {
@@ -650,11 +651,8 @@ mod unit_tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut headers);
-        add_forwarded(
-            &mut headers,
-            "10.0.0.2:5000".parse().unwrap(),
-            "shop.localhost",
-        );
+        headers.insert(header::HOST, HeaderValue::from_static("shop.localhost"));
+        add_forwarded(&mut headers, &HeaderValue::from_static("10.0.0.2"));
         assert!(headers.get("x-private").is_none());
         assert!(headers.get("keep-alive").is_none());
         assert!(headers.get(header::CONNECTION).is_none());

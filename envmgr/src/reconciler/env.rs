@@ -599,6 +599,7 @@ fn statuses(
                 ports: s.ports.clone(),
                 urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
                 front_door_url,
+                address: s.address,
                 main: is_main,
             }
         })
@@ -643,6 +644,7 @@ impl ProgressTracker {
                                 ports: vec![],
                                 urls: vec![],
                                 front_door_url: None,
+                                address: None,
                                 main: false,
                             })
                             .collect();

@@ -250,6 +250,8 @@ impl Runtime for FakeRuntime {
                         protocol: p.protocol,
                     })
                     .collect(),
+                // The twin runs nothing: the front door uses the published port.
+                address: None,
             });
         }
         Ok(observed.clone())

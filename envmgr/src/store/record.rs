@@ -94,6 +94,10 @@ pub struct ServiceStatus {
     /// service publishes a TCP port; kept while the env sleeps, since a request wakes it.
     #[serde(default)]
     pub front_door_url: Option<String>,
+    /// The container's address on its env network while it runs: where the front door
+    /// connects (the published host port goes through Docker's port proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     /// The service `<env>.<domain>` reaches through the front door (compose
     /// `x-slipway.main`, else `web`, else the first with a published port).
     #[serde(default)]
