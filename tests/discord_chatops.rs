@@ -69,7 +69,7 @@ fn slash_commands_drive_envs_with_roles_and_the_team_channel_hears_about_it() {
     });
     let status = server.status(&env);
     assert_eq!(status["phase"], "Ready");
-    assert!(ready.contains(&url_of(&status, "web")), "{ready}");
+    assert!(ready.contains(&front_door_url_of(&status)), "{ready}");
 
     // A mention works like a slash command.
     world.send_message(

@@ -36,8 +36,11 @@ fn a_pull_request_gets_an_env_that_follows_pushes_and_goes_away_when_closed() {
     assert_eq!(status, 202);
     let ready = s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
     assert_eq!(ready["commit"], first.as_str());
-    let url = url_of(&ready, "web");
-    assert!(http_get(&url).1.contains("hello from the first push"));
+    assert!(http_get(&url_of(&ready, "web"))
+        .1
+        .contains("hello from the first push"));
+    // What people are shown: the front-door URL.
+    let url = front_door_url_of(&ready);
 
     s.wait_for_world(
         "one comment with the URL, a successful deployment and a green status",

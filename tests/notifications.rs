@@ -165,7 +165,7 @@ fn each_event_is_delivered_once_through_retries_and_restarts() {
     // Ready: the first two posts are refused, the third gets through; one delivery.
     receiver.refuse_next(2);
     let ready = server.up_ready("main");
-    let web = url_of(&ready, "web");
+    let web = front_door_url_of(&ready);
     receiver.wait_for("env.ready", &server, |posts| {
         posts.iter().any(|p| p.accepted)
     });

@@ -58,6 +58,20 @@ fn the_front_door_routes_by_host_and_holds_requests_until_ready() {
     let status = server.status(&env);
     assert_eq!(status["phase"], "Ready", "{status:#}");
     eprintln!("held request answered after {:?}", asked.elapsed());
+    // The links people are shown name the port the front door really bound (`listen` says
+    // port 0 here); the direct host-port URL stays beside it.
+    let port = server
+        .proxy_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/');
+    assert_eq!(
+        front_door_url_of(&status),
+        format!("http://{env}.localhost:{port}/"),
+        "{status:#}"
+    );
+    assert!(url_of(&status, "web").starts_with("http://127.0.0.1:"));
 
     // `<service>--<env>` reaches the other service; the port in Host is ignored.
     let (status, answer) = get_via(

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::app::Mode;
 use crate::config::Config;
+use crate::proxy::ProxySettings;
 use crate::server;
 
 /// How long connections still open at drop may take to finish before they are cut.
@@ -150,9 +151,18 @@ fn run_app(
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
-            // The front door is not bound here: the in-process tests drive the API.
-            let (_app, router, _front_door) =
-                server::start(&config, Mode::Configured, token, addr, Some(twin)).await?;
+            // The front door is not bound here: the in-process tests drive the API. Env
+            // links still name it as `[proxy]` says.
+            let proxy_settings = ProxySettings::from_config(config.proxy.as_ref())?;
+            let (_app, router, _front_door) = server::start(
+                &config,
+                Mode::Configured,
+                token,
+                addr,
+                proxy_settings,
+                Some(twin),
+            )
+            .await?;
             anyhow::Ok((listener, addr, router))
         };
         let (listener, addr, router) = match app.await {

@@ -32,6 +32,48 @@ pub struct EngineSettings {
     /// A built image no env used for this long is removed (`image_retention`, default 7
     /// days); `None` keeps them all.
     pub image_retention: Option<Duration>,
+    /// Where envs' web services are reached through the front door; `None`: no front door,
+    /// so envs are reached at their published ports only.
+    pub front_door: Option<FrontDoor>,
+}
+
+/// The links of the front door: `<env>.<host>` reaches an env's main service,
+/// `<service>--<env>.<host>` another one. The one place env links are built, so every
+/// surface (and every replica, given the same config) shows the same URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontDoor {
+    /// `http` or `https`.
+    scheme: String,
+    /// Lowercase host the env label goes in front of (`preview.example.com`).
+    host: String,
+    /// `None`: the scheme's default port.
+    port: Option<u16>,
+}
+
+impl FrontDoor {
+    /// `scheme` must be `http` or `https`; a port equal to the scheme's default is left out
+    /// of links.
+    pub fn new(scheme: &str, host: &str, port: Option<u16>) -> Self {
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        Self {
+            scheme: scheme.to_string(),
+            host: host.trim_matches('.').to_ascii_lowercase(),
+            port: port.filter(|p| *p != default_port),
+        }
+    }
+
+    /// The front-door URL of `env`'s main service (`service: None`) or of one of its
+    /// services.
+    pub fn url(&self, env: &str, service: Option<&str>) -> String {
+        let label = match service {
+            Some(service) => format!("{service}--{env}"),
+            None => env.to_string(),
+        };
+        match self.port {
+            Some(port) => format!("{}://{label}.{}:{port}/", self.scheme, self.host),
+            None => format!("{}://{label}.{}/", self.scheme, self.host),
+        }
+    }
 }
 
 /// Default of `image_retention`.
@@ -241,5 +283,33 @@ impl Default for ResourceLimits {
             nano_cpus: 1_000_000_000,
             pids: 512,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrontDoor;
+
+    #[test]
+    fn front_door_links_name_the_env_and_maybe_a_service() {
+        let https = FrontDoor::new("https", ".Preview.Example.com.", Some(443));
+        assert_eq!(
+            https.url("shop-pr-42", None),
+            "https://shop-pr-42.preview.example.com/"
+        );
+        assert_eq!(
+            https.url("shop-pr-42", Some("api")),
+            "https://api--shop-pr-42.preview.example.com/"
+        );
+        let local = FrontDoor::new("http", "localhost", Some(8081));
+        assert_eq!(
+            local.url("shop-main", None),
+            "http://shop-main.localhost:8081/"
+        );
+        let default_port = FrontDoor::new("http", "localhost", Some(80));
+        assert_eq!(
+            default_port.url("shop-main", None),
+            "http://shop-main.localhost/"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use envmgr::names::{BranchName, EnvName, RepoName};
 use envmgr::runtime::fake::FakeRuntime;
 use envmgr::runtime::ServiceState;
-use envmgr::settings::IdleSettings;
+use envmgr::settings::{FrontDoor, IdleSettings};
 use envmgr::store::{Desired, EnvRecord, Phase, Store, EXPIRING_EVENT};
 use envmgr::{Engine, EngineSettings, RepoSettings};
 
@@ -96,6 +96,7 @@ async fn world_with(idle: IdleSettings, image_retention: Option<Duration>) -> Wo
         env_limits: Default::default(),
         quotas: Default::default(),
         image_retention,
+        front_door: Some(FrontDoor::new("http", "localhost", Some(8081))),
     };
     let fake = Arc::new(FakeRuntime::new());
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
@@ -198,6 +199,19 @@ async fn an_idle_env_sleeps_and_wakes_once_at_the_same_commit_in_the_same_contai
         .services
         .iter()
         .all(|s| s.state.starts_with("exited")));
+    // Its host ports are gone, its front-door URL is not: a request there wakes it.
+    assert_eq!(
+        ready.url.as_deref(),
+        Some("http://app-main.localhost:8081/")
+    );
+    assert_eq!(asleep.url, ready.url);
+    assert_eq!(
+        asleep.urls(),
+        [(
+            "web".to_string(),
+            "http://app-main.localhost:8081/".to_string()
+        )]
+    );
 
     // Many callers at once: one wake on the timeline.
     let name = env("app-main");

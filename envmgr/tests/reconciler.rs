@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use envmgr::names::{BranchName, EnvName, RepoName};
 use envmgr::runtime::fake::FakeRuntime;
 use envmgr::runtime::{EnvSpec, Runtime, ServiceState};
+use envmgr::settings::FrontDoor;
 use envmgr::store::{EnvRecord, Phase, RunTrigger, Store};
 use envmgr::{Engine, EngineSettings, RepoSettings};
 
@@ -114,6 +115,7 @@ async fn world_with(fake: Arc<FakeRuntime>, adjust: impl FnOnce(&mut EngineSetti
         env_limits: Default::default(),
         quotas: Default::default(),
         image_retention: None,
+        front_door: None,
     };
     adjust(&mut settings);
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
@@ -159,6 +161,9 @@ async fn an_env_goes_through_its_phases_to_ready_with_urls() {
     let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
     let urls: Vec<String> = ready.urls().into_iter().map(|(_, url)| url).collect();
     assert_eq!(urls, vec!["http://envs.example.com:40001"]);
+    // No front door configured: no front-door URLs.
+    assert_eq!(ready.url, None);
+    assert!(ready.services.iter().all(|s| s.front_door_url.is_none()));
     let phases: Vec<Phase> = w
         .engine
         .events(&env("app-main"), 0)
@@ -180,6 +185,41 @@ async fn an_env_goes_through_its_phases_to_ready_with_urls() {
     assert_eq!(
         ready.commit.unwrap().as_str(),
         git(&w.repo, &["rev-parse", "main"])
+    );
+}
+
+/// With a front door, each service with a published TCP port gets its front-door URL (the
+/// main one `<env>.<domain>`), the env its main URL, and the direct URLs stay as they were.
+#[tokio::test]
+async fn with_a_front_door_services_get_front_door_urls_beside_the_direct_ones() {
+    let w = world_with(Arc::new(FakeRuntime::new()), |settings| {
+        settings.front_door = Some(FrontDoor::new("https", "Preview.Example.com", Some(443)));
+    })
+    .await;
+    w.engine
+        .up(&app(), &branch("main"), None, "tester")
+        .await
+        .unwrap();
+    let ready = wait_for(&w.engine, "app-main", "Ready", ready_at(1)).await;
+    let web = ready.services.iter().find(|s| s.name == "web").unwrap();
+    assert!(web.main);
+    assert_eq!(web.urls, ["http://envs.example.com:40001"]);
+    assert_eq!(
+        web.front_door_url.as_deref(),
+        Some("https://app-main.preview.example.com/")
+    );
+    let db = ready.services.iter().find(|s| s.name == "db").unwrap();
+    assert_eq!(db.front_door_url, None, "db publishes no port");
+    assert_eq!(
+        ready.url.as_deref(),
+        Some("https://app-main.preview.example.com/")
+    );
+    assert_eq!(
+        ready.urls(),
+        [(
+            "web".to_string(),
+            "https://app-main.preview.example.com/".to_string()
+        )]
     );
 }
 

@@ -219,6 +219,7 @@ impl Replica {
                     env_limits: Default::default(),
                     quotas: Default::default(),
                     image_retention: None,
+                    front_door: None,
                 };
                 let engine = Engine::start(settings, store, Arc::new(runtime))
                     .await

@@ -118,6 +118,7 @@ async fn world(idle: envmgr::settings::IdleSettings) -> World {
         env_limits: Default::default(),
         quotas: Default::default(),
         image_retention: None,
+        front_door: None,
     };
     let fake = Arc::new(FakeRuntime::new());
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();

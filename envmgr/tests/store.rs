@@ -537,6 +537,8 @@ async fn up_after_deleted_starts_afresh(store: Store) {
         state: "running".into(),
         ports: vec![],
         urls: vec!["http://localhost:1".into()],
+        front_door_url: Some("http://reborn.localhost:8081/".into()),
+        address: None,
         main: true,
         shared: None,
     }];
@@ -608,7 +610,12 @@ async fn observed_state_roundtrips(store: Store) {
                     protocol: Protocol::Udp,
                 },
             ],
-            urls: vec!["http://observed-web.localhost:40001".into()],
+            urls: vec![
+                "http://127.0.0.1:40001".into(),
+                "udp://127.0.0.1:40002".into(),
+            ],
+            front_door_url: Some("https://observed.preview.example.com/".into()),
+            address: Some("172.16.0.2".parse().unwrap()),
             main: true,
             shared: None,
         },
@@ -617,6 +624,22 @@ async fn observed_state_roundtrips(store: Store) {
             state: "exited (1) — “crash” 💥".into(),
             ports: vec![],
             urls: vec![],
+            front_door_url: None,
+            address: None,
+            main: false,
+            shared: None,
+        },
+        ServiceStatus {
+            name: "admin".into(),
+            state: "running".into(),
+            ports: vec![PublishedPort {
+                container_port: 8000,
+                host_port: 40003,
+                protocol: Protocol::Tcp,
+            }],
+            urls: vec!["http://127.0.0.1:40003".into()],
+            front_door_url: None,
+            address: None,
             main: false,
             shared: None,
         },
@@ -624,12 +647,24 @@ async fn observed_state_roundtrips(store: Store) {
     store.record_services(&name, &services).await.unwrap();
     let rec = get(&store, "observed").await;
     assert_eq!(rec.services, services);
+    // The env's link is its main service's front-door URL; what people click is the
+    // front-door URL where there is one and the direct URLs of the other ports.
+    assert_eq!(
+        rec.url.as_deref(),
+        Some("https://observed.preview.example.com/")
+    );
+    let pair = |service: &str, url: &str| (service.to_string(), url.to_string());
     assert_eq!(
         rec.urls(),
-        [(
-            "web".to_string(),
-            "http://observed-web.localhost:40001".to_string()
-        )]
+        [
+            pair("web", "https://observed.preview.example.com/"),
+            pair("web", "udp://127.0.0.1:40002"),
+            pair("admin", "http://127.0.0.1:40003"),
+        ]
+    );
+    assert_eq!(
+        rec.main_url().as_deref(),
+        Some("https://observed.preview.example.com/")
     );
     store.record_services(&name, &[]).await.unwrap();
     assert!(get(&store, "observed").await.services.is_empty());

@@ -546,7 +546,15 @@ fn http_request(method: &str, url: &str, body: Option<&Value>) -> (u16, String) 
     (status, body)
 }
 
-/// The first URL the env reports for `service`.
+/// The env's front-door URL (its main service's), as people are shown it.
+pub fn front_door_url_of(record: &Value) -> String {
+    record["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no front-door URL in {record:#}"))
+        .to_string()
+}
+
+/// The first direct (host-port) URL the env reports for `service`: connectable as it is.
 pub fn url_of(record: &Value, service: &str) -> String {
     record["services"]
         .as_array()

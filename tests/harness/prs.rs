@@ -32,6 +32,17 @@ pub fn setup_with<S: SlipwayApi>(
     sweep_every: &str,
     start: impl FnOnce(ServerOptions) -> S,
 ) -> Setup<S> {
+    setup_with_tables(demo_files, repo_settings, sweep_every, "", start)
+}
+
+/// [`setup_with`], with `tables` (e.g. a `[proxy]` table) added to the config.
+pub fn setup_with_tables<S: SlipwayApi>(
+    demo_files: bool,
+    repo_settings: &str,
+    sweep_every: &str,
+    tables: &str,
+    start: impl FnOnce(ServerOptions) -> S,
+) -> Setup<S> {
     let name = unique_name("gh");
     let github = format!("acme/{name}");
     let world = GitHubWorld::start();
@@ -46,7 +57,7 @@ pub fn setup_with<S: SlipwayApi>(
     }
     repo.commit("base");
     let tables = format!(
-        "[github]\napi_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntoken = \"ghp_testtoken\"\nresync_interval = \"{sweep_every}\"\n",
+        "[github]\napi_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntoken = \"ghp_testtoken\"\nresync_interval = \"{sweep_every}\"\n{tables}",
         world.url()
     );
     let repo_extra =

@@ -267,6 +267,59 @@ fn a_push_to_a_queued_pull_request_takes_it_out() {
     assert_eq!(entry["head"], first.as_str());
 }
 
+/// Issue 12 item 1: with the front door on `preview.example.com`, the env's JSON carries its
+/// front-door URL (`url`, and each service's `front_door_url`) beside the direct host-port
+/// URLs, and the PR comment, the deployment and `env status` show the front-door URL.
+#[test]
+fn a_pull_request_env_is_shown_at_its_front_door_url() {
+    let proxy = "[proxy]\nlisten = \"127.0.0.1:0\"\ndomain = \"preview.example.com\"\n\
+                 proxy_url = \"https://preview.example.com\"\n";
+    let s = setup_with_tables(false, "", "1h", proxy, InProcessServer::start);
+    let env = s.env(12);
+    let sha = s.push_feature(12, "behind the front door");
+    s.world.add_pull(
+        &s.github,
+        PullSpec::new(12, &sha, "feature", &s.github, "alice"),
+    );
+    let payload = s.pr_payload("opened", 12, &sha, &s.github, "alice");
+    assert_eq!(s.send("pull_request", "door-1", &payload).0, 202);
+    let ready = s.wait_for_env(&env, "Ready", |e| e["phase"] == "Ready");
+
+    let front_door = format!("https://{env}.preview.example.com/");
+    assert_eq!(ready["url"], front_door.as_str(), "{ready:#}");
+    let web = &ready["services"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["front_door_url"], front_door.as_str());
+    // The direct host-port URL stays where it was, for raw TCP and other tools.
+    let direct = url_of(&ready, "web");
+    assert!(direct.starts_with("http://envs.example.com:"), "{direct}");
+    let listed = s.server.cli_json(&["list"]);
+    let listed = listed
+        .as_array()
+        .and_then(|envs| envs.iter().find(|e| e["name"] == env.as_str()))
+        .unwrap_or_else(|| panic!("{env} not in {listed:#}"));
+    assert_eq!(listed["url"], front_door.as_str());
+
+    s.wait_for_world("a comment and a deployment with the front-door URL", |w| {
+        let commented = slipway_comments(w, &s.github, 12)
+            .iter()
+            .any(|c| c.body.contains(&format!("web: {front_door}")) && !c.body.contains(&direct));
+        let deployed = w.deployments(&s.github).iter().any(|d| {
+            d.statuses.last().is_some_and(|st| {
+                st.state == "success" && st.environment_url.as_deref() == Some(front_door.as_str())
+            })
+        });
+        commented && deployed
+    });
+    let status = s.server.cli(&["status", &env]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!("{front_door}  (direct: {direct})")),
+        "{text}"
+    );
+    s.server.cli_json(&["down", &env, "--wait"]);
+}
+
 /// Issue 12 item 4: the warning of an idle deletion reaches the PR once per deadline, as a comment of its
 /// own (people are notified) and as a line in the sticky comment; `env pin` on the PR takes
 /// the line away and the env stays.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use envmgr::names::RepoName;
 use envmgr::runtime::Runtime;
+use envmgr::settings::FrontDoor;
 use envmgr::store::Store;
 use envmgr::{Engine, RepoSettings};
 use tracing::info;
@@ -65,11 +66,13 @@ impl App {
     /// the engine's controllers. `listening` is the address the server really bound, for
     /// the public URL when the config names none (`listen` may say port 0). `runtime`, when
     /// given, is used instead of the one `[runtime]` names (the in-process test app passes
-    /// the runtime's test twin); `[runtime]` is still checked.
+    /// the runtime's test twin); `[runtime]` is still checked. `front_door`: where env
+    /// links point (the front door's bound address or `proxy_url`).
     pub async fn start(
         config: &Config,
         mode: Mode,
         listening: SocketAddr,
+        front_door: Option<FrontDoor>,
         runtime: Option<Arc<dyn Runtime>>,
     ) -> anyhow::Result<(Arc<App>, Surfaces)> {
         let policy = AccessPolicy::from_config(config)?;
@@ -122,6 +125,7 @@ impl App {
             None => format!("http://{listening}"),
         };
         settings.public_url = public_url.clone();
+        settings.front_door = front_door;
         // Before the engine starts, so the notifier sees every event from here on.
         notify::prepare(&store, &notify_routes)
             .await

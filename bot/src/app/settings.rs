@@ -124,6 +124,8 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         env_limits,
         quotas: quotas(config)?,
         image_retention: crate::runtime::DockerSettings::from_config(config)?.image_retention,
+        // Set by `App::start`, which knows where the front door really listens.
+        front_door: None,
     })
 }
 

@@ -636,9 +636,14 @@ fn print_status(status: &EnvStatus) {
     if !e.services.is_empty() {
         println!("services:");
         for s in &e.services {
-            let shown = match &s.shared {
-                Some(from) => format!("shared, from {}", from.env),
-                None => s.urls.join(" "),
+            // The front-door URL is the one to open; the host ports stay for raw TCP.
+            let shown = match (&s.shared, &s.front_door_url) {
+                (Some(from), _) => format!("shared, from {}", from.env),
+                (None, Some(front_door)) if s.urls.is_empty() => front_door.clone(),
+                (None, Some(front_door)) => {
+                    format!("{front_door}  (direct: {})", s.urls.join(" "))
+                }
+                (None, None) => s.urls.join(" "),
             };
             println!("  {:<12} {:<22} {shown}", s.name, s.state);
         }

@@ -306,7 +306,7 @@ impl GitHubSurface {
         if env.phase == Phase::Deleting {
             return Ok(());
         }
-        let env_url = main_url(env);
+        let env_url = env.main_url();
         let log_url = self.logs_url(env);
         let url = if wanted == DeploymentState::Success {
             env_url.as_deref()
@@ -359,7 +359,7 @@ impl GitHubSurface {
                 Phase::Ready => (
                     StatusState::Success,
                     "environment ready".to_string(),
-                    main_url(env),
+                    env.main_url(),
                 ),
                 Phase::Failed => (
                     StatusState::Failure,
@@ -504,15 +504,6 @@ impl GitHubSurface {
     }
 }
 
-/// The env's main URL: the `web` service's if it has one, else the first.
-fn main_url(env: &EnvRecord) -> Option<String> {
-    let urls = env.urls();
-    urls.iter()
-        .find(|(service, _)| service == "web")
-        .or(urls.first())
-        .map(|(_, url)| url.clone())
-}
-
 /// The sticky comment. Only phase-level facts go in, so a deploy edits it a handful of
 /// times, not once per service state.
 pub fn render_comment(
@@ -568,6 +559,7 @@ pub fn render_comment(
         .map(|pr| pr.head.short().to_string())
         .unwrap_or_default();
     out.push_str(&format!("| **Commit** | `{commit}` |\n"));
+    // A sleeping env's front-door URL wakes it, so it is worth showing too.
     if matches!(env.phase, Phase::Ready | Phase::Sleeping) {
         let urls = env.urls();
         if !urls.is_empty() {

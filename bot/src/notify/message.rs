@@ -182,11 +182,7 @@ pub fn env_notification(
                     .collect::<Vec<_>>()
                     .join("\n")
             };
-            n.url = urls
-                .iter()
-                .find(|(service, _)| service == "web")
-                .or(urls.first())
-                .map(|(_, url)| url.clone());
+            n.url = env.and_then(EnvRecord::main_url);
         }
         NotificationKind::EnvExpiring => {
             // The policy wrote the whole sentence: "shop-pr-42 will be deleted in 1h: ...".
@@ -309,6 +305,7 @@ pub fn one_line(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use envmgr::names::{BranchName, CommitSha, EnvName, RepoName};
+    use envmgr::runtime::{Protocol, PublishedPort};
     use envmgr::store::{Desired, RunTrigger, ServiceStatus};
     use std::time::Duration;
 
@@ -342,14 +339,26 @@ mod tests {
             commit: Some(CommitSha::parse(SHA).unwrap()),
             phase: Phase::Ready,
             reason: None,
+            // As the reconciler records them with a front door on `localhost:8081`: `web`
+            // is the main service.
             services: urls
                 .iter()
                 .map(|(name, url)| ServiceStatus {
                     name: name.to_string(),
                     state: "running".into(),
-                    ports: vec![],
+                    ports: vec![PublishedPort {
+                        container_port: 8080,
+                        host_port: url.rsplit(':').next().unwrap().parse().unwrap(),
+                        protocol: Protocol::Tcp,
+                    }],
                     urls: vec![url.to_string()],
-                    main: false,
+                    front_door_url: Some(if *name == "web" {
+                        "http://demo-feature-x.localhost:8081/".to_string()
+                    } else {
+                        format!("http://{name}--demo-feature-x.localhost:8081/")
+                    }),
+                    address: None,
+                    main: *name == "web",
                     shared: None,
                 })
                 .collect(),
@@ -357,6 +366,7 @@ mod tests {
             pull_request: None,
             candidate: None,
             idle: Default::default(),
+            url: Some("http://demo-feature-x.localhost:8081/".into()).filter(|_| !urls.is_empty()),
         }
     }
 
@@ -448,11 +458,16 @@ mod tests {
             n.title,
             "demo-feature-x is ready (branch feature-x at e178d1848e82)"
         );
+        // Front-door URLs, the main service's first; the direct ones stay in `env status`.
         assert_eq!(
             n.text,
-            "- api: http://127.0.0.1:1001\n- web: http://127.0.0.1:1002"
+            "- web: http://demo-feature-x.localhost:8081/\n- api: http://api--demo-feature-x.localhost:8081/"
         );
-        assert_eq!(n.url.as_deref(), Some("http://127.0.0.1:1002"), "web first");
+        assert_eq!(
+            n.url.as_deref(),
+            Some("http://demo-feature-x.localhost:8081/"),
+            "the main service's"
+        );
         assert_eq!((n.repo.as_str(), n.event_id), ("demo", 42));
         assert_eq!(n.commit.as_deref(), Some(SHA));
     }

@@ -2,6 +2,8 @@
 //! (`slipway_proxy_*`): requests by status class, connection errors, and the time to the
 //! response head. Rollouts will read the same families to compare versions.
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,34 +72,77 @@ impl ProxyMetrics {
         );
     }
 
-    pub fn observe(&self, env: &str, service: &str, status: u16, seconds: f64) {
+    /// The figures of one env's service, looked up once (per route) so that counting a
+    /// request touches no label map.
+    pub fn service(&self, env: &str, service: &str) -> ServiceFigures {
+        ServiceFigures {
+            family: self.clone(),
+            env: env.to_string(),
+            service: service.to_string(),
+            classes: Default::default(),
+            latency: self
+                .latency
+                .get_or_create(&ServiceLabels {
+                    env: env.to_string(),
+                    service: service.to_string(),
+                })
+                .clone(),
+            connection_errors: OnceLock::new(),
+        }
+    }
+}
+
+/// One service's counters and histogram (shared handles into [`ProxyMetrics`]'s families).
+/// A status class's counter is created on its first request, so `/metrics` lists only
+/// classes that happened.
+pub struct ServiceFigures {
+    family: ProxyMetrics,
+    env: String,
+    service: String,
+    /// `1xx` .. `5xx`.
+    classes: [OnceLock<Counter>; 5],
+    latency: Histogram,
+    connection_errors: OnceLock<Counter>,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl ServiceFigures {
+    /// A request answered with `status` after `seconds`.
+    pub fn observe(&self, status: u16, seconds: f64) {
         let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                env: env.to_string(),
-                service: service.to_string(),
-                class,
+        self.classes[class]
+            .get_or_init(|| {
+                self.family
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        env: self.env.clone(),
+                        service: self.service.clone(),
+                        class: CLASSES[class],
+                    })
+                    .clone()
             })
             .inc();
-        self.latency
-            .get_or_create(&ServiceLabels {
-                env: env.to_string(),
-                service: service.to_string(),
-            })
-            .observe(seconds);
+        self.latency.observe(seconds);
     }
 
-    pub fn connection_error(&self, env: &str, service: &str) {
+    /// A request the service refused or dropped.
+    pub fn connection_error(&self) {
         self.connection_errors
-            .get_or_create(&ServiceLabels {
-                env: env.to_string(),
-                service: service.to_string(),
+            .get_or_init(|| {
+                self.family
+                    .connection_errors
+                    .get_or_create(&ServiceLabels {
+                        env: self.env.clone(),
+                        service: self.service.clone(),
+                    })
+                    .clone()
             })
             .inc();
     }
@@ -112,20 +157,25 @@ mod tests {
         let metrics = ProxyMetrics::default();
         let mut registry = Registry::with_prefix("slipway");
         metrics.register(&mut registry);
-        metrics.observe("shop-main", "web", 204, 0.002);
-        metrics.observe("shop-main", "web", 503, 0.002);
-        metrics.observe("shop-main", "api", 101, 0.001);
-        metrics.connection_error("shop-main", "api");
+        let web = metrics.service("shop-main", "web");
+        web.observe(204, 0.002);
+        web.observe(503, 0.002);
+        // Two handles of one service count into the same series.
+        metrics.service("shop-main", "web").observe(200, 0.001);
+        let api = metrics.service("shop-main", "api");
+        api.observe(101, 0.001);
+        api.connection_error();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
-            r#"slipway_proxy_requests_total{env="shop-main",service="web",class="2xx"} 1"#,
+            r#"slipway_proxy_requests_total{env="shop-main",service="web",class="2xx"} 2"#,
             r#"slipway_proxy_requests_total{env="shop-main",service="web",class="5xx"} 1"#,
             r#"slipway_proxy_requests_total{env="shop-main",service="api",class="1xx"} 1"#,
             r#"slipway_proxy_connection_errors_total{env="shop-main",service="api"} 1"#,
-            r#"slipway_proxy_request_duration_seconds_count{env="shop-main",service="web"} 2"#,
+            r#"slipway_proxy_request_duration_seconds_count{env="shop-main",service="web"} 3"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+        assert!(!text.contains("4xx"), "only classes that happened: {text}");
     }
 }

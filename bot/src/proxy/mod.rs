@@ -18,22 +18,28 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use envmgr::names::EnvName;
+use envmgr::settings::FrontDoor;
 use envmgr::store::{now_ms, EnvRecord, Phase};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::{debug, warn};
 
 pub use metrics::ProxyMetrics;
-use routing::{main_service, parse_host, upstream_authority, RouteCache, Target};
+use routing::{parse_host, EnvRoute, RouteCache, Target};
 
 use crate::app::App;
 use crate::config::ProxyConfig;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// How long a browser waits for a starting env before it gets the "waking up" page.
 const BROWSER_WAIT: Duration = Duration::from_secs(2);
@@ -46,12 +52,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Lowercase, without dots at either end.
     pub domain: String,
-    /// Scheme of env links.
-    scheme: String,
-    /// Host of env links (without the env); `None`: `domain`.
-    link_host: Option<String>,
-    /// Port in env links; `None`: the scheme's default.
-    link_port: Option<u16>,
+    /// Scheme, host and port of env links, from `proxy_url`; `None`: `http://<domain>` on the
+    /// port the front door really listens on.
+    link_base: Option<(String, String, Option<u16>)>,
 }
 
 impl ProxySettings {
@@ -74,9 +77,7 @@ impl ProxySettings {
         let mut settings = Self {
             listen,
             domain,
-            scheme: "http".into(),
-            link_host: None,
-            link_port: Some(listen.port()),
+            link_base: None,
         };
         if let Some(url) = &config.proxy_url {
             let (scheme, rest) = url.trim().split_once("://").with_context(|| {
@@ -98,25 +99,36 @@ impl ProxySettings {
                 ),
                 None => (authority, None),
             };
-            settings.scheme = scheme.to_string();
-            settings.link_host = Some(host.to_ascii_lowercase());
-            settings.link_port = port;
+            settings.link_base = Some((scheme.to_string(), host.to_string(), port));
         }
         Ok(settings)
     }
 
-    /// The front-door URL of `env` (its main service) or of one of its services.
-    pub fn env_url(&self, env: &str, service: Option<&str>) -> String {
-        let host = self.link_host.as_deref().unwrap_or(&self.domain);
-        let label = match service {
-            Some(service) => format!("{service}--{env}"),
-            None => env.to_string(),
-        };
-        let default_port = if self.scheme == "https" { 443 } else { 80 };
-        match self.link_port.filter(|p| *p != default_port) {
-            Some(port) => format!("{}://{label}.{host}:{port}/", self.scheme),
-            None => format!("{}://{label}.{host}/", self.scheme),
+    /// The settings once the front door is bound at `addr` (`listen` may say port 0): links
+    /// without a `proxy_url` name the port really bound.
+    pub fn bound_at(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Where env links point: `proxy_url`, else `http://<domain>:<listen port>`.
+    pub fn front_door(&self) -> FrontDoor {
+        match &self.link_base {
+            Some((scheme, host, port)) => FrontDoor::new(scheme, host, *port),
+            None => FrontDoor::new("http", &self.domain, Some(self.listen.port())),
         }
+    }
+
+    /// Binds `listen`: before the app starts, so env links can name the port really bound.
+    pub async fn bind(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "the front door cannot listen on {}; set [proxy] listen in the config",
+                    self.listen
+                )
+            })
     }
 }
 
@@ -126,19 +138,17 @@ pub struct Proxy {
     settings: ProxySettings,
     routes: RouteCache,
     client: UpstreamClient,
-    metrics: ProxyMetrics,
 }
 
 impl Proxy {
     pub fn new(app: Arc<App>, settings: ProxySettings, metrics: ProxyMetrics) -> Arc<Self> {
         let client = upstream_client();
-        let routes = RouteCache::start(app.store().clone());
+        let routes = RouteCache::start(app.store().clone(), app.runtime.clone(), metrics);
         Arc::new(Self {
             app,
             settings,
             routes,
             client,
-            metrics,
         })
     }
 
@@ -146,22 +156,13 @@ impl Proxy {
         &self.settings
     }
 
-    /// Binds `[proxy] listen`; returns the bound address and the task serving it.
-    pub async fn bind(
+    /// Serves the front door on `listener` (from [`ProxySettings::bind`]).
+    pub fn serve(
         self: &Arc<Self>,
-    ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(self.settings.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "the front door cannot listen on {}; set [proxy] listen in the config",
-                    self.settings.listen
-                )
-            })?;
-        let addr = listener.local_addr()?;
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
         let proxy = self.clone();
-        let task = tokio::spawn(async move { proxy.accept_loop(listener).await });
-        Ok((addr, task))
+        tokio::spawn(async move { proxy.accept_loop(listener).await })
     }
 
     async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
@@ -178,9 +179,13 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
+                // Once per connection rather than per request.
+                let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+                    .expect("an IP address is a valid header value");
                 let service = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
+                    let peer_ip = peer_ip.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(&peer_ip, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder
@@ -193,14 +198,14 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, peer_ip: &HeaderValue, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let host = request_host(&req).unwrap_or_default();
         let Some(target) = parse_host(&host, &self.settings.domain) else {
             return self.not_found(&format!("No environment at `{host}`")).await;
         };
-        let record = match self.routes.get(&target.env).await {
-            Ok(Some(record)) if record.phase != Phase::Deleted => record,
+        let route = match self.routes.get(&target.env).await {
+            Ok(Some(route)) if route.record.phase != Phase::Deleted => route,
             Ok(_) => {
                 return self
                     .not_found(&format!("No environment named `{}`", target.env))
@@ -215,52 +220,37 @@ impl Proxy {
             }
         };
         let wants_html = accepts_html(req.headers());
-        let record = match self.serving(record, wants_html).await {
-            Ok(record) => record,
+        let route = match self.serving(route, wants_html).await {
+            Ok(route) => route,
             Err(response) => return response,
         };
-        let service = match &target.service {
-            Some(name) => record.services.iter().find(|s| &s.name == name),
-            None => main_service(&record.services),
+        let record = &route.record;
+        let Some(upstream) = route.upstream(target.service.as_deref()) else {
+            return self.not_found(&missing_service(&target, record)).await;
         };
-        let Some(service) = service else {
-            return self.not_found(&missing_service(&target, &record)).await;
-        };
-        let Some(authority) = upstream_authority(self.app.runtime.as_ref(), service) else {
-            return self.not_found(&missing_service(&target, &record)).await;
-        };
-        let service_name = service.name.clone();
         self.note_activity(&record.name);
-        let response = forward(&self.client, peer, &host, &authority, req).await;
-        match response {
+        let authority = upstream.authority().await;
+        match forward(&self.client, peer_ip, &host, authority, req).await {
             Ok(response) => {
-                self.metrics.observe(
-                    record.name.as_str(),
-                    &service_name,
-                    response.status().as_u16(),
-                    started.elapsed().as_secs_f64(),
-                );
+                upstream
+                    .figures
+                    .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
                 response
             }
             Err(e) => {
-                self.metrics
-                    .connection_error(record.name.as_str(), &service_name);
-                debug!(env = %record.name, service = %service_name, error = %e, "front door: upstream failed");
-                let response = html(
+                upstream.figures.connection_error();
+                debug!(env = %record.name, service = %upstream.service, error = %e, "front door: upstream failed");
+                upstream
+                    .figures
+                    .observe(502, started.elapsed().as_secs_f64());
+                html(
                     StatusCode::BAD_GATEWAY,
                     pages::unavailable(
                         record.name.as_str(),
-                        &format!("service `{service_name}` did not answer: {e}"),
+                        &format!("service `{}` did not answer: {e}", upstream.service),
                         &self.logs_url(&record.name),
                     ),
-                );
-                self.metrics.observe(
-                    record.name.as_str(),
-                    &service_name,
-                    502,
-                    started.elapsed().as_secs_f64(),
-                );
-                response
+                )
             }
         }
     }
@@ -270,12 +260,13 @@ impl Proxy {
     /// that reloads itself).
     async fn serving(
         &self,
-        record: EnvRecord,
+        route: Arc<EnvRoute>,
         wants_html: bool,
-    ) -> Result<EnvRecord, Response<Body>> {
+    ) -> Result<Arc<EnvRoute>, Response<Body>> {
+        let record = &route.record;
         match record.phase {
-            Phase::Ready | Phase::Degraded => return Ok(record),
-            Phase::Failed => return Err(self.failed(&record)),
+            Phase::Ready | Phase::Degraded => return Ok(route),
+            Phase::Failed => return Err(self.failed(record)),
             Phase::Deleting | Phase::Deleted => {
                 return Err(self
                     .not_found(&format!("Environment `{}` is being deleted", record.name))
@@ -298,7 +289,7 @@ impl Proxy {
             ready_timeout
         };
         let deadline = tokio::time::Instant::now() + wait;
-        let mut last = record;
+        let mut last = record.clone();
         loop {
             // A change notice, or a poll in case the change happened in another replica.
             let _ = tokio::time::timeout_at(
@@ -308,7 +299,7 @@ impl Proxy {
             .await;
             match self.routes.store().get(&env).await {
                 Ok(Some(record)) => match record.phase {
-                    Phase::Ready | Phase::Degraded => return Ok(record),
+                    Phase::Ready | Phase::Degraded => return Ok(self.routes.fresh(record)),
                     Phase::Failed => return Err(self.failed(&record)),
                     Phase::Deleting | Phase::Deleted => {
                         return Err(self
@@ -369,11 +360,15 @@ impl Proxy {
     }
 
     async fn not_found(&self, what: &str) -> Response<Body> {
+        let front_door = self.settings.front_door();
         let envs = match self.app.store().list(false).await {
             Ok(envs) => envs
                 .into_iter()
                 .map(|e| {
-                    let url = self.settings.env_url(e.name.as_str(), None);
+                    let url = e
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| front_door.url(e.name.as_str(), None));
                     (e.name.to_string(), url)
                 })
                 .collect(),
@@ -413,33 +408,34 @@ fn upstream_client() -> UpstreamClient {
 }
 
 /// Passes the request to `authority` (HTTP/1.1) and streams the answer back; joins the
-/// two connections of a WebSocket (or any HTTP/1.1) upgrade.
+/// two connections of a WebSocket (or any HTTP/1.1) upgrade. `peer_ip`: the client's
+/// address, for `X-Forwarded-For`.
 async fn forward(
     client: &UpstreamClient,
-    peer: SocketAddr,
+    peer_ip: &HeaderValue,
     host: &str,
-    authority: &str,
+    authority: &Authority,
     mut req: Request<Incoming>,
 ) -> anyhow::Result<Response<Body>> {
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = format!("http://{authority}{path}")
-        .parse()
-        .context("the request's path is not a valid URI")?;
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).context("the request's path is not a valid URI")?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer, host);
-    if !host.is_empty() {
+    // HTTP/2 requests name the host in the URI only; HTTP/1.1 ones already carry it.
+    if !parts.headers.contains_key(header::HOST) && !host.is_empty() {
         parts
             .headers
             .insert(header::HOST, HeaderValue::from_str(host)?);
     }
+    add_forwarded(&mut parts.headers, peer_ip);
     if let Some(protocol) = &upgrade {
         parts
             .headers
@@ -531,20 +527,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// `X-Forwarded-For` (appended to what a proxy in front of us said), `-Host`, `-Proto`.
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    let for_value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) => format!("{before}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+/// `X-Forwarded-For` (appended to what a proxy in front of us said), `-Host` (the Host
+/// the client asked for, already in `headers`), `-Proto`.
+fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+    let for_value = match headers.get("x-forwarded-for").map(HeaderValue::as_bytes) {
+        Some(before) => {
+            let mut value = Vec::with_capacity(before.len() + 2 + peer_ip.len());
+            value.extend_from_slice(before);
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(peer_ip.as_bytes());
+            HeaderValue::from_bytes(&value).ok()
+        }
+        None => Some(peer_ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&for_value) {
-        headers.insert("x-forwarded-for", value);
+    if let Some(value) = for_value {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", value);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
     }
     // The front door speaks cleartext (TLS ends before it, if anywhere).
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 fn missing_service(target: &Target, record: &EnvRecord) -> String {
@@ -600,7 +603,7 @@ mod unit_tests {
     use super::*;
 
     #[test]
-    fn env_urls_come_from_the_proxy_url() {
+    fn env_links_come_from_the_proxy_url_else_the_bound_port() {
         let config = ProxyConfig {
             listen: None,
             domain: Some("preview.example.com".into()),
@@ -608,17 +611,22 @@ mod unit_tests {
         };
         let settings = ProxySettings::from_config(Some(&config)).unwrap();
         assert_eq!(
-            settings.env_url("shop-pr-42", None),
+            settings.front_door().url("shop-pr-42", None),
             "https://shop-pr-42.preview.example.com/"
         );
         assert_eq!(
-            settings.env_url("shop-pr-42", Some("api")),
+            settings.front_door().url("shop-pr-42", Some("api")),
             "https://api--shop-pr-42.preview.example.com/"
         );
         let default = ProxySettings::from_config(None).unwrap();
         assert_eq!(
-            default.env_url("shop-main", None),
+            default.front_door().url("shop-main", None),
             "http://shop-main.localhost:8081/"
+        );
+        let bound = default.bound_at("127.0.0.1:40123".parse().unwrap());
+        assert_eq!(
+            bound.front_door().url("shop-main", None),
+            "http://shop-main.localhost:40123/"
         );
         let bad = ProxyConfig {
             proxy_url: Some("preview.example.com/x".into()),
@@ -643,11 +651,8 @@ mod unit_tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut headers);
-        add_forwarded(
-            &mut headers,
-            "10.0.0.2:5000".parse().unwrap(),
-            "shop.localhost",
-        );
+        headers.insert(header::HOST, HeaderValue::from_static("shop.localhost"));
+        add_forwarded(&mut headers, &HeaderValue::from_static("10.0.0.2"));
         assert!(headers.get("x-private").is_none());
         assert!(headers.get("keep-alive").is_none());
         assert!(headers.get(header::CONNECTION).is_none());

@@ -1,18 +1,30 @@
 //! Which env and service a request is for (from its Host), which service is an env's main
-//! one, and where that service listens. Env rows are cached for a moment and dropped as soon
-//! as the store says the env changed, so a request costs no database read in the steady state.
+//! one, and where that service listens. An env's route (its row, and per service where to
+//! connect and what to count into) is built once, cached for a moment and dropped as soon as
+//! the store says the env changed, so a request costs no database read, no label lookup and
+//! no copy of the row in the steady state. The front door connects to a container's own
+//! address on its network when it can: the published host port goes through Docker's port
+//! proxy, a second copy of every byte.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envmgr::names::EnvName;
 use envmgr::runtime::{Protocol, Runtime};
 use envmgr::store::{EnvRecord, ServiceStatus, Store, StoreError};
+use hyper::http::uri::Authority;
+use tokio::sync::OnceCell;
+use tracing::debug;
+
+use super::metrics::{ProxyMetrics, ServiceFigures};
 
 /// How long a cached row is trusted without a change notice: another replica's writes reach
 /// this process only through the database.
 const CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long the first request waits to learn whether the container's address is reachable.
+const CONTAINER_CONNECT: Duration = Duration::from_millis(500);
 
 /// What the Host header asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,29 +70,127 @@ pub fn main_service(services: &[ServiceStatus]) -> Option<&ServiceStatus> {
         .or_else(|| services.iter().find(published))
 }
 
-/// `host:port` of the service's first published TCP port, from the runtime's endpoint.
-pub fn upstream_authority(runtime: &dyn Runtime, service: &ServiceStatus) -> Option<String> {
-    let port = service.ports.iter().find(|p| p.protocol == Protocol::Tcp)?;
-    let url = runtime.endpoint(port);
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-    Some(rest.trim_end_matches('/').to_string())
+/// Where requests for one service go, and what they count into.
+pub struct Upstream {
+    pub service: String,
+    /// The service's published host port (`host:port`), from the runtime's endpoint: the
+    /// way in when the container's own address is not reachable from here.
+    host_port: Authority,
+    /// The container's address and the published port's container port.
+    container: Option<SocketAddr>,
+    /// Which of the two this process reaches, found out by the first request.
+    chosen: OnceCell<Authority>,
+    pub figures: ServiceFigures,
 }
 
-/// An env's row (`None`: no such env) and when it was read.
-type CachedRow = (Instant, Option<EnvRecord>);
+impl Upstream {
+    /// `service`'s first published TCP port; `None` when it has none.
+    fn new(
+        runtime: &dyn Runtime,
+        metrics: &ProxyMetrics,
+        env: &EnvName,
+        service: &ServiceStatus,
+    ) -> Option<Self> {
+        let port = service.ports.iter().find(|p| p.protocol == Protocol::Tcp)?;
+        let url = runtime.endpoint(port);
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let host_port = Authority::try_from(rest.trim_end_matches('/')).ok()?;
+        Some(Self {
+            service: service.name.clone(),
+            host_port,
+            container: service
+                .address
+                .map(|ip| SocketAddr::new(ip, port.container_port)),
+            chosen: OnceCell::new(),
+            figures: metrics.service(env.as_str(), &service.name),
+        })
+    }
 
-/// Env rows by name, for a moment (see [`CACHE_TTL`]).
+    /// Where to connect: the container's own address when this process can reach it (no
+    /// port proxy in between), else the published host port.
+    pub async fn authority(&self) -> &Authority {
+        self.chosen
+            .get_or_init(|| async {
+                let Some(container) = self.container else {
+                    return self.host_port.clone();
+                };
+                let reachable = tokio::time::timeout(
+                    CONTAINER_CONNECT,
+                    tokio::net::TcpStream::connect(container),
+                )
+                .await;
+                match reachable {
+                    Ok(Ok(_)) => Authority::try_from(container.to_string())
+                        .unwrap_or_else(|_| self.host_port.clone()),
+                    Ok(Err(e)) => {
+                        debug!(service = %self.service, %container, error = %e, "front door: container address not reachable, using the host port");
+                        self.host_port.clone()
+                    }
+                    Err(_) => {
+                        debug!(service = %self.service, %container, "front door: container address timed out, using the host port");
+                        self.host_port.clone()
+                    }
+                }
+            })
+            .await
+    }
+}
+
+/// An env's row and the upstreams of its services, shared by every request until the row
+/// changes.
+pub struct EnvRoute {
+    pub record: EnvRecord,
+    main: Option<Arc<Upstream>>,
+    services: HashMap<String, Arc<Upstream>>,
+}
+
+impl EnvRoute {
+    fn new(record: EnvRecord, runtime: &dyn Runtime, metrics: &ProxyMetrics) -> Self {
+        let services: HashMap<String, Arc<Upstream>> = record
+            .services
+            .iter()
+            .filter_map(|s| {
+                let upstream = Upstream::new(runtime, metrics, &record.name, s)?;
+                Some((s.name.clone(), Arc::new(upstream)))
+            })
+            .collect();
+        let main = main_service(&record.services).and_then(|s| services.get(&s.name).cloned());
+        Self {
+            record,
+            main,
+            services,
+        }
+    }
+
+    /// The upstream of `service` (`None`: the main service); `None` when it publishes no
+    /// TCP port.
+    pub fn upstream(&self, service: Option<&str>) -> Option<&Arc<Upstream>> {
+        match service {
+            Some(name) => self.services.get(name),
+            None => self.main.as_ref(),
+        }
+    }
+}
+
+/// An env's route (`None`: no such env) and when its row was read.
+type CachedRoute = (Instant, Option<Arc<EnvRoute>>);
+
+/// Env routes by name, for a moment (see [`CACHE_TTL`]).
 #[derive(Clone)]
 pub struct RouteCache {
     store: Store,
-    entries: Arc<Mutex<HashMap<EnvName, CachedRow>>>,
+    runtime: Arc<dyn Runtime>,
+    metrics: ProxyMetrics,
+    entries: Arc<Mutex<HashMap<EnvName, CachedRoute>>>,
 }
 
 impl RouteCache {
     /// Starts the task that forgets an env as soon as this process changes it.
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Store, runtime: Arc<dyn Runtime>, metrics: ProxyMetrics) -> Self {
         let cache = Self {
             store,
+            runtime,
+            metrics,
             entries: Arc::default(),
         };
         let mut changes = cache.store.subscribe();
@@ -109,19 +219,50 @@ impl RouteCache {
         &self.store
     }
 
-    /// The env's row (`None`: no such env), from the cache when fresh.
-    pub async fn get(&self, env: &EnvName) -> Result<Option<EnvRecord>, StoreError> {
-        if let Some((at, record)) = self.entries.lock().expect("route cache poisoned").get(env) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(record.clone());
+    /// The env's route (`None`: no such env), from the cache when fresh.
+    pub async fn get(&self, env: &EnvName) -> Result<Option<Arc<EnvRoute>>, StoreError> {
+        let stale = {
+            let entries = self.entries.lock().expect("route cache poisoned");
+            match entries.get(env) {
+                Some((at, route)) if at.elapsed() < CACHE_TTL => return Ok(route.clone()),
+                Some((_, route)) => route.clone(),
+                None => None,
             }
-        }
+        };
         let record = self.store.get(env).await?;
+        Ok(self.put(env, record, stale))
+    }
+
+    /// Caches the route of a row just read (by a request that waited for the env to serve).
+    pub fn fresh(&self, record: EnvRecord) -> Arc<EnvRoute> {
+        let env = record.name.clone();
+        let stale = self
+            .entries
+            .lock()
+            .expect("route cache poisoned")
+            .get(&env)
+            .and_then(|(_, route)| route.clone());
+        self.put(&env, Some(record), stale)
+            .expect("a route for a row")
+    }
+
+    /// Caches `record`'s route; the stale one is kept when the row did not change, so its
+    /// upstreams keep what they found out about reaching the service.
+    fn put(
+        &self,
+        env: &EnvName,
+        record: Option<EnvRecord>,
+        stale: Option<Arc<EnvRoute>>,
+    ) -> Option<Arc<EnvRoute>> {
+        let route = record.map(|record| match stale {
+            Some(stale) if stale.record == record => stale,
+            _ => Arc::new(EnvRoute::new(record, self.runtime.as_ref(), &self.metrics)),
+        });
         self.entries
             .lock()
             .expect("route cache poisoned")
-            .insert(env.clone(), (Instant::now(), record.clone()));
-        Ok(record)
+            .insert(env.clone(), (Instant::now(), route.clone()));
+        route
     }
 }
 
@@ -143,6 +284,8 @@ mod tests {
                 .into_iter()
                 .collect(),
             urls: vec![],
+            front_door_url: None,
+            address: None,
             main,
             shared: None,
         }

@@ -71,8 +71,9 @@ async fn front(upstream: SocketAddr) -> SocketAddr {
                     let client = client.clone();
                     async move {
                         let host = request_host(&req).unwrap_or_default();
-                        let response =
-                            forward(&client, peer, &host, &upstream.to_string(), req).await;
+                        let peer_ip = HeaderValue::try_from(peer.ip().to_string()).unwrap();
+                        let authority = Authority::try_from(upstream.to_string()).unwrap();
+                        let response = forward(&client, &peer_ip, &host, &authority, req).await;
                         Ok::<_, Infallible>(response.expect("the upstream answers"))
                     }
                 });

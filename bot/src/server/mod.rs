@@ -26,17 +26,19 @@ pub use crate::demo::build_demo_image;
 
 /// Builds the application context and starts every surface on it: the notifier, Discord,
 /// GitHub. Returns the router of the HTTP side (API, webhooks, metrics, probes), to be
-/// served at `addr`, and the front door, to be bound by the caller.
+/// served at `addr`, and the front door, to be served by the caller on the listener it
+/// bound with `proxy_settings` (env links name that address).
 /// `runtime`: where envs run instead of the one `[runtime]` names.
 pub(crate) async fn start(
     config: &Config,
     mode: Mode,
     token: Option<SecretString>,
     addr: SocketAddr,
+    proxy_settings: proxy::ProxySettings,
     runtime: Option<Arc<dyn Runtime>>,
 ) -> anyhow::Result<(Arc<App>, Router, Arc<proxy::Proxy>)> {
-    let proxy_settings = proxy::ProxySettings::from_config(config.proxy.as_ref())?;
-    let (app, surfaces) = App::start(config, mode, addr, runtime).await?;
+    let front_door = Some(proxy_settings.front_door());
+    let (app, surfaces) = App::start(config, mode, addr, front_door, runtime).await?;
 
     notify::start(&app, surfaces.notify);
     crate::queue::reconciler::start(&app);
@@ -94,8 +96,12 @@ pub async fn serve(config_path: Option<&Path>, log_format: LogFormat) -> anyhow:
             )
         })?;
     let addr = listener.local_addr()?;
-    let (app, router, front_door) = start(&config, mode, token, addr, None).await?;
-    let (proxy_addr, _front_door_task) = front_door.bind().await?;
+    let proxy_settings = proxy::ProxySettings::from_config(config.proxy.as_ref())?;
+    let proxy_listener = proxy_settings.bind().await?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let proxy_settings = proxy_settings.bound_at(proxy_addr);
+    let (app, router, front_door) = start(&config, mode, token, addr, proxy_settings, None).await?;
+    let _front_door_task = front_door.serve(proxy_listener);
     let url = format!("http://{addr}");
     info!(addr = %proxy_addr, domain = %front_door.settings().domain, "front door listening");
     let data_dir = config.data_dir();

@@ -17,7 +17,8 @@ use crate::compose::ComposeFile;
 use crate::git::{GitError, RepoPath};
 use crate::names::{CommitSha, EnvName, ServiceName};
 use crate::runtime::{
-    ObservedEnv, Progress, ProgressSink, RuntimeError, ServiceState, SharedServices,
+    ObservedEnv, ObservedService, Progress, ProgressSink, Protocol, RuntimeError, ServiceState,
+    SharedServices,
 };
 use crate::store::{now_ms, Desired, EnvRecord, Phase, RunTrigger, ServiceStatus, SharedFrom};
 
@@ -682,20 +683,24 @@ fn main_of(env: &EnvRecord) -> Option<&str> {
         .map(|s| s.name.as_str())
 }
 
-/// The services as a person should see them: state and URLs, then the shared services the
-/// env reaches (its repo's shared env's). `main`: the service the compose file names as the
-/// front door's default (else `web`, else the first published).
+/// The services of `env` as a person should see them: state and URLs, then the shared
+/// services the env reaches (its repo's shared env's). `main`: the service the compose file
+/// names as the front door's default (else `web`, else the first with a published TCP
+/// port). Front-door URLs outlive a stop (a stopped container has no host port, but its
+/// front-door URL still reaches it: a request wakes the env), so they are kept from the
+/// services as last recorded.
 fn statuses(
     ctx: &Context,
     env: &EnvRecord,
     observed: &ObservedEnv,
     main: Option<&str>,
 ) -> Vec<ServiceStatus> {
-    let published = |s: &&crate::runtime::ObservedService| !s.ports.is_empty();
+    let before = &env.services;
+    let published = |s: &ObservedService| s.ports.iter().any(|p| p.protocol == Protocol::Tcp);
     let main = main
         .filter(|m| observed.services.iter().any(|s| s.name.as_str() == *m))
         .or_else(|| {
-            let services = || observed.services.iter().filter(published);
+            let services = || observed.services.iter().filter(|s| published(s));
             services()
                 .find(|s| s.name.as_str() == "web")
                 .or_else(|| services().next())
@@ -704,19 +709,37 @@ fn statuses(
     observed
         .services
         .iter()
-        .map(|s| ServiceStatus {
-            name: s.name.to_string(),
-            state: s.state.label(),
-            ports: s.ports.clone(),
-            urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
-            main: main == Some(s.name.as_str()),
-            shared: None,
+        .map(|s| {
+            let is_main = main == Some(s.name.as_str());
+            let front_door_url = match &ctx.settings.front_door {
+                Some(front_door) if published(s) => {
+                    let service = (!is_main).then_some(s.name.as_str());
+                    Some(front_door.url(env.name.as_str(), service))
+                }
+                Some(_) if !awake(&s.state) => before
+                    .iter()
+                    .find(|b| b.name == s.name.as_str())
+                    .and_then(|b| b.front_door_url.clone()),
+                _ => None,
+            };
+            ServiceStatus {
+                name: s.name.to_string(),
+                state: s.state.label(),
+                ports: s.ports.clone(),
+                urls: s.ports.iter().map(|p| ctx.runtime.endpoint(p)).collect(),
+                front_door_url,
+                address: s.address,
+                main: is_main,
+                shared: None,
+            }
         })
         .chain(observed.shared.iter().map(|s| ServiceStatus {
             name: s.name.to_string(),
             state: s.state.label(),
             ports: vec![],
             urls: vec![],
+            front_door_url: None,
+            address: None,
             main: false,
             shared: Some(SharedFrom {
                 env: EnvName::for_shared(&env.repo),
@@ -763,6 +786,8 @@ impl ProgressTracker {
                                 state: state.clone(),
                                 ports: vec![],
                                 urls: vec![],
+                                front_door_url: None,
+                                address: None,
                                 main: false,
                                 shared: None,
                             })

@@ -314,6 +314,8 @@ impl Runtime for FakeRuntime {
                         protocol: p.protocol,
                     })
                     .collect(),
+                // The twin runs nothing: the front door uses the published port.
+                address: None,
             });
         }
         drop(envs);
@@ -336,11 +338,13 @@ impl Runtime for FakeRuntime {
         if let Some(observed) = self.envs.lock().unwrap().get_mut(env) {
             for service in &mut observed.services {
                 if !matches!(service.state, ServiceState::Exited { .. }) {
-                    // What `docker stop` leaves: SIGTERM's exit status.
+                    // What `docker stop` leaves: SIGTERM's exit status, and no host ports
+                    // (they are given back until the container starts again).
                     service.state = ServiceState::Exited {
                         code: 143,
                         oom_killed: false,
                     };
+                    service.ports.clear();
                 }
             }
         }

@@ -203,6 +203,10 @@ pub struct ObservedService {
     pub spec_hash: String,
     pub state: ServiceState,
     pub ports: Vec<PublishedPort>,
+    /// The container's address on its env network, when it has one (it is running): the
+    /// front door connects there rather than through the published host port.
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -85,8 +85,19 @@ pub struct ServiceStatus {
     pub state: String,
     #[serde(default)]
     pub ports: Vec<PublishedPort>,
+    /// Direct URLs of the published ports (host and host port), one per port: what raw
+    /// TCP clients use, and the fallback when there is no front door.
     #[serde(default)]
     pub urls: Vec<String>,
+    /// The service's URL through the front door (`<env>.<domain>` for the main service,
+    /// `<service>--<env>.<domain>` for others): set when there is a front door and the
+    /// service publishes a TCP port; kept while the env sleeps, since a request wakes it.
+    #[serde(default)]
+    pub front_door_url: Option<String>,
+    /// The container's address on its env network while it runs: where the front door
+    /// connects (the published host port goes through Docker's port proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     /// The service `<env>.<domain>` reaches through the front door (compose
     /// `x-slipway.main`, else `web`, else the first with a published port).
     #[serde(default)]
@@ -137,6 +148,43 @@ pub struct EnvRecord {
     /// What keeps (or stops keeping) the env awake and alive.
     #[serde(default)]
     pub idle: IdleState,
+    /// The main service's front-door URL (what to open in a browser), when it has one.
+    /// Derived from `services` when the row is read.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl ServiceStatus {
+    /// What people should click for this service: its front-door URL, then the direct URLs
+    /// of the ports the front door does not reach (a second TCP port, UDP). Without a
+    /// front-door URL, every direct URL.
+    pub fn links(&self) -> Vec<String> {
+        let Some(front_door) = &self.front_door_url else {
+            return self.urls.clone();
+        };
+        // The front door reaches the first published TCP port (as the proxy routes).
+        let routed = self
+            .ports
+            .iter()
+            .position(|p| p.protocol == crate::runtime::Protocol::Tcp);
+        std::iter::once(front_door.clone())
+            .chain(
+                self.urls
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| Some(*i) != routed)
+                    .map(|(_, url)| url.clone()),
+            )
+            .collect()
+    }
+}
+
+/// The main service's front-door URL, if it has one.
+fn main_front_door_url(services: &[ServiceStatus]) -> Option<String> {
+    services
+        .iter()
+        .find(|s| s.main)
+        .and_then(|s| s.front_door_url.clone())
 }
 
 /// An env's idle bookkeeping: the signals of use, what was asked, what was told.
@@ -197,6 +245,8 @@ impl EnvRecord {
             other => return Err(corrupt("desired", other.to_string())),
         };
         let phase_text = text("phase")?;
+        let services: Vec<ServiceStatus> = serde_json::from_str(&text("services")?)
+            .map_err(|e| corrupt("services", e.to_string()))?;
         Ok(Self {
             name: EnvName::parse(&text("name")?).map_err(|e| corrupt("name", e.to_string()))?,
             repo: RepoName::parse(&text("repo")?).map_err(|e| corrupt("repo", e.to_string()))?,
@@ -216,8 +266,8 @@ impl EnvRecord {
                 .map_err(|e| corrupt("commit", e.to_string()))?,
             phase: Phase::parse(&phase_text).ok_or_else(|| corrupt("phase", phase_text.clone()))?,
             reason: column(row, "reason")?,
-            services: serde_json::from_str(&text("services")?)
-                .map_err(|e| corrupt("services", e.to_string()))?,
+            url: main_front_door_url(&services),
+            services,
             warnings: serde_json::from_str(&text("warnings")?)
                 .map_err(|e| corrupt("warnings", e.to_string()))?,
             pull_request: pull_request_source(row).map_err(|e| corrupt("pull request", e))?,
@@ -242,12 +292,22 @@ impl EnvRecord {
         })
     }
 
-    /// The URLs of every published port, service by service.
+    /// What people should click, service by service, the main service first: front-door
+    /// URLs where there are some, direct host-port URLs for the rest (see
+    /// [`ServiceStatus::links`]).
     pub fn urls(&self) -> Vec<(String, String)> {
-        self.services
-            .iter()
-            .flat_map(|s| s.urls.iter().map(|u| (s.name.clone(), u.clone())))
+        let main = self.services.iter().filter(|s| s.main);
+        let others = self.services.iter().filter(|s| !s.main);
+        main.chain(others)
+            .flat_map(|s| s.links().into_iter().map(|u| (s.name.clone(), u)))
             .collect()
+    }
+
+    /// The one link for the env as a whole: the main service's front-door URL, else the
+    /// first of [`EnvRecord::urls`].
+    pub fn main_url(&self) -> Option<String> {
+        main_front_door_url(&self.services)
+            .or_else(|| self.urls().into_iter().next().map(|(_, url)| url))
     }
 }
 

@@ -768,6 +768,7 @@ mod tests {
             spec_hash: migrate.spec_hash(),
             state,
             ports: vec![],
+            address: None,
         };
         let exited = |code| ServiceState::Exited {
             code,

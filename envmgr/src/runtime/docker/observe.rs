@@ -2,9 +2,11 @@
 //! this instance has anything for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, HealthStatusEnum,
+    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, EndpointSettings,
+    HealthStatusEnum,
 };
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -229,6 +231,13 @@ impl DockerRuntime {
                 .collect();
             ports.sort_by_key(|p| (p.container_port, p.host_port, p.protocol.as_str()));
             ports.dedup();
+            let address = env_address(
+                container
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref()),
+                &env,
+            );
             all.entry(env).or_default().push(ObservedService {
                 name,
                 container_id: container.id.clone().unwrap_or_default(),
@@ -241,6 +250,7 @@ impl DockerRuntime {
                     container.status.as_deref().unwrap_or_default(),
                 ),
                 ports,
+                address,
             });
         }
         for services in all.values_mut() {
@@ -289,7 +299,12 @@ fn env_label(object_labels: &HashMap<String, String>) -> Option<EnvName> {
 pub(super) fn observed_service(info: &ContainerInspectResponse) -> Option<ObservedService> {
     let container_labels = info.config.as_ref()?.labels.as_ref()?;
     let name = ServiceName::parse(container_labels.get(labels::SERVICE)?).ok()?;
+    let address = env_label(container_labels).and_then(|env| {
+        let networks = info.network_settings.as_ref()?.networks.as_ref();
+        env_address(networks, &env)
+    });
     Some(ObservedService {
+        address,
         name,
         container_id: info.id.clone()?,
         spec_hash: container_labels
@@ -299,6 +314,26 @@ pub(super) fn observed_service(info: &ContainerInspectResponse) -> Option<Observ
         state: service_state(info),
         ports: published_ports(info),
     })
+}
+
+/// The container's IP on `env`'s network (else on any network it has one on): none while
+/// it is stopped.
+fn env_address(
+    networks: Option<&HashMap<String, EndpointSettings>>,
+    env: &EnvName,
+) -> Option<IpAddr> {
+    let networks = networks?;
+    let ip = |settings: &EndpointSettings| {
+        settings
+            .ip_address
+            .as_deref()
+            .filter(|ip| !ip.is_empty())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+    };
+    networks
+        .get(&super::network_name(env))
+        .and_then(ip)
+        .or_else(|| networks.values().find_map(ip))
 }
 
 /// The container's state in Slipway's terms.
