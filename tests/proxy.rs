@@ -93,7 +93,7 @@ fn the_front_door_routes_by_host_and_holds_requests_until_ready() {
     assert!(page.contains("api, web"), "{page}");
 }
 
-/// Issue 12: a sleeping env is woken by requests through the front door: 20 concurrent
+/// Issue 12: a sleeping env is woken by requests through the front door: 50 concurrent
 /// requests make one wake and all get the app's real answer.
 #[test]
 fn requests_to_a_sleeping_env_wake_it_once_and_all_get_answers() {
@@ -137,7 +137,7 @@ fn requests_to_a_sleeping_env_wake_it_once_and_all_get_answers() {
 
     let host = format!("{env}.localhost");
     let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..20)
+        let handles: Vec<_> = (0..50)
             .map(|_| scope.spawn(|| get_via(&server.proxy_url, &host, "application/json")))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
