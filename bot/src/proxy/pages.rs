@@ -43,9 +43,9 @@ pub fn not_found(what: &str, envs: &[(String, String)]) -> String {
         "Not found",
         "",
         &format!(
-            "<h1>{}</h1>{list}<p>Create one with <code>slipway env up &lt;repo&gt; \
-             &lt;branch&gt;</code> (or <code>/slipway env up</code> in chat or on a pull \
-             request).</p>",
+            "<h1>{}</h1>{list}<p>Create one with <code>slipway env up &lt;branch&gt; \
+             --repo &lt;repo&gt;</code> (or <code>/slipway env up</code> in chat or on a \
+             pull request).</p>",
             escape(what)
         ),
     )
