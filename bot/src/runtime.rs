@@ -95,11 +95,16 @@ fn image_retention(docker: &DockerConfig) -> anyhow::Result<Option<std::time::Du
             })?;
             Ok((!retention.is_zero()).then_some(retention))
         }
-        Some(ImageRetention::Count(n)) => bail!(
-            "[runtime.docker] image_retention = {n}: it is now how long a built image that no \
-             env uses is kept, written as a duration like \"7d\" (the default; \"0\" keeps them \
-             all), no longer a number of images"
-        ),
+        // The key used to be a number of images to keep: such a config still starts, with the
+        // default duration, and says what to write instead.
+        Some(ImageRetention::Count(n)) => {
+            tracing::warn!(
+                "[runtime.docker] image_retention = {n}: it is now how long a built image that \
+                 no env uses is kept, written as a duration like \"7d\" (\"0\" keeps them all), \
+                 no longer a number of images; using the default, 7d"
+            );
+            Ok(Some(envmgr::settings::DEFAULT_IMAGE_RETENTION))
+        }
     }
 }
 
@@ -240,10 +245,10 @@ mod tests {
                 .image_retention,
             None
         );
-        let err = retention("image_retention = 3").unwrap_err().to_string();
-        assert!(
-            err.contains("image_retention = 3") && err.contains("\"7d\""),
-            "{err}"
+        // An old count still starts the server, with the default.
+        assert_eq!(
+            retention("image_retention = 3").unwrap().image_retention,
+            Some(envmgr::settings::DEFAULT_IMAGE_RETENTION)
         );
         assert!(retention("image_retention = \"soon\"").is_err());
     }
