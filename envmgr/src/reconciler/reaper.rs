@@ -20,6 +20,9 @@ use crate::store::{now_ms, Desired, EnvRecord, Store};
 /// The timeline kind of every removal the reaper makes.
 pub(crate) const REAPED: &str = "reaped";
 
+/// How long one repo's branch listing may take before the check skips it this time.
+const BRANCH_LIST_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Asks each repo with branch envs which branches it has (one `ls-remote` per repo) and
 /// records which envs lost theirs, or got it back. A repo that cannot be asked is skipped:
 /// an unreachable remote never counts as a deleted branch.
@@ -39,10 +42,16 @@ pub(crate) async fn check_branches(
         let Some(settings) = settings.repo(&repo) else {
             continue;
         };
-        let branches = match git.remote_branches(settings).await {
-            Ok(branches) => branches,
-            Err(e) => {
+        // Bounded: a remote that hangs must not hold up the resync of every env.
+        let listed = tokio::time::timeout(BRANCH_LIST_TIMEOUT, git.remote_branches(settings)).await;
+        let branches = match listed {
+            Ok(Ok(branches)) => branches,
+            Ok(Err(e)) => {
                 warn!(repo = %repo, error = %e, "could not list the repo's branches; not checking its envs' branches");
+                continue;
+            }
+            Err(_) => {
+                warn!(repo = %repo, timeout = ?BRANCH_LIST_TIMEOUT, "listing the repo's branches timed out; not checking its envs' branches");
                 continue;
             }
         };
