@@ -135,6 +135,50 @@ fn aa_traffic_falsely_aborts_at_most_one_percent_of_rollouts() {
     );
 }
 
+/// A good version at the first step (5%, 100 rps, 0.2% errors on both sides)
+/// promotes; a canary failing 5% of requests against that baseline is rolled back.
+#[test]
+fn good_version_promotes_and_five_percent_5xx_rolls_back() {
+    let settings = AnalysisSettings::default();
+    let step = Step {
+        weight: 0.05,
+        rps: 100.0,
+        batch: Duration::from_secs(1),
+        max_step_time: Duration::from_secs(600),
+    };
+    let stable = Behaviour {
+        error_rate: 0.002,
+        extra_latency_ms: 0.0,
+    };
+    let flaky = Behaviour {
+        error_rate: 0.05,
+        ..stable
+    };
+    for seed in 0..20 {
+        let mut rng = SplitMix64(seed);
+        let (verdict, _) = run_step(&mut rng, &step, stable, stable, &settings);
+        assert!(
+            matches!(verdict, Verdict::Promote { .. }),
+            "seed {seed}: {verdict:?}"
+        );
+        let (verdict, canary_requests) = run_step(&mut rng, &step, flaky, stable, &settings);
+        assert!(
+            matches!(
+                verdict,
+                Verdict::RollBack {
+                    check: Check::Errors,
+                    ..
+                }
+            ),
+            "seed {seed}: {verdict:?}"
+        );
+        assert!(
+            canary_requests <= 1000,
+            "seed {seed}: {canary_requests} canary requests"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(Config::with_cases(32))]
 
