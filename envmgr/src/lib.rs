@@ -11,6 +11,7 @@ pub mod junit;
 pub mod names;
 pub mod queue;
 pub mod reconciler;
+pub mod rollout;
 pub mod runtime;
 pub mod secrets;
 pub mod settings;

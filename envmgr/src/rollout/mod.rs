@@ -1,0 +1,8 @@
+//! Monitored rollouts: the canary-versus-baseline analysis that decides each step.
+
+pub mod analysis;
+
+#[cfg(test)]
+mod proptests;
+
+pub use analysis::{analyse, AnalysisSettings, Check, Verdict, VersionSample};
