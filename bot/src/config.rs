@@ -272,8 +272,8 @@ pub struct DockerConfig {
     pub image_retention: Option<ImageRetention>,
 }
 
-/// `image_retention` as written: a duration, or the image count older configs gave (refused
-/// with what to write instead).
+/// `image_retention` as written: a duration, or the image count older configs gave (read as
+/// the default, with a warning saying what to write instead).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ImageRetention {

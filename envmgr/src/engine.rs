@@ -301,7 +301,10 @@ impl Engine {
     }
 
     /// The deadline people were warned `env` will be deleted at, while the warning holds.
-    pub fn deletion_warning(&self, env: &EnvRecord) -> Option<i64> {
+    pub fn deletion_warning(
+        &self,
+        env: &EnvRecord,
+    ) -> Option<crate::reconciler::idle::DeletionWarning> {
         let repo = self.settings.repo(&env.repo)?;
         crate::reconciler::idle::warned_deadline(env, &repo.idle)
     }

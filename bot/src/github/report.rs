@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context as _;
 use envmgr::controller::{Action, Nudger, Reconciler, Work};
 use envmgr::names::{PrNumber, RepoName};
+use envmgr::reconciler::{DeletionReason, DeletionWarning};
 use envmgr::store::{
     now_ms, EnvRecord, Phase, PullRow, PullState, RunStatus, Store, TestResult, TestRun,
 };
@@ -174,8 +175,8 @@ impl GitHubSurface {
         let warned = env
             .as_ref()
             .and_then(|env| Some((env, self.app.engine.deletion_warning(env)?)));
-        if let Some((_, deadline)) = warned {
-            body.push_str(&format!("\n\n{}\n", deletion_line(deadline)));
+        if let Some((_, warning)) = warned {
+            body.push_str(&format!("\n\n{}\n", deletion_line(warning)));
         }
         // The countdown to the expiry alone does not make an edit: it changes every minute.
         if pull
@@ -185,8 +186,8 @@ impl GitHubSurface {
         {
             self.post_comment(store, &pull, &body).await?;
         }
-        if let Some((env, deadline)) = warned {
-            self.warn_of_deletion(store, &pull, env, deadline).await?;
+        if let Some((env, warning)) = warned {
+            self.warn_of_deletion(store, &pull, env, warning).await?;
         }
         if let Some(env) = &env {
             self.report_deployment(store, &pull, env).await?;
@@ -231,8 +232,9 @@ impl GitHubSurface {
         store: &Store,
         pull: &PullRow,
         env: &EnvRecord,
-        deadline: i64,
+        warning: DeletionWarning,
     ) -> anyhow::Result<()> {
+        let deadline = warning.at;
         if pull.warned_for == Some(deadline) {
             return Ok(());
         }
@@ -246,7 +248,7 @@ impl GitHubSurface {
             .unwrap_or_else(|| format!("{} will be deleted soon", env.name));
         let body = format!(
             "⏳ {said}.\n\n{}",
-            deletion_line(deadline).trim_start_matches("⏳ ")
+            deletion_line(warning).trim_start_matches("⏳ ")
         );
         self.forge
             .create_comment(&pull.github_repo, pull.number, &body)
@@ -661,11 +663,21 @@ const EXPIRES_ROW: &str = "| **Expires** | ";
 
 /// The sticky comment's line while a deletion warning holds (no countdown: it would edit the
 /// comment every minute).
-fn deletion_line(deadline: i64) -> String {
+fn deletion_line(warning: DeletionWarning) -> String {
+    let keeps = match warning.reason {
+        DeletionReason::Idle => {
+            "unless it is used: comment `/slipway env extend` or `/slipway env pin` to keep it"
+        }
+        DeletionReason::Ttl => {
+            "when its time to live ends: comment `/slipway env extend` to keep it"
+        }
+        DeletionReason::BranchGone => {
+            "as its branch is gone: comment `/slipway env pin` to keep it"
+        }
+    };
     format!(
-        "⏳ **This environment will be deleted at {} UTC** unless it is used: comment \
-         `/slipway env extend` or `/slipway env pin` to keep it.",
-        utc_minute(deadline)
+        "⏳ **This environment will be deleted at {} UTC** {keeps}.",
+        utc_minute(warning.at)
     )
 }
 

@@ -79,7 +79,7 @@ impl ControllerMetrics {
         );
         registry.register(
             "controller_resync_duration_seconds",
-            "How long one resync took, from listing the keys until each was looked at",
+            "How long one resync took, from its housekeeping until each key it listed was looked at",
             self.resyncs.clone(),
         );
         registry.register(

@@ -449,6 +449,8 @@ async fn deploy(
         .sum();
     ctx.store.record_memory(&env.name, memory).await?;
 
+    // Before an image is looked up for reuse: the reaper never removes one used this recently.
+    record_image_use(ctx, env, &plan.images).await?;
     let tracker = ProgressTracker::start(ctx, &env.name);
     ctx.store
         .set_phase(
@@ -477,15 +479,8 @@ async fn deploy(
         Some(Ok(_)) => {}
         Some(Err(e)) => return runtime_failure(ctx, env, Phase::Building, e).await,
     }
-    // What the reaper weighs against `image_retention`: this env uses these built images now.
-    let now = now_ms();
-    for (_, source) in &plan.images {
-        if let crate::runtime::ImageSource::Build(build) = source {
-            ctx.store
-                .record_image_use(&build.tag, &env.name, now)
-                .await?;
-        }
-    }
+    // Again once built: the reaper forgets rows of images Docker does not have (yet).
+    record_image_use(ctx, env, &plan.images).await?;
 
     if let Some(shared) = &plan.spec.shared {
         match until_superseded(ctx, env, wait_for_shared(ctx, env, shared)).await? {
@@ -573,6 +568,9 @@ async fn wait_for_shared(
 ) -> anyhow::Result<Option<String>> {
     let names: Vec<String> = shared.services.iter().map(|s| format!("`{s}`")).collect();
     let names = names.join(", ");
+    // Bounded like a service's readiness: a shared env that never settles (pushes keep
+    // moving it) fails this env with the reason instead of holding its worker for ever.
+    let started = std::time::Instant::now();
     loop {
         let Some(record) = ctx.store.get(&shared.env).await? else {
             return Ok(Some(format!(
@@ -618,6 +616,15 @@ async fn wait_for_shared(
                 }
             }
             _ => {}
+        }
+        if started.elapsed() > ctx.settings.ready_timeout {
+            return Ok(Some(format!(
+                "the shared env `{}` (shared services {names}) was not ready within {}; it is {}: `slipway env status {}` says why",
+                shared.env,
+                humantime::format_duration(ctx.settings.ready_timeout),
+                record.phase.as_str(),
+                shared.env
+            )));
         }
         let reason = format!(
             "waiting for the shared env `{}` (shared services {names}) to be ready; it is {}",
@@ -673,6 +680,23 @@ async fn until_superseded<T>(
             }
         }
     }
+}
+
+/// What the reaper weighs against `image_retention`: this env uses these built images now.
+async fn record_image_use(
+    ctx: &Context,
+    env: &EnvRecord,
+    images: &[(ServiceName, crate::runtime::ImageSource)],
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    for (_, source) in images {
+        if let crate::runtime::ImageSource::Build(build) = source {
+            ctx.store
+                .record_image_use(&build.tag, &env.name, now)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The main service the env's last deploy recorded (the compose file is not read again).

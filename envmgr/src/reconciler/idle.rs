@@ -86,15 +86,39 @@ pub(crate) fn deletion_deadline(
 pub(crate) fn warned_deadline(
     env: &EnvRecord,
     policy: &crate::settings::IdleSettings,
-) -> Option<i64> {
+) -> Option<DeletionWarning> {
     if env.desired != Desired::Running
         || env.candidate.is_some()
         || env.name.is_shared_of(&env.repo)
     {
         return None;
     }
-    let (deadline, _) = deletion_deadline(env, policy);
-    (env.idle.warned_for == Some(deadline)).then_some(deadline)
+    let (deadline, why) = deletion_deadline(env, policy);
+    (env.idle.warned_for == Some(deadline)).then_some(DeletionWarning {
+        at: deadline,
+        reason: match why {
+            Why::Idle => DeletionReason::Idle,
+            Why::Ttl => DeletionReason::Ttl,
+            Why::BranchGone => DeletionReason::BranchGone,
+        },
+    })
+}
+
+/// A deletion people were warned of and that still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionWarning {
+    /// Unix milliseconds.
+    pub at: i64,
+    pub reason: DeletionReason,
+}
+
+/// Why a warned env goes, which says what keeps it: use or `env pin` (idle), `env extend`
+/// (its TTL), `env pin` (its branch is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionReason {
+    Idle,
+    Ttl,
+    BranchGone,
 }
 
 /// The next step for `env` under `policy`. `resync` is the slack allowed between a warning
@@ -159,7 +183,13 @@ fn rounded(ms: i64) -> String {
 }
 
 /// One pass of the policy over every env the store wants.
-pub(crate) async fn sweep(settings: &EngineSettings, store: &Store) -> anyhow::Result<()> {
+/// `listed`: the repos whose branches this pass listed; an env marked gone in another repo
+/// (a webhook, a failed fetch) waits for a listing to confirm it before it is deleted.
+pub(crate) async fn sweep(
+    settings: &EngineSettings,
+    store: &Store,
+    listed: &std::collections::HashSet<crate::names::RepoName>,
+) -> anyhow::Result<()> {
     let now = now_ms();
     for env in store.list(false).await? {
         let Some(repo) = settings.repo(&env.repo) else {
@@ -211,6 +241,9 @@ pub(crate) async fn sweep(settings: &EngineSettings, store: &Store) -> anyhow::R
                 let Some(gone_at) = env.idle.branch_gone_at else {
                     continue;
                 };
+                if !listed.contains(&env.repo) {
+                    continue;
+                }
                 let why = format!("its branch {} is gone", env.branch);
                 if store.delete_branch_gone(&env.name, gone_at, &why).await? {
                     info!(env = %env.name, branch = %env.branch, "deleting: its branch is gone");

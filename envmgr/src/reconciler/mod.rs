@@ -5,6 +5,7 @@
 
 mod env;
 pub(crate) mod idle;
+pub use idle::{DeletionReason, DeletionWarning};
 mod reaper;
 
 use std::collections::{BTreeMap, HashSet};
@@ -107,10 +108,14 @@ impl Reconciler for EnvReconciler {
 
     async fn before_resync(&self) {
         // Before the idle policy, so a branch found gone is warned about in the same pass.
-        if let Err(e) = reaper::check_branches(&self.settings, &self.store, &self.git).await {
-            tracing::warn!(error = %format!("{e:#}"), "could not check the envs' branches");
-        }
-        if let Err(e) = idle::sweep(&self.settings, &self.store).await {
+        let listed = match reaper::check_branches(&self.settings, &self.store, &self.git).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not check the envs' branches");
+                HashSet::new()
+            }
+        };
+        if let Err(e) = idle::sweep(&self.settings, &self.store, &listed).await {
             tracing::warn!(error = %format!("{e:#}"), "could not apply the idle policy");
         }
         match self.store.expire_due().await {

@@ -6,7 +6,7 @@
 //! unused and writes each removal's event once. Each removal is a `reaped` event on the
 //! env's timeline, with the reason, and a log line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -25,12 +25,14 @@ const BRANCH_LIST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Asks each repo with branch envs which branches it has (one `ls-remote` per repo) and
 /// records which envs lost theirs, or got it back. A repo that cannot be asked is skipped:
-/// an unreachable remote never counts as a deleted branch.
+/// an unreachable remote never counts as a deleted branch. Returns the repos whose branches
+/// were listed in this pass: only their envs may be deleted for a gone branch now.
 pub(crate) async fn check_branches(
     settings: &EngineSettings,
     store: &Store,
     git: &GitMirrors,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<HashSet<RepoName>> {
+    let mut listed_repos = HashSet::new();
     let mut by_repo: BTreeMap<RepoName, Vec<EnvRecord>> = BTreeMap::new();
     for env in store.list(false).await? {
         let branch_env = env.pull_request.is_none() && env.candidate.is_none();
@@ -45,7 +47,10 @@ pub(crate) async fn check_branches(
         // Bounded: a remote that hangs must not hold up the resync of every env.
         let listed = tokio::time::timeout(BRANCH_LIST_TIMEOUT, git.remote_branches(settings)).await;
         let branches = match listed {
-            Ok(Ok(branches)) => branches,
+            Ok(Ok(branches)) => {
+                listed_repos.insert(repo.clone());
+                branches
+            }
             Ok(Err(e)) => {
                 warn!(repo = %repo, error = %e, "could not list the repo's branches; not checking its envs' branches");
                 continue;
@@ -72,7 +77,7 @@ pub(crate) async fn check_branches(
             }
         }
     }
-    Ok(())
+    Ok(listed_repos)
 }
 
 /// Removes job containers (test runs) whose run is finished or unknown to the store: a

@@ -281,7 +281,10 @@ fn error_abort_log_evidence(canary: &VersionSample, baseline: &VersionSample) ->
 /// as the reference (the baseline usually serves many more requests, so its rate is the
 /// better known one).
 fn no_worse_log_evidence(canary: &VersionSample, baseline: &VersionSample, min_effect: f64) -> f64 {
-    let good = rate(baseline).clamp(BASELINE_RATE_FLOOR, 1.0 - 2.0 * min_effect.max(1e-6));
+    // `max` keeps the bounds ordered (and a NaN effect harmless) whatever the settings say:
+    // `clamp` would panic on a `min_effect` near one half.
+    let ceiling = (1.0 - 2.0 * min_effect.max(1e-6)).max(BASELINE_RATE_FLOOR);
+    let good = rate(baseline).max(BASELINE_RATE_FLOOR).min(ceiling);
     let bad = (good + min_effect).min(1.0 - 1e-9);
     let errors = canary.errors.min(canary.requests) as f64;
     let successes = canary.requests as f64 - errors;

@@ -306,9 +306,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let name = EnvName::for_shared(repo);
         let existing = self.get(&name).await?;
-        let wanted = existing
-            .as_ref()
-            .is_some_and(|e| e.desired == Desired::Running && e.phase != Phase::Deleted);
+        // A shared env that failed is asked again by the next env needing it: a transient
+        // failure (a healthcheck, a pull) must not fail every env of the repo for good.
+        let wanted = existing.as_ref().is_some_and(|e| {
+            e.desired == Desired::Running && !matches!(e.phase, Phase::Deleted | Phase::Failed)
+        });
         let behind = match (&existing, newest) {
             (Some(env), Some(newest)) => env.commit.as_ref() != Some(newest),
             (_, None) => false,
