@@ -16,12 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
-use envmgr::names::{BranchName, EnvName, RepoName};
-use envmgr::store::{Phase, Store, UpRequest};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::scheduler::cpu_ticks;
 use super::{cores, docker, secs, slipway_binary, summary, wait_all, EnvCleanup, Repo, Server};
 
 /// Three services of the demo app: two answering HTTP, one calling the first.
@@ -322,7 +321,7 @@ pub fn control_loop(count: usize, running: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("slipway.db").display());
     let made = Instant::now();
-    seed_sleeping(&url, &name, count - running)?;
+    super::scheduler::seed(&url, &name, count - running, "s", true)?;
     println!(
         "{} sleeping env rows written through the store in {:.1} s",
         count - running,
@@ -433,43 +432,6 @@ pub fn control_loop(count: usize, running: usize) -> Result<()> {
     Ok(())
 }
 
-/// `count` sleeping envs of `repo`, through the store's own API (no containers: the
-/// reconciler checks each is still stopped on every resync).
-fn seed_sleeping(url: &str, repo: &str, count: usize) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime
-        .block_on(async {
-            let store = Store::connect(url).await?;
-            let repo = RepoName::parse(repo)?;
-            for i in 0..count {
-                let branch = BranchName::from_user(&format!("s{i:05}"))?;
-                let name = EnvName::for_branch(&repo, &branch);
-                let record = store
-                    .request_up(&UpRequest {
-                        name: name.clone(),
-                        repo: repo.clone(),
-                        branch,
-                        ttl: Duration::from_secs(7 * 24 * 3600),
-                        actor: "bench".into(),
-                        pull_request: None,
-                    })
-                    .await?;
-                store
-                    .record_observed_generation(&name, record.generation)
-                    .await?;
-                store.request_sleep(&name, "bench", "seeded asleep").await?;
-                store
-                    .set_phase(&name, Phase::Sleeping, None, "seeded asleep")
-                    .await?;
-                store.record_slept(&name).await?;
-            }
-            anyhow::Ok(())
-        })
-        .context("seeding the store")
-}
-
 /// The `took_ms` of each "resync done" log line of controller `kind`.
 fn resync_times(log: &str, kind: &str) -> Vec<u64> {
     let wanted = format!("kind=\"{kind}\"");
@@ -490,10 +452,6 @@ fn dockerd_pid() -> Option<u32> {
         .next()?
         .parse()
         .ok()
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    super::scheduler::cpu_ticks(pid)
 }
 
 // ---------------------------------------------------------------------------------------

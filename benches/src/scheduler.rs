@@ -33,7 +33,7 @@ pub fn scheduler_idle(count: usize) -> Result<()> {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}", dir.path().join("slipway.db").display());
         let made = Instant::now();
-        seed(&url, &name, envs)?;
+        seed(&url, &name, envs, "b", false)?;
         if envs > 0 {
             println!(
                 "{envs} env rows written in {:.1} s",
@@ -76,8 +76,9 @@ pub fn scheduler_idle(count: usize) -> Result<()> {
     Ok(())
 }
 
-/// `count` Ready envs of `repo`, made through the store's own API.
-fn seed(url: &str, repo: &str, count: usize) -> Result<()> {
+/// `count` converged envs of `repo` (branches `<prefix>00000`...), made through the
+/// store's own API: Ready, or asleep (Sleeping, no containers behind either).
+pub(crate) fn seed(url: &str, repo: &str, count: usize, prefix: &str, asleep: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -86,7 +87,7 @@ fn seed(url: &str, repo: &str, count: usize) -> Result<()> {
             let store = Store::connect(url).await?;
             let repo = RepoName::parse(repo)?;
             for i in 0..count {
-                let branch = BranchName::from_user(&format!("b{i:05}"))?;
+                let branch = BranchName::from_user(&format!("{prefix}{i:05}"))?;
                 let name = EnvName::for_branch(&repo, &branch);
                 let record = store
                     .request_up(&UpRequest {
@@ -98,10 +99,18 @@ fn seed(url: &str, repo: &str, count: usize) -> Result<()> {
                         pull_request: None,
                     })
                     .await?;
-                store.set_phase(&name, Phase::Ready, None, "seeded").await?;
                 store
                     .record_observed_generation(&name, record.generation)
                     .await?;
+                if asleep {
+                    store.request_sleep(&name, "bench", "seeded asleep").await?;
+                    store
+                        .set_phase(&name, Phase::Sleeping, None, "seeded asleep")
+                        .await?;
+                    store.record_slept(&name).await?;
+                } else {
+                    store.set_phase(&name, Phase::Ready, None, "seeded").await?;
+                }
             }
             anyhow::Ok(())
         })

@@ -3,6 +3,8 @@
 //! with the same containers; one wake however many callers; a warned env that is used is not
 //! deleted; a pinned one never goes; an unused one goes after its warning.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use envmgr::runtime::fake::FakeRuntime;
 use envmgr::runtime::ServiceState;
 use envmgr::settings::{FrontDoor, IdleSettings};
 use envmgr::store::{Desired, EnvRecord, Phase, Store, EXPIRING_EVENT};
-use envmgr::{Engine, EngineSettings, RepoSettings};
+use envmgr::{Engine, EngineSettings};
 
 const COMPOSE: &str = "\
 services:
@@ -74,29 +76,14 @@ async fn world_with(idle: IdleSettings, image_retention: Option<Duration>) -> Wo
     .await
     .unwrap();
     let settings = EngineSettings {
-        data_dir: dir.path().join("data"),
-        repos: vec![RepoSettings {
-            name: RepoName::parse("app").unwrap(),
-            url: repo.display().to_string(),
-            env_file: "compose.yml".into(),
-            default_ttl: Duration::from_secs(3600),
-            test_timeout: Duration::from_secs(60),
-            secret_env: vec![],
-            credentials: None,
-            queue: Default::default(),
-            max_envs: None,
-            idle,
-        }],
-        default_limits: Default::default(),
-        resync_interval: Duration::from_millis(300),
-        lease_ttl: Duration::from_secs(15),
-        ready_timeout: Duration::from_secs(10),
-        public_url: "http://slipway.example.com".into(),
-        test_log_retention: 3,
-        env_limits: Default::default(),
-        quotas: Default::default(),
         image_retention,
         front_door: Some(FrontDoor::new("http", "localhost", Some(8081))),
+        ..support::engine::settings(
+            &dir.path().join("data"),
+            RepoName::parse("app").unwrap(),
+            &repo,
+            idle,
+        )
     };
     let fake = Arc::new(FakeRuntime::new());
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();

@@ -4,6 +4,8 @@
 //! branch moving moves it (and the envs attach the new container), and what cannot work
 //! fails with the reason.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use envmgr::engine::EngineError;
 use envmgr::names::{BranchName, EnvName, RepoName};
 use envmgr::runtime::fake::FakeRuntime;
 use envmgr::store::{Desired, EnvRecord, Phase, Store};
-use envmgr::{Engine, EngineSettings, RepoSettings};
+use envmgr::Engine;
 
 /// `db` runs once for the repo; `web` has a copy per env and waits for `db` to be healthy.
 const COMPOSE: &str = "\
@@ -95,31 +97,7 @@ async fn world(idle: envmgr::settings::IdleSettings) -> World {
     ))
     .await
     .unwrap();
-    let settings = EngineSettings {
-        data_dir: dir.path().join("data"),
-        repos: vec![RepoSettings {
-            name: app(),
-            url: repo.display().to_string(),
-            env_file: "compose.yml".into(),
-            default_ttl: Duration::from_secs(3600),
-            test_timeout: Duration::from_secs(60),
-            secret_env: vec![],
-            credentials: None,
-            queue: Default::default(),
-            max_envs: None,
-            idle,
-        }],
-        default_limits: Default::default(),
-        resync_interval: Duration::from_millis(300),
-        lease_ttl: Duration::from_secs(15),
-        ready_timeout: Duration::from_secs(10),
-        public_url: "http://slipway.example.com".into(),
-        test_log_retention: 3,
-        env_limits: Default::default(),
-        quotas: Default::default(),
-        image_retention: None,
-        front_door: None,
-    };
+    let settings = support::engine::settings(&dir.path().join("data"), app(), &repo, idle);
     let fake = Arc::new(FakeRuntime::new());
     let engine = Engine::start(settings, store, fake.clone()).await.unwrap();
     World {

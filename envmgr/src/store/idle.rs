@@ -241,32 +241,8 @@ impl Store {
         gone_at: i64,
         why: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE envs SET desired = 'deleted', updated_at = $1 \
-             WHERE name = $2 AND desired = 'running' AND pinned = 0 AND branch_gone_at = $3",
-        )
-        .bind(now)
-        .bind(name.as_str())
-        .bind(gone_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed > 0 {
-            insert_event(
-                &mut tx,
-                name.as_str(),
-                now,
-                "expired",
-                None,
-                why,
-                Some("slipway"),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(changed > 0)
+        self.expire_unless_changed(name, "branch_gone_at = $3", gone_at, why)
+            .await
     }
 
     /// Marks the env for deletion for having been idle, unless a sign of use newer than
@@ -278,20 +254,39 @@ impl Store {
         last_used_at: i64,
         why: &str,
     ) -> Result<bool, StoreError> {
+        self.expire_unless_changed(
+            name,
+            "COALESCE(requested_at, 0) <= $3 AND COALESCE(last_command_at, 0) <= $3 \
+             AND COALESCE(last_request_at, 0) <= $3",
+            last_used_at,
+            why,
+        )
+        .await
+    }
+
+    /// Marks a running, unpinned env for deletion with an `expired` event, only while
+    /// `still` (SQL over the env's row, `$3` bound to `read`) holds: what the caller decided
+    /// on has not changed meanwhile, whichever replica changed it.
+    async fn expire_unless_changed(
+        &self,
+        name: &EnvName,
+        still: &str,
+        read: i64,
+        why: &str,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
+        let sql = format!(
             "UPDATE envs SET desired = 'deleted', updated_at = $1 \
-             WHERE name = $2 AND desired = 'running' AND pinned = 0 \
-             AND COALESCE(requested_at, 0) <= $3 AND COALESCE(last_command_at, 0) <= $3 \
-             AND COALESCE(last_request_at, 0) <= $3",
-        )
-        .bind(now)
-        .bind(name.as_str())
-        .bind(last_used_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+             WHERE name = $2 AND desired = 'running' AND pinned = 0 AND {still}"
+        );
+        let changed = sqlx::query(&sql)
+            .bind(now)
+            .bind(name.as_str())
+            .bind(read)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if changed > 0 {
             insert_event(
                 &mut tx,
