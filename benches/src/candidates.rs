@@ -48,6 +48,7 @@ pub fn queue_git(rounds: usize, commits: usize, files: usize) -> Result<()> {
         .build()?;
     let work = tempfile::tempdir()?;
     let repo = RepoSettings {
+        channels: Vec::new(),
         name: RepoName::parse("bench")?,
         url: origin.display().to_string(),
         env_file: "compose.yml".into(),

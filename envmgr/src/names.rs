@@ -109,6 +109,18 @@ impl EnvName {
         Self(format!("{}{SHARED_SUFFIX}", repo.as_str()))
     }
 
+    /// The long-lived env that serves release channel `channel` of `repo`:
+    /// `<repo>-<channel>`. A branch env that would take this name gets another (see
+    /// `Engine::up`).
+    pub fn for_release(repo: &RepoName, channel: &str) -> Self {
+        Self(format!("{}-{channel}", repo.as_str()))
+    }
+
+    /// The env that runs the canary copies of a rollout in `channel`: `<repo>-<channel>-canary`.
+    pub fn for_canary(repo: &RepoName, channel: &str) -> Self {
+        Self(format!("{}-{channel}{CANARY_SUFFIX}", repo.as_str()))
+    }
+
     /// Whether this is the shared env of `repo`.
     pub fn is_shared_of(&self, repo: &RepoName) -> bool {
         self.0
@@ -120,6 +132,9 @@ impl EnvName {
         &self.0
     }
 }
+
+/// What ends the name of a rollout's canary env.
+const CANARY_SUFFIX: &str = "-canary";
 
 /// What ends the name of a repo's shared env.
 const SHARED_SUFFIX: &str = "-shared";

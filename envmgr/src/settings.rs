@@ -173,6 +173,8 @@ pub struct RepoSettings {
     pub max_envs: Option<usize>,
     /// When idle envs sleep and go (`idle_sleep`, `idle_delete`, `warn_before`).
     pub idle: IdleSettings,
+    /// Release channels in order (`[[repo.channel]]`): where landed changes roll out.
+    pub channels: Vec<crate::rollout::ChannelSettings>,
 }
 
 /// How long an env may go unused. `None` turns a step off.

@@ -95,6 +95,7 @@ async fn world_with(fake: Arc<FakeRuntime>, adjust: impl FnOnce(&mut EngineSetti
     let mut settings = EngineSettings {
         data_dir: dir.path().join("data"),
         repos: vec![RepoSettings {
+            channels: Vec::new(),
             name: RepoName::parse("app").unwrap(),
             url: repo.display().to_string(),
             env_file: "compose.yml".into(),

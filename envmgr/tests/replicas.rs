@@ -199,6 +199,7 @@ impl Replica {
                 let settings = EngineSettings {
                     data_dir,
                     repos: vec![RepoSettings {
+                        channels: Vec::new(),
                         name: RepoName::parse("app").unwrap(),
                         url: repo,
                         env_file: "compose.yml".into(),

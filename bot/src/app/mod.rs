@@ -163,6 +163,7 @@ fn demo_repo(data_dir: &Path) -> anyhow::Result<RepoSettings> {
     demo::ensure_demo_repo(&repo_dir).context("cannot create the bundled demo repo")?;
     info!(repo = %repo_dir.display(), "no --config given: serving the bundled demo repo");
     Ok(RepoSettings {
+        channels: Vec::new(),
         name: RepoName::parse("demo").expect("valid"),
         url: repo_dir.to_string_lossy().into_owned(),
         env_file: "compose.yml".into(),

@@ -90,6 +90,7 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
             .with_context(|| format!("[[repo]] `{name}` env_file"))?;
         let queue = queue_settings(&name, &repo.queue)?;
         repos.push(RepoSettings {
+            channels: Vec::new(),
             name,
             url: repo.url.clone(),
             env_file: repo.env_file.clone(),

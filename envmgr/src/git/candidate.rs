@@ -733,6 +733,7 @@ mod tests {
             let world = Self {
                 mirrors: GitMirrors::new(&dir.path().join("data")),
                 repo: RepoSettings {
+                    channels: Vec::new(),
                     name: RepoName::parse("shop").unwrap(),
                     url: origin.display().to_string(),
                     env_file: "compose.yml".into(),

@@ -654,6 +654,7 @@ mod tests {
             git(&upstream, &["branch", &format!("b{i}")]);
         }
         let repo = RepoSettings {
+            channels: Vec::new(),
             name: RepoName::parse("shared").unwrap(),
             url: upstream.display().to_string(),
             env_file: "compose.yml".into(),
@@ -766,6 +767,7 @@ mod tests {
             .await
             .unwrap();
         let repo = RepoSettings {
+            channels: Vec::new(),
             name: RepoName::parse("shop").unwrap(),
             url: "https://oauth2:URLSECRET123@127.0.0.1:1/nothing.git".into(),
             env_file: "compose.yml".into(),

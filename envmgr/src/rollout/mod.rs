@@ -1,8 +1,13 @@
-//! Monitored rollouts: the canary-versus-baseline analysis that decides each step.
+//! Monitored rollouts: release channels, the canary-versus-baseline analysis that decides
+//! each step, and the traffic measurements it reads.
 
 pub mod analysis;
+pub mod model;
+pub mod traffic;
 
 #[cfg(test)]
 mod proptests;
 
 pub use analysis::{analyse, AnalysisSettings, Check, Verdict, VersionSample};
+pub use model::{ChannelSettings, Rollout, RolloutState, TrafficSplit, Version, FULL_WEIGHT};
+pub use traffic::{LatencyHistogram, VersionCounts};

@@ -13,6 +13,7 @@ mod queue;
 mod quota;
 mod record;
 mod testruns;
+mod traffic;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,7 @@ pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, Queue
 pub use quota::{counts_for_memory, format_idle, QuotaLimits, QuotaRefusal, QuotaScope};
 pub use record::{Desired, EnvRecord, Event, IdleState, Phase, ServiceStatus, SharedFrom};
 pub use testruns::{RunOutcome, RunStatus, RunTrigger, TestResult, TestRun};
+pub use traffic::{traffic_bucket, TrafficBucket, TrafficWindow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -11,6 +11,7 @@ pub fn settings(data_dir: &Path, name: RepoName, url: &Path, idle: IdleSettings)
     EngineSettings {
         data_dir: data_dir.to_path_buf(),
         repos: vec![RepoSettings {
+            channels: Vec::new(),
             name,
             url: url.display().to_string(),
             env_file: "compose.yml".into(),
