@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(w.days.len(), 7);
         assert_eq!(w.tz, TimeZone::UTC);
         assert_eq!(w.to_string(), "daily 09:00-10:00 UTC");
-        assert!(window_check(&[w.clone()], utc("2024-06-15T09:30:00Z")).is_ok());
+        assert!(window_check(std::slice::from_ref(&w), utc("2024-06-15T09:30:00Z")).is_ok());
         assert_eq!(
             window_check(&[w], utc("2024-06-15T10:00:00Z")),
             Err("outside the deploy windows (next opens Sun 09:00 UTC)".to_string())
