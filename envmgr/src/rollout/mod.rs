@@ -3,7 +3,9 @@
 
 pub mod analysis;
 pub mod model;
+pub mod ports;
 pub mod traffic;
+pub mod windows;
 
 #[cfg(test)]
 mod proptests;
