@@ -1,6 +1,7 @@
 //! Monitored rollouts: the canary-versus-baseline analysis that decides each step.
 
 pub mod analysis;
+pub mod chart;
 pub mod ports;
 pub mod windows;
 
