@@ -2,6 +2,7 @@
 //! each step, and the traffic measurements it reads.
 
 pub mod analysis;
+pub mod chart;
 pub mod model;
 pub mod ports;
 pub mod traffic;
