@@ -1,6 +1,8 @@
 //! The front door's figures per env and service, in memory and on `/metrics`
 //! (`slipway_proxy_*`): requests by status class, connection errors, and the time to the
-//! response head. Rollouts will read the same families to compare versions.
+//! response head; and per release env and version (`stable`, `canary`) while a rollout
+//! splits its traffic (`slipway_proxy_version_*`), labelled by the release env only, so a
+//! rollout adds at most two series per status class however many services it has.
 
 use std::sync::OnceLock;
 
@@ -9,6 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use envmgr::rollout::Version;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -24,7 +28,23 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionRequestLabels {
+    /// The release env (`<repo>-<channel>`).
+    pub env: String,
+    /// `stable` or `canary`.
+    pub version: &'static str,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub env: String,
+    pub version: &'static str,
+}
+
 type LatencyFamily = Family<ServiceLabels, Histogram, fn() -> Histogram>;
+type VersionLatencyFamily = Family<VersionLabels, Histogram, fn() -> Histogram>;
 
 /// Cheap to clone: every clone counts into the same families.
 #[derive(Clone)]
@@ -32,6 +52,9 @@ pub struct ProxyMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub connection_errors: Family<ServiceLabels, Counter>,
     pub latency: LatencyFamily,
+    pub version_requests: Family<VersionRequestLabels, Counter>,
+    pub version_connection_errors: Family<VersionLabels, Counter>,
+    pub version_latency: VersionLatencyFamily,
 }
 
 fn latency_histogram() -> Histogram {
@@ -47,6 +70,9 @@ impl Default for ProxyMetrics {
             requests: Family::default(),
             connection_errors: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            version_requests: Family::default(),
+            version_connection_errors: Family::default(),
+            version_latency: Family::new_with_constructor(latency_histogram),
         }
     }
 }
@@ -70,6 +96,25 @@ impl ProxyMetrics {
              and service",
             self.latency.clone(),
         );
+        registry.register(
+            "proxy_version_requests",
+            "Requests to a release env during a rollout, by release env, version (stable or \
+             canary) and status class; connection errors count as 5xx. Requests forcing a \
+             version are left out",
+            self.version_requests.clone(),
+        );
+        registry.register(
+            "proxy_version_connection_errors",
+            "Requests to a release env during a rollout that the version's service refused or \
+             dropped, by release env and version",
+            self.version_connection_errors.clone(),
+        );
+        registry.register(
+            "proxy_version_request_duration_seconds",
+            "Time from a request's arrival at the front door to its response head during a \
+             rollout, by release env and version",
+            self.version_latency.clone(),
+        );
     }
 
     /// The figures of one env's service, looked up once (per route) so that counting a
@@ -90,6 +135,76 @@ impl ProxyMetrics {
             connection_errors: OnceLock::new(),
         }
     }
+
+    /// The figures of one version of a release env under a rollout, looked up once per
+    /// split so counting a request touches no label map.
+    pub fn version(&self, env: &str, version: Version) -> VersionFigures {
+        let labels = VersionLabels {
+            env: env.to_string(),
+            version: version.as_str(),
+        };
+        VersionFigures {
+            family: self.clone(),
+            labels: labels.clone(),
+            classes: Default::default(),
+            latency: self.version_latency.get_or_create(&labels).clone(),
+            connection_errors: OnceLock::new(),
+        }
+    }
+}
+
+/// One version's counters and histogram (shared handles into [`ProxyMetrics`]'s families).
+pub struct VersionFigures {
+    family: ProxyMetrics,
+    labels: VersionLabels,
+    classes: [OnceLock<Counter>; 5],
+    latency: Histogram,
+    connection_errors: OnceLock<Counter>,
+}
+
+impl VersionFigures {
+    /// A request answered with `status` after `seconds`.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = class_of(status);
+        self.classes[class]
+            .get_or_init(|| {
+                self.family
+                    .version_requests
+                    .get_or_create(&VersionRequestLabels {
+                        env: self.labels.env.clone(),
+                        version: self.labels.version,
+                        class: CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+        self.latency.observe(seconds);
+    }
+
+    /// A request the version's service refused or dropped: counted as a 5xx too, without
+    /// a latency (there was no answer).
+    pub fn connection_error(&self) {
+        self.connection_errors
+            .get_or_init(|| {
+                self.family
+                    .version_connection_errors
+                    .get_or_create(&self.labels)
+                    .clone()
+            })
+            .inc();
+        self.classes[4]
+            .get_or_init(|| {
+                self.family
+                    .version_requests
+                    .get_or_create(&VersionRequestLabels {
+                        env: self.labels.env.clone(),
+                        version: self.labels.version,
+                        class: CLASSES[4],
+                    })
+                    .clone()
+            })
+            .inc();
+    }
 }
 
 /// One service's counters and histogram (shared handles into [`ProxyMetrics`]'s families).
@@ -107,16 +222,21 @@ pub struct ServiceFigures {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The index into [`CLASSES`] of a status.
+fn class_of(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 impl ServiceFigures {
     /// A request answered with `status` after `seconds`.
     pub fn observe(&self, status: u16, seconds: f64) {
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
+        let class = class_of(status);
         self.classes[class]
             .get_or_init(|| {
                 self.family
@@ -177,5 +297,27 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(!text.contains("4xx"), "only classes that happened: {text}");
+    }
+
+    #[test]
+    fn version_figures_are_exported_per_release_env_and_version() {
+        let metrics = ProxyMetrics::default();
+        let mut registry = Registry::with_prefix("slipway");
+        metrics.register(&mut registry);
+        let stable = metrics.version("shop-production", Version::Stable);
+        let canary = metrics.version("shop-production", Version::Canary);
+        stable.observe(200, 0.002);
+        canary.observe(500, 0.003);
+        canary.connection_error();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"slipway_proxy_version_requests_total{env="shop-production",version="stable",class="2xx"} 1"#,
+            r#"slipway_proxy_version_requests_total{env="shop-production",version="canary",class="5xx"} 2"#,
+            r#"slipway_proxy_version_connection_errors_total{env="shop-production",version="canary"} 1"#,
+            r#"slipway_proxy_version_request_duration_seconds_count{env="shop-production",version="canary"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

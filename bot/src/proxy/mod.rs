@@ -5,10 +5,17 @@
 //! joined and copied both ways. A request to an env that is not serving yet wakes it and
 //! waits for Ready (browsers get a "waking up" page after 2 s instead); a failed env answers
 //! 503 with its reason and logs link, an unknown name 404 with the envs that exist.
+//!
+//! While a rollout runs in a release env, its requests are split between the release env's
+//! service (stable) and the same service in the canary env (`split`), every request not
+//! forcing a version is measured per version for the analysis (`measure`), and the answer
+//! says which version served it (`X-Slipway-Version`).
 
+mod measure;
 mod metrics;
 mod pages;
 pub mod routing;
+pub mod split;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,22 +24,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
+use envmgr::controller::ControllerSettings;
 use envmgr::names::EnvName;
+use envmgr::rollout;
 use envmgr::settings::FrontDoor;
 use envmgr::store::{now_ms, EnvRecord, Phase};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::{debug, warn};
 
+pub use measure::TrafficMeter;
+use measure::Outcome;
 pub use metrics::ProxyMetrics;
-use routing::{parse_host, EnvRoute, RouteCache, Target};
+use routing::{parse_host, EnvRoute, RouteCache, Target, Upstream};
+use split::{Choice, SplitEntry, Splits};
 
 use crate::app::App;
 use crate::config::ProxyConfig;
@@ -138,17 +150,29 @@ pub struct Proxy {
     settings: ProxySettings,
     routes: RouteCache,
     client: UpstreamClient,
+    splits: Splits,
+    meter: TrafficMeter,
 }
 
 impl Proxy {
-    pub fn new(app: Arc<App>, settings: ProxySettings, metrics: ProxyMetrics) -> Arc<Self> {
+    /// The front door, with the rollouts' traffic splits as the store has them now (kept
+    /// fresh from here on) and its measurements written under a name unique to it.
+    pub async fn new(app: Arc<App>, settings: ProxySettings, metrics: ProxyMetrics) -> Arc<Self> {
         let client = upstream_client();
-        let routes = RouteCache::start(app.store().clone(), app.runtime.clone(), metrics);
+        let store = app.store().clone();
+        let splits = Splits::start(store.clone(), metrics.clone()).await;
+        let meter = TrafficMeter::start(
+            store.clone(),
+            format!("front-door-{}", ControllerSettings::holder_name()),
+        );
+        let routes = RouteCache::start(store, app.runtime.clone(), metrics);
         Arc::new(Self {
             app,
             settings,
             routes,
             client,
+            splits,
+            meter,
         })
     }
 
@@ -229,28 +253,170 @@ impl Proxy {
             return self.not_found(&missing_service(&target, record)).await;
         };
         self.note_activity(&record.name);
+        let splits = self.splits.current();
+        if let Some(split) = splits.for_env(&record.name) {
+            return self
+                .split(peer_ip, &host, &record.name, upstream, split, req, started)
+                .await;
+        }
+        match self.pass(peer_ip, &host, upstream, req, started).await {
+            Ok(response) => response,
+            Err(e) => self.bad_gateway(&record.name, upstream, &e),
+        }
+    }
+
+    /// Passes `req` to `upstream`, counting it into the service's figures. `started`: when
+    /// this attempt began.
+    async fn pass<B>(
+        &self,
+        peer_ip: &HeaderValue,
+        host: &str,
+        upstream: &Upstream,
+        req: Request<B>,
+        started: Instant,
+    ) -> anyhow::Result<Response<Body>>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+    {
         let authority = upstream.authority().await;
-        match forward(&self.client, peer_ip, &host, authority, req).await {
+        match forward(&self.client, peer_ip, host, authority, req).await {
             Ok(response) => {
                 upstream
                     .figures
                     .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
-                response
+                Ok(response)
             }
             Err(e) => {
                 upstream.figures.connection_error();
-                debug!(env = %record.name, service = %upstream.service, error = %e, "front door: upstream failed");
+                debug!(service = %upstream.service, error = %e, "front door: upstream failed");
                 upstream
                     .figures
                     .observe(502, started.elapsed().as_secs_f64());
-                html(
-                    StatusCode::BAD_GATEWAY,
-                    pages::unavailable(
-                        record.name.as_str(),
-                        &format!("service `{}` did not answer: {e}", upstream.service),
-                        &self.logs_url(&record.name),
-                    ),
-                )
+                Err(e)
+            }
+        }
+    }
+
+    fn bad_gateway(&self, env: &EnvName, upstream: &Upstream, e: &anyhow::Error) -> Response<Body> {
+        html(
+            StatusCode::BAD_GATEWAY,
+            pages::unavailable(
+                env.as_str(),
+                &format!("service `{}` did not answer: {e}", upstream.service),
+                &self.logs_url(env),
+            ),
+        )
+    }
+
+    /// A request to a release env under a rollout: to the canary env's copy of the service
+    /// or the release env's own (`stable`), as `split` says; measured per version unless
+    /// the request forced one; the answer says which version served it.
+    #[allow(clippy::too_many_arguments)]
+    async fn split(
+        &self,
+        peer_ip: &HeaderValue,
+        host: &str,
+        release_env: &EnvName,
+        stable: &Arc<Upstream>,
+        split: &SplitEntry,
+        mut req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<Body> {
+        let choice = split::choose(&split.split, req.headers());
+        // Meant for the front door, not the app.
+        req.headers_mut().remove(split::VERSION_HEADER);
+        let counted = matches!(choice, Choice::Weighted(_));
+        let measure = |version: rollout::Version, outcome: Outcome| {
+            if !counted {
+                return;
+            }
+            self.meter.record(split.split.rollout_id, version, outcome);
+            let figures = split.figures(version);
+            match outcome {
+                Outcome::Answered { status, latency_ms } => {
+                    figures.observe(status, latency_ms / 1000.0)
+                }
+                Outcome::Failed => figures.connection_error(),
+            }
+        };
+        let answered = |response: &Response<Body>, since: Instant| Outcome::Answered {
+            status: response.status().as_u16(),
+            latency_ms: since.elapsed().as_secs_f64() * 1000.0,
+        };
+        // A canary env that does not exist, is not serving, or lacks the service: stable
+        // serves (and the request counts as stable's, which it is).
+        let canary = match choice.version() {
+            rollout::Version::Canary => {
+                self.canary_upstream(&split.split.canary_env, &stable.service)
+                    .await
+            }
+            rollout::Version::Stable => None,
+        };
+        let (version, result) = match canary {
+            None => {
+                let result = self.pass(peer_ip, host, stable, req, started).await;
+                match &result {
+                    Ok(response) => measure(rollout::Version::Stable, answered(response, started)),
+                    Err(_) => measure(rollout::Version::Stable, Outcome::Failed),
+                }
+                (rollout::Version::Stable, result.map_err(|e| (e, stable.clone())))
+            }
+            Some(canary) => {
+                self.note_activity(&split.split.canary_env);
+                let replay = replayable(&req);
+                match self.pass(peer_ip, host, &canary, req, started).await {
+                    Ok(response) => {
+                        measure(rollout::Version::Canary, answered(&response, started));
+                        (rollout::Version::Canary, Ok(response))
+                    }
+                    Err(e) => {
+                        measure(rollout::Version::Canary, Outcome::Failed);
+                        match replay {
+                            // The canary's failure is counted against it above; a GET,
+                            // HEAD or OPTIONS without a body is safe to send again, so it
+                            // goes once to stable and the user still gets an answer (and
+                            // stable's answer counts as stable's, timed from the retry).
+                            Some(again) => {
+                                debug!(env = %release_env, error = %e, "front door: the canary failed; retrying on stable");
+                                let retried = Instant::now();
+                                let result = self.pass(peer_ip, host, stable, again, retried).await;
+                                match &result {
+                                    Ok(response) => measure(
+                                        rollout::Version::Stable,
+                                        answered(response, retried),
+                                    ),
+                                    Err(_) => measure(rollout::Version::Stable, Outcome::Failed),
+                                }
+                                (rollout::Version::Stable, result.map_err(|e| (e, stable.clone())))
+                            }
+                            None => (rollout::Version::Canary, Err((e, canary))),
+                        }
+                    }
+                }
+            }
+        };
+        let mut response = match result {
+            Ok(response) => response,
+            Err((e, upstream)) => self.bad_gateway(release_env, &upstream, &e),
+        };
+        response.headers_mut().insert(
+            split::VERSION_HEADER,
+            HeaderValue::from_static(version.as_str()),
+        );
+        response
+    }
+
+    /// The canary env's copy of `service`, when the canary env is serving and has it.
+    /// A canary env is never woken by a request: stable serves meanwhile.
+    async fn canary_upstream(&self, canary_env: &EnvName, service: &str) -> Option<Arc<Upstream>> {
+        match self.routes.get(canary_env).await {
+            Ok(Some(route)) if matches!(route.record.phase, Phase::Ready | Phase::Degraded) => {
+                route.upstream(Some(service)).cloned()
+            }
+            Ok(_) => None,
+            Err(e) => {
+                debug!(env = %canary_env, error = %e, "front door: cannot read the canary env; stable serves");
+                None
             }
         }
     }
@@ -410,13 +576,16 @@ fn upstream_client() -> UpstreamClient {
 /// Passes the request to `authority` (HTTP/1.1) and streams the answer back; joins the
 /// two connections of a WebSocket (or any HTTP/1.1) upgrade. `peer_ip`: the client's
 /// address, for `X-Forwarded-For`.
-async fn forward(
+async fn forward<B>(
     client: &UpstreamClient,
     peer_ip: &HeaderValue,
     host: &str,
     authority: &Authority,
-    mut req: Request<Incoming>,
-) -> anyhow::Result<Response<Body>> {
+    mut req: Request<B>,
+) -> anyhow::Result<Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -469,6 +638,22 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// A copy of `req` to send again when its first upstream failed: only for GET, HEAD and
+/// OPTIONS without a body and without an upgrade, which a service must treat as safe to
+/// repeat.
+fn replayable(req: &Request<Incoming>) -> Option<Request<Body>> {
+    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !idempotent || !req.body().is_end_stream() || upgrade_protocol(req.headers()).is_some() {
+        return None;
+    }
+    let mut copy = Request::new(empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// The host the client asked for: the Host header, or the URI's authority (HTTP/2).

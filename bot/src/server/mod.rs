@@ -50,7 +50,7 @@ pub(crate) async fn start(
         app.engine.metrics(),
         &proxy_metrics,
     ));
-    let front_door = proxy::Proxy::new(app.clone(), proxy_settings, proxy_metrics);
+    let front_door = proxy::Proxy::new(app.clone(), proxy_settings, proxy_metrics).await;
     let access = api::Access::new(token);
     let probes = ready::Probes {
         store: app.store().clone(),
