@@ -77,6 +77,10 @@ pub struct Config {
     /// `crate::proxy::ProxySettings`. On by default.
     #[serde(default)]
     pub proxy: Option<ProxyConfig>,
+    /// Prometheus for the channels' `[[repo.channel.metric]]` checks.
+    pub prometheus: Option<PrometheusConfig>,
+    /// Alertmanager for the channels' `alerts` guards.
+    pub alertmanager: Option<AlertmanagerConfig>,
 }
 
 /// The `[proxy]` table.
@@ -323,6 +327,57 @@ pub struct RepoConfig {
     /// no warning.
     #[serde(default = "default_warn_before", with = "humantime_serde")]
     pub warn_before: Duration,
+    /// Release channels in rollout order (`[[repo.channel]]`): staging, then production.
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// `[[repo.channel]]`: one stage of production a landed change rolls out through.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Names the release env `<repo>-<name>` and its front-door host.
+    pub name: String,
+    /// Canary weight per step (default `["5%", "25%", "50%", "100%"]`).
+    pub steps: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub min_step_time: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_step_time: Option<Duration>,
+    #[serde(default)]
+    pub requires_approval: bool,
+    /// How long the version runs at 100% here before the next channel starts.
+    #[serde(default, with = "humantime_serde")]
+    pub soak: Option<Duration>,
+    /// When deploys may start or advance; none: any time.
+    #[serde(default)]
+    pub windows: Vec<envmgr::rollout::windows::DeployWindow>,
+    /// A freeze written in the config: the reason nothing may roll out here now.
+    pub freeze: Option<String>,
+    /// Alertmanager matchers: no start or step while an alert matching all of them fires.
+    #[serde(default)]
+    pub alerts: Vec<String>,
+    /// How long a failing metric source (Prometheus, Alertmanager) may hold a rollout
+    /// before it is rolled back (default 2m).
+    #[serde(default, with = "humantime_serde")]
+    pub metric_outage: Option<Duration>,
+    /// Prometheus queries compared between canary and baseline (`[[repo.channel.metric]]`).
+    #[serde(default, rename = "metric")]
+    pub metrics: Vec<envmgr::rollout::ports::MetricCheck>,
+}
+
+/// `[prometheus]`: where `[[repo.channel.metric]]` queries go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    pub url: String,
+}
+
+/// `[alertmanager]`: whose firing alerts hold rollouts (a channel's `alerts`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    pub url: String,
 }
 
 fn default_idle_sleep() -> Duration {

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Caller, Outcome as AuditOutcome, Refusal, Role};
 use crate::app::App;
-use crate::commands::{help_reply, Command, CommandKind, ParseError};
+use crate::commands::{help_reply, Command, CommandKind, ParseError, RolloutVerb};
 use crate::queue::{self, EntryView, QueueView};
+use crate::rollout::{self, ChannelView, RolloutStatusView, RolloutView};
 
 /// Lines of output `env logs` shows when no `tail` is given.
 pub const DEFAULT_LOG_TAIL: u64 = 200;
@@ -107,6 +108,23 @@ pub enum Outcome {
     /// `queue pause` / `queue resume`.
     QueuePaused {
         queue: QueueView,
+    },
+    /// The rollout is asked for (`release`); the rollout reconciler carries it out.
+    Release {
+        rollout: RolloutView,
+    },
+    /// `rollout status`.
+    RolloutStatus {
+        status: Box<RolloutStatusView>,
+    },
+    /// `rollout pause|resume|promote|rollback|approve`: what was asked, and the rollout.
+    RolloutAction {
+        action: RolloutVerb,
+        rollout: RolloutView,
+    },
+    /// `channel freeze` / `channel unfreeze`: the channels after.
+    ChannelFrozen {
+        channels: Vec<ChannelView>,
     },
 }
 
@@ -425,6 +443,57 @@ async fn execute(
         },
         Command::QueueResume { repo } => Outcome::QueuePaused {
             queue: queue::set_paused(app, invocation, kind, repo, None).await?,
+        },
+        Command::Release {
+            repo,
+            target,
+            channel,
+        } => Outcome::Release {
+            rollout: rollout::release(app, invocation, &repo, &target, channel.as_deref()).await?,
+        },
+        Command::Rollout {
+            action: RolloutVerb::Status,
+            repo,
+            channel,
+        } => Outcome::RolloutStatus {
+            status: Box::new(
+                rollout::status(app, invocation, repo.as_deref(), channel.as_deref()).await?,
+            ),
+        },
+        Command::Rollout {
+            action,
+            repo,
+            channel,
+        } => Outcome::RolloutAction {
+            action,
+            rollout: rollout::act(app, invocation, action, repo.as_deref(), channel.as_deref())
+                .await?,
+        },
+        Command::ChannelFreeze {
+            reason,
+            repo,
+            channel,
+        } => Outcome::ChannelFrozen {
+            channels: rollout::set_frozen(
+                app,
+                invocation,
+                kind,
+                repo.as_deref(),
+                channel.as_deref(),
+                Some(reason.unwrap_or_default()),
+            )
+            .await?,
+        },
+        Command::ChannelUnfreeze { repo, channel } => Outcome::ChannelFrozen {
+            channels: rollout::set_frozen(
+                app,
+                invocation,
+                kind,
+                repo.as_deref(),
+                channel.as_deref(),
+                None,
+            )
+            .await?,
         },
         Command::Approve => {
             return Err(CommandError::NotHere(

@@ -18,6 +18,7 @@ mod logging;
 mod notify;
 pub mod proxy;
 mod queue;
+mod rollout;
 mod runtime;
 mod server;
 /// Slipway in-process on the runtime's test twin, for the surface tests.

@@ -242,7 +242,17 @@ pub const fn default_required_role(kind: CommandKind) -> Role {
         CommandKind::EnvList
         | CommandKind::EnvStatus
         | CommandKind::QueueList
-        | CommandKind::QueueStatus => Role::Viewer,
+        | CommandKind::QueueStatus
+        | CommandKind::RolloutStatus => Role::Viewer,
+        // What reaches production, and when: for who decides what ships.
+        CommandKind::Release
+        | CommandKind::RolloutPause
+        | CommandKind::RolloutResume
+        | CommandKind::RolloutPromote
+        | CommandKind::RolloutRollback
+        | CommandKind::RolloutApprove
+        | CommandKind::ChannelFreeze
+        | CommandKind::ChannelUnfreeze => Role::Deployer,
         // Closing the tree holds everyone's changes: for who decides what ships.
         CommandKind::QueuePause | CommandKind::QueueResume => Role::Deployer,
         // A pinned env costs for as long as it stands: for who decides what runs.

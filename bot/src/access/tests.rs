@@ -108,13 +108,14 @@ fn no_access_may_run_only_help_and_whoami() {
             CommandKind::EnvStatus,
             CommandKind::QueueList,
             CommandKind::QueueStatus,
+            CommandKind::RolloutStatus,
             CommandKind::Help,
             CommandKind::WhoAmI
         ]
     );
-    // Closing the tree is for deployers.
+    // Closing the tree, pinning and what ships are for deployers.
     let developer = policy.allowed_commands(Role::Developer);
-    assert_eq!(developer.len(), CommandKind::ALL.len() - 4);
+    assert_eq!(developer.len(), CommandKind::ALL.len() - 12);
     assert!(!developer.contains(&CommandKind::QueuePause));
     // So is pinning an env (it costs for as long as it stands); sleep and wake are not.
     assert!(!developer.contains(&CommandKind::EnvPin));

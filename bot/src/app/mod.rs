@@ -133,6 +133,7 @@ impl App {
         let engine = Engine::start(settings, store, runtime.clone())
             .await
             .context("cannot start the engine's controllers")?;
+        rollout_sources(config, &engine)?;
         let app = Arc::new(App {
             policy,
             engine,
@@ -154,6 +155,25 @@ impl App {
     pub fn store(&self) -> &Store {
         self.engine.store()
     }
+}
+
+/// Plugs `[alertmanager]` and `[prometheus]` into the rollouts' guards and judges.
+fn rollout_sources(config: &Config, engine: &Engine) -> anyhow::Result<()> {
+    use envmgr::rollout::checks::{AlertGuard, PrometheusJudge};
+    use envmgr::rollout::ports::{Alertmanager, Prometheus};
+    if let Some(alertmanager) = &config.alertmanager {
+        let source = Alertmanager::new(&alertmanager.url).context("[alertmanager] url")?;
+        engine
+            .rollout_checks()
+            .add_guard(Arc::new(AlertGuard::new(Arc::new(source))));
+    }
+    if let Some(prometheus) = &config.prometheus {
+        let source = Prometheus::new(&prometheus.url).context("[prometheus] url")?;
+        engine
+            .rollout_checks()
+            .add_judge(Arc::new(PrometheusJudge::new(Arc::new(source))));
+    }
+    Ok(())
 }
 
 /// The bundled demo repo (created under the data directory), served when there is no

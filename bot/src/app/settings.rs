@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use envmgr::compose::parse_bytes;
 use envmgr::git::RepoPath;
 use envmgr::names::RepoName;
+use envmgr::rollout::ChannelSettings;
 use envmgr::runtime::ResourceLimits;
 use envmgr::settings::{EnvLimits, Quotas};
 use envmgr::{EngineSettings, GitCredentials, GitToken, RepoSettings};
@@ -89,8 +90,21 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         RepoPath::resolve("", &repo.env_file)
             .with_context(|| format!("[[repo]] `{name}` env_file"))?;
         let queue = queue_settings(&name, &repo.queue)?;
+        let channels = repo
+            .channels
+            .iter()
+            .map(|c| channel_settings(&name, c, config))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, c) in channels.iter().enumerate() {
+            if channels[..i].iter().any(|other| other.name == c.name) {
+                bail!(
+                    "[[repo.channel]] `{}` of repo `{name}` is listed twice",
+                    c.name
+                );
+            }
+        }
         repos.push(RepoSettings {
-            channels: Vec::new(),
+            channels,
             name,
             url: repo.url.clone(),
             env_file: repo.env_file.clone(),
@@ -128,6 +142,90 @@ pub fn engine_settings(config: &Config) -> anyhow::Result<EngineSettings> {
         // Set by `App::start`, which knows where the front door really listens.
         front_door: None,
     })
+}
+
+/// One `[[repo.channel]]`, checked: each error names the channel and the key to fix.
+fn channel_settings(
+    repo: &RepoName,
+    channel: &crate::config::ChannelConfig,
+    config: &Config,
+) -> anyhow::Result<ChannelSettings> {
+    use envmgr::rollout::model::{check_steps, parse_step};
+    let name = channel.name.trim();
+    let at = format!("[[repo.channel]] `{name}` of repo `{repo}`");
+    let name_ok = !name.is_empty()
+        && name.len() <= 20
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && !["shared", "canary"].contains(&name)
+        && !name.starts_with("pr-");
+    if !name_ok {
+        bail!(
+            "{at}: a channel name is 1-20 lowercase letters, digits and `-`, starting with a \
+             letter (it names the release env `{repo}-<name>`), and not `shared`, `canary` or `pr-...`"
+        );
+    }
+    // The release env's name must be a valid env name.
+    envmgr::names::EnvName::parse(envmgr::names::EnvName::for_canary(repo, name).as_str())
+        .with_context(|| format!("{at}: the env names it gives are not valid"))?;
+    let mut settings = ChannelSettings::new(name);
+    if let Some(steps) = &channel.steps {
+        settings.steps = steps
+            .iter()
+            .map(|s| parse_step(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("{at} steps: {e}"))?;
+        check_steps(&settings.steps).map_err(|e| anyhow::anyhow!("{at} steps: {e}"))?;
+    }
+    if let Some(min) = channel.min_step_time {
+        settings.min_step_time = min;
+    }
+    if let Some(max) = channel.max_step_time {
+        settings.max_step_time = max;
+    }
+    if settings.max_step_time <= settings.min_step_time {
+        bail!(
+            "{at}: max_step_time ({}) must be longer than min_step_time ({})",
+            humantime::format_duration(settings.max_step_time),
+            humantime::format_duration(settings.min_step_time)
+        );
+    }
+    settings.analysis.min_step_time = settings.min_step_time;
+    settings.requires_approval = channel.requires_approval;
+    if let Some(soak) = channel.soak {
+        settings.soak = soak;
+    }
+    settings.windows = channel.windows.clone();
+    settings.freeze = channel
+        .freeze
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    for matcher in &channel.alerts {
+        envmgr::rollout::ports::Matcher::parse(matcher)
+            .map_err(|e| anyhow::anyhow!("{at} alerts: {e}"))?;
+    }
+    if !channel.alerts.is_empty() && config.alertmanager.is_none() {
+        bail!("{at} names alerts but there is no [alertmanager] url to ask");
+    }
+    settings.alerts = channel.alerts.clone();
+    for metric in &channel.metrics {
+        metric
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{at} metric `{}`: {e}", metric.name))?;
+    }
+    if !channel.metrics.is_empty() && config.prometheus.is_none() {
+        bail!("{at} has [[repo.channel.metric]] queries but there is no [prometheus] url to ask");
+    }
+    settings.metrics = channel.metrics.clone();
+    if let Some(outage) = channel.metric_outage {
+        settings.metric_outage = outage;
+    }
+    Ok(settings)
 }
 
 /// The top-level `max_envs`, `max_envs_per_user` and `max_memory`.

@@ -210,6 +210,24 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 println!("{}", terminal(&line).replace('`', ""));
             }
         }
+        outcome @ (Outcome::Release { .. }
+        | Outcome::RolloutStatus { .. }
+        | Outcome::RolloutAction { .. }
+        | Outcome::ChannelFrozen { .. }) => {
+            if flags.json {
+                match &outcome {
+                    Outcome::Release { rollout } | Outcome::RolloutAction { rollout, .. } => {
+                        print_json(rollout)?
+                    }
+                    Outcome::RolloutStatus { status } => print_json(status)?,
+                    Outcome::ChannelFrozen { channels } => print_json(channels)?,
+                    _ => unreachable!("matched above"),
+                }
+            } else {
+                let text = crate::rollout::render::markdown(&outcome).unwrap_or_default();
+                println!("{}", terminal(&text).replace('`', ""));
+            }
+        }
     }
     Ok(())
 }

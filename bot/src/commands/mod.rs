@@ -32,6 +32,8 @@ mod tests;
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use comment::{parse_comment, split_words};
 pub use error::ParseError;
 pub use parse::{ArgKind, ArgSpec};
@@ -136,10 +138,60 @@ pub enum Command {
         entry: Option<QueueRef>,
         repo: Option<String>,
     },
+    /// `release <repo> <commit|branch> [channel:<c>]`: roll a version out through a channel
+    /// (the first one when none is named).
+    Release {
+        repo: String,
+        target: String,
+        channel: Option<String>,
+    },
+    /// `rollout status|pause|resume|promote|rollback|approve [repo] [channel:<c>]`.
+    Rollout {
+        action: RolloutVerb,
+        repo: Option<String>,
+        channel: Option<String>,
+    },
+    /// `channel freeze [reason...] [repo:<repo>] [channel:<c>]`: nothing starts or advances
+    /// in the channel until `channel unfreeze`.
+    ChannelFreeze {
+        reason: Option<String>,
+        repo: Option<String>,
+        channel: Option<String>,
+    },
+    /// `channel unfreeze [repo:<repo>] [channel:<c>]`.
+    ChannelUnfreeze {
+        repo: Option<String>,
+        channel: Option<String>,
+    },
     /// `help [command]`; the topic is a canonical command name (`"env up"`) or `"env"`.
     Help { topic: Option<String> },
     /// `whoami`
     WhoAmI,
+}
+
+/// The `rollout` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutVerb {
+    Status,
+    Pause,
+    Resume,
+    Promote,
+    Rollback,
+    Approve,
+}
+
+impl RolloutVerb {
+    pub const fn kind(self) -> CommandKind {
+        match self {
+            RolloutVerb::Status => CommandKind::RolloutStatus,
+            RolloutVerb::Pause => CommandKind::RolloutPause,
+            RolloutVerb::Resume => CommandKind::RolloutResume,
+            RolloutVerb::Promote => CommandKind::RolloutPromote,
+            RolloutVerb::Rollback => CommandKind::RolloutRollback,
+            RolloutVerb::Approve => CommandKind::RolloutApprove,
+        }
+    }
 }
 
 /// A change (or its queue entry) as someone named it.
@@ -199,6 +251,15 @@ pub enum CommandKind {
     QueuePause,
     QueueResume,
     QueueRetry,
+    Release,
+    RolloutStatus,
+    RolloutPause,
+    RolloutResume,
+    RolloutPromote,
+    RolloutRollback,
+    RolloutApprove,
+    ChannelFreeze,
+    ChannelUnfreeze,
     Help,
     WhoAmI,
 }
@@ -218,14 +279,18 @@ pub struct CommandInfo {
 pub const ENV_GROUP: &str = "env";
 /// The submit queue's commands (`queue add`, `queue list`, ...).
 pub const QUEUE_GROUP: &str = "queue";
+/// Monitored rollouts (`rollout status`, `rollout rollback`, ...).
+pub const ROLLOUT_GROUP: &str = "rollout";
+/// Release channels (`channel freeze`, `channel unfreeze`).
+pub const CHANNEL_GROUP: &str = "channel";
 /// Every group of two-word commands.
-pub const GROUPS: [&str; 2] = [ENV_GROUP, QUEUE_GROUP];
+pub const GROUPS: [&str; 4] = [ENV_GROUP, QUEUE_GROUP, ROLLOUT_GROUP, CHANNEL_GROUP];
 
 impl CommandKind {
     /// Every kind, in help order. When adding a variant, add it here too: `index` (an
     /// exhaustive match) will not compile until it has a place, and a const check below
     /// keeps the two in step.
-    pub const ALL: [CommandKind; 21] = [
+    pub const ALL: [CommandKind; 30] = [
         CommandKind::EnvUp,
         CommandKind::EnvDown,
         CommandKind::EnvList,
@@ -245,6 +310,15 @@ impl CommandKind {
         CommandKind::QueuePause,
         CommandKind::QueueResume,
         CommandKind::QueueRetry,
+        CommandKind::Release,
+        CommandKind::RolloutStatus,
+        CommandKind::RolloutPause,
+        CommandKind::RolloutResume,
+        CommandKind::RolloutPromote,
+        CommandKind::RolloutRollback,
+        CommandKind::RolloutApprove,
+        CommandKind::ChannelFreeze,
+        CommandKind::ChannelUnfreeze,
         CommandKind::Help,
         CommandKind::WhoAmI,
     ];
@@ -271,8 +345,17 @@ impl CommandKind {
             CommandKind::QueuePause => 16,
             CommandKind::QueueResume => 17,
             CommandKind::QueueRetry => 18,
-            CommandKind::Help => 19,
-            CommandKind::WhoAmI => 20,
+            CommandKind::Release => 19,
+            CommandKind::RolloutStatus => 20,
+            CommandKind::RolloutPause => 21,
+            CommandKind::RolloutResume => 22,
+            CommandKind::RolloutPromote => 23,
+            CommandKind::RolloutRollback => 24,
+            CommandKind::RolloutApprove => 25,
+            CommandKind::ChannelFreeze => 26,
+            CommandKind::ChannelUnfreeze => 27,
+            CommandKind::Help => 28,
+            CommandKind::WhoAmI => 29,
         }
     }
 
@@ -387,6 +470,52 @@ impl CommandKind {
                 "queue retry [entry] [repo:<repo>]",
                 "Put a change that failed in the submit queue back in line.",
             ),
+            CommandKind::Release => info(
+                "release",
+                "release repo target [channel:<channel>]",
+                "Roll a commit or branch out through a release channel (the first when none is \
+                 named), step by step, compared live with the version it replaces.",
+            ),
+            CommandKind::RolloutStatus => info(
+                "rollout status",
+                "rollout status [repo] [channel:<channel>]",
+                "Show a channel's rollout: step, weights, canary vs baseline, and why it waits.",
+            ),
+            CommandKind::RolloutPause => info(
+                "rollout pause",
+                "rollout pause [repo] [channel:<channel>]",
+                "Hold the rollout at its current step (traffic stays as it is).",
+            ),
+            CommandKind::RolloutResume => info(
+                "rollout resume",
+                "rollout resume [repo] [channel:<channel>]",
+                "Let a paused rollout go on.",
+            ),
+            CommandKind::RolloutPromote => info(
+                "rollout promote",
+                "rollout promote [repo] [channel:<channel>]",
+                "Skip the remaining steps: move the channel to the new version now.",
+            ),
+            CommandKind::RolloutRollback => info(
+                "rollout rollback",
+                "rollout rollback [repo] [channel:<channel>]",
+                "Send all traffic back to the old version at once and remove the canary.",
+            ),
+            CommandKind::RolloutApprove => info(
+                "rollout approve",
+                "rollout approve [repo] [channel:<channel>]",
+                "Approve the next step of a channel that requires approval (you are recorded).",
+            ),
+            CommandKind::ChannelFreeze => info(
+                "channel freeze",
+                "channel freeze [reason] [repo:<repo>] [channel:<channel>]",
+                "Ban rollouts in a channel until `channel unfreeze` (running ones hold).",
+            ),
+            CommandKind::ChannelUnfreeze => info(
+                "channel unfreeze",
+                "channel unfreeze [repo:<repo>] [channel:<channel>]",
+                "Lift a channel's freeze.",
+            ),
             CommandKind::Help => info(
                 "help",
                 "help [command]",
@@ -434,6 +563,15 @@ impl CommandKind {
             | CommandKind::QueuePause
             | CommandKind::QueueResume
             | CommandKind::QueueRetry
+            | CommandKind::Release
+            | CommandKind::RolloutStatus
+            | CommandKind::RolloutPause
+            | CommandKind::RolloutResume
+            | CommandKind::RolloutPromote
+            | CommandKind::RolloutRollback
+            | CommandKind::RolloutApprove
+            | CommandKind::ChannelFreeze
+            | CommandKind::ChannelUnfreeze
             | CommandKind::EnvUp
             | CommandKind::EnvDown
             | CommandKind::EnvList
@@ -542,6 +680,10 @@ impl Command {
             Command::QueuePause { .. } => CommandKind::QueuePause,
             Command::QueueResume { .. } => CommandKind::QueueResume,
             Command::QueueRetry { .. } => CommandKind::QueueRetry,
+            Command::Release { .. } => CommandKind::Release,
+            Command::Rollout { action, .. } => action.kind(),
+            Command::ChannelFreeze { .. } => CommandKind::ChannelFreeze,
+            Command::ChannelUnfreeze { .. } => CommandKind::ChannelUnfreeze,
             Command::Help { .. } => CommandKind::Help,
             Command::WhoAmI => CommandKind::WhoAmI,
         }
@@ -618,6 +760,32 @@ impl Command {
                 words.keyed("reason", reason.as_deref());
                 words.keyed("repo", repo.as_deref());
             }
+            Command::Release {
+                repo,
+                target,
+                channel,
+            } => {
+                words.positional("repo", Some(repo));
+                words.positional("target", Some(target));
+                words.keyed("channel", channel.as_deref());
+            }
+            Command::Rollout { repo, channel, .. } => {
+                words.positional("repo", repo.as_deref());
+                words.keyed("channel", channel.as_deref());
+            }
+            Command::ChannelFreeze {
+                reason,
+                repo,
+                channel,
+            } => {
+                words.keyed("reason", reason.as_deref());
+                words.keyed("repo", repo.as_deref());
+                words.keyed("channel", channel.as_deref());
+            }
+            Command::ChannelUnfreeze { repo, channel } => {
+                words.keyed("repo", repo.as_deref());
+                words.keyed("channel", channel.as_deref());
+            }
         }
         words.0
     }
@@ -679,9 +847,15 @@ impl Words {
 }
 
 fn quote_if_needed(value: &str) -> String {
+    // A quote opens a quoted part at the start of a value, and after a `:` or `=` in it.
+    let opens_quote = value
+        .chars()
+        .zip(value.chars().skip(1))
+        .any(|(a, b)| matches!(a, ':' | '=') && comment::is_quote(b));
     let needs = value.is_empty()
         || value.chars().any(char::is_whitespace)
-        || value.starts_with(comment::is_quote);
+        || value.starts_with(comment::is_quote)
+        || opens_quote;
     if !needs {
         value.to_owned()
     } else if value.contains('"') {
@@ -707,18 +881,27 @@ pub fn help_text_for(prefix: &str) -> String {
     if syntax == Syntax::Discord {
         // A Discord message holds 2,000 characters: the queue's commands get one line, and
         // `/help topic:queue` has the rest.
-        let env_and_others = CommandKind::ALL
-            .into_iter()
-            .filter(|kind| kind.subcommand_of(QUEUE_GROUP).is_none());
+        const COLLAPSED: [(&str, &str); 3] = [
+            (QUEUE_GROUP, "the submit queue"),
+            (ROLLOUT_GROUP, "monitored rollouts"),
+            (CHANNEL_GROUP, "release channels"),
+        ];
+        let env_and_others = CommandKind::ALL.into_iter().filter(|kind| {
+            COLLAPSED
+                .iter()
+                .all(|(group, _)| kind.subcommand_of(group).is_none())
+        });
         text.push_str(&command_list(prefix, env_and_others));
-        let subcommands: Vec<&str> = CommandKind::ALL
-            .into_iter()
-            .filter_map(|kind| kind.subcommand_of(QUEUE_GROUP))
-            .collect();
-        text.push_str(&format!(
-            "- `{prefix}{QUEUE_GROUP} {}`: the submit queue (`{prefix}help topic:{QUEUE_GROUP}`).\n",
-            subcommands.join("|")
-        ));
+        for (group, about) in COLLAPSED {
+            let subcommands: Vec<&str> = CommandKind::ALL
+                .into_iter()
+                .filter_map(|kind| kind.subcommand_of(group))
+                .collect();
+            text.push_str(&format!(
+                "- `{prefix}{group} {}`: {about} (`{prefix}help topic:{group}`).\n",
+                subcommands.join("|")
+            ));
+        }
     } else {
         text.push_str(&command_list(prefix, CommandKind::ALL));
     }
@@ -750,10 +933,11 @@ pub fn help_topic(topic: &str, prefix: &str) -> Option<String> {
         let commands = CommandKind::ALL
             .into_iter()
             .filter(|kind| kind.subcommand_of(group).is_some());
-        let title = if group == ENV_GROUP {
-            "Environment commands"
-        } else {
-            "Submit queue commands"
+        let title = match group {
+            ENV_GROUP => "Environment commands",
+            QUEUE_GROUP => "Submit queue commands",
+            ROLLOUT_GROUP => "Rollout commands",
+            _ => "Release channel commands",
         };
         // command_list keeps only what this surface has.
         return Some(format!("**{title}**\n\n{}", command_list(prefix, commands)));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::ParseError;
 use super::suggest;
-use super::{normalize_name, Command, CommandKind, QueueRef, GROUPS};
+use super::{normalize_name, Command, CommandKind, QueueRef, RolloutVerb, GROUPS};
 
 /// What an argument's value is parsed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,14 @@ const fn positional(name: &'static str, kind: ArgKind, about: &'static str) -> A
 const fn pr_defaulted(name: &'static str, kind: ArgKind, about: &'static str) -> ArgSpec {
     ArgSpec {
         pr_default: true,
+        ..positional(name, kind, about)
+    }
+}
+
+/// A positional every surface must be given.
+const fn positional_required(name: &'static str, kind: ArgKind, about: &'static str) -> ArgSpec {
+    ArgSpec {
+        required: true,
         ..positional(name, kind, about)
     }
 }
@@ -196,6 +204,38 @@ const QUEUE_PAUSE: &[ArgSpec] = &[
     REPO,
 ];
 const REPO_ONLY: &[ArgSpec] = &[REPO];
+const CHANNEL: ArgSpec = optional(
+    "channel",
+    ArgKind::Text,
+    "the release channel (default: the one with a rollout in progress, else the first)",
+);
+const RELEASE: &[ArgSpec] = &[
+    positional_required("repo", ArgKind::Text, "the repository"),
+    positional_required(
+        "target",
+        ArgKind::Text,
+        "the commit (full or abbreviated) or branch to roll out; an older commit redeploys it",
+    ),
+    optional(
+        "channel",
+        ArgKind::Text,
+        "the release channel to roll out to (default: the repo's first)",
+    ),
+];
+const ROLLOUT: &[ArgSpec] = &[
+    positional(
+        "repo",
+        ArgKind::Text,
+        "the repository (may be left out when Slipway serves one)",
+    ),
+    CHANNEL,
+];
+const CHANNEL_FREEZE: &[ArgSpec] = &[
+    positional("reason", ArgKind::Reason, "why, shown to everyone who asks"),
+    REPO,
+    CHANNEL,
+];
+const CHANNEL_ONLY: &[ArgSpec] = &[REPO, CHANNEL];
 const HELP: &[ArgSpec] = &[positional(
     "topic",
     ArgKind::Topic,
@@ -228,6 +268,15 @@ impl CommandKind {
             }
             CommandKind::QueuePause => QUEUE_PAUSE,
             CommandKind::QueueList | CommandKind::QueueResume => REPO_ONLY,
+            CommandKind::Release => RELEASE,
+            CommandKind::RolloutStatus
+            | CommandKind::RolloutPause
+            | CommandKind::RolloutResume
+            | CommandKind::RolloutPromote
+            | CommandKind::RolloutRollback
+            | CommandKind::RolloutApprove => ROLLOUT,
+            CommandKind::ChannelFreeze => CHANNEL_FREEZE,
+            CommandKind::ChannelUnfreeze => CHANNEL_ONLY,
         }
     }
 
@@ -635,7 +684,35 @@ impl Collector {
                 reason: (!self.topic.is_empty()).then(|| self.topic.join(" ")),
                 repo: self.text("repo"),
             },
+            CommandKind::Release => Command::Release {
+                repo: self.text("repo").unwrap_or_default(),
+                target: self.text("target").unwrap_or_default(),
+                channel: self.text("channel"),
+            },
+            CommandKind::RolloutStatus => self.rollout(RolloutVerb::Status),
+            CommandKind::RolloutPause => self.rollout(RolloutVerb::Pause),
+            CommandKind::RolloutResume => self.rollout(RolloutVerb::Resume),
+            CommandKind::RolloutPromote => self.rollout(RolloutVerb::Promote),
+            CommandKind::RolloutRollback => self.rollout(RolloutVerb::Rollback),
+            CommandKind::RolloutApprove => self.rollout(RolloutVerb::Approve),
+            CommandKind::ChannelFreeze => Command::ChannelFreeze {
+                reason: (!self.topic.is_empty()).then(|| self.topic.join(" ")),
+                repo: self.text("repo"),
+                channel: self.text("channel"),
+            },
+            CommandKind::ChannelUnfreeze => Command::ChannelUnfreeze {
+                repo: self.text("repo"),
+                channel: self.text("channel"),
+            },
         })
+    }
+
+    fn rollout(&mut self, action: RolloutVerb) -> Command {
+        Command::Rollout {
+            action,
+            repo: self.text("repo"),
+            channel: self.text("channel"),
+        }
     }
 }
 

@@ -280,6 +280,108 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            text: "release shop 1a2b3c4 channel:production",
+            discord: (
+                "release",
+                &[
+                    ("repo", "shop"),
+                    ("target", "1a2b3c4"),
+                    ("channel", "production"),
+                ],
+            ),
+            cli: &["release", "shop", "1a2b3c4", "--channel", "production"],
+            expected: Command::Release {
+                repo: "shop".into(),
+                target: "1a2b3c4".into(),
+                channel: s("production"),
+            },
+        },
+        Case {
+            text: "rollout status shop",
+            discord: ("rollout status", &[("repo", "shop")]),
+            cli: &["rollout", "status", "shop"],
+            expected: Command::Rollout {
+                action: RolloutVerb::Status,
+                repo: s("shop"),
+                channel: None,
+            },
+        },
+        Case {
+            text: "rollout pause channel:staging",
+            discord: ("rollout pause", &[("channel", "staging")]),
+            cli: &["rollout", "pause", "--channel", "staging"],
+            expected: Command::Rollout {
+                action: RolloutVerb::Pause,
+                repo: None,
+                channel: s("staging"),
+            },
+        },
+        Case {
+            text: "rollout resume shop",
+            discord: ("rollout resume", &[("repo", "shop")]),
+            cli: &["rollout", "resume", "shop"],
+            expected: Command::Rollout {
+                action: RolloutVerb::Resume,
+                repo: s("shop"),
+                channel: None,
+            },
+        },
+        Case {
+            text: "rollout promote",
+            discord: ("rollout promote", &[]),
+            cli: &["rollout", "promote"],
+            expected: Command::Rollout {
+                action: RolloutVerb::Promote,
+                repo: None,
+                channel: None,
+            },
+        },
+        Case {
+            text: "rollout rollback shop channel:production",
+            discord: (
+                "rollout rollback",
+                &[("repo", "shop"), ("channel", "production")],
+            ),
+            cli: &["rollout", "rollback", "shop", "--channel", "production"],
+            expected: Command::Rollout {
+                action: RolloutVerb::Rollback,
+                repo: s("shop"),
+                channel: s("production"),
+            },
+        },
+        Case {
+            text: "rollout approve shop",
+            discord: ("rollout approve", &[("repo", "shop")]),
+            cli: &["rollout", "approve", "shop"],
+            expected: Command::Rollout {
+                action: RolloutVerb::Approve,
+                repo: s("shop"),
+                channel: None,
+            },
+        },
+        Case {
+            text: "channel freeze incident 42 repo:shop",
+            discord: (
+                "channel freeze",
+                &[("reason", "incident 42"), ("repo", "shop")],
+            ),
+            cli: &["channel", "freeze", "incident", "42", "--repo", "shop"],
+            expected: Command::ChannelFreeze {
+                reason: s("incident 42"),
+                repo: s("shop"),
+                channel: None,
+            },
+        },
+        Case {
+            text: "channel unfreeze channel:production",
+            discord: ("channel unfreeze", &[("channel", "production")]),
+            cli: &["channel", "unfreeze", "--channel", "production"],
+            expected: Command::ChannelUnfreeze {
+                repo: None,
+                channel: s("production"),
+            },
+        },
+        Case {
             text: "help",
             discord: ("help", &[]),
             cli: &["help"],
@@ -1292,7 +1394,12 @@ fn discord_help_never_shows_another_surfaces_syntax() {
     );
     assert!(help.contains("`/env list [all:True]`"), "{help}");
     for cli_only in [
-        "[--all]", "[branch]", "[env]", "--failed", "/slipway", "approve",
+        "[--all]",
+        "[branch]",
+        "[env]",
+        "--failed",
+        "/slipway",
+        "`/approve",
     ] {
         assert!(
             !help.contains(cli_only),
@@ -1319,7 +1426,7 @@ fn discord_help_never_shows_another_surfaces_syntax() {
         cli.contains("`slipway env up <branch> [--repo <repo>] [--ttl <duration>]`"),
         "{cli}"
     );
-    assert!(!cli.contains("approve"), "{cli}");
+    assert!(!cli.contains("`slipway approve"), "{cli}");
     let comment = help_text_for(COMMENT_PREFIX);
     assert!(comment.contains("`/slipway approve`"), "{comment}");
     assert!(comment.contains("`/slipway env up [branch] [repo:<repo>] [ttl:<duration>]`"));

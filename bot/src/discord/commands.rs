@@ -14,7 +14,10 @@ use serenity::all::{
     ResolvedOption, ResolvedValue,
 };
 
-use crate::commands::{ArgKind, Command, CommandKind, ParseError, Syntax, ENV_GROUP, QUEUE_GROUP};
+use crate::commands::{
+    ArgKind, Command, CommandKind, ParseError, Syntax, CHANNEL_GROUP, ENV_GROUP, QUEUE_GROUP,
+    ROLLOUT_GROUP,
+};
 use crate::executor::Outcome;
 use envmgr::snippet::fence_safe;
 
@@ -110,6 +113,10 @@ pub fn definitions() -> Vec<CreateCommand> {
         .description("Ephemeral environments: up, down, list, status, logs, extend");
     let mut queue = CreateCommand::new(QUEUE_GROUP)
         .description("Submit queue: add, remove, list, status, pause, resume, retry");
+    let mut rollout = CreateCommand::new(ROLLOUT_GROUP)
+        .description("Rollouts: status, pause, resume, promote, rollback, approve");
+    let mut channel =
+        CreateCommand::new(CHANNEL_GROUP).description("Release channels: freeze, unfreeze");
     let mut top = Vec::new();
     for kind in CommandKind::ALL {
         // Only what means something here: `approve` needs a pull request, Discord has none.
@@ -144,10 +151,11 @@ pub fn definitions() -> Vec<CreateCommand> {
                 for o in options {
                     option = option.add_sub_option(o);
                 }
-                if group == ENV_GROUP {
-                    env = env.add_option(option);
-                } else {
-                    queue = queue.add_option(option);
+                match group {
+                    ENV_GROUP => env = env.add_option(option),
+                    QUEUE_GROUP => queue = queue.add_option(option),
+                    ROLLOUT_GROUP => rollout = rollout.add_option(option),
+                    _ => channel = channel.add_option(option),
                 }
             }
             None => {
@@ -160,7 +168,7 @@ pub fn definitions() -> Vec<CreateCommand> {
             }
         }
     }
-    let mut all = vec![env, queue];
+    let mut all = vec![env, queue, rollout, channel];
     all.extend(top);
     all
 }
@@ -281,6 +289,13 @@ pub fn render(outcome: Outcome, caller: &Caller) -> Reply {
         | Outcome::QueueList { .. }
         | Outcome::QueuePaused { .. } => Reply::text(crate::text::truncate(
             &crate::queue::render::markdown(&outcome).unwrap_or_default(),
+            1900,
+        )),
+        Outcome::Release { .. }
+        | Outcome::RolloutStatus { .. }
+        | Outcome::RolloutAction { .. }
+        | Outcome::ChannelFrozen { .. } => Reply::text(crate::text::truncate(
+            &crate::rollout::render::markdown(&outcome).unwrap_or_default(),
             1900,
         )),
     }

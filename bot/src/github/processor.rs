@@ -624,6 +624,11 @@ fn render(outcome: Outcome, commenter: &Commenter<'_>) -> Option<String> {
         | Outcome::QueueList { .. }
         | Outcome::QueuePaused { .. } => crate::queue::render::markdown(&outcome)
             .map(|text| format!("@{user} {text}")),
+        Outcome::Release { .. }
+        | Outcome::RolloutStatus { .. }
+        | Outcome::RolloutAction { .. }
+        | Outcome::ChannelFrozen { .. } => crate::rollout::render::markdown(&outcome)
+            .map(|text| format!("@{user} {text}")),
     }
 }
 

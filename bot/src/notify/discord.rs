@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use envmgr::store::Store;
-use serenity::all::{ChannelId, CreateMessage, CreateThread, EditMessage, MessageId};
+use serenity::all::{
+    ChannelId, CreateAttachment, CreateMessage, CreateThread, EditMessage, MessageId,
+};
 use serenity::http::Http;
 
 use super::message::Notification;
@@ -117,7 +119,38 @@ impl Sink for DiscordSink {
                 .await
                 .map_err(discord_error)?;
         }
+        if let Some(chart) = self.chart(n).await {
+            thread
+                .send_message(&self.http, CreateMessage::new().add_file(chart))
+                .await
+                .map_err(discord_error)?;
+        }
         Ok(())
+    }
+}
+
+impl DiscordSink {
+    /// A rollback alert's chart as an attachment. Drawn when sent (not kept in the outbox);
+    /// if it cannot be drawn the alert still goes, with its link.
+    async fn chart(&self, n: &Notification) -> Option<CreateAttachment> {
+        let (Some(id), Some(_)) = (n.rollout_id, &n.chart_url) else {
+            return None;
+        };
+        let rollout = match self.store.rollout(id).await {
+            Ok(Some(rollout)) => rollout,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(rollout = id, error = %e, "cannot read the rollout to chart it");
+                return None;
+            }
+        };
+        match crate::rollout::chart::chart_png(&self.store, &rollout).await {
+            Ok(png) => Some(CreateAttachment::bytes(png, format!("rollout-{id}.png"))),
+            Err(e) => {
+                tracing::warn!(rollout = id, error = %format!("{e:#}"), "cannot draw the rollout chart; the alert links it instead");
+                None
+            }
+        }
     }
 }
 

@@ -37,10 +37,28 @@ pub enum NotificationKind {
     /// The submit queue was paused (tree closed).
     #[serde(rename = "queue.paused")]
     QueuePaused,
+    /// A rollout into a release channel began.
+    #[serde(rename = "rollout.started")]
+    RolloutStarted,
+    /// A rollout moved to its next step (with the comparison that allowed it).
+    #[serde(rename = "rollout.step")]
+    RolloutStep,
+    /// A rollout is held (a window, a freeze, an alert, approval, too little evidence).
+    #[serde(rename = "rollout.blocked")]
+    RolloutBlocked,
+    /// The new version is promoted to 100% of the channel.
+    #[serde(rename = "rollout.promoted")]
+    RolloutPromoted,
+    /// The canary was rolled back (with the numbers, a log snippet and the chart).
+    #[serde(rename = "rollout.rolled_back")]
+    RolloutRolledBack,
+    /// The rollout finished: the channel runs the new version.
+    #[serde(rename = "rollout.done")]
+    RolloutDone,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 10] = [
+    pub const ALL: [NotificationKind; 16] = [
         NotificationKind::EnvReady,
         NotificationKind::EnvFailed,
         NotificationKind::EnvDeleted,
@@ -51,6 +69,12 @@ impl NotificationKind {
         NotificationKind::QueueMerged,
         NotificationKind::QueueFailed,
         NotificationKind::QueuePaused,
+        NotificationKind::RolloutStarted,
+        NotificationKind::RolloutStep,
+        NotificationKind::RolloutBlocked,
+        NotificationKind::RolloutPromoted,
+        NotificationKind::RolloutRolledBack,
+        NotificationKind::RolloutDone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +89,12 @@ impl NotificationKind {
             NotificationKind::QueueMerged => "queue.merged",
             NotificationKind::QueueFailed => "queue.failed",
             NotificationKind::QueuePaused => "queue.paused",
+            NotificationKind::RolloutStarted => "rollout.started",
+            NotificationKind::RolloutStep => "rollout.step",
+            NotificationKind::RolloutBlocked => "rollout.blocked",
+            NotificationKind::RolloutPromoted => "rollout.promoted",
+            NotificationKind::RolloutRolledBack => "rollout.rolled_back",
+            NotificationKind::RolloutDone => "rollout.done",
         }
     }
 
@@ -94,6 +124,12 @@ pub struct Notification {
     pub commit: Option<String>,
     pub pull_request: Option<i64>,
     pub run_id: Option<i64>,
+    /// A rollout's chart (PNG): linked everywhere, attached where the sink can (Discord).
+    #[serde(default)]
+    pub chart_url: Option<String>,
+    /// The rollout it reports, for sinks that attach its chart.
+    #[serde(default)]
+    pub rollout_id: Option<i64>,
 }
 
 impl Notification {
@@ -114,6 +150,8 @@ pub enum Trigger {
     TestRun(i64),
     /// A submit-queue event: the event's own message says it all.
     Queue(NotificationKind),
+    /// A rollout event, on its release env's timeline.
+    Rollout(NotificationKind),
 }
 
 /// Which events notify; every other event is only on the timeline.
@@ -133,6 +171,11 @@ pub fn trigger_of(event: &Event) -> Option<Trigger> {
         NotificationKind::parse(&event.kind).filter(|k| k.as_str().starts_with("queue."))
     {
         return Some(Trigger::Queue(kind));
+    }
+    if let Some(kind) =
+        NotificationKind::parse(&event.kind).filter(|k| k.as_str().starts_with("rollout."))
+    {
+        return Some(Trigger::Rollout(kind));
     }
     finished_run_of(event).map(Trigger::TestRun)
 }
@@ -270,7 +313,120 @@ fn base(kind: NotificationKind, event: &Event, env: Option<&EnvRecord>) -> Notif
             .and_then(|e| e.pull_request.as_ref())
             .map(|pr| pr.number.as_i64()),
         run_id: None,
+        chart_url: None,
+        rollout_id: None,
     }
+}
+
+/// Canary log lines a rollback alert shows at most (the decision keeps 20 to 50).
+const ALERT_LOG_LINES: usize = 50;
+
+/// The notification of a rollout event. The event's message is the title (the reconciler
+/// wrote the numbers into it); `rollout` is the rollout it is about, when found: a rollback
+/// then carries the failing check, canary against baseline, the canary's last log lines
+/// (redacted when the reconciler kept them, and again with the notification), the chart
+/// and the rollout's link.
+pub fn rollout_notification(
+    kind: NotificationKind,
+    event: &Event,
+    rollout: Option<&envmgr::rollout::Rollout>,
+    public_url: &str,
+) -> Notification {
+    let mut n = base(kind, event, None);
+    let (title, rest) = event
+        .message
+        .split_once('\n')
+        .unwrap_or((event.message.as_str(), ""));
+    n.title = crate::text::truncate(title.trim(), TITLE_CHARS);
+    let mut body: Vec<String> = Vec::new();
+    if !rest.trim().is_empty() {
+        body.push(rest.trim().to_string());
+    }
+    if let Some(rollout) = rollout {
+        n.repo = rollout.repo.to_string();
+        n.commit = Some(rollout.to_commit.to_string());
+        n.rollout_id = Some(rollout.id);
+        let link = format!("{public_url}/api/v1/rollouts/{}", rollout.id);
+        n.url = Some(link.clone());
+        if kind == NotificationKind::RolloutRolledBack {
+            let chart = format!("{public_url}/api/v1/rollouts/{}/chart.png", rollout.id);
+            n.chart_url = Some(chart.clone());
+            if let Some(decision) = &rollout.decision {
+                body.extend(decision_lines(rollout, decision));
+            }
+            body.push(format!("Chart: {chart}"));
+        }
+        body.push(format!("Rollout: {link}"));
+    }
+    n.text = body.join("\n");
+    n
+}
+
+/// Version, channel, step and weights, the failing check with canary and baseline values
+/// and the statistic, and the canary's last log lines, from a rollback's decision.
+fn decision_lines(rollout: &envmgr::rollout::Rollout, decision: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    let mut lines = Vec::new();
+    let number = |key: &str| decision.get(key).and_then(Value::as_f64);
+    let count = |key: &str| decision.get(key).and_then(Value::as_u64);
+    lines.push(format!(
+        "Version `{}` in `{}` (replacing `{}`), step {}{}.",
+        rollout.to_commit.short(),
+        rollout.channel,
+        rollout
+            .from_commit
+            .as_ref()
+            .map(|c| c.short().to_string())
+            .unwrap_or_else(|| "-".into()),
+        rollout.step + 1,
+        decision
+            .get("weight")
+            .and_then(Value::as_str)
+            .map(|w| format!(" (canary {w})"))
+            .unwrap_or_default()
+    ));
+    if let Some(check) = decision.get("check").and_then(Value::as_str) {
+        let (canary, baseline) = (number("canary_value"), number("baseline_value"));
+        let values = match (check, canary, baseline) {
+            ("errors", Some(c), Some(b)) => {
+                format!("errors {:.1}% vs {:.1}%", c * 100.0, b * 100.0)
+            }
+            ("latency", Some(c), Some(b)) => format!("median latency {c:.0} ms vs {b:.0} ms"),
+            (_, Some(c), Some(b)) => format!("{c:.4} vs {b:.4}"),
+            _ => String::new(),
+        };
+        let requests = match (count("canary_requests"), count("baseline_requests")) {
+            (Some(c), Some(b)) => format!(
+                " over {} vs {} requests",
+                crate::rollout::render::thousands(c),
+                crate::rollout::render::thousands(b)
+            ),
+            _ => String::new(),
+        };
+        let statistic = number("statistic")
+            .map(|s| format!(" (statistic {s:.2})"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "Failing check: {check}: canary vs baseline {values}{requests}{statistic}."
+        ));
+    }
+    if let Some(why) = decision.get("why").and_then(Value::as_str) {
+        lines.push(why.to_string());
+    }
+    let log: Vec<&str> = decision
+        .get("log_lines")
+        .and_then(Value::as_array)
+        .map(|lines| lines.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !log.is_empty() {
+        let start = log.len().saturating_sub(ALERT_LOG_LINES);
+        lines.push(format!(
+            "Canary log (last {} lines):\n```\n{}\n```",
+            log.len() - start,
+            log[start..].join("\n").replace("```", "'''")
+        ));
+    }
+    lines
 }
 
 /// " (branch feature-x at e178d1848e82)", " (pull request #7 at ...)", or nothing.

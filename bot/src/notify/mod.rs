@@ -136,6 +136,7 @@ pub fn start(app: &App, routes: Vec<Route>) {
             .iter()
             .map(|r| r.name.to_string())
             .collect(),
+        engine_repos: engine.settings().repos.clone(),
     });
     let nudges = engine.spawn_controller(Notifications(notifier.clone()));
     // Set before any pass can queue rows: the first pass waits for the spawned task.
@@ -169,6 +170,8 @@ struct Notifier {
     nudges: OnceLock<Nudger>,
     /// The configured repos' names, to tell which repo a queue event is about.
     repos: Vec<String>,
+    /// The configured repos, to tell which channel's rollout an event is about.
+    engine_repos: Vec<envmgr::RepoSettings>,
 }
 
 /// The notifier as the controller sees it.
@@ -358,6 +361,15 @@ impl Notifier {
                     .unwrap_or_default();
                 Ok(Some(message::queue_notification(kind, event, &repo)))
             }
+            Trigger::Rollout(kind) => {
+                let rollout = self.rollout_of(event).await?;
+                Ok(Some(message::rollout_notification(
+                    kind,
+                    event,
+                    rollout.as_ref(),
+                    &self.public_url,
+                )))
+            }
             Trigger::TestRun(id) => {
                 let Some(run) = self.store.get_run(id).await? else {
                     return Ok(None);
@@ -373,6 +385,27 @@ impl Notifier {
                 ))
             }
         }
+    }
+
+    /// The rollout a rollout event (on its release env's timeline) is about: the newest one
+    /// of that channel that had begun when the event was written.
+    async fn rollout_of(
+        &self,
+        event: &Event,
+    ) -> Result<Option<envmgr::rollout::Rollout>, StoreError> {
+        for repo in &self.engine_repos {
+            for channel in &repo.channels {
+                if channel.release_env(&repo.name).as_str() != event.env {
+                    continue;
+                }
+                let rollouts = self.store.rollouts(&repo.name, 50).await?;
+                return Ok(rollouts
+                    .into_iter()
+                    .filter(|r| r.channel == channel.name && r.created_at <= event.at)
+                    .max_by_key(|r| r.id));
+            }
+        }
+        Ok(None)
     }
 
     async fn deliver(

@@ -259,6 +259,8 @@ mod tests {
             commit: None,
             pull_request: None,
             run_id: None,
+            chart_url: None,
+            rollout_id: None,
         }
     }
 

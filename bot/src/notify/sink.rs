@@ -112,6 +112,7 @@ pub fn webhook_body(n: &Notification) -> Value {
             "commit": n.commit,
             "pull_request": n.pull_request,
             "run_id": n.run_id,
+            "chart_url": n.chart_url,
         }
     })
 }
@@ -179,6 +180,8 @@ mod tests {
             commit: None,
             pull_request: None,
             run_id: None,
+            chart_url: None,
+            rollout_id: None,
         };
         let body = webhook_body(&n);
         assert_eq!(body["text"], "demo-main is ready\n- web: http://h:1");
@@ -207,6 +210,8 @@ mod tests {
             commit: None,
             pull_request: None,
             run_id: None,
+            chart_url: None,
+            rollout_id: None,
         };
         let error = sink.send(&n).await.unwrap_err();
         assert!(matches!(error, SinkError::Transport(_)), "{error}");

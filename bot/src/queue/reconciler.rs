@@ -716,6 +716,14 @@ impl<'a> Pass<'a> {
         match outcome {
             PushOutcome::Pushed | PushOutcome::AlreadyThere => {
                 info!(queue = %self.repo.name, commit = %landing.commit.short(), "landed");
+                // The exact tested artifact rolls out through the repo's channels. Asked
+                // before the landing is forgotten (saved later), so a crash here asks again
+                // after the restart; asking twice for one commit is a no-op.
+                self.app
+                    .engine
+                    .release_landed(&self.repo.name, &landing.commit, ACTOR)
+                    .await
+                    .context("cannot start the rollout of the landed commit")?;
                 self.doc.target_head = Some(landing.commit.clone());
                 self.events.push_back(Event::Landed {
                     candidate: landing.candidate,

@@ -42,6 +42,8 @@ pub fn router(state: Arc<App>, access: Access) -> Router {
         .route("/envs/{env}/runs/{id}", get(get_run))
         .route("/envs/{env}/runs/{id}/log", get(run_log))
         .route("/repos", get(list_repos))
+        .route("/rollouts/{id}", get(get_rollout))
+        .route("/rollouts/{id}/chart.png", get(rollout_chart))
         .route("/audit", get(audit_log))
         .route("/commands", post(run_command))
         .route_layer(middleware::from_fn_with_state(access, require_access));
@@ -548,6 +550,59 @@ async fn run_log(
     let stream = state.engine.run_log_stream(&env_name(&env)?, id).await?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// A rollout and the view surfaces show of it.
+async fn find_rollout(
+    state: &App,
+    id: i64,
+) -> Result<(envmgr::rollout::Rollout, &envmgr::RepoSettings), ApiError> {
+    allow_read(state, CommandKind::RolloutStatus)?;
+    let rollout = state
+        .engine
+        .store()
+        .rollout(id)
+        .await
+        .map_err(EngineError::from)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
+    let repo = state.engine.settings().repo(&rollout.repo).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "rollout {id} is of repo `{}`, no longer configured",
+                rollout.repo
+            ),
+        )
+    })?;
+    Ok((rollout, repo))
+}
+
+/// `GET /api/v1/rollouts/<id>`: what `rollout status --json` shows of it.
+async fn get_rollout(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let (rollout, repo) = find_rollout(&state, id).await?;
+    Ok(Json(crate::rollout::view(&state, repo, &rollout)).into_response())
+}
+
+/// `GET /api/v1/rollouts/<id>/chart.png`: both versions' error rate and p99 latency.
+async fn rollout_chart(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let (rollout, _) = find_rollout(&state, id).await?;
+    let png = crate::rollout::chart::chart_png(state.engine.store(), &rollout)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -183,6 +183,8 @@ fn route_request(cfg: &Config, method: &str, route: usize) -> (u16, &'static str
     match ROUTES[route] {
         "/" => {
             if cfg.error_rate > 0.0 && random_unit() < cfg.error_rate {
+                // Said on stderr like a real failure, so logs and alerts have something to show.
+                eprintln!("error: GET / failed: injected error (ERROR_RATE={})", cfg.error_rate);
                 return (500, text, "injected error (ERROR_RATE)\n".into());
             }
             (

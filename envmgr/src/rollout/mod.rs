@@ -2,9 +2,14 @@
 //! each step, and the traffic measurements it reads.
 
 pub mod analysis;
+pub mod canary;
 pub mod chart;
+pub mod checks;
+mod engine;
+pub mod guard;
 pub mod model;
 pub mod ports;
+pub mod reconciler;
 pub mod traffic;
 pub mod windows;
 
@@ -12,5 +17,8 @@ pub mod windows;
 mod proptests;
 
 pub use analysis::{analyse, AnalysisSettings, Check, Verdict, VersionSample};
+pub use engine::{ChannelFreeze, ChannelStatus, RolloutAction};
+pub use guard::{GuardOutcome, MetricJudge, MetricOutcome, RolloutChecks, RolloutGuard};
 pub use model::{ChannelSettings, Rollout, RolloutState, TrafficSplit, Version, FULL_WEIGHT};
+pub use reconciler::{RolloutReconciler, ROLLOUT_KIND};
 pub use traffic::{LatencyHistogram, VersionCounts};

@@ -29,17 +29,53 @@ pub struct ChannelSettings {
     pub requires_approval: bool,
     /// After reaching 100% here, how long the version runs before the next channel starts.
     pub soak: Duration,
+    /// When rollouts may start or advance (none: any time).
+    pub windows: Vec<super::windows::DeployWindow>,
     /// A freeze written in the config (a reason): nothing starts or advances while set.
     pub freeze: Option<String>,
     /// Alertmanager matchers (`alertname="HighErrorRate"`, `service=~"web.*"`): a rollout
     /// does not start or advance while an alert matching all of them fires.
     pub alerts: Vec<String>,
+    /// Prometheus queries compared between canary and baseline (`[[repo.channel.metric]]`).
+    pub metrics: Vec<super::ports::MetricCheck>,
     /// An erroring metric source holds the rollout; past this long it rolls back.
     pub metric_outage: Duration,
     pub analysis: AnalysisSettings,
 }
 
+/// What a channel gets for each key the config leaves out.
+pub mod defaults {
+    use std::time::Duration;
+    pub const STEPS: [u16; 4] = [50, 250, 500, 1000];
+    pub const MIN_STEP_TIME: Duration = Duration::from_secs(30);
+    pub const MAX_STEP_TIME: Duration = Duration::from_secs(10 * 60);
+    pub const SOAK: Duration = Duration::from_secs(10 * 60);
+    pub const METRIC_OUTAGE: Duration = Duration::from_secs(2 * 60);
+}
+
 impl ChannelSettings {
+    /// A channel named `name` with every default: steps 5%, 25%, 50%, 100%; 30 s to 10 min
+    /// per step; 10 min soak; no windows, freeze, approval, alerts or metrics.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            steps: defaults::STEPS.to_vec(),
+            min_step_time: defaults::MIN_STEP_TIME,
+            max_step_time: defaults::MAX_STEP_TIME,
+            requires_approval: false,
+            soak: defaults::SOAK,
+            windows: Vec::new(),
+            freeze: None,
+            alerts: Vec::new(),
+            metrics: Vec::new(),
+            metric_outage: defaults::METRIC_OUTAGE,
+            analysis: AnalysisSettings {
+                min_step_time: defaults::MIN_STEP_TIME,
+                ..AnalysisSettings::default()
+            },
+        }
+    }
+
     /// The release env that serves this channel: `<repo>-<channel>`.
     pub fn release_env(&self, repo: &RepoName) -> EnvName {
         EnvName::for_release(repo, &self.name)
