@@ -48,6 +48,9 @@ pub enum EngineError {
     /// A new env past a quota (`max_envs`, per repo or per user, or `max_memory`).
     #[error("{0}; `slipway env down <env>` makes room")]
     QuotaExceeded(crate::store::QuotaRefusal),
+    /// A rollout request that cannot be done as asked; the text says what to do instead.
+    #[error("{0}")]
+    Rollout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -85,6 +88,8 @@ pub struct Engine {
     metrics: Arc<ControllerMetrics>,
     /// Every text this engine hands out about an env passes through these.
     redactors: Arc<Redactors>,
+    /// The guards and metric judges the rollout reconciler asks (surfaces plug theirs in).
+    rollout_checks: crate::rollout::RolloutChecks,
 }
 
 impl Engine {
@@ -135,6 +140,21 @@ impl Engine {
             metrics.clone(),
         );
         let redactors = Arc::new(Redactors::new(&settings));
+        let rollout_checks = crate::rollout::RolloutChecks::default();
+        controller::spawn(
+            crate::rollout::RolloutReconciler::new(
+                settings.clone(),
+                store.clone(),
+                runtime.clone(),
+                redactors.clone(),
+                bus.clone(),
+                rollout_checks.clone(),
+            ),
+            store.clone(),
+            controllers.clone(),
+            bus.clone(),
+            metrics.clone(),
+        );
         Ok(Self {
             settings,
             store,
@@ -145,7 +165,13 @@ impl Engine {
             bus,
             metrics,
             redactors,
+            rollout_checks,
         })
+    }
+
+    /// Where surfaces plug in rollout guards (windows, alerts) and metric judges.
+    pub fn rollout_checks(&self) -> &crate::rollout::RolloutChecks {
+        &self.rollout_checks
     }
 
     /// The controllers' figures, for `/metrics`; a surface's controllers add theirs.
@@ -244,7 +270,16 @@ impl Engine {
         let repo = self.known_repo(repo)?;
         let branch = branch.clone();
         let ttl = checked_ttl(ttl.unwrap_or(repo.default_ttl))?;
-        let name = EnvName::for_branch(&repo.name, &branch);
+        let mut name = EnvName::for_branch(&repo.name, &branch);
+        // Branch `production` of a repo with a `production` channel must not take the
+        // channel's release env (or its canary's) name.
+        if repo
+            .channels
+            .iter()
+            .any(|c| c.release_env(&repo.name) == name || c.canary_env(&repo.name) == name)
+        {
+            name = EnvName::for_branch_hashed(&repo.name, &branch);
+        }
         let request = UpRequest {
             name,
             repo: repo.name.clone(),

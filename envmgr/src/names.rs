@@ -88,6 +88,13 @@ impl EnvName {
         {
             return Self(full);
         }
+        Self::for_branch_hashed(repo, branch)
+    }
+
+    /// The hashed form of [`EnvName::for_branch`] (`demo-staging-3f2a9c`), for a branch
+    /// whose readable name is taken by something else (a release channel's env).
+    pub fn for_branch_hashed(repo: &RepoName, branch: &BranchName) -> Self {
+        let full = format!("{}-{}", repo.as_str(), slugify(branch.as_str()));
         let mut hash = hex::encode(&Sha256::digest(branch.as_str().as_bytes())[..3]);
         if hash.bytes().all(|b| b.is_ascii_digit()) {
             // An all-digit suffix after a slug ending in `pr` would read as a PR env's name.

@@ -303,6 +303,31 @@ impl GitMirrors {
             .is_ok()
     }
 
+    /// The commit an id (full, or abbreviated to at least 4 hex digits) names in the repo's
+    /// mirror; the id must be unambiguous there.
+    pub async fn resolve_commit(
+        &self,
+        repo: &RepoSettings,
+        id: &str,
+    ) -> Result<CommitSha, GitError> {
+        let not_found = || GitError::CommitNotFound {
+            commit: id.chars().take(40).collect(),
+            url: display_url(&repo.url),
+        };
+        if !(4..=40).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let spec = format!("{}^{{commit}}", id.to_ascii_lowercase());
+        let out = run(
+            &self.mirror(&repo.name),
+            &["rev-parse", "--verify", "--quiet", &spec],
+            "rev-parse",
+        )
+        .await
+        .map_err(|_| not_found())?;
+        CommitSha::parse(String::from_utf8_lossy(&out).trim()).map_err(|_| not_found())
+    }
+
     /// Fetches a branch by name.
     pub async fn fetch_branch(
         &self,

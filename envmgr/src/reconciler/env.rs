@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::{Action, Context};
-use crate::compose::plan::{plan, PlanInput};
+use crate::compose::plan::{plan, plan as plan_env, PlanInput};
 use crate::compose::ComposeFile;
 use crate::git::{GitError, RepoPath};
 use crate::names::{CommitSha, EnvName, ServiceName};
@@ -20,7 +20,9 @@ use crate::runtime::{
     ObservedEnv, ObservedService, Progress, ProgressSink, Protocol, RuntimeError, ServiceState,
     SharedServices,
 };
-use crate::store::{now_ms, Desired, EnvRecord, Phase, RunTrigger, ServiceStatus, SharedFrom};
+use crate::store::{
+    now_ms, Desired, EnvRecord, EnvRole, Phase, RunTrigger, ServiceStatus, SharedFrom,
+};
 
 /// How often a long step checks whether its work was superseded.
 const SUPERSEDE_POLL: Duration = Duration::from_millis(300);
@@ -137,7 +139,10 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
             ctx.store.record_slept(&env.name).await?;
             let observed = ctx.runtime.fetch(&env.name).await?;
             ctx.store
-                .record_services(&env.name, &statuses(ctx, env, &observed, main_of(env)))
+                .record_services(
+                    &env.name,
+                    &statuses(ctx, env, &observed, main_of(env), &recorded_shared_env(env)),
+                )
                 .await?;
             info!(env = %env.name, "asleep");
         }
@@ -148,7 +153,10 @@ async fn sleep(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
                 ctx.runtime.stop(&env.name).await?;
                 let observed = ctx.runtime.fetch(&env.name).await?;
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, env, &observed, main_of(env)))
+                    .record_services(
+                        &env.name,
+                        &statuses(ctx, env, &observed, main_of(env), &recorded_shared_env(env)),
+                    )
                     .await?;
             }
         }
@@ -226,7 +234,7 @@ async fn verify(ctx: &Context, env: &EnvRecord) -> anyhow::Result<Action> {
         }
         None => {
             // Written only when something changed: a resync of an idle env costs reads only.
-            let now = statuses(ctx, env, &observed, main_of(env));
+            let now = statuses(ctx, env, &observed, main_of(env), &recorded_shared_env(env));
             if now != env.services {
                 ctx.store.record_services(&env.name, &now).await?;
             }
@@ -384,6 +392,7 @@ async fn deploy(
     // Held to `[limits]`: an oversized file is refused from its size, before it is read.
     let limits = &ctx.settings.env_limits;
     let max_size = limits.max_compose_bytes as u64;
+    let role = ctx.store.env_role(&env.name).await?;
     let file = match ctx
         .git
         .read_file_limited(&repo.name, &commit, &compose_path, max_size)
@@ -409,6 +418,14 @@ async fn deploy(
         Err(e) => return fail(ctx, env, e.to_string()).await,
     };
     ctx.store.record_warnings(&env.name, &file.warnings).await?;
+    let mut file = file;
+    if role.is_some() {
+        // A release env runs every service itself (a channel never uses the repo's shared
+        // env, which follows the target branch); a canary reaches the release env's.
+        for service in &mut file.services {
+            service.shared = false;
+        }
+    }
     let is_shared_env = env.name.is_shared_of(&repo.name);
     if !is_shared_env && !file.shared_services().is_empty() {
         // An env that reaches shared services makes sure its repo's shared env exists; the
@@ -440,6 +457,21 @@ async fn deploy(
         Ok(plan) => plan,
         Err(e) => return fail(ctx, env, e.to_string()).await,
     };
+    let plan = match &role {
+        Some(EnvRole::Canary { rollout }) => {
+            match canary_only(ctx, *rollout, &repo, &compose_path, &file, plan).await? {
+                Ok(plan) => plan,
+                Err(reason) => return fail(ctx, env, reason).await,
+            }
+        }
+        _ => plan,
+    };
+    let shared_env = plan
+        .spec
+        .shared
+        .as_ref()
+        .map(|s| s.env.clone())
+        .unwrap_or_else(|| EnvName::for_shared(&repo.name));
     // What the `max_memory` quota counts for this env.
     let memory: i64 = plan
         .spec
@@ -507,7 +539,7 @@ async fn deploy(
             tracker.finish().await;
             if let Ok(observed) = ctx.runtime.fetch(&env.name).await {
                 ctx.store
-                    .record_services(&env.name, &statuses(ctx, env, &observed, main))
+                    .record_services(&env.name, &statuses(ctx, env, &observed, main, &shared_env))
                     .await?;
             }
             return runtime_failure(ctx, env, Phase::Starting, e).await;
@@ -515,7 +547,7 @@ async fn deploy(
     };
     tracker.finish().await;
     ctx.store
-        .record_services(&env.name, &statuses(ctx, env, &observed, main))
+        .record_services(&env.name, &statuses(ctx, env, &observed, main, &shared_env))
         .await?;
     if superseded(ctx, env).await? {
         return Ok(Action::Requeue(Duration::ZERO));
@@ -523,8 +555,10 @@ async fn deploy(
     // Queued before the env is Ready, so whoever sees it Ready sees its test run too (and a
     // `slipway test` asked right then comes after it). Once per commit: a pass cut off
     // between here and Ready does not queue it twice.
-    // The shared env runs no tests: the envs that use it do.
-    if fresh && !is_shared_env && !file.test_services().is_empty() {
+    // The shared env runs no tests: the envs that use it do. Nor do release and canary
+    // envs: they deploy a commit the submit queue (or a person) already chose, and a test
+    // run against a channel's live services is not what its users signed up for.
+    if fresh && !is_shared_env && role.is_none() && !file.test_services().is_empty() {
         let newest = ctx.store.runs(&env.name, 1).await?.into_iter().next();
         let queued = newest.is_some_and(|run| {
             run.trigger == RunTrigger::Auto
@@ -556,7 +590,95 @@ async fn deploy(
             ctx.bus.nudge(super::KIND, user.as_str());
         }
     }
+    if let Some(EnvRole::Release { channel }) = &role {
+        // The same for the channel's canary, which reaches the release env's services.
+        let canary = EnvName::for_canary(&repo.name, channel);
+        ctx.bus.nudge(super::KIND, canary.as_str());
+    }
     Ok(Action::AwaitChange)
+}
+
+/// A canary env's plan: `plan` (every service at the new version) cut down to what differs
+/// from the release env at the commit it runs, plus the entry service (see
+/// [`crate::rollout::canary`]). `Err(reason)`: the canary cannot be planned.
+async fn canary_only(
+    ctx: &Context,
+    rollout: i64,
+    repo: &crate::settings::RepoSettings,
+    compose_path: &RepoPath,
+    file: &ComposeFile,
+    plan: crate::compose::plan::EnvPlan,
+) -> anyhow::Result<Result<crate::compose::plan::EnvPlan, String>> {
+    let Some(rollout) = ctx.store.rollout(rollout).await? else {
+        return Ok(Err(format!(
+            "rollout {rollout} is not in the store any more"
+        )));
+    };
+    let release_env = rollout.release_env;
+    let Some(release_commit) = ctx.store.get(&release_env).await?.and_then(|r| r.commit) else {
+        return Ok(Err(format!(
+            "the release env `{release_env}` runs no version yet: a canary needs a stable version beside it"
+        )));
+    };
+    let limits = &ctx.settings.env_limits;
+    let bytes = match ctx
+        .git
+        .read_file_limited(
+            &repo.name,
+            &release_commit,
+            compose_path,
+            limits.max_compose_bytes as u64,
+        )
+        .await
+    {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return Ok(Err(format!(
+                "reading the release env's compose file at {}: {e}",
+                release_commit.short()
+            )))
+        }
+    };
+    let mut release_file = match ComposeFile::parse_limited(&bytes, limits) {
+        Ok(file) => file,
+        Err(e) => {
+            return Ok(Err(format!(
+                "the release env's compose file at {}: {e}",
+                release_commit.short()
+            )))
+        }
+    };
+    for service in &mut release_file.services {
+        service.shared = false;
+    }
+    let input = PlanInput {
+        env: &release_env,
+        repo: &repo.name,
+        commit: &release_commit,
+        compose_path,
+        file: &release_file,
+        default_limits: ctx.settings.default_limits,
+    };
+    let release_plan = match plan_env(input, &ctx.git).await {
+        Ok(plan) => plan,
+        Err(e) => return Ok(Err(format!("planning the release env: {e}"))),
+    };
+    let entry = crate::rollout::canary::entry_service(file);
+    Ok(Ok(crate::rollout::canary::canary_plan(
+        plan,
+        &release_plan.spec,
+        &release_env,
+        entry.as_ref(),
+    )))
+}
+
+/// The env whose services `env` reached at its last deploy (its repo's shared env unless a
+/// recorded service says otherwise: a canary reaches its release env's).
+fn recorded_shared_env(env: &EnvRecord) -> EnvName {
+    env.services
+        .iter()
+        .find_map(|s| s.shared.as_ref().map(|from| from.env.clone()))
+        .unwrap_or_else(|| EnvName::for_shared(&env.repo))
 }
 
 /// Waits until the repo's shared env serves every service of `shared`, saying so in the env's
@@ -718,6 +840,7 @@ fn statuses(
     env: &EnvRecord,
     observed: &ObservedEnv,
     main: Option<&str>,
+    shared_env: &EnvName,
 ) -> Vec<ServiceStatus> {
     let before = &env.services;
     let published = |s: &ObservedService| s.ports.iter().any(|p| p.protocol == Protocol::Tcp);
@@ -766,7 +889,7 @@ fn statuses(
             address: None,
             main: false,
             shared: Some(SharedFrom {
-                env: EnvName::for_shared(&env.repo),
+                env: shared_env.clone(),
                 container: s.container_id.clone(),
             }),
         }))

@@ -12,6 +12,7 @@ mod outbox;
 mod queue;
 mod quota;
 mod record;
+mod rollouts;
 mod testruns;
 mod traffic;
 
@@ -30,6 +31,7 @@ pub use outbox::{finished_run_of, NewNotification, OutboxEntry, OutboxStatus};
 pub use queue::{queue_key, Change, EntryUpdate, NewQueueEntry, QueueEntry, QueueRow, TreeResult};
 pub use quota::{counts_for_memory, format_idle, QuotaLimits, QuotaRefusal, QuotaScope};
 pub use record::{Desired, EnvRecord, Event, IdleState, Phase, ServiceStatus, SharedFrom};
+pub use rollouts::{ChannelRow, EnvRole, NewRollout, RolloutRequest, RolloutUpdate};
 pub use testruns::{RunOutcome, RunStatus, RunTrigger, TestResult, TestRun};
 pub use traffic::{traffic_bucket, TrafficBucket, TrafficWindow};
 
@@ -269,7 +271,7 @@ impl Store {
     /// (which moves it to the branch's newest commit). One statement, so concurrent requests
     /// for one env each bump the generation exactly once.
     pub async fn request_up(&self, req: &UpRequest) -> Result<EnvRecord, StoreError> {
-        self.upsert_env(req, None, None).await
+        self.upsert_env(req, None, None, None).await
     }
 
     /// [`Store::request_up`] for an env that must fit `limits` if it is new (not wanted
@@ -281,7 +283,7 @@ impl Store {
         req: &UpRequest,
         limits: &QuotaLimits,
     ) -> Result<EnvRecord, StoreError> {
-        self.upsert_env(req, None, Some(limits)).await
+        self.upsert_env(req, None, Some(limits), None).await
     }
 
     /// Like [`Store::request_up`], for an env that deploys exactly `commit`, a commit Slipway
@@ -291,7 +293,7 @@ impl Store {
         req: &UpRequest,
         commit: &CommitSha,
     ) -> Result<EnvRecord, StoreError> {
-        self.upsert_env(req, Some(commit), None).await
+        self.upsert_env(req, Some(commit), None, None).await
     }
 
     /// Asks for `repo`'s shared env (`<repo>-shared`, see [`EnvName::for_shared`]) on its
@@ -328,7 +330,7 @@ impl Store {
                 actor: actor.to_string(),
                 pull_request: None,
             };
-            self.upsert_env(&request, None, None).await?;
+            self.upsert_env(&request, None, None, None).await?;
         }
         // Pinned on every ask, so a crash between the two writes heals at the next one.
         if !existing.is_some_and(|e| e.idle.pinned) || asked {
@@ -361,6 +363,7 @@ impl Store {
         req: &UpRequest,
         candidate: Option<&CommitSha>,
         quota: Option<&QuotaLimits>,
+        role: Option<&EnvRole>,
     ) -> Result<EnvRecord, StoreError> {
         let now = now_ms();
         let ttl_ms = i64::try_from(req.ttl.as_millis())
@@ -382,8 +385,8 @@ impl Store {
         let changed = sqlx::query(
             "INSERT INTO envs (name, repo, branch, requested_by, desired, generation, observed_generation, ttl_ms, \
                  expires_at, created_at, updated_at, commit_sha, phase, reason, services, warnings, \
-                 git_ref, pr_number, want_commit, requested_at) \
-             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]', $8, $9, $10, $7) \
+                 git_ref, pr_number, want_commit, requested_at, role) \
+             VALUES ($1, $2, $3, $4, 'running', 1, 0, $5, $6, $7, $7, NULL, 'Pending', NULL, '[]', '[]', $8, $9, $10, $7, $11) \
              ON CONFLICT (name) DO UPDATE SET \
                  repo = excluded.repo, branch = excluded.branch, requested_by = excluded.requested_by, desired = 'running', \
                  generation = envs.generation + 1, ttl_ms = excluded.ttl_ms, expires_at = excluded.expires_at, \
@@ -392,7 +395,7 @@ impl Store {
                  services = CASE WHEN envs.phase = 'Deleted' THEN '[]' ELSE envs.services END, \
                  commit_sha = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.commit_sha END, \
                  git_ref = excluded.git_ref, pr_number = excluded.pr_number, want_commit = excluded.want_commit, \
-                 requested_at = excluded.requested_at, asleep = 0, \
+                 requested_at = excluded.requested_at, asleep = 0, role = excluded.role, \
                  branch_gone_at = CASE WHEN envs.phase = 'Deleted' THEN NULL ELSE envs.branch_gone_at END, \
                  pinned = CASE WHEN envs.phase = 'Deleted' THEN 0 ELSE envs.pinned END \
              WHERE envs.phase = 'Deleted' OR (envs.repo = excluded.repo AND ( \
@@ -414,6 +417,7 @@ impl Store {
                 .map(|pr| pr.head.to_string())
                 .or(candidate.map(|c| c.to_string())),
         )
+        .bind(role.map(EnvRole::to_column))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -433,6 +437,13 @@ impl Store {
         }
         let what = match (&req.pull_request, candidate) {
             (Some(pr), _) => format!("pull request #{} at {}", pr.number, pr.head.short()),
+            (None, Some(commit)) if role.is_some() => {
+                format!(
+                    "{} at {}",
+                    role.expect("checked").describe(),
+                    commit.short()
+                )
+            }
             (None, Some(commit)) => format!("queue candidate {}", commit.short()),
             (None, None) => format!("branch {}", req.branch),
         };
