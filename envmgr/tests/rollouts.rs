@@ -1022,33 +1022,73 @@ fn a_rollout_killed_mid_step_resumes_at_the_same_step() {
     });
 }
 
-/// The store's rollout writes on Postgres: one good version end to end.
+/// The store's rollout writes on Postgres: a freeze, then a version paused, resumed and
+/// promoted by a deployer to 100%.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_good_version_rolls_out_on_postgres() {
+async fn a_rollout_with_every_request_on_postgres() {
     let Some(pg) = support::postgres::TestPostgres::start().await else {
         return;
     };
-    let w = world_on(Some(pg.url().to_string()), vec![channel("staging")]).await;
+    let mut staging = channel("staging");
+    staging.min_step_time = Duration::from_secs(3600);
+    let w = world_on(Some(pg.url().to_string()), vec![staging]).await;
     w.first_release().await;
+    w.engine
+        .freeze_channel(&shop(), "staging", "release party", "erin")
+        .await
+        .unwrap();
     let v2 = commit_web(&w.repo, "v2");
     let r = w.engine.release(&shop(), &v2, None, "alice").await.unwrap();
+    let blocked = w
+        .wait_rollout(r.id, "frozen", |r| r.state == RolloutState::Blocked)
+        .await;
+    assert!(blocked.reason.unwrap().contains("release party"));
+    w.engine
+        .unfreeze_channel(&shop(), "staging", "erin")
+        .await
+        .unwrap();
+    w.wait_rollout(r.id, "progressing", |r| r.canary_weight == 50)
+        .await;
+    w.engine
+        .rollout_action(&shop(), None, RolloutAction::Pause, "bob")
+        .await
+        .unwrap();
+    w.wait_rollout(r.id, "paused", |r| r.state == RolloutState::Paused)
+        .await;
+    w.engine
+        .rollout_action(&shop(), None, RolloutAction::Resume, "bob")
+        .await
+        .unwrap();
+    w.engine
+        .rollout_action(&shop(), None, RolloutAction::Promote, "bob")
+        .await
+        .unwrap();
     let done = w
         .wait_rollout(r.id, "done", |r| r.state == RolloutState::Done)
         .await;
     assert_eq!(done.canary_weight, 0);
     let events = w.rollout_events("shop-staging").await;
+    let decisions: Vec<&str> = kinds(&events)
+        .into_iter()
+        .filter(|k| *k != "rollout.requested")
+        .collect();
+    // The first release (started, done), then this one.
     assert_eq!(
-        kinds(&events)[kinds(&events).len() - 4..],
+        decisions,
         [
             "rollout.started",
-            "rollout.step",
+            "rollout.done",
+            "rollout.blocked",
+            "rollout.started",
             "rollout.promoted",
             "rollout.done"
-        ]
+        ],
+        "{events:#?}"
     );
-    w.engine
-        .rollout_action(&shop(), None, RolloutAction::Pause, "bob")
-        .await
-        .unwrap_err();
+    let requests = events
+        .iter()
+        .filter(|(k, m)| k == "rollout.requested" && m.contains("by bob"))
+        .count();
+    assert_eq!(requests, 3, "pause, resume, promote: {events:#?}");
     w.assert_no_violations();
 }
