@@ -272,8 +272,10 @@ impl Pass<'_> {
                 )
             }
         };
+        // Reasons carry live numbers (an inconclusive step's counts, a source's error): the
+        // event is for a new kind of reason, the status shows the latest text.
         let changed = self.rollout.state != RolloutState::Blocked
-            || self.rollout.reason.as_deref() != Some(reason.as_str());
+            || self.rollout.reason.as_deref().map(reason_key) != Some(reason_key(&reason));
         let weight = self.rollout.canary_weight;
         let event = changed.then(|| {
             (
@@ -1127,6 +1129,12 @@ fn env_state(env: Option<&EnvRecord>, commit: &CommitSha) -> EnvState {
     }
 }
 
+/// What a hold is about, without its numbers: the reason up to its first `:`
+/// (`inconclusive`, `channel staging is frozen by erin`, `holding`).
+fn reason_key(reason: &str) -> &str {
+    reason.split(':').next().unwrap_or(reason).trim()
+}
+
 fn steps_text(steps: &[u16]) -> String {
     steps
         .iter()
@@ -1220,5 +1228,13 @@ mod tests {
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(percent(0.081), "8.1%");
         assert_eq!(steps_text(&[50, 250, 1000]), "5% → 25% → 100%");
+        assert_eq!(
+            reason_key("inconclusive: errors 0.0% vs 0.0% over 3 vs 40 requests: ..."),
+            reason_key("inconclusive: errors 0.0% vs 0.0% over 5 vs 61 requests: ...")
+        );
+        assert_ne!(
+            reason_key("channel staging is frozen by erin: incident 42; ..."),
+            reason_key("inconclusive: errors 0.0% vs 0.0% over 5 vs 61 requests")
+        );
     }
 }
