@@ -1092,3 +1092,41 @@ async fn a_rollout_with_every_request_on_postgres() {
     assert_eq!(requests, 3, "pause, resume, promote: {events:#?}");
     w.assert_no_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landed_change_rolls_out_to_the_first_channel() {
+    let w = world(two_channels()).await;
+    w.first_release().await;
+    let v2 = commit_web(&w.repo, "v2");
+    // The queue landed it from the mirror: fetched there before it is released.
+    w.engine
+        .git()
+        .fetch_branch(
+            &w.engine.settings().repos[0],
+            &envmgr::names::BranchName::parse("main").unwrap(),
+        )
+        .await
+        .unwrap();
+    let commit = envmgr::names::CommitSha::parse(&v2).unwrap();
+    let r = w
+        .engine
+        .release_landed(&shop(), &commit, "slipway-queue")
+        .await
+        .unwrap()
+        .expect("the repo has channels");
+    assert_eq!(
+        (r.channel.as_str(), r.source.as_str()),
+        ("staging", "queue")
+    );
+    assert_eq!(r.to_commit, commit);
+    w.wait_rollout(r.id, "done", |r| r.state == RolloutState::Done)
+        .await;
+    let none = world(vec![]).await;
+    assert!(none
+        .engine
+        .release_landed(&shop(), &commit, "slipway-queue")
+        .await
+        .unwrap()
+        .is_none());
+    w.assert_no_violations();
+}
