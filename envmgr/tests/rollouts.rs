@@ -86,8 +86,10 @@ fn channel(name: &str) -> ChannelSettings {
         max_step_time: Duration::from_secs(60),
         requires_approval: false,
         soak: Duration::ZERO,
+        windows: vec![],
         freeze: None,
         alerts: vec![],
+        metrics: vec![],
         metric_outage: Duration::from_secs(120),
         analysis: AnalysisSettings {
             min_step_time: Duration::ZERO,
