@@ -17,6 +17,7 @@
 //!   cargo run --release -p slipway-benches -- wake [--rounds N]
 //!   cargo run --release -p slipway-benches -- control-loop [--envs N] [--running N]
 //!   cargo run --release -p slipway-benches -- reclaim [--envs N]
+//!   cargo run --release -p slipway-benches -- rollout-faults [--rounds N] [--count N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -31,12 +32,13 @@ mod idle;
 mod proxy;
 mod queue;
 mod replicas;
+mod rollout;
 mod scheduler;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|wake|control-loop|reclaim|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|wake|control-loop|reclaim|rollout-faults|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -77,6 +79,12 @@ const USAGE: &str =
                 CPU, and how long one full resync takes
   reclaim       N envs (default 6) left alone with idle_sleep 20s, idle_delete 60s,
                 resync_interval 10s: how late past each deadline they sleep and go
+  rollout-faults
+                rollout decisions on simulated traffic (10, 100, 1000 requests/s) with
+                faults in the canary (100% 5xx, 5% 5xx, +200 ms, crash loop) and A/A runs:
+                Slipway's sequential analysis beside a Flagger-like and an Argo-like
+                threshold-per-interval policy; N seeded runs per fault (default 20,
+                --rounds) and N A/A runs per rate (default 200, --count)
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -110,6 +118,9 @@ fn main() {
             idle::control_loop(number("--envs", 2_000), number("--running", 100))
         }
         Some("reclaim") => idle::reclaim(number("--envs", 6)),
+        Some("rollout-faults") => {
+            rollout::rollout_faults(number("--rounds", 20), number("--count", 200))
+        }
         Some("queue-sim") => queue::queue_sim(number("--changes", 100_000)),
         Some("queue-git") => candidates::queue_git(
             number("--rounds", 10),
