@@ -40,8 +40,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::{debug, warn};
 
-pub use measure::TrafficMeter;
 use measure::Outcome;
+pub use measure::TrafficMeter;
 pub use metrics::ProxyMetrics;
 use routing::{parse_host, EnvRoute, RouteCache, Target, Upstream};
 use split::{Choice, SplitEntry, Splits};
@@ -359,7 +359,10 @@ impl Proxy {
                     Ok(response) => measure(rollout::Version::Stable, answered(response, started)),
                     Err(_) => measure(rollout::Version::Stable, Outcome::Failed),
                 }
-                (rollout::Version::Stable, result.map_err(|e| (e, stable.clone())))
+                (
+                    rollout::Version::Stable,
+                    result.map_err(|e| (e, stable.clone())),
+                )
             }
             Some(canary) => {
                 self.note_activity(&split.split.canary_env);
@@ -387,7 +390,10 @@ impl Proxy {
                                     ),
                                     Err(_) => measure(rollout::Version::Stable, Outcome::Failed),
                                 }
-                                (rollout::Version::Stable, result.map_err(|e| (e, stable.clone())))
+                                (
+                                    rollout::Version::Stable,
+                                    result.map_err(|e| (e, stable.clone())),
+                                )
                             }
                             None => (rollout::Version::Canary, Err((e, canary))),
                         }

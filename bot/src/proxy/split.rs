@@ -387,10 +387,7 @@ mod tests {
 
         let mut forced = HeaderMap::new();
         forced.insert(VERSION_HEADER, HeaderValue::from_static("Canary"));
-        assert_eq!(
-            choose(&split(0), &forced),
-            Choice::Forced(Version::Canary)
-        );
+        assert_eq!(choose(&split(0), &forced), Choice::Forced(Version::Canary));
         forced.insert(VERSION_HEADER, HeaderValue::from_static("stable"));
         assert_eq!(
             choose(&split(1000), &forced),
