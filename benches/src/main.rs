@@ -14,6 +14,7 @@
 //!   cargo run --release -p slipway-benches -- queue-sim [--changes N]
 //!   cargo run --release -p slipway-benches -- queue-git [--rounds N] [--commits N] [--files N]
 //!   cargo run --release -p slipway-benches -- proxy [--seconds N] [--connections N]
+//!   cargo run --release -p slipway-benches -- proxy-split [--seconds N] [--connections N] [--rounds N]
 //!   cargo run --release -p slipway-benches -- wake [--rounds N]
 //!   cargo run --release -p slipway-benches -- control-loop [--envs N] [--running N]
 //!   cargo run --release -p slipway-benches -- reclaim [--envs N]
@@ -30,6 +31,7 @@ mod candidates;
 mod chatops;
 mod idle;
 mod proxy;
+mod proxy_split;
 mod queue;
 mod replicas;
 mod rollout;
@@ -38,7 +40,7 @@ mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|wake|control-loop|reclaim|rollout-faults|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|proxy-split|wake|control-loop|reclaim|rollout-faults|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -71,6 +73,9 @@ const USAGE: &str =
   proxy         a small GET straight to a container's published port against the same GET
                 through the front door (by Host): requests/s, p50 and p99 latency with N
                 keep-alive connections (default 64) for N seconds each (default 30)
+  proxy-split   the same GET through the front door (in-process, to a loopback stand-in)
+                without a rollout and with a rollout at 50% (split, per-version counting and
+                its writes), in alternating rounds (default 3 x 10 s, 64 connections)
   wake          the first request to a sleeping 3-service env through the front door until
                 answered, beside a cold `env up --wait` and `docker start` of the same
                 containers' compose project until healthy (default 5 rounds)
@@ -113,6 +118,11 @@ fn main() {
         Some("snippets") => snippets::snippets(number("--gb", 1)),
         Some("chatops") => chatops::chatops(number("--count", 500)),
         Some("proxy") => proxy::proxy(number("--seconds", 30), number("--connections", 64)),
+        Some("proxy-split") => proxy_split::proxy_split(
+            number("--seconds", 10),
+            number("--connections", 64),
+            number("--rounds", 3),
+        ),
         Some("wake") => idle::wake(rounds),
         Some("control-loop") => {
             idle::control_loop(number("--envs", 2_000), number("--running", 100))

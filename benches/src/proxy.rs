@@ -24,20 +24,20 @@ const COMPOSE: &str = "services:
 ";
 
 /// Figures of one side.
-struct Load {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
+pub(crate) struct Load {
+    pub(crate) requests: usize,
+    pub(crate) errors: usize,
+    pub(crate) elapsed: Duration,
     /// Sorted, microseconds.
-    latencies: Vec<u32>,
+    pub(crate) latencies: Vec<u32>,
 }
 
 impl Load {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
@@ -122,7 +122,12 @@ pub fn proxy(seconds: usize, connections: usize) -> Result<()> {
 
 /// `connections` keep-alive connections to `addr`, each sending `GET /` with `host` one
 /// after another until `duration` is over.
-async fn load(addr: &str, host: &str, connections: usize, duration: Duration) -> Result<Load> {
+pub(crate) async fn load(
+    addr: &str,
+    host: &str,
+    connections: usize,
+    duration: Duration,
+) -> Result<Load> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();

@@ -3,7 +3,9 @@
 //! where Docker would be, and its HTTP side (API, webhooks, metrics, probes) served on
 //! `listen`. Discord, GitHub and the notifier start as the config says. A test drives it over
 //! HTTP (or through the real CLI client) and tells the twin what to do through
-//! [`TestApp::runtime`].
+//! [`TestApp::runtime`]. [`TestApp::start_with_front_door`] serves the front door too, on a
+//! twin whose containers report a loopback address: a test listening on a service's
+//! container port there stands in for that container.
 //!
 //! The app runs on its own tokio runtime on its own thread, so plain `#[test]` functions use
 //! it as they would a server process, and an async test can hold one too. Dropping the
@@ -37,6 +39,7 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 /// One Slipway server inside the test process.
 pub struct TestApp {
     url: String,
+    front_door_url: Option<String>,
     runtime: Arc<FakeRuntime>,
     log: LogBuffer,
     stop: watch::Sender<bool>,
@@ -50,13 +53,33 @@ impl TestApp {
     /// `listen = "127.0.0.1:0"` for a free loopback port. `SLIPWAY_API_TOKEN` is not read:
     /// what a test checks does not depend on the environment it runs in.
     pub fn start(config: &str) -> anyhow::Result<Self> {
+        Self::launch(config, false)
+    }
+
+    /// [`TestApp::start`], and the front door served where `[proxy] listen` says (give
+    /// `127.0.0.1:0`), on a twin whose containers are all at 127.0.0.1: requests for an
+    /// env's service go to 127.0.0.1 and the service's container port, where the test
+    /// serves its stand-in.
+    pub fn start_with_front_door(config: &str) -> anyhow::Result<Self> {
+        Self::launch(config, true)
+    }
+
+    fn launch(config: &str, front_door: bool) -> anyhow::Result<Self> {
         let config: Config =
             toml::from_str(config).context("the test app's config is not valid")?;
         if config.data_dir.is_none() {
             bail!("the test app's config needs a data_dir (a temp dir), so a test never uses the user's");
         }
         let token = server::token::api_token_from(&config, None)?;
-        let runtime = Arc::new(FakeRuntime::new());
+        let runtime = Arc::new(if front_door {
+            // Published ports on loopback too: a front door that cannot reach a stand-in
+            // falls back to a port nothing serves there, never to a name it must resolve.
+            FakeRuntime::new()
+                .with_container_address(std::net::Ipv4Addr::LOCALHOST.into())
+                .with_public_host("127.0.0.1")
+        } else {
+            FakeRuntime::new()
+        });
         let log = LogBuffer::default();
         let (stop, stopped) = watch::channel(false);
         let (started, start_result) = mpsc::channel();
@@ -65,11 +88,13 @@ impl TestApp {
         let thread = std::thread::Builder::new()
             .name("slipway-test-app".into())
             .spawn(move || {
-                run_app(config, token, twin, thread_log, stopped, started);
+                run_app(
+                    config, token, twin, front_door, thread_log, stopped, started,
+                );
             })
             .context("cannot start the test app's thread")?;
-        let url = match start_result.recv() {
-            Ok(Ok(url)) => url,
+        let (url, front_door_url) = match start_result.recv() {
+            Ok(Ok(urls)) => urls,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e.context(format!("the test app did not start; its log:\n{log}")));
@@ -81,6 +106,7 @@ impl TestApp {
         };
         Ok(Self {
             url,
+            front_door_url,
             runtime,
             log,
             stop,
@@ -91,6 +117,11 @@ impl TestApp {
     /// Where the HTTP side serves: `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where the front door serves (`http://127.0.0.1:<port>`), when started with it.
+    pub fn front_door_url(&self) -> Option<&str> {
+        self.front_door_url.as_deref()
     }
 
     /// The runtime's test twin the app runs envs on.
@@ -113,15 +144,19 @@ impl Drop for TestApp {
     }
 }
 
-/// The app's thread: its own runtime, logging into `log`; reports the URL (or why it could
+/// The app's URL and its front door's, when served.
+type Urls = (String, Option<String>);
+
+/// The app's thread: its own runtime, logging into `log`; reports the URLs (or why it could
 /// not start) through `started`, then serves until `stop` says so.
 fn run_app(
     config: Config,
     token: Option<secrecy::SecretString>,
     twin: Arc<dyn Runtime>,
+    serve_front_door: bool,
     log: LogBuffer,
     stop: watch::Receiver<bool>,
-    started: mpsc::Sender<anyhow::Result<String>>,
+    started: mpsc::Sender<anyhow::Result<Urls>>,
 ) {
     // Per thread, not global: several apps in one test process each keep their own log.
     let dispatch = log.dispatch();
@@ -151,10 +186,17 @@ fn run_app(
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
-            // The front door is not bound here: the in-process tests drive the API. Env
-            // links still name it as `[proxy]` says.
-            let proxy_settings = ProxySettings::from_config(config.proxy.as_ref())?;
-            let (_app, router, _front_door) = server::start(
+            // Most in-process tests drive the API only and leave the front door unbound;
+            // env links still name it as `[proxy]` says.
+            let mut proxy_settings = ProxySettings::from_config(config.proxy.as_ref())?;
+            let proxy_listener = if serve_front_door {
+                let proxy_listener = proxy_settings.bind().await?;
+                proxy_settings = proxy_settings.bound_at(proxy_listener.local_addr()?);
+                Some(proxy_listener)
+            } else {
+                None
+            };
+            let (_app, router, front_door) = server::start(
                 &config,
                 Mode::Configured,
                 token,
@@ -163,9 +205,15 @@ fn run_app(
                 Some(twin),
             )
             .await?;
-            anyhow::Ok((listener, addr, router))
+            let front_door_url = proxy_listener.map(|proxy_listener| {
+                let url = format!("http://{}", front_door.settings().listen);
+                // Ends with the runtime, like every task of the app.
+                front_door.serve(proxy_listener);
+                url
+            });
+            anyhow::Ok((listener, addr, router, front_door_url))
         };
-        let (listener, addr, router) = match app.await {
+        let (listener, addr, router, front_door_url) = match app.await {
             Ok(started_app) => started_app,
             Err(e) => {
                 let _ = started.send(Err(e));
@@ -173,7 +221,7 @@ fn run_app(
             }
         };
         tracing::info!(%addr, "the test app is serving");
-        let _ = started.send(Ok(format!("http://{addr}")));
+        let _ = started.send(Ok((format!("http://{addr}"), front_door_url)));
         let mut graceful = stop.clone();
         let serving = axum::serve(
             listener,

@@ -46,6 +46,8 @@ pub struct FakeRuntime {
     ping_failure: Mutex<Option<String>>,
     /// Where published ports are reported; [`FAKE_PUBLIC_HOST`] when `None`.
     public_host: Option<String>,
+    /// The address every container reports on its network ([`FakeRuntime::with_container_address`]).
+    container_address: Option<std::net::IpAddr>,
     /// Other envs' containers on each env's network, by (their env, container id): like a
     /// Docker network endpoint, one vanishes with its container.
     attached: Mutex<BTreeMap<EnvName, Vec<(EnvName, String)>>>,
@@ -59,6 +61,14 @@ impl FakeRuntime {
     /// Reports published ports on `host` instead of [`FAKE_PUBLIC_HOST`].
     pub fn with_public_host(mut self, host: &str) -> Self {
         self.public_host = Some(host.to_string());
+        self
+    }
+
+    /// Reports every container at `address` (its own address on the env's network, as
+    /// Docker does), so the front door connects to `address` and the service's container
+    /// port. A test that listens there on that port stands in for the container.
+    pub fn with_container_address(mut self, address: std::net::IpAddr) -> Self {
+        self.container_address = Some(address);
         self
     }
 
@@ -314,8 +324,9 @@ impl Runtime for FakeRuntime {
                         protocol: p.protocol,
                     })
                     .collect(),
-                // The twin runs nothing: the front door uses the published port.
-                address: None,
+                // The twin runs nothing: without an address the front door uses the
+                // published port.
+                address: self.container_address,
             });
         }
         drop(envs);
