@@ -420,7 +420,7 @@ impl Policy for ArgoLike {
             } else {
                 1.0 - errors as f64 / requests as f64
             };
-            if !(success >= ARGO_SUCCESS) {
+            if success.is_nan() || success < ARGO_SUCCESS {
                 self.failed += 1;
                 if self.failed > ARGO_FAILURE_LIMIT {
                     return Some(Decision::RolledBack);
@@ -456,7 +456,10 @@ pub fn rollout_faults(fault_runs: usize, aa_runs: usize) -> Result<()> {
         Fault::AllErrors,
         Fault::Errors(0.05),
         Fault::ExtraLatencyMs(200.0),
-        Fault::CrashLoop { up_s: 20, down_s: 10 },
+        Fault::CrashLoop {
+            up_s: 20,
+            down_s: 10,
+        },
     ];
     println!(
         "== rollout-faults: simulated traffic at {RATES:?} requests/s, stable fails 0.2%, \
@@ -501,7 +504,10 @@ pub fn rollout_faults(fault_runs: usize, aa_runs: usize) -> Result<()> {
                     .collect();
                 let counts = outcome_counts(&results);
                 if rolled_back.is_empty() {
-                    lines[0].push_str(&format!("{:>cell_width$}", format!("never rolled back {counts}")));
+                    lines[0].push_str(&format!(
+                        "{:>cell_width$}",
+                        format!("never rolled back {counts}")
+                    ));
                     let canary = median(results.iter().map(|r| r.canary_requests as f64).collect());
                     lines[1].push_str(&format!(
                         "{:>cell_width$}",
@@ -509,10 +515,18 @@ pub fn rollout_faults(fault_runs: usize, aa_runs: usize) -> Result<()> {
                     ));
                 } else {
                     let time = median(rolled_back.iter().map(|r| r.seconds as f64).collect());
-                    let canary =
-                        median(rolled_back.iter().map(|r| r.canary_requests as f64).collect());
-                    let failed =
-                        median(rolled_back.iter().map(|r| r.canary_failures as f64).collect());
+                    let canary = median(
+                        rolled_back
+                            .iter()
+                            .map(|r| r.canary_requests as f64)
+                            .collect(),
+                    );
+                    let failed = median(
+                        rolled_back
+                            .iter()
+                            .map(|r| r.canary_failures as f64)
+                            .collect(),
+                    );
                     lines[0].push_str(&format!(
                         "{:>cell_width$}",
                         format!("rollback at {} {counts}", clock(time))
@@ -586,8 +600,18 @@ pub fn rollout_faults(fault_runs: usize, aa_runs: usize) -> Result<()> {
         stable_error_rate: 0.002,
     };
     let worst = (0..fault_runs)
-        .map(|run| simulate(&traffic, Fault::AllErrors, &mut Slipway::new(), seed(100, 0, run), LIMIT_S))
-        .fold((0u64, 0u64), |(s, c), r| (s.max(r.seconds), c.max(r.canary_requests)));
+        .map(|run| {
+            simulate(
+                &traffic,
+                Fault::AllErrors,
+                &mut Slipway::new(),
+                seed(100, 0, run),
+                LIMIT_S,
+            )
+        })
+        .fold((0u64, 0u64), |(s, c), r| {
+            (s.max(r.seconds), c.max(r.canary_requests))
+        });
     println!(
         "targets at 100 rps, 100% 5xx (Slipway, worst of {fault_runs} runs): decision at {} s \
          (target <= 60 s), {} canary requests before it (target <= 300)",
@@ -671,9 +695,27 @@ mod tests {
         let r = simulate(&traffic, Fault::AllErrors, &mut Fixed(0.25), 7, 100);
         assert!((r.canary_requests as f64 / 100_000.0 - 0.25).abs() < 0.01);
         assert_eq!(r.canary_failures, r.canary_requests);
-        let r = simulate(&traffic, Fault::CrashLoop { up_s: 20, down_s: 10 }, &mut Fixed(1.0), 7, 90);
+        let r = simulate(
+            &traffic,
+            Fault::CrashLoop {
+                up_s: 20,
+                down_s: 10,
+            },
+            &mut Fixed(1.0),
+            7,
+            90,
+        );
         assert_eq!(r.canary_failures, 30_000, "10 s of every 30 s down");
-        let again = simulate(&traffic, Fault::CrashLoop { up_s: 20, down_s: 10 }, &mut Fixed(1.0), 7, 90);
+        let again = simulate(
+            &traffic,
+            Fault::CrashLoop {
+                up_s: 20,
+                down_s: 10,
+            },
+            &mut Fixed(1.0),
+            7,
+            90,
+        );
         assert_eq!(r.canary_requests, again.canary_requests, "seeded");
     }
 
@@ -684,13 +726,25 @@ mod tests {
             stable_error_rate: 0.002,
         };
         for name in POLICIES {
-            let bad = simulate(&traffic, Fault::AllErrors, policy(name).as_mut(), 1, LIMIT_S);
+            let bad = simulate(
+                &traffic,
+                Fault::AllErrors,
+                policy(name).as_mut(),
+                1,
+                LIMIT_S,
+            );
             assert_eq!(bad.decision, Some(Decision::RolledBack), "{name}: {bad:?}");
             let good = simulate(&traffic, Fault::None, policy(name).as_mut(), 1, LIMIT_S);
             assert_eq!(good.decision, Some(Decision::Completed), "{name}: {good:?}");
         }
         // Flagger: five failed checks at 60..300 s, rollback at the next interval.
-        let flagger = simulate(&traffic, Fault::AllErrors, &mut FlaggerLike::new(), 1, LIMIT_S);
+        let flagger = simulate(
+            &traffic,
+            Fault::AllErrors,
+            &mut FlaggerLike::new(),
+            1,
+            LIMIT_S,
+        );
         assert_eq!(flagger.seconds, 360);
         // Argo: analysis from 600 s, failures at 600, 900, 1200, 1500 s; the fourth exceeds 3.
         let argo = simulate(&traffic, Fault::AllErrors, &mut ArgoLike::new(), 1, LIMIT_S);
