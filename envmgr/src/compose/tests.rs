@@ -479,8 +479,10 @@ services:
     }
     assert!(block.len() < 1 << 20);
     assert!(parse(&block).is_err());
+    // Without the limits these would run for hours or exhaust memory; the bound is loose
+    // so a debug build on a busy machine still passes (speed is the benchmarks' business).
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
+        started.elapsed() < std::time::Duration::from_secs(120),
         "took {:?}",
         started.elapsed()
     );

@@ -1,6 +1,6 @@
 //! Rollouts and release channels in the store (tables `rollouts`, `channels`, and the
 //! `role` of release and canary envs). Surfaces write intent (a new rollout, pause, resume,
-//! promote, rollback, approve, a freeze), each with an audit entry and an event on the
+//! promote, rollback, approve, a freeze), each with an event (who asked) on the
 //! release env's timeline in the same transaction; the rollout reconciler writes what
 //! happened ([`Store::update_rollout`]), fenced by its lease on the rollout, each change
 //! with its event in the same transaction. One live rollout per repo and channel: a new
@@ -204,26 +204,6 @@ fn channel_from_row(row: &AnyRow) -> Result<ChannelRow, StoreError> {
     })
 }
 
-/// Who asked, for the audit log: the surface is the engine's rollout API.
-async fn insert_audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    actor: &str,
-    place: &str,
-    command: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, surface, actor, place, command, outcome) \
-         VALUES ($1, 'rollout', $2, $3, $4, 'ok')",
-    )
-    .bind(now_ms())
-    .bind(actor)
-    .bind(place)
-    .bind(command)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 impl Store {
     /// Records a new rollout (state `pending`) and returns it with the id of the live
     /// rollout of the same channel it superseded, if any: that one is marked `superseded`
@@ -328,16 +308,6 @@ impl Store {
             Some(&new.requested_by),
         )
         .await?;
-        insert_audit(
-            &mut tx,
-            &new.requested_by,
-            &format!("{} {}", new.repo, new.channel),
-            &format!(
-                "release {} {} channel:{}",
-                new.repo, new.to_commit, new.channel
-            ),
-        )
-        .await?;
         tx.commit().await?;
         let rollout = self
             .rollout(id)
@@ -425,7 +395,7 @@ impl Store {
         })
     }
 
-    /// A surface's request on live rollout `id`, with its audit entry and an event on the
+    /// A surface's request on live rollout `id`, with an event on the
     /// release env's timeline. `None` when the rollout is finished (or gone) or the request
     /// changes nothing (pausing a paused rollout).
     pub async fn request_rollout(
@@ -489,14 +459,8 @@ impl Store {
             Some(actor),
         )
         .await?;
-        insert_audit(
-            &mut tx,
-            actor,
-            &format!("{} {}", rollout.repo, rollout.channel),
-            &format!("{what} {} channel:{}", rollout.repo, rollout.channel),
-        )
-        .await?;
         tx.commit().await?;
+        self.changed(&rollout.release_env);
         self.rollout(id).await
     }
 
@@ -597,6 +561,8 @@ impl Store {
             }
         }
         tx.commit().await?;
+        // Its events may notify: tell whoever follows the timeline now, not at a resync.
+        self.changed(&rollout.release_env);
         self.check_fence(changed).await
     }
 
@@ -637,7 +603,7 @@ impl Store {
         Ok(())
     }
 
-    /// Freezes (`Some(reason)`) or unfreezes (`None`) a channel, with an audit entry and an
+    /// Freezes (`Some(reason)`) or unfreezes (`None`) a channel, with an
     /// event on the release env's timeline. `false` when nothing changed.
     pub async fn set_channel_freeze(
         &self,
@@ -703,7 +669,6 @@ impl Store {
                 Some(actor),
             )
             .await?;
-            insert_audit(&mut tx, actor, &format!("{repo} {channel}"), &command).await?;
         }
         tx.commit().await?;
         Ok(changed > 0)
