@@ -380,9 +380,16 @@ fn decision_lines(rollout: &envmgr::rollout::Rollout, decision: &serde_json::Val
             .unwrap_or_else(|| "-".into()),
         rollout.step + 1,
         decision
-            .get("weight")
-            .and_then(Value::as_str)
-            .map(|w| format!(" (canary {w})"))
+            .get("canary_weight")
+            .and_then(Value::as_u64)
+            .and_then(|w| u16::try_from(w).ok())
+            .map(|w| {
+                let canary = envmgr::rollout::model::format_weight(w);
+                let stable = envmgr::rollout::model::format_weight(
+                    envmgr::rollout::FULL_WEIGHT.saturating_sub(w),
+                );
+                format!(": weights canary {canary}, stable {stable} until the rollback")
+            })
             .unwrap_or_default()
     ));
     if let Some(check) = decision.get("check").and_then(Value::as_str) {
@@ -730,5 +737,78 @@ mod tests {
         let line = one_line(&long, 250);
         assert_eq!(line.chars().count(), 250);
         assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn a_rollback_alert_carries_the_numbers_the_log_lines_and_the_chart() {
+        let old = "0123456789abcdef0123456789abcdef01234567";
+        let rollout = envmgr::rollout::Rollout {
+            id: 7,
+            repo: RepoName::parse("shop").unwrap(),
+            channel: "production".into(),
+            release_env: EnvName::parse("shop-production").unwrap(),
+            canary_env: EnvName::parse("shop-production-canary").unwrap(),
+            from_commit: Some(CommitSha::parse(old).unwrap()),
+            to_commit: CommitSha::parse(SHA).unwrap(),
+            source: "queue".into(),
+            state: envmgr::rollout::RolloutState::RolledBack,
+            step: 0,
+            canary_weight: 0,
+            step_started_at: Some(1),
+            reason: None,
+            paused: false,
+            promote_asked: false,
+            rollback_asked: None,
+            approved_by: None,
+            approved_step: None,
+            comparison: None,
+            decision: Some(serde_json::json!({
+                "check": "errors", "statistic": 7.3, "canary_value": 0.081,
+                "baseline_value": 0.002, "canary_requests": 212, "canary_errors": 17,
+                "baseline_requests": 3874, "baseline_errors": 8, "canary_weight": 50,
+                "why": "the canary fails more often",
+                "log_lines": ["error: GET / failed", "error: db timeout ```"],
+            })),
+            metric_error_since: None,
+            requested_by: "queue".into(),
+            created_at: 0,
+            updated_at: 0,
+            finished_at: Some(2),
+        };
+        let mut e = event(
+            "rollout.rolled_back",
+            None,
+            "rolled back shop e178d1848e82 in production at step 1 (5%): errors 8.1% vs 0.2%",
+        );
+        e.env = "shop-production".into();
+        let kind = trigger_of(&e);
+        assert_eq!(
+            kind,
+            Some(Trigger::Rollout(NotificationKind::RolloutRolledBack))
+        );
+        let n = rollout_notification(
+            NotificationKind::RolloutRolledBack,
+            &e,
+            Some(&rollout),
+            "http://slipway:8080",
+        );
+        assert!(n.title.starts_with("rolled back shop"), "{}", n.title);
+        assert_eq!(n.repo, "shop");
+        assert_eq!(n.rollout_id, Some(7));
+        assert_eq!(
+            n.chart_url.as_deref(),
+            Some("http://slipway:8080/api/v1/rollouts/7/chart.png")
+        );
+        for part in [
+            "weights canary 5%, stable 95%",
+            "errors 8.1% vs 0.2% over 212 vs 3,874 requests (statistic 7.30)",
+            "error: GET / failed",
+            "Chart: http://slipway:8080/api/v1/rollouts/7/chart.png",
+            "Rollout: http://slipway:8080/api/v1/rollouts/7",
+        ] {
+            assert!(n.text.contains(part), "{part} not in {}", n.text);
+        }
+        // A log line cannot close the code block early.
+        assert_eq!(n.text.matches("```").count(), 2, "{}", n.text);
     }
 }
