@@ -325,23 +325,12 @@ impl Proxy {
         let choice = split::choose(&split.split, req.headers());
         // Meant for the front door, not the app.
         req.headers_mut().remove(split::VERSION_HEADER);
-        let counted = matches!(choice, Choice::Weighted(_));
-        let measure = |version: rollout::Version, outcome: Outcome| {
-            if !counted {
-                return;
-            }
-            self.meter.record(split.split.rollout_id, version, outcome);
-            let figures = split.figures(version);
-            match outcome {
-                Outcome::Answered { status, latency_ms } => {
-                    figures.observe(status, latency_ms / 1000.0)
-                }
-                Outcome::Failed => figures.connection_error(),
-            }
-        };
-        let answered = |response: &Response<Body>, since: Instant| Outcome::Answered {
-            status: response.status().as_u16(),
-            latency_ms: since.elapsed().as_secs_f64() * 1000.0,
+        let attempt = Attempt {
+            proxy: self,
+            peer_ip,
+            host,
+            split,
+            counted: matches!(choice, Choice::Weighted(_)),
         };
         // A canary env that does not exist, is not serving, or lacks the service: stable
         // serves (and the request counts as stable's, which it is).
@@ -353,51 +342,34 @@ impl Proxy {
             rollout::Version::Stable => None,
         };
         let (version, result) = match canary {
-            None => {
-                let result = self.pass(peer_ip, host, stable, req, started).await;
-                match &result {
-                    Ok(response) => measure(rollout::Version::Stable, answered(response, started)),
-                    Err(_) => measure(rollout::Version::Stable, Outcome::Failed),
-                }
-                (
-                    rollout::Version::Stable,
-                    result.map_err(|e| (e, stable.clone())),
-                )
-            }
+            None => (
+                rollout::Version::Stable,
+                attempt
+                    .send(rollout::Version::Stable, stable, req, started)
+                    .await,
+            ),
             Some(canary) => {
                 self.note_activity(&split.split.canary_env);
                 let replay = replayable(&req);
-                match self.pass(peer_ip, host, &canary, req, started).await {
-                    Ok(response) => {
-                        measure(rollout::Version::Canary, answered(&response, started));
-                        (rollout::Version::Canary, Ok(response))
+                let first = attempt
+                    .send(rollout::Version::Canary, &canary, req, started)
+                    .await;
+                match (first, replay) {
+                    // The canary's failure is counted against it; a GET, HEAD or OPTIONS
+                    // without a body is safe to send again, so it goes once to stable and
+                    // the user still gets an answer (stable's, counted as stable's and
+                    // timed from the retry).
+                    (Err((e, _)), Some(again)) => {
+                        debug!(env = %release_env, error = %e, "front door: the canary failed; retrying on stable");
+                        let retried = Instant::now();
+                        (
+                            rollout::Version::Stable,
+                            attempt
+                                .send(rollout::Version::Stable, stable, again, retried)
+                                .await,
+                        )
                     }
-                    Err(e) => {
-                        measure(rollout::Version::Canary, Outcome::Failed);
-                        match replay {
-                            // The canary's failure is counted against it above; a GET,
-                            // HEAD or OPTIONS without a body is safe to send again, so it
-                            // goes once to stable and the user still gets an answer (and
-                            // stable's answer counts as stable's, timed from the retry).
-                            Some(again) => {
-                                debug!(env = %release_env, error = %e, "front door: the canary failed; retrying on stable");
-                                let retried = Instant::now();
-                                let result = self.pass(peer_ip, host, stable, again, retried).await;
-                                match &result {
-                                    Ok(response) => measure(
-                                        rollout::Version::Stable,
-                                        answered(response, retried),
-                                    ),
-                                    Err(_) => measure(rollout::Version::Stable, Outcome::Failed),
-                                }
-                                (
-                                    rollout::Version::Stable,
-                                    result.map_err(|e| (e, stable.clone())),
-                                )
-                            }
-                            None => (rollout::Version::Canary, Err((e, canary))),
-                        }
-                    }
+                    (result, _) => (rollout::Version::Canary, result),
                 }
             }
         };
@@ -564,6 +536,56 @@ impl Proxy {
                 }
             });
         }
+    }
+}
+
+/// One request to a release env under a rollout, sent to one version after another.
+struct Attempt<'a> {
+    proxy: &'a Proxy,
+    peer_ip: &'a HeaderValue,
+    host: &'a str,
+    split: &'a SplitEntry,
+    /// Whether the request counts for the analysis (it did not force a version).
+    counted: bool,
+}
+
+impl Attempt<'_> {
+    /// Passes `req` to `version`'s `upstream` and counts how it went for that version
+    /// (latency from `since`). `Err`: the upstream failed, and which one it was.
+    async fn send<B>(
+        &self,
+        version: rollout::Version,
+        upstream: &Arc<Upstream>,
+        req: Request<B>,
+        since: Instant,
+    ) -> Result<Response<Body>, (anyhow::Error, Arc<Upstream>)>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+    {
+        let result = self
+            .proxy
+            .pass(self.peer_ip, self.host, upstream, req, since)
+            .await;
+        if self.counted {
+            let outcome = match &result {
+                Ok(response) => Outcome::Answered {
+                    status: response.status().as_u16(),
+                    latency_ms: since.elapsed().as_secs_f64() * 1000.0,
+                },
+                Err(_) => Outcome::Failed,
+            };
+            self.proxy
+                .meter
+                .record(self.split.split.rollout_id, version, outcome);
+            let figures = self.split.figures(version);
+            match outcome {
+                Outcome::Answered { status, latency_ms } => {
+                    figures.observe(status, latency_ms / 1000.0)
+                }
+                Outcome::Failed => figures.connection_error(),
+            }
+        }
+        result.map_err(|e| (e, upstream.clone()))
     }
 }
 
