@@ -179,7 +179,13 @@ fn release(server: &Server, target: &str) -> Value {
 fn rollout_status(server: &Server) -> Value {
     let out = cli_ok(
         server,
-        &["rollout", "status", &server.repo, "channel:staging", "--json"],
+        &[
+            "rollout",
+            "status",
+            &server.repo,
+            "channel:staging",
+            "--json",
+        ],
     );
     serde_json::from_slice(&out).unwrap()
 }
@@ -234,7 +240,9 @@ fn assert_greeting(server: &Server, env: &str, greeting: &str) {
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains(greeting), "wanted {greeting}: {answer}");
     assert!(
-        !answer.to_ascii_lowercase().contains("x-slipway-version: canary"),
+        !answer
+            .to_ascii_lowercase()
+            .contains("x-slipway-version: canary"),
         "{answer}"
     );
 }
@@ -277,9 +285,13 @@ fn alertmanager_installed() -> bool {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{ALERTMANAGER} is missing: CI must install the Debian package prometheus-alertmanager");
+        panic!(
+            "{ALERTMANAGER} is missing: CI must install the Debian package prometheus-alertmanager"
+        );
     }
-    eprintln!("skipping: {ALERTMANAGER} is not installed (apt-get install -y prometheus-alertmanager)");
+    eprintln!(
+        "skipping: {ALERTMANAGER} is not installed (apt-get install -y prometheus-alertmanager)"
+    );
     false
 }
 
@@ -355,8 +367,9 @@ impl Alertmanager {
             "startsAt": humantime::format_rfc3339_seconds(now - Duration::from_secs(60)).to_string(),
         });
         if !firing {
-            alert["endsAt"] =
-                humantime::format_rfc3339_seconds(now - Duration::from_secs(1)).to_string().into();
+            alert["endsAt"] = humantime::format_rfc3339_seconds(now - Duration::from_secs(1))
+                .to_string()
+                .into();
         }
         let (status, body) =
             http_post_json(&format!("{}/api/v2/alerts", self.url), &json!([alert]));
@@ -410,9 +423,12 @@ fn a_firing_alert_in_alertmanager_blocks_the_rollout_until_it_resolves() {
     alertmanager.post("ShopDown", false);
     let resolved = Instant::now();
     let _load = Load::start(&server.proxy_url, &deployed.host());
-    let progressing = wait_for(server, ALERT_CACHE + Duration::from_secs(60), "started", |r| {
-        r["to_version"] == deployed.v2.as_str() && r["state"] != "blocked"
-    });
+    let progressing = wait_for(
+        server,
+        ALERT_CACHE + Duration::from_secs(60),
+        "started",
+        |r| r["to_version"] == deployed.v2.as_str() && r["state"] != "blocked",
+    );
     eprintln!(
         "unblocked {:?} after the alert resolved: {}",
         resolved.elapsed(),
@@ -493,7 +509,10 @@ fn a_rollout_survives_kill_9_mid_step_and_finishes_from_the_same_step() {
     let restarted = Instant::now();
     let after = rollout_status(&deployed.server);
     assert_eq!(after["rollout"]["id"], id, "{after:#}");
-    assert_eq!(after["step"], 1, "the same step after the restart: {after:#}");
+    assert_eq!(
+        after["step"], 1,
+        "the same step after the restart: {after:#}"
+    );
     assert_eq!(after["rollout"]["state"], "progressing", "{after:#}");
 
     let server = &deployed.server;
