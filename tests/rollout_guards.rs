@@ -6,7 +6,8 @@
 //!   on a free loopback port) blocks the rollout of `v2` with a reason naming the alert and
 //!   no traffic to a canary; once the alert resolves the rollout goes on to `done`;
 //! - `channel freeze` blocks it (the reason in `rollout status`, text and JSON) until
-//!   `channel unfreeze`;
+//!   `channel unfreeze`, both before its start and at a promotion (the step and its weight
+//!   stay);
 //! - `slipway serve` killed with SIGKILL while a step splits traffic: the restarted server
 //!   carries the same rollout on from the same step to `done`, and the canary env goes;
 //! - `rollout rollback` from Discord (the loopback stand-in driving the real serenity
@@ -67,7 +68,7 @@ soak = \"1s\"
 /// A server whose `staging` channel runs `v1`, with `v2` committed but not released.
 struct Deployed {
     server: Server,
-    _repo: TestRepo,
+    repo: TestRepo,
     name: String,
     release_env: String,
     canary_env: String,
@@ -101,7 +102,7 @@ impl Deployed {
         let v2 = repo.write("compose.yml", &compose("v2")).commit("v2");
         Self {
             server,
-            _repo: repo,
+            repo,
             name,
             release_env,
             canary_env,
@@ -469,7 +470,7 @@ fn a_frozen_channel_blocks_the_rollout_until_unfrozen() {
     assert_held(&deployed, Duration::from_secs(4));
     assert_greeting(server, &deployed.release_env, "v1");
 
-    let _load = Load::start(&server.proxy_url, &deployed.host());
+    let load = Load::start(&server.proxy_url, &deployed.host());
     let unfrozen = Instant::now();
     cli_ok(server, &["channel", "unfreeze", &repo, "channel:staging"]);
     let done = wait_for_state(server, &deployed.v2, &["done"], Duration::from_secs(180));
@@ -484,6 +485,49 @@ fn a_frozen_channel_blocks_the_rollout_until_unfrozen() {
         blocked_at.is_some() && blocked_at < started_at,
         "blocked before it started: {kinds:?}"
     );
+    drop(load);
+
+    // A freeze while a step splits traffic holds the promotion: the step and its weight stay.
+    let v3 = deployed
+        .repo
+        .write("compose.yml", &compose("v3"))
+        .commit("v3");
+    release(server, &v3);
+    wait_for(
+        server,
+        Duration::from_secs(120),
+        "progressing with canary traffic",
+        |r| {
+            r["to_version"] == v3.as_str()
+                && r["state"] == "progressing"
+                && r["weights"]["canary"].as_f64() > Some(0.0)
+        },
+    );
+    cli_ok(
+        server,
+        &[
+            "channel",
+            "freeze",
+            "audit",
+            "again",
+            &repo,
+            "channel:staging",
+        ],
+    );
+    let _load = Load::start(&server.proxy_url, &deployed.host());
+    let held = wait_for_state(server, &v3, &["blocked", "done"], Duration::from_secs(60));
+    assert_eq!(held["state"], "blocked", "{held:#}");
+    assert_eq!(held["step"], 1, "{held:#}");
+    assert_eq!(held["weights"]["canary"], 50.0, "{held:#}");
+    let reason = held["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("audit again"), "{held:#}");
+    std::thread::sleep(Duration::from_secs(3));
+    let still = rollout_status(server);
+    assert_eq!(still["state"], "blocked", "{still:#}");
+    assert_eq!(still["step"], 1, "{still:#}");
+    cli_ok(server, &["channel", "unfreeze", &repo, "channel:staging"]);
+    wait_for_state(server, &v3, &["done"], Duration::from_secs(180));
+    assert_greeting(server, &deployed.release_env, "v3");
 }
 
 #[test]
