@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::{ChannelView, RolloutStatusView, RolloutView};
+use crate::commands::RolloutVerb;
 use crate::executor::Outcome;
 
 /// A rollout outcome as Markdown; `None` for any other outcome.
@@ -22,20 +23,7 @@ pub fn markdown(outcome: &Outcome) -> Option<String> {
             rollout_line(rollout)
         ),
         Outcome::RolloutStatus { status } => status_text(status),
-        Outcome::RolloutAction { action, rollout } => format!(
-            "{} {}",
-            match action {
-                crate::commands::RolloutVerb::Pause => "⏸️ Paused.",
-                crate::commands::RolloutVerb::Resume => "▶️ Resumed.",
-                crate::commands::RolloutVerb::Promote =>
-                    "⏩ Promoting to 100% now (remaining steps skipped).",
-                crate::commands::RolloutVerb::Rollback =>
-                    "⏪ Rolling back: all traffic to the old version, canary removed.",
-                crate::commands::RolloutVerb::Approve => "✅ Approved.",
-                crate::commands::RolloutVerb::Status => "",
-            },
-            rollout_line(rollout)
-        ),
+        Outcome::RolloutAction { action, rollout } => action_text(*action, rollout),
         Outcome::ChannelFrozen { channels } => channels
             .iter()
             .map(channel_line)
@@ -43,6 +31,40 @@ pub fn markdown(outcome: &Outcome) -> Option<String> {
             .join("\n"),
         _ => return None,
     })
+}
+
+/// The reply to a deployer's request. The rollout reconciler acts on it within a second, so
+/// the reply says what will happen rather than the state it was in when asked.
+fn action_text(action: RolloutVerb, rollout: &RolloutView) -> String {
+    let what = format!(
+        "`{}` in `{}` `{}`",
+        short(&rollout.to_version),
+        rollout.repo,
+        rollout.channel
+    );
+    let old = rollout
+        .from_version
+        .as_deref()
+        .map(|v| format!("`{}`", short(v)))
+        .unwrap_or_else(|| "the old version".into());
+    match action {
+        RolloutVerb::Pause => format!(
+            "⏸️ Pausing {what} at step {} (canary {}%): traffic stays as it is until `rollout resume`.",
+            rollout.step,
+            trim_float(rollout.weights.canary)
+        ),
+        RolloutVerb::Resume => format!("▶️ Resuming {what} from step {}.", rollout.step),
+        RolloutVerb::Promote => format!(
+            "⏩ Promoting {what} to 100% now: the remaining steps are skipped, the release env moves to it."
+        ),
+        RolloutVerb::Rollback => format!(
+            "⏪ Rolling back {what}: all traffic to {old} now, then the canary is removed."
+        ),
+        RolloutVerb::Approve => format!(
+            "✅ Approved the next step of {what} (you are recorded as the approver)."
+        ),
+        RolloutVerb::Status => rollout_line(rollout),
+    }
 }
 
 fn short(version: &str) -> &str {
@@ -66,6 +88,11 @@ pub fn rollout_line(rollout: &RolloutView) -> String {
         text.push_str(" Paused.");
     }
     if let Some(reason) = &rollout.reason {
+        let mut chars = reason.chars();
+        let reason: String = chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default();
         text.push_str(&format!(" {reason}"));
         if !reason.ends_with('.') {
             text.push('.');

@@ -649,15 +649,9 @@ impl Store {
             .rows_affected(),
         };
         if changed > 0 {
-            let (command, message) = match reason {
-                Some(reason) => (
-                    format!("channel freeze {repo} channel:{channel} {reason}"),
-                    format!("channel {channel} of {repo} frozen by {actor}: {reason}"),
-                ),
-                None => (
-                    format!("channel unfreeze {repo} channel:{channel}"),
-                    format!("channel {channel} of {repo} unfrozen by {actor}"),
-                ),
+            let message = match reason {
+                Some(reason) => format!("channel {channel} of {repo} frozen by {actor}: {reason}"),
+                None => format!("channel {channel} of {repo} unfrozen by {actor}"),
             };
             insert_event(
                 &mut tx,
