@@ -1,7 +1,7 @@
 //! The front door's traffic split during a rollout, end to end in one process: Slipway runs
 //! in-process with its real front door and a real SQLite store, on the runtime's test twin
-//! whose containers report 127.0.0.1; the release env (`<repo>-staging`) and the canary env
-//! (`<repo>-staging-canary`) are real envs brought up with `slipway env up`, and their `web`
+//! whose containers report 127.0.0.1; the release env (`<repo>-blue`) and the canary env
+//! (`<repo>-green`) are real envs brought up with `slipway env up`, and their `web`
 //! services are two HTTP servers of this test on loopback (the compose files publish the
 //! ports they listen on). The rollout is a `rollouts` row the test writes with SQL, as the
 //! rollout reconciler would, and the measurements are read back with
@@ -154,14 +154,19 @@ impl World {
         let name = unique_name(prefix);
         let repo = TestRepo::new();
         repo.write("compose.yml", &stable.compose()).commit("main");
-        repo.checkout_new("staging");
+        repo.checkout_new("blue");
         repo.write("compose.yml", &stable.compose())
             .commit("stable version");
-        repo.checkout_new("staging-canary");
+        repo.checkout_new("green");
         repo.write("compose.yml", &canary.compose())
             .commit("canary version");
         let data_dir = tempfile::tempdir().unwrap();
-        let options = ServerOptions::basic(&name, repo.path(), "compose.yml");
+        // The row the test writes is a paused rollout of a configured channel: the rollout
+        // reconciler holds it as it is, so the weights the test sets are the ones applied.
+        let options = ServerOptions {
+            repo_extra: "[[repo.channel]]\nname = \"staging\"\n",
+            ..ServerOptions::basic(&name, repo.path(), "compose.yml")
+        };
         let app = TestApp::start_with_front_door(&options.config(data_dir.path()))
             .unwrap_or_else(|e| panic!("the in-process Slipway did not start: {e:#}"));
         let front_door: SocketAddr = app
@@ -174,9 +179,9 @@ impl World {
         let store = runtime.block_on(Store::connect(&url)).unwrap();
         let db = runtime.block_on(sqlx::SqlitePool::connect(&url)).unwrap();
         let world = Self {
-            host: format!("{name}-staging.localhost"),
-            release_env: format!("{name}-staging"),
-            canary_env: format!("{name}-staging-canary"),
+            host: format!("{name}-blue.localhost"),
+            release_env: format!("{name}-blue"),
+            canary_env: format!("{name}-green"),
             repo: name,
             app,
             front_door,
@@ -188,8 +193,8 @@ impl World {
             _repo: repo,
             _data_dir: data_dir,
         };
-        world.up_ready("staging");
-        world.up_ready("staging-canary");
+        world.up_ready("blue");
+        world.up_ready("green");
         world
     }
 
@@ -201,14 +206,16 @@ impl World {
             .runtime
             .block_on(
                 sqlx::query_scalar(
-                    "INSERT INTO rollouts (repo, channel, release_env, canary_env, to_commit, \
-                     source, state, step, canary_weight, requested_by, created_at, updated_at) \
-                     VALUES (?, 'staging', ?, ?, ?, 'staging-canary', 'progressing', 0, ?, \
-                     'test', 0, 0) RETURNING id",
+                    "INSERT INTO rollouts (repo, channel, release_env, canary_env, from_commit, \
+                     to_commit, source, state, step, canary_weight, paused, requested_by, \
+                     created_at, updated_at) \
+                     VALUES (?, 'staging', ?, ?, ?, ?, 'test', 'progressing', 0, ?, 1, 'test', 0, 0) \
+                     RETURNING id",
                 )
                 .bind(&self.repo)
                 .bind(&self.release_env)
                 .bind(&self.canary_env)
+                .bind("76543210fedcba9876543210fedcba9876543210")
                 .bind("0123456789abcdef0123456789abcdef01234567")
                 .bind(i64::from(weight))
                 .fetch_one(&self.db),
