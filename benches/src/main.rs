@@ -653,8 +653,20 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-/// Builds the release `slipway` (quick when current) and returns its path.
+/// Builds the release `slipway` (quick when current) and returns its path; with
+/// `SLIPWAY_BENCH_BINARY` set, that binary as it is (building `-p slipway` alone unifies
+/// features differently from `-p slipway -p slipway-benches`, and rebuilds everything).
 fn slipway_binary() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("SLIPWAY_BENCH_BINARY") {
+        let binary = PathBuf::from(binary);
+        anyhow::ensure!(
+            binary.exists(),
+            "SLIPWAY_BENCH_BINARY: no {}",
+            binary.display()
+        );
+        println!("using {}", binary.display());
+        return Ok(binary);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("building: cargo build --release -p slipway");
     let status = Command::new(cargo)

@@ -214,10 +214,19 @@ impl Drop for Load {
 /// One `GET /` on a pooled keep-alive connection (a new one when none is idle): its status
 /// and whether the canary answered.
 async fn request(pool: &Pool, addr: &str, host: &str) -> Result<(u16, bool)> {
-    let idle = pool.lock().unwrap().pop();
-    let mut sender = match idle {
-        Some(mut sender) if sender.ready().await.is_ok() => sender,
-        _ => {
+    // An idle connection that is still open, else a new one.
+    let mut reused = None;
+    loop {
+        let idle = pool.lock().unwrap().pop();
+        let Some(mut sender) = idle else { break };
+        if sender.ready().await.is_ok() {
+            reused = Some(sender);
+            break;
+        }
+    }
+    let mut sender = match reused {
+        Some(sender) => sender,
+        None => {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let (sender, conn) =
@@ -772,7 +781,7 @@ fn run_one(
     };
     let kills = crasher.as_ref().map_or(0, Crasher::kills);
     drop(crasher);
-    let (outcome, check, decided_ms, rollout) = match finished {
+    let (outcome, check, decided_ms) = match finished {
         Some(rollout) => {
             let state = rollout["state"].as_str().unwrap_or_default().to_string();
             let decided = if state == "done" {
@@ -784,7 +793,7 @@ fn run_one(
                 .as_str()
                 .unwrap_or(if state == "done" { "-" } else { "?" })
                 .to_string();
-            (state.replace('_', " "), check, decided, rollout)
+            (state.replace('_', " "), check, decided)
         }
         None => {
             let rollout = channel.rollout()?;
@@ -795,12 +804,7 @@ fn run_one(
             channel
                 .wait_for(commit, &["rolled_back"], Duration::from_secs(120))?
                 .context("the manual rollback did not finish")?;
-            (
-                format!("none in {cap_s} s ({state})"),
-                "-".into(),
-                None,
-                rollout,
-            )
+            (format!("none in {cap_s} s ({state})"), "-".into(), None)
         }
     };
     let end_ms = decided_ms.unwrap_or_else(unix_ms);
