@@ -817,8 +817,10 @@ fn run_one(
 
     // The observed seconds from the first canary request to the decision.
     let (flagger, argo) = match first {
-        Some(first_ms) if end_ms - first_ms >= 1000.0 => {
-            let seconds = ((end_ms - first_ms) / 1000.0) as usize;
+        Some(first_ms) if end_ms > first_ms => {
+            // A decision inside the first second still gives one whole observed second: its
+            // canary outcomes are those before the decision, as weight 0 came after them.
+            let seconds = ((end_ms - first_ms) / 1000.0).ceil().max(1.0) as usize;
             let conn = scraper.per_second(first_ms, seconds);
             let trace = observed_seconds(&sent, first_ms, seconds, &conn);
             (
