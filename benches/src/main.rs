@@ -19,6 +19,7 @@
 //!   cargo run --release -p slipway-benches -- control-loop [--envs N] [--running N]
 //!   cargo run --release -p slipway-benches -- reclaim [--envs N]
 //!   cargo run --release -p slipway-benches -- rollout-faults [--rounds N] [--count N]
+//!   cargo run --release -p slipway-benches -- rollout-live [--rates 10,100,1000] [--faults 5xx,5pct,latency,crash,good] [--seconds N]
 //!   cargo run --release -p slipway-benches -- all [--rounds N] [--envs N] [--count N]
 
 use std::path::{Path, PathBuf};
@@ -35,12 +36,13 @@ mod proxy_split;
 mod queue;
 mod replicas;
 mod rollout;
+mod rollout_live;
 mod scheduler;
 mod snippets;
 mod webhooks;
 
 const USAGE: &str =
-    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|proxy-split|wake|control-loop|reclaim|rollout-faults|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
+    "usage: slipway-benches <env-up|teardown|rebuild|failover|throughput|scheduler-idle|serve-memory|webhooks|snippets|chatops|queue-sim|queue-git|proxy|proxy-split|wake|control-loop|reclaim|rollout-faults|rollout-live|all> [--rounds N] [--envs N] [--running N] [--count N] [--gb N] [--changes N] [--commits N] [--files N] [--seconds N] [--connections N]
 
   env-up        time `slipway env up --wait` of compose/demo.yml against
                 `docker-compose up -d` plus waiting for its healthchecks (default 5 rounds)
@@ -90,6 +92,14 @@ const USAGE: &str =
                 Slipway's sequential analysis beside a Flagger-like and an Argo-like
                 threshold-per-interval policy; N seeded runs per fault (default 20,
                 --rounds) and N A/A runs per rate (default 200, --count)
+  rollout-live  the same faults on the real system: release `slipway serve`, the demo app
+                as stable and canary behind the front door, open-loop load at each rate
+                (--rates, default 10,100,1000), one release per fault (--faults, default
+                5xx,5pct,latency,crash,good): canary answers before the decision, time to
+                decision, decision to the last canary answer, a good version's time to
+                100%; beside it the same observed traffic judged by the Flagger-like and
+                Argo-like policies; a run undecided after N s is rolled back (--seconds,
+                default 150)
   all           env-up, serve-memory and webhooks";
 
 fn main() {
@@ -100,6 +110,16 @@ fn main() {
             _ => exit_usage(),
         },
         None => default,
+    };
+    // `--flag a,b,c`, or the defaults.
+    let list = |flag: &str, default: &[&str]| -> Vec<String> {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => match args.get(i + 1) {
+                Some(items) => items.split(',').map(str::to_string).collect(),
+                None => exit_usage(),
+            },
+            None => default.iter().map(|s| s.to_string()).collect(),
+        }
     };
     let (rounds, envs, count) = (
         number("--rounds", 5),
@@ -130,6 +150,19 @@ fn main() {
         Some("reclaim") => idle::reclaim(number("--envs", 6)),
         Some("rollout-faults") => {
             rollout::rollout_faults(number("--rounds", 20), number("--count", 200))
+        }
+        Some("rollout-live") => {
+            let rates = list("--rates", &["10", "100", "1000"])
+                .iter()
+                .map(|r| r.parse::<u32>().ok().filter(|r| *r > 0))
+                .collect::<Option<Vec<u32>>>()
+                .unwrap_or_else(|| exit_usage());
+            let faults = list("--faults", &rollout_live::FAULTS)
+                .iter()
+                .map(|f| rollout_live::FAULTS.iter().copied().find(|k| k == f))
+                .collect::<Option<Vec<&'static str>>>()
+                .unwrap_or_else(|| exit_usage());
+            rollout_live::rollout_live(&rates, &faults, number("--seconds", 150) as u64)
         }
         Some("queue-sim") => queue::queue_sim(number("--changes", 100_000)),
         Some("queue-git") => candidates::queue_git(
@@ -620,8 +653,20 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-/// Builds the release `slipway` (quick when current) and returns its path.
+/// Builds the release `slipway` (quick when current) and returns its path; with
+/// `SLIPWAY_BENCH_BINARY` set, that binary as it is (building `-p slipway` alone unifies
+/// features differently from `-p slipway -p slipway-benches`, and rebuilds everything).
 fn slipway_binary() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("SLIPWAY_BENCH_BINARY") {
+        let binary = PathBuf::from(binary);
+        anyhow::ensure!(
+            binary.exists(),
+            "SLIPWAY_BENCH_BINARY: no {}",
+            binary.display()
+        );
+        println!("using {}", binary.display());
+        return Ok(binary);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("building: cargo build --release -p slipway");
     let status = Command::new(cargo)

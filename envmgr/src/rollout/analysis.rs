@@ -18,8 +18,8 @@
 //!   "the canary fails r times as often" is a nonnegative martingale under A/A traffic. By
 //!   Ville's inequality it ever exceeds `1 / error_alpha` with probability at most
 //!   `error_alpha`, however often it is looked at.
-//! - Latency: the Mann–Whitney U statistic (canary slower than baseline), standardised with the
-//!   normal approximation, compared with a time-uniform boundary (Robbins' normal mixture)
+//! - Latency: the Mann–Whitney U statistic (canary slower than baseline by more than
+//!   `latency_margin_ms`), standardised with the normal approximation, compared with a time-uniform boundary (Robbins' normal mixture)
 //!   instead of a fixed quantile, which keeps `latency_alpha` valid over repeated looks.
 //! - Promotion: a sequential probability ratio test of "the canary's error rate is the
 //!   baseline's" against "it is worse by `min_effect`", using the baseline's rate as the
@@ -59,6 +59,11 @@ pub struct AnalysisSettings {
     pub min_step_time: Duration,
     /// Canary latency samples needed before the latency check can abort.
     pub min_latency_samples: usize,
+    /// How much slower (ms) the canary may be before the latency check counts it as slower:
+    /// the rank test compares canary latencies minus this margin with the baseline's. Without
+    /// it, any systematic sub-millisecond difference (a fresh container, the front door's
+    /// path to another env) is detected given enough requests and aborts good versions.
+    pub latency_margin_ms: f64,
 }
 
 impl Default for AnalysisSettings {
@@ -71,6 +76,7 @@ impl Default for AnalysisSettings {
             min_requests: 100,
             min_step_time: Duration::from_secs(30),
             min_latency_samples: 20,
+            latency_margin_ms: 10.0,
         }
     }
 }
@@ -305,11 +311,14 @@ fn latency_check(
     baseline: &VersionSample,
     settings: &AnalysisSettings,
 ) -> Option<LatencyComparison> {
+    // Shifted by the margin: the test asks whether the canary is slower by more than it.
+    let margin = settings.latency_margin_ms.max(0.0);
     let canary_ms: Vec<f64> = canary
         .latencies_ms
         .iter()
         .copied()
         .filter(|v| v.is_finite())
+        .map(|v| v - margin)
         .collect();
     let baseline_ms: Vec<f64> = baseline
         .latencies_ms
@@ -375,7 +384,7 @@ fn latency_check(
     Some(LatencyComparison {
         z,
         boundary,
-        canary_median: median_of_sorted(&sorted_of(true)),
+        canary_median: median_of_sorted(&sorted_of(true)) + margin,
         baseline_median: median_of_sorted(&sorted_of(false)),
     })
 }
@@ -504,6 +513,42 @@ mod tests {
                  (rank test z = "
             ),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn a_canary_slower_by_less_than_the_margin_is_not_rolled_back() {
+        // 1 ms slower on every request: certain, given 5,000 requests, but not a regression.
+        let settings = AnalysisSettings::default();
+        let verdict = analyse(
+            &sample(5000, 0, 51.0),
+            &sample(50000, 0, 50.0),
+            Duration::from_secs(20),
+            Duration::from_secs(600),
+            &settings,
+        );
+        assert!(!matches!(verdict, Verdict::RollBack { .. }), "{verdict:?}");
+        // Without the margin the rank test detects it.
+        let no_margin = AnalysisSettings {
+            latency_margin_ms: 0.0,
+            ..settings
+        };
+        let verdict = analyse(
+            &sample(5000, 0, 51.0),
+            &sample(50000, 0, 50.0),
+            Duration::from_secs(20),
+            Duration::from_secs(600),
+            &no_margin,
+        );
+        assert!(
+            matches!(
+                verdict,
+                Verdict::RollBack {
+                    check: Check::Latency,
+                    ..
+                }
+            ),
+            "{verdict:?}"
         );
     }
 
