@@ -274,18 +274,15 @@ impl Scraper {
         ];
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                match http_get(&url) {
-                    Ok(body) => {
-                        let value = body
-                            .lines()
-                            .find(|l| wanted.iter().all(|w| l.contains(w.as_str())))
-                            .and_then(|l| l.rsplit(' ').next())
-                            .and_then(|v| v.parse::<f64>().ok())
-                            .unwrap_or(0.0);
-                        out.lock().unwrap().push((unix_ms(), value));
-                    }
-                    // A missed scrape: the next one's increase covers it.
-                    Err(_) => {}
+                // A missed scrape: the next one's increase covers it.
+                if let Ok(body) = http_get(&url) {
+                    let value = body
+                        .lines()
+                        .find(|l| wanted.iter().all(|w| l.contains(w.as_str())))
+                        .and_then(|l| l.rsplit(' ').next())
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    out.lock().unwrap().push((unix_ms(), value));
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -811,7 +808,7 @@ fn run_one(
     let sent = load.between(released_ms, f64::MAX);
     let before: Vec<&Sent> = sent.iter().filter(|s| s.at_ms < end_ms).collect();
     let canary_answers = before.iter().filter(|s| s.canary).count();
-    let last_canary = sent.iter().filter(|s| s.canary).map(|s| s.at_ms).last();
+    let last_canary = sent.iter().rev().find(|s| s.canary).map(|s| s.at_ms);
     let first = first_canary_ms.or_else(|| sent.iter().find(|s| s.canary).map(|s| s.at_ms));
     let canary_connection_errors = scraper.total_between(released_ms, end_ms);
 
