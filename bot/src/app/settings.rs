@@ -161,11 +161,14 @@ fn channel_settings(
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
         && !["shared", "canary"].contains(&name)
+        && !name.ends_with("-canary")
+        && !name.ends_with("-shared")
         && !name.starts_with("pr-");
     if !name_ok {
         bail!(
             "{at}: a channel name is 1-20 lowercase letters, digits and `-`, starting with a \
-             letter (it names the release env `{repo}-<name>`), and not `shared`, `canary` or `pr-...`"
+             letter (it names the release env `{repo}-<name>`), not `shared` or `canary`, not ending in \
+             `-shared` or `-canary`, not starting with `pr-`"
         );
     }
     // The release env's name must be a valid env name.

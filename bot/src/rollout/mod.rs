@@ -131,7 +131,14 @@ pub fn view(app: &App, repo: &RepoSettings, rollout: &Rollout) -> RolloutView {
         paused: rollout.paused,
         approved_by: rollout.approved_by.clone(),
         comparison: rollout.comparison.clone(),
-        decision: rollout.decision.clone(),
+        // The canary's log lines are for who may read logs (the alert's team channel, `env
+        // logs`), not for every viewer of `rollout status`.
+        decision: rollout.decision.clone().map(|mut d| {
+            if let Some(d) = d.as_object_mut() {
+                d.remove("log_lines");
+            }
+            d
+        }),
         requested_by: rollout.requested_by.clone(),
         started_at: rollout.created_at,
         updated_at: rollout.updated_at,

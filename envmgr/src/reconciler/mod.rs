@@ -50,6 +50,9 @@ pub(crate) struct EnvReconciler {
     bus: NudgeBus,
 }
 
+/// How long a finished rollout's measurements (its chart) are kept.
+const TRAFFIC_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
 impl EnvReconciler {
     pub fn new(
         settings: Arc<EngineSettings>,
@@ -134,6 +137,11 @@ impl Reconciler for EnvReconciler {
             {
                 tracing::warn!(error = %format!("{e:#}"), "could not reap unused built images");
             }
+        }
+        // A finished rollout's per-second measurements are kept for its chart for a month.
+        let month_ago = crate::store::now_ms() - TRAFFIC_RETENTION_MS;
+        if let Err(e) = self.store.prune_traffic(month_ago).await {
+            tracing::warn!(error = %e, "could not prune old rollout measurements");
         }
     }
 

@@ -146,6 +146,13 @@ impl Engine {
         actor: &str,
     ) -> Result<Rollout, EngineError> {
         let store = self.store();
+        // The same commit asked again (the queue after a crash, a second `release`): the live
+        // rollout carries on rather than starting over.
+        if let Some(live) = store.current_rollout(&repo.name, &channel.name).await? {
+            if live.to_commit == commit {
+                return Ok(live);
+            }
+        }
         let from = store
             .channel(&repo.name, &channel.name)
             .await?
@@ -307,6 +314,15 @@ impl Engine {
                 RolloutRequest::Promote
             }
             RolloutAction::Rollback => {
+                // There is no old version to send traffic back to.
+                if rollout.from_commit.is_none() {
+                    return Err(EngineError::Rollout(format!(
+                        "rollout {} is the channel's first release: there is no older version to \
+                         roll back to; `env down {}` removes the channel's env, or `release` an \
+                         earlier commit",
+                        rollout.id, rollout.release_env
+                    )));
+                }
                 if rollout.state == RolloutState::RollingBack {
                     return Err(EngineError::Rollout(format!(
                         "rollout {} is already rolling back",

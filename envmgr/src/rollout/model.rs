@@ -251,6 +251,13 @@ pub fn check_steps(steps: &[u16]) -> Result<(), String> {
     if steps.last() != Some(&FULL_WEIGHT) {
         return Err("the last step must be \"100%\"".into());
     }
+    if steps.len() < 2 {
+        return Err(
+            "steps need at least one weight below \"100%\": the canary is compared with the \
+             version it replaces before it takes all traffic"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -278,6 +285,7 @@ mod tests {
         assert!(check_steps(&[50, 250, 500, 1000]).is_ok());
         assert!(check_steps(&[50, 50, 1000]).is_err());
         assert!(check_steps(&[50, 500]).is_err());
+        assert!(check_steps(&[1000]).is_err());
         assert!(check_steps(&[]).is_err());
         assert_eq!(format_weight(50), "5%");
         assert_eq!(format_weight(5), "0.5%");

@@ -244,7 +244,7 @@ impl Alertmanager {
         query.extend(matchers.iter().map(|m| ("filter", m.as_str())));
         let body = get_json(&self.http, &url, &query).await?;
         let answer = |reason: String| PortError::Answer {
-            url: url.clone(),
+            url: crate::snippet::strip_url_credentials(&url),
             reason,
         };
         let alerts: Vec<GettableAlert> = serde_json::from_value(body)
@@ -427,7 +427,7 @@ impl MetricSource for Prometheus {
         let value = instant_value(&body).map_err(|reason| match reason {
             InstantError::Refused => prometheus_error(&url, promql, &body, 200),
             InstantError::Shape(reason) => PortError::Answer {
-                url: url.clone(),
+                url: crate::snippet::strip_url_credentials(&url),
                 reason: format!("query {promql:?}: {reason}"),
             },
         })?;
@@ -437,6 +437,7 @@ impl MetricSource for Prometheus {
 }
 
 fn prometheus_error(url: &str, query: &str, body: &Value, status: u16) -> PortError {
+    let url = &crate::snippet::strip_url_credentials(url);
     PortError::Query {
         url: url.to_string(),
         query: query.to_string(),
@@ -708,23 +709,25 @@ async fn get_json(
     url: &str,
     query: &[(&str, &str)],
 ) -> Result<Value, PortError> {
+    // Errors name the URL without any user:password in it: they reach status and chat.
+    let shown = crate::snippet::strip_url_credentials(url);
     let response = http
         .get(url)
         .query(query)
         .send()
         .await
         .map_err(|e| PortError::Request {
-            url: url.to_string(),
-            reason: chain(&e),
+            url: shown.clone(),
+            reason: chain(&e.without_url()),
         })?;
     let status = response.status();
     let text = response.text().await.map_err(|e| PortError::Request {
-        url: url.to_string(),
-        reason: format!("reading the answer: {}", chain(&e)),
+        url: shown.clone(),
+        reason: format!("reading the answer: {}", chain(&e.without_url())),
     })?;
     if !status.is_success() {
         return Err(PortError::Status {
-            url: url.to_string(),
+            url: shown.clone(),
             status: status.as_u16(),
             body: text
                 .chars()
@@ -735,7 +738,7 @@ async fn get_json(
         });
     }
     serde_json::from_str(&text).map_err(|e| PortError::Answer {
-        url: url.to_string(),
+        url: shown.clone(),
         reason: format!(
             "not JSON ({e}): {}",
             text.chars().take(200).collect::<String>()

@@ -190,6 +190,16 @@ impl Pass<'_> {
             }
             return Ok(Action::AwaitChange);
         }
+        if self.rollout.state == RolloutState::Paused {
+            // Resumed: say so now, whichever step the next write is about.
+            self.write(RolloutUpdate {
+                state: Some(RolloutState::Progressing),
+                reason: Some(None),
+                ..Default::default()
+            })
+            .await?;
+            return Ok(Action::Requeue(WAIT_POLL));
+        }
         if self.rollout.from_commit.is_none() {
             return self.first_release(&channel).await;
         }

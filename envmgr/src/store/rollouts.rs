@@ -518,8 +518,10 @@ impl Store {
             .map(|(i, (name, _))| format!("{name} = ${}", i + 1))
             .collect();
         let id_param = sets.len() + 1;
+        // A finished rollout stays finished: a pass that began before another request
+        // superseded it (or before it finished) must not bring it back to life.
         let sql = format!(
-            "UPDATE rollouts SET {} WHERE id = ${id_param} AND {}",
+            "UPDATE rollouts SET {} WHERE id = ${id_param} AND {LIVE} AND {}",
             assignments.join(", "),
             self.fence_clause(id_param + 1)
         );
