@@ -6,7 +6,6 @@
 
 mod harness;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,48 +95,6 @@ impl Receiver {
             .filter(|p| p["slipway"]["event"] == event)
             .cloned()
             .collect()
-    }
-}
-
-/// Requests through the front door to `host`, about 100 a second, until dropped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(proxy: &str, host: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let threads = (0..2)
-            .map(|_| {
-                let (stop, sent) = (stop.clone(), sent.clone());
-                let (proxy, host) = (proxy.to_string(), host.to_string());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let _ = get_via(&proxy, &host, "*/*");
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            sent,
-            threads,
-        }
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        eprintln!("load: {} requests", self.sent.load(Ordering::Relaxed));
     }
 }
 

@@ -587,3 +587,45 @@ pub fn get_via(proxy: &str, host: &str, accept: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, response)
 }
+
+/// Requests through the front door to `host`, about 100 a second, until dropped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(proxy: &str, host: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, sent) = (stop.clone(), sent.clone());
+                let (proxy, host) = (proxy.to_string(), host.to_string());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = get_via(&proxy, &host, "*/*");
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            threads,
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        eprintln!("load: {} requests", self.sent.load(Ordering::Relaxed));
+    }
+}

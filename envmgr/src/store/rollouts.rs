@@ -332,15 +332,7 @@ impl Store {
         repo: &RepoName,
         channel: &str,
     ) -> Result<Option<Rollout>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE repo = $1 AND channel = $2 AND {LIVE} \
-             ORDER BY id DESC LIMIT 1"
-        ))
-        .bind(repo.as_str())
-        .bind(channel)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(rollout_from_row).transpose()
+        self.newest_rollout(repo, channel, LIVE).await
     }
 
     /// The newest rollout of a channel, finished or not.
@@ -349,8 +341,18 @@ impl Store {
         repo: &RepoName,
         channel: &str,
     ) -> Result<Option<Rollout>, StoreError> {
+        self.newest_rollout(repo, channel, "TRUE").await
+    }
+
+    /// The newest rollout of a channel that `condition` (an SQL condition) holds for.
+    async fn newest_rollout(
+        &self,
+        repo: &RepoName,
+        channel: &str,
+        condition: &str,
+    ) -> Result<Option<Rollout>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE repo = $1 AND channel = $2 \
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE repo = $1 AND channel = $2 AND {condition} \
              ORDER BY id DESC LIMIT 1"
         ))
         .bind(repo.as_str())
